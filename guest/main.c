@@ -1,0 +1,167 @@
+/*
+ * The test guest's workloads, run at CPL3 on every vCPU. The command line picks one:
+ *   touch MIB      each vCPU writes every ncpus-th page of MIB MiB from 16 MiB; vCPU 0
+ *                  verifies all pages and prints a checksum
+ *   counter N      each vCPU does N `lock xadd` on four shared counters; the total is exact
+ *   compute N      each vCPU runs N xorshift64* steps; all must agree
+ *   hello          print one line and exit (start-up timing)
+ * vCPU 0 prints "shoal-guest: ... ok" or "... FAILED" and exits through the debug-exit port
+ * with 0 or 1. Other vCPUs spin once done.
+ */
+#include "guest.h"
+
+#define TOUCH_BASE (16ull << 20)
+
+static struct platform plat;
+static volatile uint32_t platform_ready;
+static uint32_t barrier_count[4];
+static uint64_t counters[4] __attribute__((aligned(64)));
+static uint64_t compute_results[256];
+static uint64_t touch_cycles[256];
+
+void* memset(void* d, int c, unsigned long n) {
+  uint8_t* p = d;
+  while (n--) *p++ = (uint8_t)c;
+  return d;
+}
+
+/* All vCPUs wait here until every one of them has arrived. */
+static void barrier(int which) {
+  __atomic_add_fetch(&barrier_count[which], 1, __ATOMIC_ACQ_REL);
+  while (__atomic_load_n(&barrier_count[which], __ATOMIC_ACQUIRE) < plat.ncpus) cpu_relax();
+}
+
+static int starts_with(const char* s, const char* word, const char** rest) {
+  while (*word)
+    if (*s++ != *word++) return 0;
+  if (*s != 0 && *s != ' ') return 0;
+  while (*s == ' ') ++s;
+  *rest = s;
+  return 1;
+}
+
+static uint64_t parse_u64(const char* s, uint64_t fallback) {
+  if (*s < '0' || *s > '9') return fallback;
+  uint64_t v = 0;
+  while (*s >= '0' && *s <= '9') v = v * 10 + (uint64_t)(*s++ - '0');
+  return v;
+}
+
+static uint64_t touch_pattern(uint64_t page) {
+  return (page + 1) * 0x9E3779B97F4A7C15ull;
+}
+
+static int run_touch(uint32_t cpu, uint64_t mib) {
+  const uint64_t pages = mib << 8;
+  if (cpu == 0 && TOUCH_BASE + (pages << 12) > plat.ram_end) {
+    put_str("shoal-guest: touch ");
+    put_u64(mib);
+    put_str(" MiB does not fit: RAM ends at ");
+    put_hex(plat.ram_end);
+    put_str("\n");
+    guest_exit(3);
+  }
+  barrier(1);
+  const uint64_t t0 = rdtsc();
+  for (uint64_t p = cpu; p < pages; p += plat.ncpus)
+    *(volatile uint64_t*)(TOUCH_BASE + (p << 12)) = touch_pattern(p);
+  touch_cycles[cpu] = rdtsc() - t0;
+  barrier(2);
+  if (cpu != 0) return -1;
+  uint64_t checksum = 0, bad = 0;
+  for (uint64_t p = 0; p < pages; ++p) {
+    const volatile uint64_t* page = (const volatile uint64_t*)(TOUCH_BASE + (p << 12));
+    const uint64_t v = page[0];
+    if (v != touch_pattern(p) || page[256] != 0 || page[511] != 0) ++bad;
+    checksum += v;
+  }
+  put_str("shoal-guest: touch mib=");
+  put_u64(mib);
+  put_str(" pages=");
+  put_u64(pages);
+  put_str(" checksum=");
+  put_hex(checksum);
+  put_str(" bad=");
+  put_u64(bad);
+  put_str(" cycles=");
+  put_u64(touch_cycles[0]);
+  put_str("\n");
+  return bad == 0 ? 0 : 1;
+}
+
+static int run_counter(uint32_t cpu, uint64_t n) {
+  barrier(1);
+  for (uint64_t i = 0; i < n; ++i) __atomic_fetch_add(&counters[i & 3], 1, __ATOMIC_SEQ_CST);
+  barrier(2);
+  if (cpu != 0) return -1;
+  const uint64_t total = counters[0] + counters[1] + counters[2] + counters[3];
+  const uint64_t expected = n * plat.ncpus;
+  put_str("shoal-guest: counter vcpus=");
+  put_u64(plat.ncpus);
+  put_str(" total=");
+  put_u64(total);
+  put_str(" expected=");
+  put_u64(expected);
+  put_str("\n");
+  return total == expected ? 0 : 1;
+}
+
+static uint64_t xorshift_steps(uint64_t n) {
+  uint64_t x = 0x2545F4914F6CDD1Dull;
+  for (uint64_t i = 0; i < n; ++i) {
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+  }
+  return x * 0x2545F4914F6CDD1Dull;
+}
+
+static int run_compute(uint32_t cpu, uint64_t n) {
+  compute_results[cpu] = xorshift_steps(n);
+  barrier(1);
+  if (cpu != 0) return -1;
+  int same = 1;
+  for (uint32_t i = 1; i < plat.ncpus; ++i) same &= compute_results[i] == compute_results[0];
+  put_str("shoal-guest: compute n=");
+  put_u64(n);
+  put_str(" result=");
+  put_hex(compute_results[0]);
+  put_str(same ? "\n" : " (vCPUs disagree)\n");
+  return same ? 0 : 1;
+}
+
+void guest_main(uint64_t start_info, uint32_t cpu) {
+  if (cpu == 0) {
+    discover_platform(start_info, &plat);
+    __atomic_store_n(&platform_ready, 1, __ATOMIC_RELEASE);
+  } else {
+    while (!__atomic_load_n(&platform_ready, __ATOMIC_ACQUIRE)) cpu_relax();
+  }
+  if (cpu >= plat.ncpus) return; /* not in the MP table: stay out of the barriers */
+  barrier(0);
+
+  const char* arg;
+  int result;
+  if (starts_with(plat.cmdline, "touch", &arg)) {
+    result = run_touch(cpu, parse_u64(arg, 64));
+  } else if (starts_with(plat.cmdline, "counter", &arg)) {
+    result = run_counter(cpu, parse_u64(arg, 100000));
+  } else if (starts_with(plat.cmdline, "compute", &arg)) {
+    result = run_compute(cpu, parse_u64(arg, 10000000));
+  } else if (starts_with(plat.cmdline, "hello", &arg) || plat.cmdline[0] == 0) {
+    if (cpu != 0) return;
+    put_str("shoal-guest: hello from ");
+    put_u64(plat.ncpus);
+    put_str(" vCPUs\n");
+    result = 0;
+  } else {
+    if (cpu != 0) return;
+    put_str("shoal-guest: unknown workload '");
+    put_str(plat.cmdline);
+    put_str("' (touch MIB | counter N | compute N | hello)\n");
+    guest_exit(64);
+  }
+  if (result < 0) return;
+  put_str(result == 0 ? "shoal-guest: result ok\n" : "shoal-guest: result FAILED\n");
+  guest_exit(result);
+}

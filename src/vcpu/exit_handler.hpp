@@ -1,0 +1,27 @@
+// What a vCPU does with one decoded exit. Pure logic over the buses: no KVM needed.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <variant>
+
+#include "vcpu/vcpu_exit.hpp"
+#include "vmm/devices/io_bus.hpp"
+
+namespace shoal {
+
+struct ExitContinue {};
+struct ExitPowerOff {};  // the guest is done (power-off, reset request, halt without irqchip)
+struct ExitFail {
+  std::string reason;
+};
+using ExitAction = std::variant<ExitContinue, ExitPowerOff, ExitFail>;
+
+struct ExitBuses {
+  const IoBus& pio;
+  const IoBus& mmio;
+};
+
+ExitAction handle_exit(const VcpuExit& exit, const ExitBuses& buses);
+
+}  // namespace shoal

@@ -1,0 +1,178 @@
+#include "vcpu/vcpu_thread.hpp"
+
+#include <signal.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <string>
+
+namespace shoal {
+
+namespace {
+
+int kick_signal() {
+  return SIGRTMIN;
+}
+
+void on_kick(int) {}
+
+}  // namespace
+
+void install_kick_signal_handler() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    struct sigaction sa {};
+    sa.sa_handler = on_kick;
+    // SA_RESTART keeps the vCPU's other syscalls (console writes) from failing with EINTR;
+    // KVM_RUN itself still returns EINTR, which is what the kick is for.
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    sigaction(kick_signal(), &sa, nullptr);
+  });
+}
+
+VcpuExit KvmVcpuBackend::run() {
+  const int rc = vcpu_.run();
+  if (rc == -EINTR) return InterruptedExit{};
+  if (rc < 0) return RunErrorExit{-rc};
+  return decode_exit(*vcpu_.run_state(), run_size_);
+}
+
+void KvmVcpuBackend::request_immediate_exit() {
+  // A plain store: KVM reads it on entry; the signal covers a vCPU already in the guest.
+  __atomic_store_n(&vcpu_.run_state()->immediate_exit, 1, __ATOMIC_SEQ_CST);
+}
+
+void KvmVcpuBackend::clear_immediate_exit() {
+  __atomic_store_n(&vcpu_.run_state()->immediate_exit, 0, __ATOMIC_SEQ_CST);
+}
+
+std::string KvmVcpuBackend::describe_state() const {
+  kvm_regs r{};
+  kvm_sregs s{};
+  if (!vcpu_.get_regs(r).ok() || !vcpu_.get_sregs(s).ok()) return "registers unavailable";
+  char buf[256];
+  std::snprintf(buf, sizeof buf,
+                "rip=0x%llx rsp=0x%llx rflags=0x%llx cs=0x%x cr0=0x%llx cr3=0x%llx cr4=0x%llx "
+                "efer=0x%llx",
+                static_cast<unsigned long long>(r.rip), static_cast<unsigned long long>(r.rsp),
+                static_cast<unsigned long long>(r.rflags), s.cs.selector,
+                static_cast<unsigned long long>(s.cr0), static_cast<unsigned long long>(s.cr3),
+                static_cast<unsigned long long>(s.cr4), static_cast<unsigned long long>(s.efer));
+  return buf;
+}
+
+VcpuState next_state(VcpuState state, VcpuCommand command) {
+  if (state == VcpuState::kStopped) return VcpuState::kStopped;
+  switch (command) {
+    case VcpuCommand::kPause:
+      return VcpuState::kPaused;
+    case VcpuCommand::kResume:
+      return VcpuState::kRunning;
+    case VcpuCommand::kStop:
+      return VcpuState::kStopped;
+  }
+  return state;
+}
+
+const char* state_name(VcpuState state) {
+  switch (state) {
+    case VcpuState::kRunning:
+      return "running";
+    case VcpuState::kPaused:
+      return "paused";
+    case VcpuState::kStopped:
+      return "stopped";
+  }
+  return "?";
+}
+
+VcpuThread::VcpuThread(std::unique_ptr<VcpuBackend> backend, ExitBuses buses, Finished finished)
+    : backend_(std::move(backend)), buses_(buses), finished_(std::move(finished)) {}
+
+VcpuThread::~VcpuThread() {
+  if (started_) {
+    send(VcpuCommand::kStop);
+    join();
+  }
+}
+
+void VcpuThread::start() {
+  install_kick_signal_handler();
+  std::unique_lock lock(mu_);
+  thread_ = std::thread([this] { loop(); });
+  handle_ = thread_.native_handle();
+  started_ = true;
+}
+
+void VcpuThread::send(VcpuCommand command) {
+  {
+    std::lock_guard lock(mu_);
+    commands_.push_back(command);
+    if (!started_ || state_ == VcpuState::kStopped) return;
+  }
+  cv_.notify_all();
+  // Order matters: command first, then the flag, then the signal (see loop()).
+  backend_->request_immediate_exit();
+  pthread_kill(handle_, kick_signal());
+}
+
+VcpuState VcpuThread::state() const {
+  std::lock_guard lock(mu_);
+  return state_;
+}
+
+void VcpuThread::wait_for(VcpuState state) {
+  std::unique_lock lock(mu_);
+  cv_.wait(lock, [&] { return state_ == state || state_ == VcpuState::kStopped; });
+}
+
+void VcpuThread::join() {
+  if (thread_.joinable()) thread_.join();
+}
+
+void VcpuThread::apply_commands_locked() {
+  while (!commands_.empty()) {
+    state_ = next_state(state_, commands_.front());
+    commands_.pop_front();
+  }
+}
+
+void VcpuThread::loop() {
+  const std::string name = "vcpu" + std::to_string(backend_->id());
+  pthread_setname_np(pthread_self(), name.c_str());
+  for (;;) {
+    {
+      std::unique_lock lock(mu_);
+      apply_commands_locked();
+      cv_.notify_all();
+      while (state_ == VcpuState::kPaused) {
+        cv_.wait(lock, [&] { return !commands_.empty(); });
+        apply_commands_locked();
+        cv_.notify_all();
+      }
+      if (state_ == VcpuState::kStopped) return;
+    }
+    VcpuExit exit = backend_->run();
+    ++exits_;
+    if (std::holds_alternative<InterruptedExit>(exit)) {
+      // Cleared before the command check above runs again: a kick that lands after this
+      // point either finds its command in the queue or makes the next run() return at once.
+      backend_->clear_immediate_exit();
+      continue;
+    }
+    ExitAction action = handle_exit(exit, buses_);
+    if (std::holds_alternative<ExitContinue>(action)) continue;
+    {
+      std::lock_guard lock(mu_);
+      state_ = VcpuState::kStopped;
+    }
+    cv_.notify_all();
+    const std::string cpu_state =
+        std::holds_alternative<ExitFail>(action) ? backend_->describe_state() : std::string();
+    if (finished_) finished_(backend_->id(), action, cpu_state);
+    return;
+  }
+}
+
+}  // namespace shoal

@@ -1,0 +1,102 @@
+// One thread per vCPU, a small state machine (running / paused / stopped) driven by commands.
+// A command is posted, then the thread is kicked out of KVM_RUN with immediate_exit + a signal.
+#pragma once
+
+#include <pthread.h>
+
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "vcpu/exit_handler.hpp"
+#include "vcpu/vcpu_exit.hpp"
+#include "vcpu/vcpu_fd.hpp"
+
+namespace shoal {
+
+// The narrow hypervisor interface the vCPU loop needs; tests and later the migration code
+// drive the loop through a fake one.
+class VcpuBackend {
+ public:
+  virtual ~VcpuBackend() = default;
+  virtual int id() const = 0;
+  // Enters the guest once; InterruptedExit when kicked.
+  virtual VcpuExit run() = 0;
+  // Called from other threads (and async-signal-safe): make the next or current run() return.
+  virtual void request_immediate_exit() = 0;
+  virtual void clear_immediate_exit() = 0;
+  // Registers worth printing next to an error ("rip=0x100200 cr0=0x80000011 ..."); called on
+  // the vCPU's own thread.
+  virtual std::string describe_state() const = 0;
+};
+
+class KvmVcpuBackend : public VcpuBackend {
+ public:
+  explicit KvmVcpuBackend(VcpuFd vcpu, size_t run_size)
+      : vcpu_(std::move(vcpu)), run_size_(run_size) {}
+  int id() const override { return vcpu_.id(); }
+  VcpuExit run() override;
+  void request_immediate_exit() override;
+  void clear_immediate_exit() override;
+  std::string describe_state() const override;
+  const VcpuFd& fd() const { return vcpu_; }
+
+ private:
+  VcpuFd vcpu_;
+  size_t run_size_;
+};
+
+enum class VcpuState { kRunning, kPaused, kStopped };
+enum class VcpuCommand { kPause, kResume, kStop };
+
+// The transition table: stopped is final; otherwise the command decides.
+VcpuState next_state(VcpuState state, VcpuCommand command);
+const char* state_name(VcpuState state);
+
+class VcpuThread {
+ public:
+  // Called once, on the vCPU thread, when the guest powers off or the vCPU fails; on a
+  // failure `cpu_state` holds describe_state().
+  using Finished =
+      std::function<void(int vcpu_id, const ExitAction& action, const std::string& cpu_state)>;
+
+  VcpuThread(std::unique_ptr<VcpuBackend> backend, ExitBuses buses, Finished finished);
+  VcpuThread(const VcpuThread&) = delete;
+  VcpuThread& operator=(const VcpuThread&) = delete;
+  ~VcpuThread();  // stops and joins
+
+  void start();
+  void send(VcpuCommand command);
+  VcpuState state() const;
+  // Blocks until the thread has reached `state` (a paused vCPU is outside KVM_RUN).
+  void wait_for(VcpuState state);
+  void join();
+  uint64_t exit_count() const { return exits_; }
+  VcpuBackend& backend() { return *backend_; }
+
+ private:
+  void loop();
+  void apply_commands_locked();
+
+  std::unique_ptr<VcpuBackend> backend_;
+  ExitBuses buses_;
+  Finished finished_;
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<VcpuCommand> commands_;
+  VcpuState state_ = VcpuState::kRunning;
+  std::thread thread_;
+  pthread_t handle_{};
+  bool started_ = false;
+  uint64_t exits_ = 0;
+};
+
+// Installs the no-op handler of the kick signal; idempotent.
+void install_kick_signal_handler();
+
+}  // namespace shoal

@@ -1,0 +1,33 @@
+#include "vmm/boot/e820.hpp"
+
+#include <cstdio>
+
+#include "vmm/boot/boot_layout.hpp"
+
+namespace shoal {
+
+std::vector<E820Entry> build_e820(const std::vector<RamRegion>& regions) {
+  std::vector<E820Entry> map;
+  for (const RamRegion& r : regions) {
+    if (r.gpa == 0) {
+      map.push_back({0, boot::kEbdaAddr, E820Type::kRam});
+      map.push_back({boot::kEbdaAddr, boot::kLowRamEnd - boot::kEbdaAddr, E820Type::kReserved});
+      if (r.size > boot::kKernelAddr)
+        map.push_back({boot::kKernelAddr, r.size - boot::kKernelAddr, E820Type::kRam});
+    } else {
+      map.push_back({r.gpa, r.size, E820Type::kRam});
+    }
+  }
+  return map;
+}
+
+std::string format_e820(const E820Entry& e) {
+  char line[96];
+  std::snprintf(line, sizeof line, "[mem 0x%016llx-0x%016llx] %s",
+                static_cast<unsigned long long>(e.addr),
+                static_cast<unsigned long long>(e.addr + e.size - 1),
+                e.type == E820Type::kRam ? "usable" : "reserved");
+  return line;
+}
+
+}  // namespace shoal

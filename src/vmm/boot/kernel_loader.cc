@@ -1,0 +1,69 @@
+#include "vmm/boot/kernel_loader.hpp"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "shoal/size.hpp"
+#include "shoal/unique_fd.hpp"
+#include "vmm/boot/boot_layout.hpp"
+#include "vmm/boot/bzimage.hpp"
+#include "vmm/boot/mptable.hpp"
+#include "vmm/boot/pvh_elf.hpp"
+#include "vmm/boot/x86_cpu.hpp"
+
+namespace shoal {
+
+Result<std::vector<uint8_t>> read_file(const std::string& path, const std::string& what,
+                                       uint64_t limit) {
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd.valid()) return errno_error(what + " " + path);
+  struct stat st {};
+  if (fstat(fd.get(), &st) < 0) return errno_error(what + " " + path);
+  if (!S_ISREG(st.st_mode)) return Error(what + " " + path + ": not a regular file");
+  if (static_cast<uint64_t>(st.st_size) > limit)
+    return Error(what + " " + path + ": " + format_size(st.st_size) + " is larger than the " +
+                 format_size(limit) + " limit");
+  std::vector<uint8_t> bytes(static_cast<size_t>(st.st_size));
+  size_t done = 0;
+  while (done < bytes.size()) {
+    const ssize_t n = ::read(fd.get(), bytes.data() + done, bytes.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return errno_error(what + " " + path);
+    if (n == 0) return Error(what + " " + path + ": file shrank while being read");
+    done += static_cast<size_t>(n);
+  }
+  return bytes;
+}
+
+KernelFormat detect_kernel_format(std::span<const uint8_t> image) {
+  if (looks_like_bzimage(image)) return KernelFormat::kBzImage;
+  if (looks_like_elf(image)) return KernelFormat::kPvhElf;
+  return KernelFormat::kUnknown;
+}
+
+Result<BootPlan> load_guest(const GuestRam& ram, const BootInputs& in, int vcpus) {
+  Result<BootPlan> plan = Error("");
+  switch (detect_kernel_format(in.kernel)) {
+    case KernelFormat::kBzImage:
+      plan = load_bzimage(ram, in);
+      break;
+    case KernelFormat::kPvhElf:
+      plan = load_pvh_elf(ram, in);
+      break;
+    case KernelFormat::kUnknown:
+      return Error("neither a bzImage nor an ELF kernel with a PVH entry");
+  }
+  if (!plan) return plan.error();
+  auto mptable = build_mptable(boot::kEbdaAddr, vcpus);
+  if (!mptable) return mptable.error();
+  SHOAL_TRY(ram.write(boot::kEbdaAddr, *mptable), "write MP table");
+  // The BIOS data area's EBDA segment pointer, where Linux looks for the MP table first.
+  const uint16_t ebda_segment = boot::kEbdaAddr >> 4;
+  SHOAL_TRY(ram.write(0x40e, std::span(reinterpret_cast<const uint8_t*>(&ebda_segment), 2)),
+            "write EBDA pointer");
+  SHOAL_TRY(write_boot_tables(ram, *plan), "boot tables");
+  return plan;
+}
+
+}  // namespace shoal

@@ -1,0 +1,24 @@
+// Reads the kernel/initrd files, recognises the format and leaves a booted-ready guest RAM.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "memory/guest_ram.hpp"
+#include "vmm/boot/boot_plan.hpp"
+
+namespace shoal {
+
+// Whole file, refusing anything over `limit` bytes; `what` names it in errors.
+Result<std::vector<uint8_t>> read_file(const std::string& path, const std::string& what,
+                                       uint64_t limit);
+
+enum class KernelFormat { kBzImage, kPvhElf, kUnknown };
+KernelFormat detect_kernel_format(std::span<const uint8_t> image);
+
+// Loads the kernel (bzImage or PVH ELF), initrd and command line, then the MP table for
+// `vcpus` and the boot GDT/page tables.
+Result<BootPlan> load_guest(const GuestRam& ram, const BootInputs& in, int vcpus);
+
+}  // namespace shoal

@@ -1,0 +1,85 @@
+#include "vmm/cli.hpp"
+
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <cstring>
+#include <sstream>
+
+#include "shoal/size.hpp"
+#include "shoal/version.hpp"
+
+namespace shoal {
+
+namespace {
+
+// "--memory 12Q: unknown size suffix 'Q' ..." style: the option first, then the problem.
+std::string usage_error(const std::string& option, const std::string& problem) {
+  return "shoal: error: " + option + ": " + problem;
+}
+
+std::string check_readable(const std::string& option, const std::string& path) {
+  if (::access(path.c_str(), R_OK) != 0)
+    return usage_error(option, path + ": " + std::strerror(errno));
+  return {};
+}
+
+}  // namespace
+
+CliOutcome parse_cli(int argc, const char* const* argv) {
+  CLI::App app{"shoal: a virtual machine monitor that runs one guest across several hosts",
+               "shoal"};
+  app.set_version_flag("--version", std::string("shoal ") + kVersion);
+  app.require_subcommand(1);
+  RunConfig cfg;
+  std::string memory = "512M";
+  auto* run = app.add_subcommand("run", "Boot a guest on this host");
+  run->add_option("--kernel", cfg.kernel, "bzImage, or ELF kernel with a PVH entry note")
+      ->required();
+  run->add_option("--initrd", cfg.initrd, "initial ramdisk");
+  run->add_option("--cmdline", cfg.cmdline, "kernel command line");
+  run->add_option("--memory", memory, "guest RAM, e.g. 512M, 4G, 1T (bare number: MiB)")
+      ->capture_default_str();
+  run->add_option("--vcpus", cfg.vcpus, "number of vCPUs")->capture_default_str();
+  run->add_option("--serial", cfg.serial, "where the UART at 0x3f8 goes: stdio or a file path")
+      ->capture_default_str();
+  run->add_option("--log-level", cfg.log_level, "trace, debug, info, warn, error or off")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}))
+      ->capture_default_str();
+
+  CliOutcome out;
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    // CLI11 writes help/version to `o` (exit 0) and errors to `er`.
+    std::ostringstream o, er;
+    const int code = app.exit(e, o, er);
+    out.exit_code = code == 0 ? 0 : kExitUsage;
+    out.message = code == 0 ? o.str() : "shoal: error: " + er.str();
+    while (!out.message.empty() && out.message.back() == '\n') out.message.pop_back();
+    return out;
+  }
+
+  auto fail = [&](std::string message) {
+    out.exit_code = kExitUsage;
+    out.message = std::move(message);
+    return out;
+  };
+  auto size = parse_size(memory, MiB);
+  if (!size) return fail(usage_error("--memory " + memory, size.error().message()));
+  if (*size < kMinGuestMemory)
+    return fail(usage_error("--memory " + memory,
+                            "at least " + format_size(kMinGuestMemory) + " is needed"));
+  if (*size % 4096 != 0) return fail(usage_error("--memory " + memory, "not a multiple of 4 KiB"));
+  cfg.memory = *size;
+  if (cfg.vcpus < 1)
+    return fail(usage_error("--vcpus " + std::to_string(cfg.vcpus), "at least 1 vCPU is needed"));
+  if (auto e = check_readable("--kernel", cfg.kernel); !e.empty()) return fail(e);
+  if (!cfg.initrd.empty())
+    if (auto e = check_readable("--initrd", cfg.initrd); !e.empty()) return fail(e);
+  if (cfg.serial.empty()) return fail(usage_error("--serial", "expected stdio or a file path"));
+  out.run = std::move(cfg);
+  return out;
+}
+
+}  // namespace shoal

@@ -1,0 +1,34 @@
+// The command line: `shoal run ...` and `shoal --version`.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+namespace shoal {
+
+inline constexpr int kExitVmmError = 1;
+inline constexpr int kExitUsage = 2;
+inline constexpr uint64_t kMinGuestMemory = 4ull << 20;
+
+struct RunConfig {
+  std::string kernel;
+  std::string initrd;  // empty: none
+  std::string cmdline;
+  uint64_t memory = 512ull << 20;
+  int vcpus = 1;
+  std::string serial = "stdio";  // or a file path
+  std::string log_level = "info";
+};
+
+// Either a RunConfig, or what to print and the exit code (0 for --help/--version, 2 for a
+// usage error).
+struct CliOutcome {
+  std::optional<RunConfig> run;
+  int exit_code = 0;
+  std::string message;
+};
+
+CliOutcome parse_cli(int argc, const char* const* argv);
+
+}  // namespace shoal

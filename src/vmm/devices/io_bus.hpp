@@ -1,0 +1,52 @@
+// Address-range dispatch for port I/O and MMIO exits. Built before the vCPUs start and
+// read-only afterwards, so lookups take no lock; each device serializes itself.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "shoal/status.hpp"
+
+namespace shoal {
+
+class BusDevice {
+ public:
+  virtual ~BusDevice() = default;
+  // `offset` is relative to the base the device was inserted at.
+  virtual void read(uint64_t offset, std::span<uint8_t> data) = 0;
+  virtual void write(uint64_t offset, std::span<const uint8_t> data) = 0;
+};
+
+class IoBus {
+ public:
+  explicit IoBus(std::string name) : name_(std::move(name)) {}
+
+  // Fails on an empty range or one that overlaps a device already on the bus.
+  Status insert(uint64_t base, uint64_t length, std::shared_ptr<BusDevice> device,
+                std::string device_name);
+
+  // False when no device covers [addr, addr+len); a read then returns all-ones, as an
+  // open bus does on a PC.
+  bool read(uint64_t addr, std::span<uint8_t> data) const;
+  bool write(uint64_t addr, std::span<const uint8_t> data) const;
+
+  // Name of the device at `addr`, or nullptr.
+  const std::string* device_name(uint64_t addr) const;
+
+ private:
+  struct Entry {
+    uint64_t base;
+    uint64_t length;
+    std::shared_ptr<BusDevice> device;
+    std::string name;
+  };
+  const Entry* find(uint64_t addr, uint64_t len) const;
+
+  std::string name_;
+  std::vector<Entry> entries_;  // sorted by base, non-overlapping
+};
+
+}  // namespace shoal

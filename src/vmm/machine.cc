@@ -1,0 +1,148 @@
+#include "vmm/machine.hpp"
+
+#include <fcntl.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include "shoal/size.hpp"
+#include "vmm/boot/kernel_loader.hpp"
+#include "vmm/boot/x86_cpu.hpp"
+#include "vmm/devices/simple_devices.hpp"
+
+namespace shoal {
+
+namespace {
+
+constexpr uint32_t kUartIrq = 4;
+constexpr uint16_t kCom1Port = 0x3f8;
+constexpr uint64_t kMaxKernelFile = 1ull << 30;
+
+}  // namespace
+
+Machine::Machine(Kvm kvm, Vm vm, GuestRam ram)
+    : kvm_(std::move(kvm)), vm_(std::move(vm)), ram_(std::move(ram)) {}
+
+Machine::~Machine() {
+  for (auto& v : vcpus_) v->send(VcpuCommand::kStop);
+  vcpus_.clear();  // joins
+}
+
+Result<std::unique_ptr<Machine>> Machine::create(Kvm kvm, const RunConfig& config) {
+  auto cpuid = kvm.supported_cpuid();
+  if (!cpuid) return cpuid.error();
+  auto vm = Vm::create(kvm);
+  if (!vm) return vm.error();
+  SHOAL_TRY(vm->create_platform(), "create VM");
+  auto phys_bits = kvm.guest_phys_bits();
+  if (!phys_bits) return phys_bits.error();
+  auto ram = GuestRam::reserve(config.memory, *phys_bits);
+  if (!ram) return ram.error();
+  uint32_t slot = 0;
+  for (const RamRegion& r : ram->regions())
+    SHOAL_TRY(vm->set_memory_region(slot++, r.gpa, r.size, ram->base() + r.host_offset),
+              "map guest RAM");
+  std::unique_ptr<Machine> m(new Machine(std::move(kvm), std::move(*vm), std::move(*ram)));
+
+  auto kernel = read_file(config.kernel, "kernel", kMaxKernelFile);
+  if (!kernel) return kernel.error();
+  std::vector<uint8_t> initrd;
+  if (!config.initrd.empty()) {
+    auto bytes = read_file(config.initrd, "initrd", config.memory);
+    if (!bytes) return bytes.error();
+    initrd = std::move(*bytes);
+  }
+  BootInputs in{*kernel, initrd, config.cmdline};
+  auto plan = load_guest(m->ram_, in, config.vcpus);
+  if (!plan) return plan.error().context(config.kernel);
+  m->plan_ = std::move(*plan);
+  spdlog::info("kernel {}: {}; {} of RAM, {} vCPU{}", config.kernel, m->plan_.description,
+               format_size(config.memory), config.vcpus, config.vcpus == 1 ? "" : "s");
+  for (const E820Entry& e : m->plan_.e820) spdlog::debug("e820: {}", format_e820(e));
+
+  SHOAL_TRY(m->build_devices(config), "devices");
+  CpuidPolicy policy{host_is_virtualized()};
+  for (int i = 0; i < config.vcpus; ++i) {
+    auto vcpu = m->vm_.create_vcpu(i, m->kvm_.vcpu_mmap_size());
+    if (!vcpu) return vcpu.error();
+    const bool enter_now = i == 0 || m->plan_.all_vcpus_at_entry;
+    SHOAL_TRY(
+        configure_vcpu(*vcpu, m->plan_, guest_cpuid(*cpuid, i, config.vcpus, policy), enter_now),
+        "configure");
+    auto backend = std::make_unique<KvmVcpuBackend>(std::move(*vcpu), m->kvm_.vcpu_mmap_size());
+    Machine* self = m.get();
+    m->vcpus_.push_back(
+        std::make_unique<VcpuThread>(std::move(backend), ExitBuses{m->pio_, m->mmio_},
+                                     [self](int id, const ExitAction& a, const std::string& st) {
+                                       self->on_vcpu_finished(id, a, st);
+                                     }));
+  }
+  return m;
+}
+
+Status Machine::build_devices(const RunConfig& config) {
+  if (config.serial != "stdio") {
+    console_file_ =
+        UniqueFd(::open(config.serial.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+    if (!console_file_.valid()) return errno_error("--serial " + config.serial);
+    console_fd_ = console_file_.get();
+  }
+  uart_ = std::make_shared<Uart16550>([this](uint8_t b) { write_console(b); },
+                                      [this] {
+                                        // ISA interrupts are edges: raise, then lower.
+                                        (void)vm_.set_irq_line(kUartIrq, true);
+                                        (void)vm_.set_irq_line(kUartIrq, false);
+                                      });
+  SHOAL_TRY(pio_.insert(kCom1Port, 8, uart_, "uart 0x3f8"), "");
+  SHOAL_TRY(pio_.insert(I8042::kBase, 5, std::make_shared<I8042>([this] {
+                          spdlog::info("guest requested a reset (i8042)");
+                          finish(0, std::nullopt);
+                        }),
+                        "i8042"),
+            "");
+  SHOAL_TRY(pio_.insert(DebugExit::kPort, 2, std::make_shared<DebugExit>([this](int code) {
+                          finish(code, std::nullopt);
+                        }),
+                        "debug-exit"),
+            "");
+  return {};
+}
+
+void Machine::write_console(uint8_t byte) {
+  while (::write(console_fd_, &byte, 1) < 0 && errno == EINTR) {
+  }
+}
+
+void Machine::on_vcpu_finished(int id, const ExitAction& action, const std::string& state) {
+  if (const auto* f = std::get_if<ExitFail>(&action)) {
+    finish(std::nullopt,
+           Error("vcpu " + std::to_string(id) + ": " + f->reason + " (" + state + ")"));
+  } else {
+    spdlog::info("vcpu {}: guest powered off", id);
+    finish(0, std::nullopt);
+  }
+}
+
+void Machine::finish(std::optional<int> code, std::optional<Error> error) {
+  {
+    std::lock_guard lock(mu_);
+    if (done_) return;  // the first outcome wins
+    done_ = true;
+    exit_code_ = code;
+    error_ = std::move(error);
+  }
+  done_cv_.notify_all();
+}
+
+Result<int> Machine::run() {
+  for (auto& v : vcpus_) v->start();
+  {
+    std::unique_lock lock(mu_);
+    done_cv_.wait(lock, [&] { return done_; });
+  }
+  for (auto& v : vcpus_) v->send(VcpuCommand::kStop);
+  for (auto& v : vcpus_) v->join();
+  if (error_) return *error_;
+  return exit_code_.value_or(0);
+}
+
+}  // namespace shoal

@@ -1,0 +1,59 @@
+// One guest on this host: the VM, its RAM, devices and vCPU threads, from boot to exit.
+#pragma once
+
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <vector>
+
+#include "memory/guest_ram.hpp"
+#include "shoal/status.hpp"
+#include "shoal/unique_fd.hpp"
+#include "vcpu/vcpu_thread.hpp"
+#include "vmm/boot/boot_plan.hpp"
+#include "vmm/cli.hpp"
+#include "vmm/devices/io_bus.hpp"
+#include "vmm/devices/uart16550.hpp"
+#include "vmm/kvm.hpp"
+
+namespace shoal {
+
+class Machine {
+ public:
+  static Result<std::unique_ptr<Machine>> create(Kvm kvm, const RunConfig& config);
+  Machine(const Machine&) = delete;
+  Machine& operator=(const Machine&) = delete;
+  ~Machine();
+
+  // Runs the guest until it exits; its exit code (0 on power-off/reset), or an error.
+  Result<int> run();
+  const BootPlan& plan() const { return plan_; }
+
+ private:
+  Machine(Kvm kvm, Vm vm, GuestRam ram);
+  Status build_devices(const RunConfig& config);
+  Status build_vcpus(int count);
+  void on_vcpu_finished(int id, const ExitAction& action, const std::string& state);
+  void finish(std::optional<int> code, std::optional<Error> error);
+  void write_console(uint8_t byte);
+
+  Kvm kvm_;
+  Vm vm_;
+  GuestRam ram_;
+  IoBus pio_{"port I/O"};
+  IoBus mmio_{"MMIO"};
+  std::shared_ptr<Uart16550> uart_;
+  UniqueFd console_file_;
+  int console_fd_ = 1;
+  BootPlan plan_;
+  std::vector<std::unique_ptr<VcpuThread>> vcpus_;
+
+  std::mutex mu_;
+  std::condition_variable done_cv_;
+  bool done_ = false;
+  std::optional<int> exit_code_;
+  std::optional<Error> error_;
+};
+
+}  // namespace shoal

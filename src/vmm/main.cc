@@ -1,0 +1,56 @@
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cstdio>
+
+#include "memory/guest_ram.hpp"
+#include "shoal/size.hpp"
+#include "vmm/boot/mptable.hpp"
+#include "vmm/cli.hpp"
+#include "vmm/kvm.hpp"
+#include "vmm/machine.hpp"
+
+namespace {
+
+int fail(int code, const std::string& message) {
+  std::fprintf(stderr, "shoal: error: %s\n", message.c_str());
+  return code;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace shoal;
+  CliOutcome cli = parse_cli(argc, argv);
+  if (!cli.run) {
+    std::fprintf(cli.exit_code == 0 ? stdout : stderr, "%s\n", cli.message.c_str());
+    return cli.exit_code;
+  }
+  const RunConfig& cfg = *cli.run;
+  auto logger = spdlog::stderr_color_mt("shoal");
+  logger->set_pattern("shoal: [%l] %v");
+  spdlog::set_default_logger(logger);
+  spdlog::set_level(spdlog::level::from_str(cfg.log_level));
+
+  auto kvm = Kvm::open();
+  if (!kvm) return fail(kExitVmmError, kvm.error().message());
+  const int max_vcpus = std::min(kvm->max_vcpus(), kMpTableMaxVcpus);
+  if (cfg.vcpus > max_vcpus)
+    return fail(kExitUsage, "--vcpus " + std::to_string(cfg.vcpus) + ": at most " +
+                                std::to_string(max_vcpus) + " on this host");
+  auto phys_bits = kvm->guest_phys_bits();
+  if (!phys_bits) return fail(kExitVmmError, phys_bits.error().message());
+  const RamRegion top = GuestRam::layout(cfg.memory).back();
+  if (*phys_bits < 64 && top.gpa + top.size > (uint64_t{1} << *phys_bits))
+    return fail(kExitUsage,
+                "--memory " + format_size(cfg.memory) + ": beyond the guest's " +
+                    std::to_string(*phys_bits) + "-bit physical address space (" +
+                    format_size((uint64_t{1} << *phys_bits) - (kMmioHoleEnd - kMmioHoleStart)) +
+                    " of RAM at most)");
+  auto machine = Machine::create(std::move(*kvm), cfg);
+  if (!machine) return fail(kExitVmmError, machine.error().message());
+  auto code = (*machine)->run();
+  if (!code) return fail(kExitVmmError, code.error().message());
+  return *code;
+}
