@@ -36,6 +36,7 @@ pvh_entry:
   mov %ebx, %edi              /* hvm_start_info */
   mov $1, %eax
   cpuid
+  mov %ecx, cpl0_cpuid1_ecx   /* what ring 0 sees, for the cpuid workload */
   shr $24, %ebx
   mov %ebx, %esi              /* initial APIC ID = vCPU index */
   cmp $MAX_CPUS, %esi
@@ -176,6 +177,9 @@ user_entry:
   jmp 4b
 
   .section .data
+  .globl cpl0_cpuid1_ecx
+cpl0_cpuid1_ecx:
+  .long 0
   .p2align 4
 gdt:
   .quad 0

@@ -5,6 +5,7 @@
  *   counter N      each vCPU does N `lock xadd` on four shared counters; the total is exact
  *   compute N      each vCPU runs N xorshift64* steps; all must agree
  *   hello          print one line and exit (start-up timing)
+ *   cpuid          print the feature words the vCPU sees (leaf 1 ECX/EDX, leaf 7 EBX/ECX)
  * vCPU 0 prints "shoal-guest: ... ok" or "... FAILED" and exits through the debug-exit port
  * with 0 or 1. Other vCPUs spin once done.
  */
@@ -148,6 +149,24 @@ void guest_main(uint64_t start_info, uint32_t cpu) {
     result = run_counter(cpu, parse_u64(arg, 100000));
   } else if (starts_with(plat.cmdline, "compute", &arg)) {
     result = run_compute(cpu, parse_u64(arg, 10000000));
+  } else if (starts_with(plat.cmdline, "cpuid", &arg)) {
+    if (cpu != 0) return;
+    uint32_t a, b, c, d;
+    __asm__ volatile("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(1), "c"(0));
+    put_str("shoal-guest: cpuid 1 ecx=");
+    put_hex(c);
+    put_str(" edx=");
+    put_hex(d);
+    __asm__ volatile("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(7), "c"(0));
+    extern uint32_t cpl0_cpuid1_ecx;
+    put_str(" (ring 0: ecx=");
+    put_hex(cpl0_cpuid1_ecx);
+    put_str(") 7 ebx=");
+    put_hex(b);
+    put_str(" ecx=");
+    put_hex(c);
+    put_str("\n");
+    result = 0;
   } else if (starts_with(plat.cmdline, "hello", &arg) || plat.cmdline[0] == 0) {
     if (cpu != 0) return;
     put_str("shoal-guest: hello from ");
@@ -158,7 +177,7 @@ void guest_main(uint64_t start_info, uint32_t cpu) {
     if (cpu != 0) return;
     put_str("shoal-guest: unknown workload '");
     put_str(plat.cmdline);
-    put_str("' (touch MIB | counter N | compute N | hello)\n");
+    put_str("' (touch MIB | counter N | compute N | hello | cpuid)\n");
     guest_exit(64);
   }
   if (result < 0) return;

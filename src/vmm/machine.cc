@@ -60,14 +60,12 @@ Result<std::unique_ptr<Machine>> Machine::create(Kvm kvm, const RunConfig& confi
   for (const E820Entry& e : m->plan_.e820) spdlog::debug("e820: {}", format_e820(e));
 
   SHOAL_TRY(m->build_devices(config), "devices");
-  CpuidPolicy policy{host_is_virtualized()};
   for (int i = 0; i < config.vcpus; ++i) {
     auto vcpu = m->vm_.create_vcpu(i, m->kvm_.vcpu_mmap_size());
     if (!vcpu) return vcpu.error();
     const bool enter_now = i == 0 || m->plan_.all_vcpus_at_entry;
-    SHOAL_TRY(
-        configure_vcpu(*vcpu, m->plan_, guest_cpuid(*cpuid, i, config.vcpus, policy), enter_now),
-        "configure");
+    SHOAL_TRY(configure_vcpu(*vcpu, m->plan_, guest_cpuid(*cpuid, i, config.vcpus), enter_now),
+              "configure");
     auto backend = std::make_unique<KvmVcpuBackend>(std::move(*vcpu), m->kvm_.vcpu_mmap_size());
     Machine* self = m.get();
     m->vcpus_.push_back(

@@ -31,6 +31,7 @@ struct BootInputs {
   std::span<const uint8_t> kernel;
   std::span<const uint8_t> initrd;  // empty: none
   std::string cmdline;
+  uint64_t acpi_rsdp = 0;  // where the ACPI RSDP will be (0: no ACPI)
 };
 
 // Highest page-aligned address for `size` bytes of initrd in [lowest, limit); fails with a

@@ -122,6 +122,8 @@ Result<BootPlan> load_bzimage(const GuestRam& ram, const BootInputs& in) {
   auto zp = build_zero_page(*info, in.kernel, plan.e820, static_cast<uint32_t>(in.cmdline.size()),
                             initrd_addr, in.initrd.size());
   if (!zp) return zp.error();
+  // Protocol 2.14 added acpi_rsdp_addr; older kernels find the RSDP by scanning 0xe0000.
+  if (info->protocol >= 0x020e) zp->acpi_rsdp_addr = in.acpi_rsdp;
   SHOAL_TRY(ram.write(boot::kZeroPageAddr, std::span(reinterpret_cast<const uint8_t*>(&zp.value()),
                                                      sizeof(boot_params))),
             "write boot_params");

@@ -11,7 +11,9 @@ std::vector<E820Entry> build_e820(const std::vector<RamRegion>& regions) {
   for (const RamRegion& r : regions) {
     if (r.gpa == 0) {
       map.push_back({0, boot::kEbdaAddr, E820Type::kRam});
-      map.push_back({boot::kEbdaAddr, boot::kLowRamEnd - boot::kEbdaAddr, E820Type::kReserved});
+      // The EBDA (MP table), the VGA hole and the BIOS area (ACPI tables) in one entry: Linux's
+      // PVH entry reserves [640 KiB, 1 MiB) itself, so its printed map equals this one.
+      map.push_back({boot::kEbdaAddr, boot::kKernelAddr - boot::kEbdaAddr, E820Type::kReserved});
       if (r.size > boot::kKernelAddr)
         map.push_back({boot::kKernelAddr, r.size - boot::kKernelAddr, E820Type::kRam});
     } else {

@@ -18,7 +18,7 @@ struct E820Entry {
   bool operator==(const E820Entry&) const = default;
 };
 
-// RAM below the EBDA, the EBDA (MP table) reserved, then RAM from 1 MiB, around the MMIO hole.
+// RAM below the EBDA, [EBDA, 1 MiB) reserved, then RAM from 1 MiB, around the MMIO hole.
 std::vector<E820Entry> build_e820(const std::vector<RamRegion>& regions);
 
 // "[mem 0x0000000000000000-0x000000000009fbff] usable", Linux's own format.

@@ -6,6 +6,7 @@
 
 #include "shoal/size.hpp"
 #include "shoal/unique_fd.hpp"
+#include "vmm/boot/acpi.hpp"
 #include "vmm/boot/boot_layout.hpp"
 #include "vmm/boot/bzimage.hpp"
 #include "vmm/boot/mptable.hpp"
@@ -42,7 +43,9 @@ KernelFormat detect_kernel_format(std::span<const uint8_t> image) {
   return KernelFormat::kUnknown;
 }
 
-Result<BootPlan> load_guest(const GuestRam& ram, const BootInputs& in, int vcpus) {
+Result<BootPlan> load_guest(const GuestRam& ram, const BootInputs& inputs, int vcpus) {
+  BootInputs in = inputs;
+  in.acpi_rsdp = boot::kAcpiAddr;
   Result<BootPlan> plan = Error("");
   switch (detect_kernel_format(in.kernel)) {
     case KernelFormat::kBzImage:
@@ -62,6 +65,9 @@ Result<BootPlan> load_guest(const GuestRam& ram, const BootInputs& in, int vcpus
   const uint16_t ebda_segment = boot::kEbdaAddr >> 4;
   SHOAL_TRY(ram.write(0x40e, std::span(reinterpret_cast<const uint8_t*>(&ebda_segment), 2)),
             "write EBDA pointer");
+  auto acpi = build_acpi_tables(in.acpi_rsdp, vcpus);
+  if (!acpi) return acpi.error();
+  SHOAL_TRY(ram.write(acpi->rsdp_addr, acpi->bytes), "write ACPI tables");
   SHOAL_TRY(write_boot_tables(ram, *plan), "boot tables");
   return plan;
 }

@@ -17,8 +17,8 @@ Result<std::vector<uint8_t>> read_file(const std::string& path, const std::strin
 enum class KernelFormat { kBzImage, kPvhElf, kUnknown };
 KernelFormat detect_kernel_format(std::span<const uint8_t> image);
 
-// Loads the kernel (bzImage or PVH ELF), initrd and command line, then the MP table for
-// `vcpus` and the boot GDT/page tables.
+// Loads the kernel (bzImage or PVH ELF), initrd and command line, then the MP table and
+// ACPI tables for `vcpus`, and the boot GDT/page tables.
 Result<BootPlan> load_guest(const GuestRam& ram, const BootInputs& in, int vcpus);
 
 }  // namespace shoal

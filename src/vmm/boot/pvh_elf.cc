@@ -141,6 +141,7 @@ Result<BootPlan> load_pvh_elf(const GuestRam& ram, const BootInputs& in) {
   si.magic = kHvmStartMagic;
   si.version = 1;
   si.cmdline_paddr = boot::kCmdlineAddr;
+  si.rsdp_paddr = in.acpi_rsdp;
   const uint64_t memmap_addr = boot::kPvhStartInfoAddr + sizeof(HvmStartInfo);
   std::vector<HvmMemmapEntry> memmap;
   for (const E820Entry& e : plan.e820)

@@ -1,7 +1,5 @@
 #include "vmm/boot/x86_cpu.hpp"
 
-#include <cpuid.h>
-
 #include <cstring>
 #include <string>
 
@@ -118,14 +116,8 @@ kvm_regs boot_regs(const BootPlan& plan) {
   return r;
 }
 
-bool host_is_virtualized() {
-  unsigned a, b, c, d;
-  if (!__get_cpuid(1, &a, &b, &c, &d)) return false;
-  return (c >> 31) & 1;
-}
-
-std::vector<kvm_cpuid_entry2> guest_cpuid(std::vector<kvm_cpuid_entry2> entries, int id, int count,
-                                          const CpuidPolicy& policy) {
+std::vector<kvm_cpuid_entry2> guest_cpuid(std::vector<kvm_cpuid_entry2> entries, int id,
+                                          int count) {
   const uint32_t apic_id = static_cast<uint32_t>(id);
   for (kvm_cpuid_entry2& e : entries) {
     switch (e.function) {
@@ -134,26 +126,10 @@ std::vector<kvm_cpuid_entry2> guest_cpuid(std::vector<kvm_cpuid_entry2> entries,
         e.ebx = (e.ebx & 0x0000ffff) | (apic_id << 24) |
                 (static_cast<uint32_t>(count > 255 ? 255 : count) << 16);
         e.ecx |= 1u << 31;  // running under a hypervisor
-        if (policy.nested_safe) {
-          // CMPXCHG16B (13), XSAVE (26), OSXSAVE (27), AVX (28): ring 0 runs through the
-          // outer hypervisor's emulator here, which lacks these.
-          e.ecx &= ~((1u << 13) | (1u << 26) | (1u << 27) | (1u << 28));
-        }
-        break;
-      case 7:
-        if (policy.nested_safe && e.index == 0) {
-          // AVX2 (5), SMAP (20: clac/stac), AVX-512 family, and FSGSBASE (0).
-          e.ebx &= ~((1u << 0) | (1u << 5) | (1u << 16) | (1u << 17) | (1u << 20) | (1u << 21) |
-                     (1u << 26) | (1u << 27) | (1u << 28) | (1u << 30) | (1u << 31));
-          e.ecx &= ~((1u << 1) | (1u << 6) | (1u << 11) | (1u << 12) | (1u << 14));
-        }
         break;
       case 0xb:
       case 0x1f:
         e.edx = apic_id;  // x2APIC ID
-        break;
-      case 0xd:
-        if (policy.nested_safe) e.eax = e.ebx = e.ecx = e.edx = 0;
         break;
       default:
         break;

@@ -28,16 +28,11 @@ Status write_boot_tables(const GuestRam& ram, const BootPlan& plan);
 kvm_sregs boot_sregs(const kvm_sregs& current, EntryMode mode);
 kvm_regs boot_regs(const BootPlan& plan);
 
-struct CpuidPolicy {
-  // Hide features a nested, emulating hypervisor mishandles (see docs/linux-boot.md).
-  bool nested_safe = false;
-};
-
 // What vCPU `id` of `count` sees: KVM's supported set with this vCPU's APIC ID filled in.
+// Clearing feature bits here is how a VMM normally hides them, but a nested PVM host reports
+// its own features whatever KVM_SET_CPUID2 says (see docs/linux-boot.md).
 std::vector<kvm_cpuid_entry2> guest_cpuid(std::vector<kvm_cpuid_entry2> supported, int id,
-                                          int count, const CpuidPolicy& policy);
-// True when this host itself runs under a hypervisor (CPUID.1:ECX bit 31).
-bool host_is_virtualized();
+                                          int count);
 
 // Full boot-time setup of one vCPU. With `enter_now` false the vCPU is left for the guest's
 // INIT/SIPI (a Linux AP); only its CPUID, MSRs and LAPIC are set.

@@ -1,0 +1,73 @@
+// Bad input: one line that names the problem, exit code 2 (usage) or 1 (VMM), never a crash.
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+
+#include <fstream>
+
+#include "support/kvm_available.hpp"
+#include "support/process.hpp"
+
+namespace shoal::test {
+namespace {
+
+using std::chrono::seconds;
+
+void expect_one_line_error(const ProcessResult& r, int code, const std::string& needle) {
+  EXPECT_EQ(r.exit_code, code) << r.err;
+  EXPECT_NE(r.err.find("shoal: error: "), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find(needle), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("terminate called"), std::string::npos) << r.err;
+}
+
+std::string write_temp(const std::string& name, size_t size, char fill) {
+  const std::string path = ::testing::TempDir() + "/" + name;
+  std::ofstream(path, std::ios::binary) << std::string(size, fill);
+  return path;
+}
+
+ProcessResult shoal(std::vector<std::string> args) {
+  args.insert(args.begin(), {SHOAL_BINARY, "run"});
+  return run_process(args, seconds(60));
+}
+
+TEST(BadInput, MissingKernel) {
+  expect_one_line_error(shoal({"--kernel", "/nonexistent/vmlinuz"}), 2, "/nonexistent/vmlinuz");
+}
+
+TEST(BadInput, KernelIsADirectory) {
+  SHOAL_REQUIRE_KVM();
+  expect_one_line_error(shoal({"--kernel", ::testing::TempDir()}), 1, "not a regular file");
+}
+
+TEST(BadInput, NeitherBzImageNorElf) {
+  SHOAL_REQUIRE_KVM();
+  const auto junk = write_temp("junk.bin", 8192, 'z');
+  expect_one_line_error(shoal({"--kernel", junk}), 1, "neither a bzImage nor an ELF");
+}
+
+TEST(BadInput, InitrdThatDoesNotFit) {
+  SHOAL_REQUIRE_KVM();
+  const auto initrd = write_temp("big-initrd.img", 24 << 20, 'i');
+  expect_one_line_error(
+      shoal({"--kernel", SHOAL_TEST_GUEST, "--memory", "16M", "--initrd", initrd}), 1,
+      "does not fit");
+}
+
+TEST(BadInput, MemorySizes) {
+  expect_one_line_error(shoal({"--kernel", SHOAL_TEST_GUEST, "--memory", "0"}), 2, "--memory 0");
+  expect_one_line_error(shoal({"--kernel", SHOAL_TEST_GUEST, "--memory", "12Q"}), 2, "'Q'");
+  SHOAL_REQUIRE_KVM();
+  // More than a 48-bit (or narrower) guest physical address space holds.
+  expect_one_line_error(shoal({"--kernel", SHOAL_TEST_GUEST, "--memory", "1000000T"}), 2,
+                        "physical address space");
+}
+
+TEST(BadInput, VcpuCounts) {
+  expect_one_line_error(shoal({"--kernel", SHOAL_TEST_GUEST, "--vcpus", "0"}), 2, "--vcpus 0");
+  SHOAL_REQUIRE_KVM();
+  expect_one_line_error(shoal({"--kernel", SHOAL_TEST_GUEST, "--vcpus", "100000"}), 2,
+                        "--vcpus 100000: at most");
+}
+
+}  // namespace
+}  // namespace shoal::test

@@ -1,0 +1,25 @@
+// Runs a program with a deadline and collects what it printed (tests only).
+#pragma once
+
+#include <chrono>
+#include <string>
+#include <vector>
+
+namespace shoal::test {
+
+struct ProcessResult {
+  int exit_code = -1;  // -1 when killed
+  bool timed_out = false;
+  bool stopped_early = false;  // `stop_at` was seen and the process killed
+  std::string out;             // stdout
+  std::string err;             // stderr
+  double seconds = 0;
+  double seconds_to_stop_at = -1;
+};
+
+// Runs argv[0] with `args`; kills it after `timeout`, or once stdout contains `stop_at`
+// (when not empty).
+ProcessResult run_process(const std::vector<std::string>& argv, std::chrono::seconds timeout,
+                          const std::string& stop_at = "");
+
+}  // namespace shoal::test

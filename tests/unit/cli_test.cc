@@ -1,0 +1,64 @@
+#include "vmm/cli.hpp"
+
+#include <gtest/gtest.h>
+
+#include <vector>
+
+#include "shoal/size.hpp"
+
+namespace shoal {
+namespace {
+
+CliOutcome parse(std::vector<const char*> args) {
+  args.insert(args.begin(), "shoal");
+  return parse_cli(static_cast<int>(args.size()), args.data());
+}
+
+// Every usage error: exit code 2, one line that starts "shoal: error:" and names `needle`.
+void expect_usage_error(std::vector<const char*> args, const std::string& needle) {
+  auto r = parse(args);
+  EXPECT_FALSE(r.run.has_value());
+  EXPECT_EQ(r.exit_code, kExitUsage);
+  EXPECT_EQ(r.message.rfind("shoal: error: ", 0), 0u) << r.message;
+  EXPECT_NE(r.message.find(needle), std::string::npos) << r.message;
+}
+
+TEST(Cli, VersionAndHelpExitZero) {
+  auto v = parse({"--version"});
+  EXPECT_EQ(v.exit_code, 0);
+  EXPECT_FALSE(v.run.has_value());
+  EXPECT_EQ(v.message, "shoal 0.1.0");
+  auto h = parse({"run", "--help"});
+  EXPECT_EQ(h.exit_code, 0);
+  EXPECT_NE(h.message.find("--kernel"), std::string::npos);
+}
+
+TEST(Cli, FullRunCommandLine) {
+  auto r = parse({"run", "--kernel", SHOAL_TEST_GUEST, "--cmdline", "counter 5", "--memory", "2G",
+                  "--vcpus", "4", "--serial", "/tmp/x", "--log-level", "debug"});
+  ASSERT_TRUE(r.run.has_value()) << r.message;
+  EXPECT_EQ(r.run->memory, 2 * GiB);
+  EXPECT_EQ(r.run->vcpus, 4);
+  EXPECT_EQ(r.run->cmdline, "counter 5");
+  EXPECT_EQ(r.run->serial, "/tmp/x");
+  EXPECT_EQ(r.run->log_level, "debug");
+  EXPECT_TRUE(r.run->initrd.empty());
+}
+
+TEST(Cli, UsageErrorsNameTheProblem) {
+  expect_usage_error({"run"}, "--kernel");
+  expect_usage_error({}, "subcommand");
+  expect_usage_error({"run", "--kernel", "/nonexistent/bzImage"}, "/nonexistent/bzImage");
+  expect_usage_error({"run", "--kernel", SHOAL_TEST_GUEST, "--memory", "0"}, "--memory 0");
+  expect_usage_error({"run", "--kernel", SHOAL_TEST_GUEST, "--memory", "12Q"}, "suffix 'Q'");
+  expect_usage_error({"run", "--kernel", SHOAL_TEST_GUEST, "--memory", "4194305B"}, "4 KiB");
+  expect_usage_error({"run", "--kernel", SHOAL_TEST_GUEST, "--vcpus", "0"}, "--vcpus 0");
+  expect_usage_error({"run", "--kernel", SHOAL_TEST_GUEST, "--vcpus", "two"}, "--vcpus");
+  expect_usage_error({"run", "--kernel", SHOAL_TEST_GUEST, "--log-level", "loud"}, "loud");
+  expect_usage_error({"run", "--kernel", SHOAL_TEST_GUEST, "--initrd", "/nonexistent/initrd"},
+                     "--initrd");
+  expect_usage_error({"run", "--kernel", SHOAL_TEST_GUEST, "--bogus"}, "--bogus");
+}
+
+}  // namespace
+}  // namespace shoal
