@@ -47,7 +47,7 @@ TEST(BadInput, NeitherBzImageNorElf) {
 
 TEST(BadInput, InitrdThatDoesNotFit) {
   SHOAL_REQUIRE_KVM();
-  const auto initrd = write_temp("big-initrd.img", 24 << 20, 'i');
+  const auto initrd = write_temp("big-initrd.img", 12 << 20, 'i');
   expect_one_line_error(
       shoal({"--kernel", SHOAL_TEST_GUEST, "--memory", "16M", "--initrd", initrd}), 1,
       "does not fit");
