@@ -91,6 +91,7 @@ Status Machine::build_devices(const RunConfig& config) {
                                         (void)vm_.set_irq_line(kUartIrq, false);
                                       });
   SHOAL_TRY(pio_.insert(kCom1Port, 8, uart_, "uart 0x3f8"), "");
+  if (config.serial == "stdio") console_input_ = std::make_unique<ConsoleInput>(0, uart_);
   SHOAL_TRY(pio_.insert(I8042::kBase, 5, std::make_shared<I8042>([this] {
                           spdlog::info("guest requested a reset (i8042)");
                           finish(0, std::nullopt);
@@ -139,6 +140,7 @@ Result<int> Machine::run() {
   }
   for (auto& v : vcpus_) v->send(VcpuCommand::kStop);
   for (auto& v : vcpus_) v->join();
+  console_input_.reset();  // restores the terminal before shoal prints its last words
   if (error_) return *error_;
   return exit_code_.value_or(0);
 }

@@ -13,6 +13,7 @@
 #include "vcpu/vcpu_thread.hpp"
 #include "vmm/boot/boot_plan.hpp"
 #include "vmm/cli.hpp"
+#include "vmm/devices/console_input.hpp"
 #include "vmm/devices/io_bus.hpp"
 #include "vmm/devices/uart16550.hpp"
 #include "vmm/kvm.hpp"
@@ -44,6 +45,7 @@ class Machine {
   IoBus pio_{"port I/O"};
   IoBus mmio_{"MMIO"};
   std::shared_ptr<Uart16550> uart_;
+  std::unique_ptr<ConsoleInput> console_input_;  // stdin -> UART with --serial stdio
   UniqueFd console_file_;
   int console_fd_ = 1;
   BootPlan plan_;

@@ -20,7 +20,7 @@ int fail(int code, const std::string& message) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+int run_main(int argc, char** argv) {
   using namespace shoal;
   CliOutcome cli = parse_cli(argc, argv);
   if (!cli.run) {
@@ -53,4 +53,14 @@ int main(int argc, char** argv) {
   auto code = (*machine)->run();
   if (!code) return fail(kExitVmmError, code.error().message());
   return *code;
+}
+
+int main(int argc, char** argv) {
+  // Nothing on shoal's own paths throws; this catches what a library might (spdlog, the STL
+  // running out of memory) so the user still gets one line and exit code 1.
+  try {
+    return run_main(argc, argv);
+  } catch (const std::exception& e) {
+    return fail(shoal::kExitVmmError, e.what());
+  }
 }
