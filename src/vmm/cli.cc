@@ -43,6 +43,20 @@ CliOutcome parse_cli(int argc, const char* const* argv) {
   run->add_option("--vcpus", cfg.vcpus, "number of vCPUs")->capture_default_str();
   run->add_option("--serial", cfg.serial, "where the UART at 0x3f8 goes: stdio or a file path")
       ->capture_default_str();
+  std::string zero_pool = "64M", budget, serving = "batch";
+  bool prefault = false;
+  run->add_option("--zero-pool", zero_pool, "pre-zeroed pages kept ready for first touches")
+      ->capture_default_str();
+  run->add_option("--memory-budget", budget,
+                  "host memory this guest may populate, guest pages plus zero pool (default: "
+                  "all of the host's RAM)");
+  run->add_flag("--prefault", prefault, "populate all guest memory up front (for comparison)");
+  run->add_option("--fault-serving", serving,
+                  "first-touch service: batch (pool + adaptive batches), single-move, "
+                  "single-copy, or kernel (no userfaultfd, as QEMU does)")
+      ->check(CLI::IsMember({"batch", "single-move", "single-copy", "kernel"}))
+      ->capture_default_str();
+  run->add_flag("--stats", cfg.print_stats, "print memory counters at exit");
   run->add_option("--log-level", cfg.log_level, "trace, debug, info, warn, error or off")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}))
       ->capture_default_str();
@@ -72,6 +86,28 @@ CliOutcome parse_cli(int argc, const char* const* argv) {
                             "at least " + format_size(kMinGuestMemory) + " is needed"));
   if (*size % 4096 != 0) return fail(usage_error("--memory " + memory, "not a multiple of 4 KiB"));
   cfg.memory = *size;
+  auto pool = parse_size(zero_pool, MiB);
+  if (!pool) return fail(usage_error("--zero-pool " + zero_pool, pool.error().message()));
+  if (*pool < 2 * MiB)
+    return fail(usage_error("--zero-pool " + zero_pool, "at least 2 MiB is needed"));
+  cfg.memory_options.pool_bytes = *pool;
+  if (!budget.empty()) {
+    auto b = parse_size(budget, MiB);
+    if (!b) return fail(usage_error("--memory-budget " + budget, b.error().message()));
+    if (*b == 0) return fail(usage_error("--memory-budget " + budget, "must be more than 0"));
+    cfg.memory_options.budget_bytes = *b;
+  } else {
+    cfg.memory_options.budget_bytes = static_cast<uint64_t>(sysconf(_SC_PHYS_PAGES)) *
+                                      static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+  }
+  if (serving == "kernel") cfg.memory_options.backing = MemoryBacking::kKernel;
+  if (serving == "single-move") cfg.memory_options.serving = FaultServing::kSingleMove;
+  if (serving == "single-copy") cfg.memory_options.serving = FaultServing::kSingleCopy;
+  if (prefault) {
+    if (serving != "batch")
+      return fail(usage_error("--prefault", "cannot be combined with --fault-serving " + serving));
+    cfg.memory_options.backing = MemoryBacking::kPrefault;
+  }
   if (cfg.vcpus < 1)
     return fail(usage_error("--vcpus " + std::to_string(cfg.vcpus), "at least 1 vCPU is needed"));
   if (auto e = check_readable("--kernel", cfg.kernel); !e.empty()) return fail(e);

@@ -5,6 +5,8 @@
 #include <optional>
 #include <string>
 
+#include "memory/memory_manager.hpp"
+
 namespace shoal {
 
 inline constexpr int kExitVmmError = 1;
@@ -19,6 +21,8 @@ struct RunConfig {
   int vcpus = 1;
   std::string serial = "stdio";  // or a file path
   std::string log_level = "info";
+  MemoryOptions memory_options;
+  bool print_stats = false;  // --stats: memory counters on stderr at exit
 };
 
 // Either a RunConfig, or what to print and the exit code (0 for --help/--version, 2 for a

@@ -4,6 +4,9 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <chrono>
+#include <cstdio>
+
 #include "shoal/size.hpp"
 #include "vmm/boot/kernel_loader.hpp"
 #include "vmm/boot/x86_cpu.hpp"
@@ -16,6 +19,7 @@ namespace {
 constexpr uint32_t kUartIrq = 4;
 constexpr uint16_t kCom1Port = 0x3f8;
 constexpr uint64_t kMaxKernelFile = 1ull << 30;
+constexpr uint64_t kStuckFaultNs = 10'000'000'000;
 
 }  // namespace
 
@@ -24,7 +28,8 @@ Machine::Machine(Kvm kvm, Vm vm, GuestRam ram)
 
 Machine::~Machine() {
   for (auto& v : vcpus_) v->send(VcpuCommand::kStop);
-  vcpus_.clear();  // joins
+  vcpus_.clear();   // joins
+  memory_.reset();  // fault server and pool, before the RAM mapping goes
 }
 
 Result<std::unique_ptr<Machine>> Machine::create(Kvm kvm, const RunConfig& config) {
@@ -42,6 +47,15 @@ Result<std::unique_ptr<Machine>> Machine::create(Kvm kvm, const RunConfig& confi
     SHOAL_TRY(vm->set_memory_region(slot++, r.gpa, r.size, ram->base() + r.host_offset),
               "map guest RAM");
   std::unique_ptr<Machine> m(new Machine(std::move(kvm), std::move(*vm), std::move(*ram)));
+  m->print_stats_ = config.print_stats;
+  Machine* self = m.get();
+  // Before anything writes to guest RAM: from here on even the loader's writes are first
+  // touches served by the fault server.
+  auto memory = GuestMemoryManager::create(m->ram_, config.memory_options, [self](const Error& e) {
+    self->finish(std::nullopt, e.context("guest memory"));
+  });
+  if (!memory) return memory.error();
+  m->memory_ = std::move(*memory);
 
   auto kernel = read_file(config.kernel, "kernel", kMaxKernelFile);
   if (!kernel) return kernel.error();
@@ -67,7 +81,6 @@ Result<std::unique_ptr<Machine>> Machine::create(Kvm kvm, const RunConfig& confi
     SHOAL_TRY(configure_vcpu(*vcpu, m->plan_, guest_cpuid(*cpuid, i, config.vcpus), enter_now),
               "configure");
     auto backend = std::make_unique<KvmVcpuBackend>(std::move(*vcpu), m->kvm_.vcpu_mmap_size());
-    Machine* self = m.get();
     m->vcpus_.push_back(
         std::make_unique<VcpuThread>(std::move(backend), ExitBuses{m->pio_, m->mmio_},
                                      [self](int id, const ExitAction& a, const std::string& st) {
@@ -136,11 +149,21 @@ Result<int> Machine::run() {
   for (auto& v : vcpus_) v->start();
   {
     std::unique_lock lock(mu_);
-    done_cv_.wait(lock, [&] { return done_; });
+    while (!done_cv_.wait_for(lock, std::chrono::seconds(1), [&] { return done_; })) {
+      // A fault server stuck on one fault leaves a vCPU waiting in the kernel forever.
+      if (memory_ && memory_->stuck_ns() > kStuckFaultNs) {
+        lock.unlock();
+        finish(std::nullopt,
+               Error("guest memory: the fault server has been stuck on one fault for " +
+                     std::to_string(memory_->stuck_ns() / 1000000000) + " s"));
+        lock.lock();
+      }
+    }
   }
   for (auto& v : vcpus_) v->send(VcpuCommand::kStop);
   for (auto& v : vcpus_) v->join();
   console_input_.reset();  // restores the terminal before shoal prints its last words
+  if (print_stats_) std::fprintf(stderr, "%s", memory_->stats_report().c_str());
   if (error_) return *error_;
   return exit_code_.value_or(0);
 }

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "memory/guest_ram.hpp"
+#include "memory/memory_manager.hpp"
 #include "shoal/status.hpp"
 #include "shoal/unique_fd.hpp"
 #include "vcpu/vcpu_thread.hpp"
@@ -42,6 +43,8 @@ class Machine {
   Kvm kvm_;
   Vm vm_;
   GuestRam ram_;
+  std::unique_ptr<GuestMemoryManager> memory_;
+  bool print_stats_ = false;
   IoBus pio_{"port I/O"};
   IoBus mmio_{"MMIO"};
   std::shared_ptr<Uart16550> uart_;

@@ -1,0 +1,99 @@
+#include "memory/memory_manager.hpp"
+
+#include <sys/mman.h>
+
+#include <sstream>
+
+#include "shoal/size.hpp"
+
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+
+namespace shoal {
+
+Result<std::unique_ptr<GuestMemoryManager>> GuestMemoryManager::create(
+    const GuestRam& ram, const MemoryOptions& options, std::function<void(const Error&)> on_fatal) {
+  std::unique_ptr<GuestMemoryManager> m(new GuestMemoryManager());
+  m->options_ = options;
+  if (options.budget_bytes != 0 && options.budget_bytes < ram.size() &&
+      options.backing == MemoryBacking::kPrefault)
+    return Error("--prefault populates all " + format_size(ram.size()) +
+                 " of guest memory, more than --memory-budget " +
+                 format_size(options.budget_bytes));
+  if (options.backing == MemoryBacking::kPrefault) {
+    if (madvise(ram.base(), ram.size(), MADV_POPULATE_WRITE) < 0)
+      return errno_error("prefault guest memory (MADV_POPULATE_WRITE)");
+    return m;
+  }
+  if (options.backing == MemoryBacking::kKernel) return m;
+
+  // 4 KiB pages throughout: a THP in the guest mapping would be half-served by the kernel.
+  if (madvise(ram.base(), ram.size(), MADV_NOHUGEPAGE) < 0)
+    return errno_error("guest memory: MADV_NOHUGEPAGE");
+  auto uffd = Userfaultfd::open(options.serving != FaultServing::kSingleCopy);
+  if (!uffd) return uffd.error();
+  m->uffd_ = std::make_unique<Userfaultfd>(std::move(*uffd));
+  SHOAL_TRY(m->uffd_->register_missing(ram.base(), ram.size()), "guest memory");
+  auto dir = PageDirectory::create(ram.size() / kPageSize);
+  if (!dir) return dir.error();
+  m->directory_ = std::make_unique<PageDirectory>(std::move(*dir));
+  if (options.serving != FaultServing::kSingleCopy) {
+    ZeroPoolConfig pc;
+    pc.bytes = options.pool_bytes;
+    pc.budget_bytes = options.budget_bytes;
+    pc.guest_present_pages = &m->directory_->present_counter();
+    auto pool = ZeroPool::create(pc);
+    if (!pool) return pool.error();
+    m->pool_ = std::move(*pool);
+    SHOAL_TRY(m->pool_->start(), "zero pool");
+  }
+  m->server_ = std::make_unique<FaultServer>(*m->uffd_, FaultServer::Target{ram.base(), ram.size()},
+                                             *m->directory_, m->pool_.get(), options.serving,
+                                             std::move(on_fatal));
+  SHOAL_TRY(m->server_->start(), "fault server");
+  return m;
+}
+
+GuestMemoryManager::~GuestMemoryManager() {
+  // The server first: it takes from the pool.
+  server_.reset();
+  pool_.reset();
+}
+
+std::string GuestMemoryManager::stats_report() const {
+  std::ostringstream s;
+  const char* backing = options_.backing == MemoryBacking::kKernel     ? "kernel first touch"
+                        : options_.backing == MemoryBacking::kPrefault ? "prefaulted"
+                                                                       : "dormant (userfaultfd)";
+  s << "memory: " << backing << "\n";
+  if (!server_) return s.str();
+  const FaultServerStats& f = server_->stats();
+  s << "faults: " << f.faults << " (" << f.duplicate_faults << " already served)\n"
+    << "pages served: " << f.pages_served << "\n";
+  const uint64_t served_faults = f.faults - f.duplicate_faults;
+  if (served_faults > 0) {
+    s.precision(1);
+    s << std::fixed << "pages per fault: "
+      << static_cast<double>(f.pages_served) / static_cast<double>(served_faults) << "\n";
+  }
+  s << "batches (pages: faults):";
+  for (size_t i = 0; i < f.batch_log2.size(); ++i)
+    if (f.batch_log2[i] > 0) s << " " << (1u << i) << "+: " << f.batch_log2[i];
+  s << "\nioctls: " << f.moves << " move, " << f.copies << " copy; " << f.eexist << " EEXIST, "
+    << f.eagain << " EAGAIN, " << f.move_fallbacks << " move fallbacks\n";
+  if (pool_) {
+    const ZeroPoolStats& p = pool_->stats();
+    s << "zero pool: " << pool_->chunks() << " chunks of 2 MiB, " << pool_->full_chunks()
+      << " full now, lowest " << (p.min_full_chunks == ~uint64_t{0} ? 0 : p.min_full_chunks.load())
+      << "\n"
+      << "pool stalls: " << p.stalls << " (" << p.stall_ns / 1000 << " us)\n"
+      << "pool refills: " << p.chunks_refilled << " chunks";
+    if (p.chunks_refilled > 0) s << ", " << p.refill_ns / p.chunks_refilled / 1000 << " us each";
+    s << "\n";
+  }
+  s << "guest pages present: " << directory_->present_pages() << "\n";
+  return s.str();
+}
+
+}  // namespace shoal

@@ -1,0 +1,57 @@
+// Guest RAM that stays dormant until touched: ties together the userfaultfd, the page
+// directory, the per-host zero pool and the fault server for one GuestRam mapping. Also the
+// two comparison modes: the kernel's own first touch (what QEMU/Firecracker do) and prefault.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "memory/fault_server.hpp"
+#include "memory/guest_ram.hpp"
+#include "memory/page_directory.hpp"
+#include "memory/userfaultfd.hpp"
+#include "memory/zero_pool.hpp"
+
+namespace shoal {
+
+enum class MemoryBacking {
+  kDormant,   // userfaultfd + zero pool (default)
+  kKernel,    // no userfaultfd: the kernel zero-fills on first touch
+  kPrefault,  // MADV_POPULATE_WRITE everything before the guest starts
+};
+
+struct MemoryOptions {
+  MemoryBacking backing = MemoryBacking::kDormant;
+  FaultServing serving = FaultServing::kBatch;
+  uint64_t pool_bytes = 64ull << 20;
+  uint64_t budget_bytes = 0;  // 0: none
+};
+
+class GuestMemoryManager {
+ public:
+  // Sets `ram` up per `options`; for kDormant the fault server runs before this returns, so
+  // even the VMM's own writes (kernel loading) are served from the pool. `on_fatal` is called
+  // from the fault server thread when a fault cannot be served.
+  static Result<std::unique_ptr<GuestMemoryManager>> create(
+      const GuestRam& ram, const MemoryOptions& options,
+      std::function<void(const Error&)> on_fatal);
+  ~GuestMemoryManager();
+
+  // Nanoseconds the fault server has been stuck on one fault (0 when idle or not dormant).
+  uint64_t stuck_ns() const { return server_ ? server_->busy_ns() : 0; }
+  uint64_t present_pages() const { return directory_ ? directory_->present_pages() : 0; }
+  // Counters for --stats, one "name: value" per line.
+  std::string stats_report() const;
+
+ private:
+  GuestMemoryManager() = default;
+
+  MemoryOptions options_;
+  std::unique_ptr<Userfaultfd> uffd_;
+  std::unique_ptr<PageDirectory> directory_;
+  std::unique_ptr<ZeroPool> pool_;
+  std::unique_ptr<FaultServer> server_;
+};
+
+}  // namespace shoal

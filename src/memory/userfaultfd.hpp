@@ -1,0 +1,53 @@
+// Owns one userfaultfd. The hot-path calls (copy, move, wake) return 0 or -errno and never
+// allocate; the caller decides what EEXIST / EAGAIN / ENOENT / EBUSY mean for its batch.
+#pragma once
+
+#include <linux/userfaultfd.h>
+
+#include <cstdint>
+
+#include "shoal/status.hpp"
+#include "shoal/unique_fd.hpp"
+
+// Debian 12's kernel headers predate UFFDIO_MOVE (Linux 6.8); the ABI is stable.
+#ifndef UFFD_FEATURE_MOVE
+#define UFFD_FEATURE_MOVE (1 << 16)
+struct uffdio_move {
+  __u64 dst;
+  __u64 src;
+  __u64 len;
+#define UFFDIO_MOVE_MODE_DONTWAKE ((__u64)1 << 0)
+#define UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES ((__u64)1 << 1)
+  __u64 mode;
+  __s64 move;
+};
+#define _UFFDIO_MOVE (0x05)
+#define UFFDIO_MOVE _IOWR(UFFDIO, _UFFDIO_MOVE, struct uffdio_move)
+#endif
+
+namespace shoal {
+
+class Userfaultfd {
+ public:
+  // Opens a non-blocking userfaultfd with the MISSING fault API (and MOVE when the kernel has
+  // it and `want_move`). A permission problem names the sysctl and device to fix.
+  static Result<Userfaultfd> open(bool want_move);
+
+  int fd() const { return fd_.get(); }
+  bool has_move() const { return (features_ & UFFD_FEATURE_MOVE) != 0; }
+  uint64_t features() const { return features_; }
+
+  Status register_missing(void* addr, uint64_t len) const;
+
+  // Each returns 0 or -errno; `*done` gets the bytes the kernel completed (also on partial
+  // failure, where the kernel reports them).
+  int copy(uint64_t dst, uint64_t src, uint64_t len, int64_t* done) const;
+  int move(uint64_t dst, uint64_t src, uint64_t len, int64_t* done) const;
+  int wake(uint64_t addr, uint64_t len) const;
+
+ private:
+  UniqueFd fd_;
+  uint64_t features_ = 0;
+};
+
+}  // namespace shoal
