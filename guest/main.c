@@ -2,6 +2,7 @@
  * The test guest's workloads, run at CPL3 on every vCPU. The command line picks one:
  *   touch MIB      each vCPU writes every ncpus-th page of MIB MiB from 16 MiB; vCPU 0
  *                  verifies all pages and prints a checksum
+ *   touch-random MIB  the same pages in a pseudo-random order (a fixed permutation)
  *   counter N      each vCPU does N `lock xadd` on four shared counters; the total is exact
  *   compute N      each vCPU runs N xorshift64* steps; all must agree
  *   hello          print one line and exit (start-up timing)
@@ -52,7 +53,11 @@ static uint64_t touch_pattern(uint64_t page) {
   return (page + 1) * 0x9E3779B97F4A7C15ull;
 }
 
-static int run_touch(uint32_t cpu, uint64_t mib) {
+/* Page visited at step i: a multiplicative permutation of [0, pages) (the multiplier is a prime
+ * larger than any page count here, so coprime to it). */
+static uint64_t random_order(uint64_t i, uint64_t pages) { return (i * 2654435761ull) % pages; }
+
+static int run_touch(uint32_t cpu, uint64_t mib, int random) {
   const uint64_t pages = mib << 8;
   if (cpu == 0 && TOUCH_BASE + (pages << 12) > plat.ram_end) {
     put_str("shoal-guest: touch ");
@@ -64,8 +69,10 @@ static int run_touch(uint32_t cpu, uint64_t mib) {
   }
   barrier(1);
   const uint64_t t0 = rdtsc();
-  for (uint64_t p = cpu; p < pages; p += plat.ncpus)
+  for (uint64_t i = cpu; i < pages; i += plat.ncpus) {
+    const uint64_t p = random ? random_order(i, pages) : i;
     *(volatile uint64_t*)(TOUCH_BASE + (p << 12)) = touch_pattern(p);
+  }
   touch_cycles[cpu] = rdtsc() - t0;
   barrier(2);
   if (cpu != 0) return -1;
@@ -76,7 +83,7 @@ static int run_touch(uint32_t cpu, uint64_t mib) {
     if (v != touch_pattern(p) || page[256] != 0 || page[511] != 0) ++bad;
     checksum += v;
   }
-  put_str("shoal-guest: touch mib=");
+  put_str(random ? "shoal-guest: touch-random mib=" : "shoal-guest: touch mib=");
   put_u64(mib);
   put_str(" pages=");
   put_u64(pages);
@@ -144,7 +151,9 @@ void guest_main(uint64_t start_info, uint32_t cpu) {
   const char* arg;
   int result;
   if (starts_with(plat.cmdline, "touch", &arg)) {
-    result = run_touch(cpu, parse_u64(arg, 64));
+    result = run_touch(cpu, parse_u64(arg, 64), 0);
+  } else if (starts_with(plat.cmdline, "touch-random", &arg)) {
+    result = run_touch(cpu, parse_u64(arg, 64), 1);
   } else if (starts_with(plat.cmdline, "counter", &arg)) {
     result = run_counter(cpu, parse_u64(arg, 100000));
   } else if (starts_with(plat.cmdline, "compute", &arg)) {
@@ -177,7 +186,7 @@ void guest_main(uint64_t start_info, uint32_t cpu) {
     if (cpu != 0) return;
     put_str("shoal-guest: unknown workload '");
     put_str(plat.cmdline);
-    put_str("' (touch MIB | counter N | compute N | hello | cpuid)\n");
+    put_str("' (touch MIB | touch-random MIB | counter N | compute N | hello | cpuid)\n");
     guest_exit(64);
   }
   if (result < 0) return;

@@ -18,9 +18,9 @@ struct PageWindow {
 class BatchPolicy {
  public:
   struct Config {
-    uint32_t min_pages = 1;
+    uint32_t min_pages = 64;  // below ~10 used pages a fault loses to the kernel's first touch
     uint32_t max_pages = 512;  // 2 MiB: also the zero pool's chunk size
-    uint32_t initial_pages = 16;
+    uint32_t initial_pages = 64;
   };
   BatchPolicy() : BatchPolicy(Config{}) {}
   explicit BatchPolicy(Config config);
