@@ -55,7 +55,9 @@ static uint64_t touch_pattern(uint64_t page) {
 
 /* Page visited at step i: a multiplicative permutation of [0, pages) (the multiplier is a prime
  * larger than any page count here, so coprime to it). */
-static uint64_t random_order(uint64_t i, uint64_t pages) { return (i * 2654435761ull) % pages; }
+static uint64_t random_order(uint64_t i, uint64_t pages) {
+  return (i * 2654435761ull) % pages;
+}
 
 static int run_touch(uint32_t cpu, uint64_t mib, int random) {
   const uint64_t pages = mib << 8;

@@ -9,6 +9,13 @@ BatchPolicy::BatchPolicy(Config config)
     : config_(config),
       batch_(std::clamp(config.initial_pages, config.min_pages, config.max_pages)) {}
 
+void BatchPolicy::prefetched(uint64_t page_end) {
+  // The stream's next fault is expected past what was prefetched.
+  for (Stream& s : streams_)
+    if (s.valid && s.end == last_end_) s.end = page_end;
+  last_end_ = page_end;
+}
+
 PageWindow BatchPolicy::window_for(uint64_t page) {
   // Sequential: the fault lands within one window past where a stream stopped.
   Stream* hit = nullptr;
@@ -21,13 +28,15 @@ PageWindow BatchPolicy::window_for(uint64_t page) {
   // Power-of-two windows, aligned to their size.
   const uint64_t size = std::bit_floor(static_cast<uint64_t>(batch_));
   const uint64_t first = page & ~(size - 1);
+  const bool sequential = hit != nullptr;
   if (hit == nullptr) {
     hit = &streams_[next_slot_];
     next_slot_ = (next_slot_ + 1) % kStreams;
     hit->valid = true;
   }
   hit->end = first + size;
-  return {first, size};
+  last_end_ = hit->end;
+  return {first, size, sequential};
 }
 
 }  // namespace shoal

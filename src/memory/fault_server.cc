@@ -16,6 +16,8 @@ namespace {
 
 constexpr uint64_t kPage = 4096;
 constexpr size_t kMaxEvents = 64;
+// Windows served ahead of a sequential stream (2 MiB each once the stream is established).
+constexpr int kPrefetchWindows = 2;
 
 uint64_t now_ns() {
   return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
@@ -126,15 +128,46 @@ Status FaultServer::serve(uint64_t page) {
   while (hi < w.first + w.count && hi < pages_ && dir_.state(hi) == PageState::kDormant) ++hi;
   const uint64_t count = hi - lo;
   stats_.batch_log2[std::min<size_t>(std::bit_width(count) - 1, 9)]++;
-  return move_ok_ ? move_pages(lo, count) : copy_pages(lo, count);
+  SHOAL_TRY(move_ok_ ? move_pages(lo, count) : copy_pages(lo, count), "");
+  if (w.sequential && move_ok_) return prefetch_after(w);
+  return {};
 }
 
-Status FaultServer::move_pages(uint64_t first, uint64_t count) {
+bool FaultServer::fault_pending() const {
+  pollfd p{uffd_.fd(), POLLIN, 0};
+  return poll(&p, 1, 0) > 0;
+}
+
+Status FaultServer::prefetch_after(const PageWindow& w) {
+  uint64_t next = w.first + w.count;
+  for (int k = 0; k < kPrefetchWindows && next < pages_; ++k) {
+    if (fault_pending()) break;  // a vCPU waits: serve it first
+    const uint64_t end = std::min(next + w.count, pages_);
+    uint64_t lo = next;
+    while (lo < end && dir_.state(lo) == PageState::kPresent) ++lo;
+    uint64_t hi = lo;
+    while (hi < end && dir_.state(hi) == PageState::kDormant) ++hi;
+    if (hi > lo) {
+      const uint64_t before = stats_.pages_served;
+      SHOAL_TRY(move_pages(lo, hi - lo, /*wait=*/false), "prefetch");
+      const uint64_t moved = stats_.pages_served - before;
+      stats_.pages_prefetched += moved;
+      if (moved < hi - lo) break;  // the pool had no more ready
+    }
+    next = end;
+  }
+  policy_.prefetched(next);
+  return {};
+}
+
+Status FaultServer::move_pages(uint64_t first, uint64_t count, bool wait) {
   uint64_t page = first;
   const uint64_t end = first + count;
   while (page < end) {
-    auto run = pool_->take(end - page);
+    Result<ZeroPool::Run> run =
+        wait ? pool_->take(end - page) : Result(pool_->try_take(end - page));
     if (!run) return run.error();
+    if (run->pages == 0) return {};  // nothing ready and not waiting
     uint64_t done_pages = 0;
     while (done_pages < run->pages) {
       int64_t done = 0;

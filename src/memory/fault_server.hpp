@@ -30,6 +30,7 @@ struct FaultServerStats {
   std::atomic<uint64_t> faults{0};
   std::atomic<uint64_t> duplicate_faults{0};  // page already present: woken only
   std::atomic<uint64_t> pages_served{0};
+  std::atomic<uint64_t> pages_prefetched{0};  // of pages_served, moved ahead of any fault
   std::atomic<uint64_t> moves{0};
   std::atomic<uint64_t> copies{0};
   std::atomic<uint64_t> eexist{0};
@@ -60,7 +61,13 @@ class FaultServer {
  private:
   void loop();
   Status serve(uint64_t page);
-  Status move_pages(uint64_t first, uint64_t count);
+  // Moves zero pages from the pool into [first, first+count); with `wait` false it stops
+  // (without error) when the pool has nothing ready.
+  Status move_pages(uint64_t first, uint64_t count, bool wait = true);
+  // After a sequential fault: serve whole windows ahead of the stream while no other fault is
+  // waiting and the pool has pages to spare, so the vCPU runs into present pages.
+  Status prefetch_after(const PageWindow& w);
+  bool fault_pending() const;
   Status copy_pages(uint64_t first, uint64_t count);
   uint64_t addr(uint64_t page) const { return reinterpret_cast<uint64_t>(ram_.base) + page * 4096; }
 

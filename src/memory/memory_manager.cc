@@ -47,6 +47,7 @@ Result<std::unique_ptr<GuestMemoryManager>> GuestMemoryManager::create(
     if (!pool) return pool.error();
     m->pool_ = std::move(*pool);
     SHOAL_TRY(m->pool_->start(), "zero pool");
+    if (options.wait_for_full_pool) SHOAL_TRY(m->pool_->wait_until_full(), "zero pool");
   }
   m->server_ = std::make_unique<FaultServer>(*m->uffd_, FaultServer::Target{ram.base(), ram.size()},
                                              *m->directory_, m->pool_.get(), options.serving,
@@ -70,7 +71,7 @@ std::string GuestMemoryManager::stats_report() const {
   if (!server_) return s.str();
   const FaultServerStats& f = server_->stats();
   s << "faults: " << f.faults << " (" << f.duplicate_faults << " already served)\n"
-    << "pages served: " << f.pages_served << "\n";
+    << "pages served: " << f.pages_served << " (" << f.pages_prefetched << " prefetched)\n";
   const uint64_t served_faults = f.faults - f.duplicate_faults;
   if (served_faults > 0) {
     s.precision(1);

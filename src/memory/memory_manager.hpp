@@ -25,7 +25,8 @@ struct MemoryOptions {
   MemoryBacking backing = MemoryBacking::kDormant;
   FaultServing serving = FaultServing::kBatch;
   uint64_t pool_bytes = 64ull << 20;
-  uint64_t budget_bytes = 0;  // 0: none
+  uint64_t budget_bytes = 0;        // 0: none
+  bool wait_for_full_pool = false;  // start the guest only once the zero pool is full
 };
 
 class GuestMemoryManager {

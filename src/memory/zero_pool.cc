@@ -216,6 +216,27 @@ Result<ZeroPool::Run> ZeroPool::take(uint64_t max_pages) {
   return run;
 }
 
+Status ZeroPool::wait_until_full() {
+  std::unique_lock lock(mu_);
+  ready_cv_.wait(lock, [&] {
+    return stop_ || !fatal_.empty() || full_.size() >= config_.high_watermark_chunks ||
+           (refilling_ == 0 && !refill_wanted_locked());
+  });
+  if (!fatal_.empty()) return Error(fatal_);
+  return {};
+}
+
+ZeroPool::Run ZeroPool::try_take(uint64_t max_pages) {
+  {
+    std::lock_guard lock(mu_);
+    const bool current_has_pages =
+        current_ != SIZE_MAX && chunks_[current_].cursor < kPoolChunkPages;
+    if (!current_has_pages && full_.empty()) return Run{nullptr, 0, 0};
+  }
+  auto run = take(max_pages);  // cannot wait now: a full chunk or the current one serves it
+  return run ? *run : Run{nullptr, 0, 0};
+}
+
 void ZeroPool::consumed(const Run& run, uint64_t moved) {
   std::lock_guard lock(mu_);
   chunks_[run.chunk].populated -= moved;

@@ -60,9 +60,13 @@ class ZeroPool {
 
   // Starts the refill worker and fills the pool to its high watermark in the background.
   Status start();
+  // Blocks until the high watermark is reached (or a refill failed, or the budget stops it).
+  Status wait_until_full();
   // Up to `max_pages` contiguous zero pages (at least one). Waits for a refill when no chunk
   // is full; fails when the budget or a refill error leaves nothing to wait for.
   Result<Run> take(uint64_t max_pages);
+  // Like take(), but gives nothing (pages == 0) rather than wait or fail: for prefetching.
+  Run try_take(uint64_t max_pages);
   // The first `moved` pages of `run` left the pool (moved into the guest).
   void consumed(const Run& run, uint64_t moved);
 

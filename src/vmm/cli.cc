@@ -51,6 +51,8 @@ CliOutcome parse_cli(int argc, const char* const* argv) {
                   "host memory this guest may populate, guest pages plus zero pool (default: "
                   "all of the host's RAM)");
   run->add_flag("--prefault", prefault, "populate all guest memory up front (for comparison)");
+  run->add_flag("--zero-pool-ready", cfg.memory_options.wait_for_full_pool,
+                "fill the zero pool before the guest starts (start-up pays for it)");
   run->add_option("--fault-serving", serving,
                   "first-touch service: batch (pool + adaptive batches), single-move, "
                   "single-copy, or kernel (no userfaultfd, as QEMU does)")
