@@ -44,7 +44,8 @@ Result<GuestRam> GuestRam::reserve(uint64_t size, unsigned phys_bits) {
 GuestRam::GuestRam(GuestRam&& o) noexcept
     : base_(std::exchange(o.base_, nullptr)),
       size_(std::exchange(o.size_, 0)),
-      regions_(std::move(o.regions_)) {}
+      regions_(std::move(o.regions_)),
+      written_(std::move(o.written_)) {}
 
 GuestRam& GuestRam::operator=(GuestRam&& o) noexcept {
   if (this != &o) {
@@ -52,6 +53,7 @@ GuestRam& GuestRam::operator=(GuestRam&& o) noexcept {
     base_ = std::exchange(o.base_, nullptr);
     size_ = std::exchange(o.size_, 0);
     regions_ = std::move(o.regions_);
+    written_ = std::move(o.written_);
   }
   return *this;
 }
@@ -72,12 +74,13 @@ uint8_t* GuestRam::host(uint64_t gpa, uint64_t len) const {
   return nullptr;
 }
 
-Status GuestRam::write(uint64_t gpa, std::span<const uint8_t> bytes) const {
+Status GuestRam::write(uint64_t gpa, std::span<const uint8_t> bytes) {
   uint8_t* dst = host(gpa, bytes.size());
   if (dst == nullptr)
     return Error("guest range [" + std::to_string(gpa) + ", +" + std::to_string(bytes.size()) +
                  ") is not in RAM");
   std::memcpy(dst, bytes.data(), bytes.size());
+  written_.emplace_back(gpa, bytes.size());
   return {};
 }
 

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <span>
+#include <utility>
 #include <vector>
 
 #include "shoal/status.hpp"
@@ -43,7 +44,10 @@ class GuestRam {
 
   // Host address of [gpa, gpa+len) if it lies inside one region, else nullptr.
   uint8_t* host(uint64_t gpa, uint64_t len) const;
-  Status write(uint64_t gpa, std::span<const uint8_t> bytes) const;
+  // Copies into guest RAM (the VMM's own writes: kernel, boot tables) and records the range.
+  Status write(uint64_t gpa, std::span<const uint8_t> bytes);
+  // Guest-physical ranges write() has touched, in order: [gpa, gpa + len).
+  const std::vector<std::pair<uint64_t, uint64_t>>& written() const { return written_; }
 
  private:
   GuestRam() = default;
@@ -52,6 +56,7 @@ class GuestRam {
   uint8_t* base_ = nullptr;
   uint64_t size_ = 0;
   std::vector<RamRegion> regions_;
+  std::vector<std::pair<uint64_t, uint64_t>> written_;
 };
 
 }  // namespace shoal

@@ -11,6 +11,7 @@
 #include "vmm/boot/kernel_loader.hpp"
 #include "vmm/boot/x86_cpu.hpp"
 #include "vmm/devices/simple_devices.hpp"
+#include "vmm/ram_slots.hpp"
 
 namespace shoal {
 
@@ -42,10 +43,6 @@ Result<std::unique_ptr<Machine>> Machine::create(Kvm kvm, const RunConfig& confi
   if (!phys_bits) return phys_bits.error();
   auto ram = GuestRam::reserve(config.memory, *phys_bits);
   if (!ram) return ram.error();
-  uint32_t slot = 0;
-  for (const RamRegion& r : ram->regions())
-    SHOAL_TRY(vm->set_memory_region(slot++, r.gpa, r.size, ram->base() + r.host_offset),
-              "map guest RAM");
   std::unique_ptr<Machine> m(new Machine(std::move(kvm), std::move(*vm), std::move(*ram)));
   m->print_stats_ = config.print_stats;
   Machine* self = m.get();
@@ -74,6 +71,16 @@ Result<std::unique_ptr<Machine>> Machine::create(Kvm kvm, const RunConfig& confi
   for (const E820Entry& e : m->plan_.e820) spdlog::debug("e820: {}", format_e820(e));
 
   SHOAL_TRY(m->build_devices(config), "devices");
+  // Guest RAM reaches KVM one 1 GiB slot at a time (see ram_slots.hpp): now the slots holding
+  // what the loader wrote, the rest on first access.
+  uint32_t slot_id = 0;
+  for (const RamRegion& r : m->ram_.regions()) {
+    auto slots = std::make_shared<RamSlots>(m->vm_, m->ram_, r.gpa, slot_id);
+    slot_id += static_cast<uint32_t>((r.size + RamSlots::kSlotBytes - 1) / RamSlots::kSlotBytes);
+    SHOAL_TRY(slots->register_written(), "map guest RAM");
+    SHOAL_TRY(m->mmio_.insert(r.gpa, r.size, slots, "guest RAM"), "");
+    m->ram_slots_.push_back(std::move(slots));
+  }
   for (int i = 0; i < config.vcpus; ++i) {
     auto vcpu = m->vm_.create_vcpu(i, m->kvm_.vcpu_mmap_size());
     if (!vcpu) return vcpu.error();

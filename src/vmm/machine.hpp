@@ -44,6 +44,7 @@ class Machine {
   Vm vm_;
   GuestRam ram_;
   std::unique_ptr<GuestMemoryManager> memory_;
+  std::vector<std::shared_ptr<class RamSlots>> ram_slots_;
   bool print_stats_ = false;
   IoBus pio_{"port I/O"};
   IoBus mmio_{"MMIO"};

@@ -82,7 +82,7 @@ Result<boot_params> build_zero_page(const BzImageInfo& info, std::span<const uin
   return zp;
 }
 
-Result<BootPlan> load_bzimage(const GuestRam& ram, const BootInputs& in) {
+Result<BootPlan> load_bzimage(GuestRam& ram, const BootInputs& in) {
   auto info = parse_bzimage(in.kernel);
   if (!info) return info.error();
   const auto kernel = in.kernel.subspan(info->setup_bytes);

@@ -28,6 +28,6 @@ Result<boot_params> build_zero_page(const BzImageInfo& info, std::span<const uin
                                     uint64_t initrd_addr, uint64_t initrd_size);
 
 // Loads the protected-mode kernel at 1 MiB, the command line, the initrd and the zero page.
-Result<BootPlan> load_bzimage(const GuestRam& ram, const BootInputs& in);
+Result<BootPlan> load_bzimage(GuestRam& ram, const BootInputs& in);
 
 }  // namespace shoal

@@ -43,7 +43,7 @@ KernelFormat detect_kernel_format(std::span<const uint8_t> image) {
   return KernelFormat::kUnknown;
 }
 
-Result<BootPlan> load_guest(const GuestRam& ram, const BootInputs& inputs, int vcpus) {
+Result<BootPlan> load_guest(GuestRam& ram, const BootInputs& inputs, int vcpus) {
   BootInputs in = inputs;
   in.acpi_rsdp = boot::kAcpiAddr;
   Result<BootPlan> plan = Error("");

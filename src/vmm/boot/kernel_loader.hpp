@@ -19,6 +19,6 @@ KernelFormat detect_kernel_format(std::span<const uint8_t> image);
 
 // Loads the kernel (bzImage or PVH ELF), initrd and command line, then the MP table and
 // ACPI tables for `vcpus`, and the boot GDT/page tables.
-Result<BootPlan> load_guest(const GuestRam& ram, const BootInputs& in, int vcpus);
+Result<BootPlan> load_guest(GuestRam& ram, const BootInputs& in, int vcpus);
 
 }  // namespace shoal

@@ -114,7 +114,7 @@ Result<PvhElfInfo> parse_pvh_elf(std::span<const uint8_t> image) {
   return info;
 }
 
-Result<BootPlan> load_pvh_elf(const GuestRam& ram, const BootInputs& in) {
+Result<BootPlan> load_pvh_elf(GuestRam& ram, const BootInputs& in) {
   auto info = parse_pvh_elf(in.kernel);
   if (!info) return info.error();
   auto segs = segments_of(in.kernel);

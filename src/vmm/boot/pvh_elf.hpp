@@ -48,6 +48,6 @@ struct PvhElfInfo {
 bool looks_like_elf(std::span<const uint8_t> image);
 // Checks the ELF (32 or 64-bit, x86) and finds the PVH entry; loads nothing.
 Result<PvhElfInfo> parse_pvh_elf(std::span<const uint8_t> image);
-Result<BootPlan> load_pvh_elf(const GuestRam& ram, const BootInputs& in);
+Result<BootPlan> load_pvh_elf(GuestRam& ram, const BootInputs& in);
 
 }  // namespace shoal

@@ -57,7 +57,7 @@ kvm_segment segment_from_gdt(uint64_t e, uint16_t selector) {
   return s;
 }
 
-Status write_boot_tables(const GuestRam& ram, const BootPlan& plan) {
+Status write_boot_tables(GuestRam& ram, const BootPlan& plan) {
   SHOAL_TRY(ram.write(boot::kGdtAddr,
                       std::span(reinterpret_cast<const uint8_t*>(boot_gdt), sizeof boot_gdt)),
             "write boot GDT");

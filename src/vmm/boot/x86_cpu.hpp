@@ -23,7 +23,7 @@ constexpr uint64_t gdt_entry(uint16_t flags, uint32_t base, uint32_t limit) {
 kvm_segment segment_from_gdt(uint64_t entry, uint16_t selector);
 
 // Writes the boot GDT and IDT, and for a 64-bit entry the identity map of the first 4 GiB.
-Status write_boot_tables(const GuestRam& ram, const BootPlan& plan);
+Status write_boot_tables(GuestRam& ram, const BootPlan& plan);
 
 kvm_sregs boot_sregs(const kvm_sregs& current, EntryMode mode);
 kvm_regs boot_regs(const BootPlan& plan);
