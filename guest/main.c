@@ -3,6 +3,9 @@
  *   touch MIB      each vCPU writes every ncpus-th page of MIB MiB from 16 MiB; vCPU 0
  *                  verifies all pages and prints a checksum
  *   touch-random MIB  the same pages in a pseudo-random order (a fixed permutation)
+ *   touch-shared MIB  every vCPU writes its own word in every page (all fault the same pages)
+ *   discard MIB    vCPU 0 fills MIB MiB, has the VMM discard it (port 0x510), checks that it
+ *                  reads back as zero, fills it again and checks that
  *   counter N      each vCPU does N `lock xadd` on four shared counters; the total is exact
  *   compute N      each vCPU runs N xorshift64* steps; all must agree
  *   hello          print one line and exit (start-up timing)
@@ -13,6 +16,11 @@
 #include "guest.h"
 
 #define TOUCH_BASE (16ull << 20)
+#define DISCARD_PORT 0x510 /* +0 gpa low, +4 gpa high, +8 pages, +12 command (1: discard) */
+
+static inline void outl(uint16_t port, uint32_t v) {
+  __asm__ volatile("outl %0, %1" : : "a"(v), "Nd"(port));
+}
 
 static struct platform plat;
 static volatile uint32_t platform_ready;
@@ -85,6 +93,9 @@ static int run_touch(uint32_t cpu, uint64_t mib, int random) {
     if (v != touch_pattern(p) || page[256] != 0 || page[511] != 0) ++bad;
     checksum += v;
   }
+  /* Pages past the touched range were never written: they must read as zero. */
+  for (uint64_t p = pages; p < pages + 256 && TOUCH_BASE + ((p + 1) << 12) <= plat.ram_end; ++p)
+    if (*(const volatile uint64_t*)(TOUCH_BASE + (p << 12)) != 0) ++bad;
   put_str(random ? "shoal-guest: touch-random mib=" : "shoal-guest: touch mib=");
   put_u64(mib);
   put_str(" pages=");
@@ -97,6 +108,72 @@ static int run_touch(uint32_t cpu, uint64_t mib, int random) {
   put_u64(touch_cycles[0]);
   put_str("\n");
   return bad == 0 ? 0 : 1;
+}
+
+static int fits(uint64_t mib) {
+  if (TOUCH_BASE + (mib << 20) <= plat.ram_end) return 1;
+  put_str("shoal-guest: ");
+  put_u64(mib);
+  put_str(" MiB does not fit in RAM\n");
+  return 0;
+}
+
+static int run_touch_shared(uint32_t cpu, uint64_t mib) {
+  const uint64_t pages = mib << 8;
+  if (cpu == 0 && !fits(mib)) guest_exit(3);
+  barrier(1);
+  for (uint64_t p = 0; p < pages; ++p)
+    *(volatile uint64_t*)(TOUCH_BASE + (p << 12) + cpu * 8) = touch_pattern(p) + cpu;
+  barrier(2);
+  if (cpu != 0) return -1;
+  uint64_t bad = 0;
+  for (uint64_t p = 0; p < pages; ++p)
+    for (uint32_t c = 0; c < plat.ncpus; ++c)
+      if (*(const volatile uint64_t*)(TOUCH_BASE + (p << 12) + c * 8) != touch_pattern(p) + c)
+        ++bad;
+  put_str("shoal-guest: touch-shared mib=");
+  put_u64(mib);
+  put_str(" vcpus=");
+  put_u64(plat.ncpus);
+  put_str(" bad=");
+  put_u64(bad);
+  put_str("\n");
+  return bad == 0 ? 0 : 1;
+}
+
+static uint64_t fill_and_check(uint64_t pages, uint64_t salt) {
+  uint64_t bad = 0;
+  for (uint64_t p = 0; p < pages; ++p)
+    *(volatile uint64_t*)(TOUCH_BASE + (p << 12) + 64) = touch_pattern(p) ^ salt;
+  for (uint64_t p = 0; p < pages; ++p)
+    if (*(const volatile uint64_t*)(TOUCH_BASE + (p << 12) + 64) != (touch_pattern(p) ^ salt))
+      ++bad;
+  return bad;
+}
+
+static int run_discard(uint32_t cpu, uint64_t mib) {
+  if (cpu != 0) return -1;
+  if (!fits(mib)) return 3;
+  const uint64_t pages = mib << 8;
+  uint64_t bad = fill_and_check(pages, 1);
+  outl(DISCARD_PORT, (uint32_t)TOUCH_BASE);
+  outl(DISCARD_PORT + 4, (uint32_t)(TOUCH_BASE >> 32));
+  outl(DISCARD_PORT + 8, (uint32_t)pages);
+  outl(DISCARD_PORT + 12, 1);
+  uint64_t nonzero = 0;
+  for (uint64_t p = 0; p < pages; ++p) {
+    const volatile uint64_t* page = (const volatile uint64_t*)(TOUCH_BASE + (p << 12));
+    if (page[8] != 0 || page[0] != 0 || page[511] != 0) ++nonzero;
+  }
+  bad += fill_and_check(pages, 2);
+  put_str("shoal-guest: discard mib=");
+  put_u64(mib);
+  put_str(" nonzero-after-discard=");
+  put_u64(nonzero);
+  put_str(" bad=");
+  put_u64(bad);
+  put_str("\n");
+  return bad == 0 && nonzero == 0 ? 0 : 1;
 }
 
 static int run_counter(uint32_t cpu, uint64_t n) {
@@ -156,6 +233,10 @@ void guest_main(uint64_t start_info, uint32_t cpu) {
     result = run_touch(cpu, parse_u64(arg, 64), 0);
   } else if (starts_with(plat.cmdline, "touch-random", &arg)) {
     result = run_touch(cpu, parse_u64(arg, 64), 1);
+  } else if (starts_with(plat.cmdline, "touch-shared", &arg)) {
+    result = run_touch_shared(cpu, parse_u64(arg, 64));
+  } else if (starts_with(plat.cmdline, "discard", &arg)) {
+    result = run_discard(cpu, parse_u64(arg, 16));
   } else if (starts_with(plat.cmdline, "counter", &arg)) {
     result = run_counter(cpu, parse_u64(arg, 100000));
   } else if (starts_with(plat.cmdline, "compute", &arg)) {
@@ -188,7 +269,9 @@ void guest_main(uint64_t start_info, uint32_t cpu) {
     if (cpu != 0) return;
     put_str("shoal-guest: unknown workload '");
     put_str(plat.cmdline);
-    put_str("' (touch MIB | touch-random MIB | counter N | compute N | hello | cpuid)\n");
+    put_str(
+        "' (touch MIB | touch-random MIB | touch-shared MIB | discard MIB | counter N | compute N "
+        "| hello | cpuid)\n");
     guest_exit(64);
   }
   if (result < 0) return;

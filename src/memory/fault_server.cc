@@ -18,6 +18,8 @@ constexpr uint64_t kPage = 4096;
 constexpr size_t kMaxEvents = 64;
 // Windows served ahead of a sequential stream (2 MiB each once the stream is established).
 constexpr int kPrefetchWindows = 2;
+// Consecutive faults on one "present" page before asking the kernel whether it really is.
+constexpr uint64_t kRepeatFaultsBeforeCheck = 64;
 
 uint64_t now_ns() {
   return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
@@ -115,10 +117,17 @@ Status FaultServer::serve(uint64_t page) {
   ++stats_.faults;
   if (dir_.state(page) == PageState::kPresent) {
     // Another vCPU's fault on the same page, or one that raced our last batch: the page is
-    // there, so only the waiter needs waking.
+    // there, so only the waiter needs waking. A page that keeps faulting while "present" is
+    // not there at all (the directory missed a zap): check with the kernel, then serve it.
     ++stats_.duplicate_faults;
-    const int rc = uffd_.wake(addr(page), kPage);
-    return rc == 0 ? Status{} : errno_error("UFFDIO_WAKE", -rc);
+    repeat_faults_ = page == last_duplicate_ ? repeat_faults_ + 1 : 0;
+    last_duplicate_ = page;
+    if (repeat_faults_ < kRepeatFaultsBeforeCheck || page_resident(page)) {
+      const int rc = uffd_.wake(addr(page), kPage);
+      return rc == 0 ? Status{} : errno_error("UFFDIO_WAKE", -rc);
+    }
+    ++stats_.directory_repairs;
+    dir_.set_range(page, 1, PageState::kDormant);
   }
   PageWindow w{page, 1};
   if (serving_ == FaultServing::kBatch) w = policy_.window_for(page);
@@ -131,6 +140,11 @@ Status FaultServer::serve(uint64_t page) {
   SHOAL_TRY(move_ok_ ? move_pages(lo, count) : copy_pages(lo, count), "");
   if (w.sequential && move_ok_) return prefetch_after(w);
   return {};
+}
+
+bool FaultServer::page_resident(uint64_t page) const {
+  unsigned char v = 0;
+  return mincore(ram_.base + page * kPage, kPage, &v) == 0 && (v & 1);
 }
 
 bool FaultServer::fault_pending() const {

@@ -35,7 +35,9 @@ struct FaultServerStats {
   std::atomic<uint64_t> copies{0};
   std::atomic<uint64_t> eexist{0};
   std::atomic<uint64_t> eagain{0};
-  std::atomic<uint64_t> move_fallbacks{0};  // MOVE refused (ENOENT/EBUSY/EINVAL): COPY instead
+  std::atomic<uint64_t> move_fallbacks{0};
+  std::atomic<uint64_t> directory_repairs{0};  // "present" pages the kernel said were missing  //
+                                               // MOVE refused (ENOENT/EBUSY/EINVAL): COPY instead
   std::array<std::atomic<uint64_t>, 10> batch_log2{};  // faults served with 2^i..2^(i+1)-1 pages
 };
 
@@ -68,6 +70,7 @@ class FaultServer {
   // waiting and the pool has pages to spare, so the vCPU runs into present pages.
   Status prefetch_after(const PageWindow& w);
   bool fault_pending() const;
+  bool page_resident(uint64_t page) const;
   Status copy_pages(uint64_t first, uint64_t count);
   uint64_t addr(uint64_t page) const { return reinterpret_cast<uint64_t>(ram_.base) + page * 4096; }
 
@@ -84,6 +87,8 @@ class FaultServer {
   UniqueFd stop_fd_;
   std::thread thread_;
   std::atomic<uint64_t> busy_since_ns_{0};
+  uint64_t last_duplicate_ = ~uint64_t{0};
+  uint64_t repeat_faults_ = 0;
   FaultServerStats stats_;
 };
 

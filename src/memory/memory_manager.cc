@@ -16,6 +16,7 @@ Result<std::unique_ptr<GuestMemoryManager>> GuestMemoryManager::create(
     const GuestRam& ram, const MemoryOptions& options, std::function<void(const Error&)> on_fatal) {
   std::unique_ptr<GuestMemoryManager> m(new GuestMemoryManager());
   m->options_ = options;
+  m->ram_base_ = ram.base();
   if (options.budget_bytes != 0 && options.budget_bytes < ram.size() &&
       options.backing == MemoryBacking::kPrefault)
     return Error("--prefault populates all " + format_size(ram.size()) +
@@ -56,6 +57,21 @@ Result<std::unique_ptr<GuestMemoryManager>> GuestMemoryManager::create(
   return m;
 }
 
+Status GuestMemoryManager::discard(uint8_t* host, uint64_t bytes) {
+  if (reinterpret_cast<uint64_t>(host) % kPageSize != 0 || bytes % kPageSize != 0)
+    return Error("discard: range is not page-aligned");
+  // Zap first, then mark dormant. The other order races with a stale fault message for a
+  // page in the range: served while still present, its UFFDIO_COPY/MOVE gets EEXIST and marks
+  // it present again just before the zap, and the vCPU then re-faults on a missing page that
+  // the directory calls present, forever. In this order a fault in between is only woken
+  // early and comes back. KVM's MMU notifier drops its mappings of the pages with them.
+  if (madvise(host, bytes, MADV_DONTNEED) < 0) return errno_error("discard: MADV_DONTNEED");
+  if (directory_)
+    directory_->set_range(static_cast<uint64_t>(host - ram_base_) / kPageSize, bytes / kPageSize,
+                          PageState::kDormant);
+  return {};
+}
+
 GuestMemoryManager::~GuestMemoryManager() {
   // The server first: it takes from the pool.
   server_.reset();
@@ -82,7 +98,8 @@ std::string GuestMemoryManager::stats_report() const {
   for (size_t i = 0; i < f.batch_log2.size(); ++i)
     if (f.batch_log2[i] > 0) s << " " << (1u << i) << "+: " << f.batch_log2[i];
   s << "\nioctls: " << f.moves << " move, " << f.copies << " copy; " << f.eexist << " EEXIST, "
-    << f.eagain << " EAGAIN, " << f.move_fallbacks << " move fallbacks\n";
+    << f.eagain << " EAGAIN, " << f.move_fallbacks << " move fallbacks, " << f.directory_repairs
+    << " directory repairs\n";
   if (pool_) {
     const ZeroPoolStats& p = pool_->stats();
     s << "zero pool: " << pool_->chunks() << " chunks of 2 MiB, " << pool_->full_chunks()

@@ -39,6 +39,9 @@ class GuestMemoryManager {
       std::function<void(const Error&)> on_fatal);
   ~GuestMemoryManager();
 
+  // Gives [host, host + bytes) of guest RAM back: afterwards it reads as zero, and for
+  // dormant memory it is dormant again (the next touch is a first touch).
+  Status discard(uint8_t* host, uint64_t bytes);
   // Nanoseconds the fault server has been stuck on one fault (0 when idle or not dormant).
   uint64_t stuck_ns() const { return server_ ? server_->busy_ns() : 0; }
   uint64_t present_pages() const { return directory_ ? directory_->present_pages() : 0; }
@@ -49,6 +52,7 @@ class GuestMemoryManager {
   GuestMemoryManager() = default;
 
   MemoryOptions options_;
+  uint8_t* ram_base_ = nullptr;
   std::unique_ptr<Userfaultfd> uffd_;
   std::unique_ptr<PageDirectory> directory_;
   std::unique_ptr<ZeroPool> pool_;

@@ -123,6 +123,17 @@ Status Machine::build_devices(const RunConfig& config) {
                         }),
                         "debug-exit"),
             "");
+  SHOAL_TRY(pio_.insert(DiscardPort::kPort, 16,
+                        std::make_shared<DiscardPort>([this](uint64_t gpa, uint64_t bytes) {
+                          uint8_t* host = ram_.host(gpa, bytes);
+                          Status s = host == nullptr ? Status(Error("not guest RAM"))
+                                                     : memory_->discard(host, bytes);
+                          if (!s.ok())
+                            spdlog::warn("guest discard of {} bytes at 0x{:x}: {}", bytes, gpa,
+                                         s.error().message());
+                        }),
+                        "discard"),
+            "");
   return {};
 }
 

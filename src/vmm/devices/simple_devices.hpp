@@ -2,6 +2,7 @@
 #pragma once
 
 #include <functional>
+#include <mutex>
 
 #include "vmm/devices/io_bus.hpp"
 
@@ -35,6 +36,29 @@ class DebugExit : public BusDevice {
 
  private:
   std::function<void(int)> on_exit_;
+};
+
+}  // namespace shoal
+
+namespace shoal {
+
+// Lets a guest hand memory back: it writes a guest-physical address (two 32-bit halves at +0
+// and +4), a page count (+8), then 1 to the command register (+12); the range is discarded
+// and reads as zero afterwards. Inserted at kPort with length 16. (A test-guest interface
+// until a virtio balloon exists.)
+class DiscardPort : public BusDevice {
+ public:
+  using Discard = std::function<void(uint64_t gpa, uint64_t bytes)>;
+  explicit DiscardPort(Discard discard) : discard_(std::move(discard)) {}
+  void read(uint64_t, std::span<uint8_t> data) override;
+  void write(uint64_t offset, std::span<const uint8_t> data) override;
+
+  static constexpr uint16_t kPort = 0x510;
+
+ private:
+  std::mutex mu_;
+  Discard discard_;
+  uint32_t regs_[3] = {};
 };
 
 }  // namespace shoal
