@@ -72,6 +72,10 @@ Status GuestMemoryManager::discard(uint8_t* host, uint64_t bytes) {
   return {};
 }
 
+void GuestMemoryManager::stop_serving() {
+  if (server_) server_->stop();
+}
+
 GuestMemoryManager::~GuestMemoryManager() {
   // The server first: it takes from the pool.
   server_.reset();

@@ -45,6 +45,8 @@ class GuestMemoryManager {
   // Nanoseconds the fault server has been stuck on one fault (0 when idle or not dormant).
   uint64_t stuck_ns() const { return server_ ? server_->busy_ns() : 0; }
   uint64_t present_pages() const { return directory_ ? directory_->present_pages() : 0; }
+  // Stops serving faults (the vCPUs must be stopped): the counters are final afterwards.
+  void stop_serving();
   // Counters for --stats, one "name: value" per line.
   std::string stats_report() const;
 

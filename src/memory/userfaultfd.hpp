@@ -21,8 +21,7 @@ struct uffdio_move {
   __u64 mode;
   __s64 move;
 };
-#define _UFFDIO_MOVE (0x05)
-#define UFFDIO_MOVE _IOWR(UFFDIO, _UFFDIO_MOVE, struct uffdio_move)
+#define UFFDIO_MOVE _IOWR(UFFDIO, 0x05, struct uffdio_move)
 #endif
 
 namespace shoal {

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -62,7 +63,9 @@ ProcessResult run_process(const std::vector<std::string>& argv, std::chrono::sec
   }
   if (r.timed_out || r.stopped_early) kill(pid, SIGKILL);
   int status = 0;
-  waitpid(pid, &status, 0);
+  rusage usage{};
+  wait4(pid, &status, 0, &usage);
+  r.max_rss_kb = usage.ru_maxrss;
   for (auto& f : fds)
     if (f.fd >= 0) close(f.fd);
   r.seconds = elapsed();

@@ -15,6 +15,7 @@ struct ProcessResult {
   std::string err;             // stderr
   double seconds = 0;
   double seconds_to_stop_at = -1;
+  long max_rss_kb = 0;  // the child's peak resident set (wait4's ru_maxrss)
 };
 
 // Runs argv[0] with `args`; kills it after `timeout`, or once stdout contains `stop_at`
