@@ -44,9 +44,8 @@ Result<std::unique_ptr<ZeroPool>> ZeroPool::create(const ZeroPoolConfig& config)
   void* p = mmap(nullptr, pool->mapped_bytes_, PROT_READ | PROT_WRITE,
                  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (p == MAP_FAILED) return errno_error("zero pool: mmap " + format_size(cfg.bytes));
-  const uint64_t aligned =
-      (reinterpret_cast<uint64_t>(p) + kPoolChunkBytes - 1) & ~(kPoolChunkBytes - 1);
-  pool->base_ = reinterpret_cast<uint8_t*>(aligned);
+  const uint64_t misalign = reinterpret_cast<uint64_t>(p) % kPoolChunkBytes;
+  pool->base_ = static_cast<uint8_t*>(p) + (misalign == 0 ? 0 : kPoolChunkBytes - misalign);
   // A forked child sharing pool pages would make UFFDIO_MOVE fail with EBUSY; and moving 4 KiB
   // out of a transparent huge page splits it (hundreds of µs): no THP in the pool.
   if (madvise(p, pool->mapped_bytes_, MADV_DONTFORK) < 0)
