@@ -20,21 +20,32 @@ struct Measurement {
   std::string failure;
 };
 
-Measurement measure(const std::vector<std::string>& argv, int runs) {
-  std::vector<double> ms;
-  Measurement m;
-  for (int i = 0; i < runs; ++i) {
-    auto r = run_process(argv, std::chrono::seconds(120), kMarker);
-    if (!r.stopped_early) {
-      m.failure = r.err.substr(0, r.err.find('\n'));
-      if (m.failure.empty()) m.failure = r.timed_out ? "timed out" : "no output";
-      return m;
+// One start-up: ms to the marker, or -1 with `failure` set.
+double once(const std::vector<std::string>& argv, std::string& failure) {
+  auto r = run_process(argv, std::chrono::seconds(120), kMarker);
+  if (r.stopped_early) return r.seconds_to_stop_at * 1000;
+  failure = r.err.substr(0, r.err.find('\n'));
+  if (failure.empty()) failure = r.timed_out ? "timed out" : "no output";
+  return -1;
+}
+
+// Runs every command `runs` times, round-robin (so drift in the machine's load spreads over all
+// of them rather than biasing one), and returns each one's median.
+std::vector<Measurement> measure(const std::vector<std::vector<std::string>>& commands, int runs) {
+  std::vector<std::vector<double>> ms(commands.size());
+  std::vector<Measurement> out(commands.size());
+  for (int i = 0; i < runs; ++i)
+    for (size_t c = 0; c < commands.size(); ++c) {
+      if (!out[c].failure.empty()) continue;
+      const double t = once(commands[c], out[c].failure);
+      if (t >= 0) ms[c].push_back(t);
     }
-    ms.push_back(r.seconds_to_stop_at * 1000);
+  for (size_t c = 0; c < commands.size(); ++c) {
+    if (!out[c].failure.empty() || ms[c].empty()) continue;
+    std::sort(ms[c].begin(), ms[c].end());
+    out[c].median_ms = ms[c][ms[c].size() / 2];
   }
-  std::sort(ms.begin(), ms.end());
-  if (!ms.empty()) m.median_ms = ms[ms.size() / 2];
-  return m;
+  return out;
 }
 
 std::string cell(const Measurement& m) {
@@ -57,43 +68,41 @@ int main(int argc, char** argv) {
   const int shoal_runs = argc > 1 ? std::atoi(argv[1]) : 7;
   const int qemu_runs = argc > 2 ? std::atoi(argv[2]) : 3;
   const std::vector<std::string> sizes = {"1G", "64G", "1T"};
-  std::vector<Measurement> shoal, qemu;
-  // One unmeasured run first: page cache, binaries and KVM module state warm for everyone.
-  measure({SHOAL_BINARY, "run", "--kernel", SHOAL_TEST_GUEST, "--memory", "1G", "--cmdline",
-           "hello", "--log-level", "warn"},
-          1);
+  std::vector<std::vector<std::string>> shoal_cmds, qemu_cmds;
   for (const auto& size : sizes) {
-    shoal.push_back(measure({SHOAL_BINARY, "run", "--kernel", SHOAL_TEST_GUEST, "--memory", size,
-                             "--cmdline", "hello", "--log-level", "warn"},
-                            shoal_runs));
+    shoal_cmds.push_back({SHOAL_BINARY, "run", "--kernel", SHOAL_TEST_GUEST, "--memory", size,
+                          "--cmdline", "hello", "--log-level", "warn"});
     // reserve=off: QEMU's RAM unaccounted like shoal's (MAP_NORESERVE), or 64G fails on a
     // small host; phys-bits=48: QEMU's default 40 bits cannot address 1 TiB.
-    qemu.push_back(measure({"/usr/bin/qemu-system-x86_64",
-                            "-accel",
-                            "kvm",
-                            "-cpu",
-                            "qemu64,phys-bits=48",
-                            "-m",
-                            size,
-                            "-object",
-                            "memory-backend-ram,id=ram,reserve=off,size=" + size,
-                            "-machine",
-                            "memory-backend=ram",
-                            "-kernel",
-                            SHOAL_TEST_GUEST,
-                            "-append",
-                            "hello",
-                            "-display",
-                            "none",
-                            "-serial",
-                            "stdio",
-                            "-monitor",
-                            "none",
-                            "-no-reboot",
-                            "-device",
-                            "isa-debug-exit,iobase=0x501,iosize=2"},
-                           qemu_runs));
+    qemu_cmds.push_back({"/usr/bin/qemu-system-x86_64",
+                         "-accel",
+                         "kvm",
+                         "-cpu",
+                         "qemu64,phys-bits=48",
+                         "-m",
+                         size,
+                         "-object",
+                         "memory-backend-ram,id=ram,reserve=off,size=" + size,
+                         "-machine",
+                         "memory-backend=ram",
+                         "-kernel",
+                         SHOAL_TEST_GUEST,
+                         "-append",
+                         "hello",
+                         "-display",
+                         "none",
+                         "-serial",
+                         "stdio",
+                         "-monitor",
+                         "none",
+                         "-no-reboot",
+                         "-device",
+                         "isa-debug-exit,iobase=0x501,iosize=2"});
   }
+  // One unmeasured round first: page cache, binaries and KVM module state warm for everyone.
+  measure(shoal_cmds, 1);
+  const std::vector<Measurement> shoal = measure(shoal_cmds, shoal_runs);
+  const std::vector<Measurement> qemu = measure(qemu_cmds, qemu_runs);
   std::printf("start-up to the guest's first output (median of %d shoal / %d QEMU runs)\n",
               shoal_runs, qemu_runs);
   std::printf("%-7s %12s %14s %12s %16s\n", "memory", "shoal", "vs shoal 1G", "QEMU",
