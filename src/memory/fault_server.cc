@@ -10,6 +10,8 @@
 #include <cstring>
 #include <string>
 
+#include "shoal/size.hpp"
+
 namespace shoal {
 
 namespace {
@@ -37,13 +39,14 @@ std::string hex(uint64_t v) {
 
 FaultServer::FaultServer(const Userfaultfd& uffd, Target ram, PageDirectory& directory,
                          ZeroPool* pool, FaultServing serving,
-                         std::function<void(const Error&)> on_fatal)
+                         std::function<void(const Error&)> on_fatal, uint64_t budget_bytes)
     : uffd_(uffd),
       ram_(ram),
       pages_(ram.bytes / kPage),
       dir_(directory),
       pool_(pool),
       serving_(serving),
+      budget_bytes_(budget_bytes),
       move_ok_(uffd.has_move() && pool != nullptr && serving != FaultServing::kSingleCopy),
       on_fatal_(std::move(on_fatal)),
       stop_fd_(eventfd(0, EFD_CLOEXEC)) {}
@@ -230,6 +233,11 @@ Status FaultServer::copy_pages(uint64_t first, uint64_t count) {
   const uint64_t end = first + count;
   while (page < end) {
     const uint64_t chunk = std::min(end - page, kPoolChunkPages);
+    if (pool_ == nullptr && budget_bytes_ != 0 &&
+        (dir_.present_pages() + chunk) * kPage > budget_bytes_)
+      return Error("memory budget of " + format_size(budget_bytes_) + " exhausted: " +
+                   std::to_string(dir_.present_pages()) + " guest pages present, " +
+                   std::to_string(chunk) + " more needed (raise --memory-budget)");
     int64_t done = 0;
     const int rc = uffd_.copy(addr(page), reinterpret_cast<uint64_t>(zeros_), chunk * kPage, &done);
     ++stats_.copies;

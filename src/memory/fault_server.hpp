@@ -48,8 +48,10 @@ class FaultServer {
     uint64_t bytes;
   };
 
+  // `budget_bytes` (0: none) bounds present guest pages where no pool enforces it (COPY).
   FaultServer(const Userfaultfd& uffd, Target ram, PageDirectory& directory, ZeroPool* pool,
-              FaultServing serving, std::function<void(const Error&)> on_fatal);
+              FaultServing serving, std::function<void(const Error&)> on_fatal,
+              uint64_t budget_bytes = 0);
   FaultServer(const FaultServer&) = delete;
   FaultServer& operator=(const FaultServer&) = delete;
   ~FaultServer();
@@ -80,6 +82,7 @@ class FaultServer {
   PageDirectory& dir_;
   ZeroPool* pool_;
   FaultServing serving_;
+  uint64_t budget_bytes_;
   bool move_ok_;
   std::function<void(const Error&)> on_fatal_;
   BatchPolicy policy_;

@@ -39,7 +39,8 @@ Result<std::unique_ptr<GuestMemoryManager>> GuestMemoryManager::create(
   auto dir = PageDirectory::create(ram.size() / kPageSize);
   if (!dir) return dir.error();
   m->directory_ = std::make_unique<PageDirectory>(std::move(*dir));
-  if (options.serving != FaultServing::kSingleCopy) {
+  // Without UFFDIO_MOVE (Linux < 6.8) the server copies zeros and the pool has no use.
+  if (options.serving != FaultServing::kSingleCopy && m->uffd_->has_move()) {
     ZeroPoolConfig pc;
     pc.bytes = options.pool_bytes;
     pc.budget_bytes = options.budget_bytes;
@@ -52,7 +53,7 @@ Result<std::unique_ptr<GuestMemoryManager>> GuestMemoryManager::create(
   }
   m->server_ = std::make_unique<FaultServer>(*m->uffd_, FaultServer::Target{ram.base(), ram.size()},
                                              *m->directory_, m->pool_.get(), options.serving,
-                                             std::move(on_fatal));
+                                             std::move(on_fatal), options.budget_bytes);
   SHOAL_TRY(m->server_->start(), "fault server");
   return m;
 }

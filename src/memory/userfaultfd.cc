@@ -25,6 +25,7 @@ constexpr const char* kPermissionHint =
 int new_uffd() {
   const int fd = static_cast<int>(syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK));
   if (fd >= 0 || (errno != EPERM && errno != ENOSYS)) return fd;
+  // Whatever goes wrong with the device, the syscall's errno (EPERM) is the one to report.
   const int saved = errno;
   const int dev = ::open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
   if (dev < 0) {
@@ -32,9 +33,8 @@ int new_uffd() {
     return -1;
   }
   const int ufd = ioctl(dev, USERFAULTFD_IOC_NEW, O_CLOEXEC | O_NONBLOCK);
-  const int err = errno;
   close(dev);
-  errno = ufd < 0 ? err : 0;
+  errno = ufd < 0 ? saved : 0;
   return ufd;
 }
 

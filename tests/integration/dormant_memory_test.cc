@@ -2,6 +2,9 @@
 // userfaultfd from the zero pool, and the comparison modes.
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
+#include <cstdio>
 #include <regex>
 
 #include "support/kvm_available.hpp"
@@ -77,10 +80,12 @@ TEST_F(DormantMemory, PoolRefillsWhileTheGuestRuns) {
 }
 
 TEST_F(DormantMemory, BudgetSmallerThanTheTouchSetFailsWithTheNamedError) {
-  auto r = shoal_run("touch 128", {"--memory-budget", "64M"});
-  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
-  EXPECT_NE(r.err.find("memory budget of 64 MiB exhausted"), std::string::npos) << r.err;
-  EXPECT_EQ(r.out.find("result ok"), std::string::npos);
+  for (const std::string mode : {"batch", "single-copy"}) {
+    auto r = shoal_run("touch 128", {"--memory-budget", "64M", "--fault-serving", mode});
+    EXPECT_EQ(r.exit_code, 1) << mode << "\n" << r.out << r.err;
+    EXPECT_NE(r.err.find("memory budget of 64 MiB exhausted"), std::string::npos) << r.err;
+    EXPECT_EQ(r.out.find("result ok"), std::string::npos);
+  }
 }
 
 TEST_F(DormantMemory, OneTebibyteGuestOnThisHost) {
@@ -92,6 +97,39 @@ TEST_F(DormantMemory, OneTebibyteGuestOnThisHost) {
   const long limit_kb = (256 + 64 + 100) * 1024;
   EXPECT_LT(r.max_rss_kb, limit_kb) << "peak RSS " << r.max_rss_kb << " KiB";
   std::printf("1 TiB guest, 256 MiB touched: peak RSS %ld MiB\n", r.max_rss_kb / 1024);
+}
+
+}  // namespace
+}  // namespace shoal::test
+
+namespace shoal::test {
+namespace {
+
+// A user without userfaultfd rights: a user namespace (no CAP_SYS_PTRACE in the initial one)
+// where /dev/userfaultfd is /dev/null. Runs where that can be set up and the sysctl does not
+// allow everyone anyway.
+TEST(UserfaultfdPermission, DeniedNamesTheSysctlAndTheDevice) {
+  SHOAL_REQUIRE_KVM();
+  if (access("/usr/bin/unshare", X_OK) != 0) GTEST_SKIP() << "skipped: needs unshare(1)";
+  FILE* f = std::fopen("/proc/sys/vm/unprivileged_userfaultfd", "r");
+  int allowed = 0;
+  if (f != nullptr) {
+    if (std::fscanf(f, "%d", &allowed) != 1) allowed = 0;
+    std::fclose(f);
+  }
+  if (allowed == 1) GTEST_SKIP() << "skipped: vm.unprivileged_userfaultfd=1 allows every user";
+  const std::string cmd = std::string("mount --bind /dev/null /dev/userfaultfd && exec ") +
+                          SHOAL_BINARY + " run --kernel " + SHOAL_TEST_GUEST +
+                          " --memory 64M --cmdline hello --log-level warn";
+  auto r =
+      run_process({"/usr/bin/unshare", "-r", "-m", "/bin/sh", "-c", cmd}, std::chrono::seconds(60));
+  if (r.err.find("unshare:") != std::string::npos || r.err.find("mount:") != std::string::npos)
+    GTEST_SKIP() << "skipped: cannot make a user namespace here: " << r.err;
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+  EXPECT_NE(r.err.find("shoal: error: userfaultfd: Operation not permitted"), std::string::npos)
+      << r.err;
+  EXPECT_NE(r.err.find("vm.unprivileged_userfaultfd=1"), std::string::npos);
+  EXPECT_NE(r.err.find("/dev/userfaultfd"), std::string::npos);
 }
 
 }  // namespace
