@@ -63,6 +63,12 @@ CliOutcome parse_cli(int argc, const char* const* argv) {
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}))
       ->capture_default_str();
 
+  auto* pod = app.add_subcommand("pod", "Pods: one guest across several hosts");
+  pod->require_subcommand(1);
+  std::string spec_path;
+  auto* validate = pod->add_subcommand("validate", "Check a pod spec and show how it resolves");
+  validate->add_option("SPEC", spec_path, "pod spec (YAML)")->required();
+
   CliOutcome out;
   try {
     app.parse(argc, argv);
@@ -76,6 +82,10 @@ CliOutcome parse_cli(int argc, const char* const* argv) {
     return out;
   }
 
+  if (validate->parsed()) {
+    out.validate_pod_spec = spec_path;
+    return out;
+  }
   auto fail = [&](std::string message) {
     out.exit_code = kExitUsage;
     out.message = std::move(message);

@@ -29,6 +29,7 @@ struct RunConfig {
 // usage error).
 struct CliOutcome {
   std::optional<RunConfig> run;
+  std::optional<std::string> validate_pod_spec;  // `shoal pod validate SPEC`
   int exit_code = 0;
   std::string message;
 };

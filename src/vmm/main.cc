@@ -5,6 +5,7 @@
 #include <cstdio>
 
 #include "memory/guest_ram.hpp"
+#include "pod/pod_spec.hpp"
 #include "shoal/size.hpp"
 #include "vmm/boot/mptable.hpp"
 #include "vmm/cli.hpp"
@@ -20,9 +21,30 @@ int fail(int code, const std::string& message) {
 
 }  // namespace
 
+// `shoal pod validate SPEC`: every problem, or the resolved layout.
+int validate_pod(const std::string& path) {
+  auto r = shoal::load_pod_spec(path);
+  for (const auto& e : r.errors) std::fprintf(stderr, "shoal: error: %s\n", e.c_str());
+  if (!r.spec) return shoal::kExitUsage;
+  const shoal::PodSpec& s = *r.spec;
+  std::printf("pod %s: %d vCPUs, %s over %zu hosts\n", s.name.c_str(), s.vcpus,
+              shoal::format_size(s.memory).c_str(), s.hosts.size());
+  for (const auto& h : s.hosts) {
+    std::string vcpus, home;
+    for (int v : h.vcpus) vcpus += (vcpus.empty() ? "" : ",") + std::to_string(v);
+    for (const auto& m : h.home)
+      home += (home.empty() ? "" : " ") + ("[" + shoal::format_size(m.start) + ", " +
+                                           shoal::format_size(m.start + m.size) + ")");
+    std::printf("  %s %s:%u  vcpus %s  home %s  zero pool %s\n", h.name.c_str(), h.host.c_str(),
+                h.port, vcpus.c_str(), home.c_str(), shoal::format_size(h.zero_pool_bytes).c_str());
+  }
+  return 0;
+}
+
 int run_main(int argc, char** argv) {
   using namespace shoal;
   CliOutcome cli = parse_cli(argc, argv);
+  if (cli.validate_pod_spec) return validate_pod(*cli.validate_pod_spec);
   if (!cli.run) {
     std::fprintf(cli.exit_code == 0 ? stdout : stderr, "%s\n", cli.message.c_str());
     return cli.exit_code;

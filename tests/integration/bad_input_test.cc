@@ -69,5 +69,25 @@ TEST(BadInput, VcpuCounts) {
                         "--vcpus 100000: at most");
 }
 
+TEST(BadInput, PodSpecErrorsAreListedWithPathsAndExit2) {
+  const std::string path = ::testing::TempDir() + "/bad-pod.yaml";
+  std::ofstream(path)
+      << "apiVersion: shoal/v1\nkind: Pod\nmetadata: {name: x}\nspec:\n"
+         "  guest: {kernel: /k}\n  memory: 1G\n  vcpus: two\n"
+         "  secretFile: /s\n  hosts:\n    - {name: a, address: nowhere, vcpus: [0]}\n";
+  auto r = run_process({SHOAL_BINARY, "pod", "validate", path}, seconds(30));
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("spec.vcpus (line 7): expected an integer, got 'two'"), std::string::npos)
+      << r.err;
+  EXPECT_NE(r.err.find("spec.hosts[0].address (line 10): expected HOST:PORT, got 'nowhere'"),
+            std::string::npos)
+      << r.err;
+  auto good = run_process(
+      {SHOAL_BINARY, "pod", "validate", std::string(SHOAL_SOURCE_DIR) + "/configs/pod-2hosts.yaml"},
+      seconds(30));
+  EXPECT_EQ(good.exit_code, 0) << good.err;
+  EXPECT_NE(good.out.find("pod counter-demo: 4 vCPUs, 1 GiB over 2 hosts"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace shoal::test

@@ -45,6 +45,15 @@ TEST(Cli, FullRunCommandLine) {
   EXPECT_TRUE(r.run->initrd.empty());
 }
 
+TEST(Cli, PodValidate) {
+  auto r = parse({"pod", "validate", "spec.yaml"});
+  ASSERT_TRUE(r.validate_pod_spec.has_value()) << r.message;
+  EXPECT_EQ(*r.validate_pod_spec, "spec.yaml");
+  EXPECT_FALSE(r.run.has_value());
+  expect_usage_error({"pod"}, "subcommand");
+  expect_usage_error({"pod", "validate"}, "SPEC");
+}
+
 TEST(Cli, UsageErrorsNameTheProblem) {
   expect_usage_error({"run"}, "--kernel");
   expect_usage_error({}, "subcommand");

@@ -1,0 +1,64 @@
+// The pod spec: one guest run by several hosts, written as Kubernetes-style YAML.
+//
+//   apiVersion: shoal/v1
+//   kind: Pod
+//   metadata: {name: demo}
+//   spec:
+//     guest: {kernel: /srv/guest.elf, initrd: ..., cmdline: "counter 500000"}
+//     memory: 2G
+//     vcpus: 4
+//     transport: tcp
+//     secretFile: /etc/shoal/demo.secret
+//     hosts:
+//       - {name: a, address: "10.0.0.1:7000", vcpus: [0, 1], memory: even, zeroPool: 64M}
+//       - {name: b, address: "10.0.0.2:7000", vcpus: "2-3", memory: even}
+//
+// parse_pod_spec() reports every problem, each with its path
+// ("spec.hosts[1].address: expected HOST:PORT, got 'b'"), and returns no spec if there is any.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace shoal {
+
+inline constexpr const char* kPodApiVersion = "shoal/v1";
+inline constexpr uint64_t kPodSpecMaxBytes = 1 << 20;
+
+struct MemoryRange {
+  uint64_t start;  // guest-physical RAM offset (0 = first byte of guest RAM)
+  uint64_t size;
+};
+
+struct PodHost {
+  std::string name;
+  std::string host;  // address part of HOST:PORT
+  uint16_t port = 0;
+  std::vector<int> vcpus;         // sorted
+  std::vector<MemoryRange> home;  // the guest memory this host is home for
+  uint64_t zero_pool_bytes = 64ull << 20;
+};
+
+enum class PodTransport { kTcp, kRdma };
+
+struct PodSpec {
+  std::string name;
+  std::string kernel, initrd, cmdline;
+  uint64_t memory = 0;
+  int vcpus = 0;
+  PodTransport transport = PodTransport::kTcp;
+  std::string secret_file;
+  std::vector<PodHost> hosts;
+};
+
+struct PodSpecResult {
+  std::optional<PodSpec> spec;
+  std::vector<std::string> errors;  // "path: problem", in document order
+};
+
+PodSpecResult parse_pod_spec(const std::string& yaml_text);
+PodSpecResult load_pod_spec(const std::string& path);
+
+}  // namespace shoal

@@ -1,0 +1,150 @@
+#include "pod/pod_spec.hpp"
+
+#include <gtest/gtest.h>
+
+#include "shoal/size.hpp"
+
+namespace shoal {
+namespace {
+
+const std::string kGood = R"(apiVersion: shoal/v1
+kind: Pod
+metadata:
+  name: demo
+spec:
+  guest:
+    kernel: /srv/guest.elf
+    cmdline: "counter 5"
+  memory: 1G
+  vcpus: 4
+  transport: tcp
+  secretFile: /etc/shoal/demo.secret
+  hosts:
+    - name: a
+      address: "10.0.0.1:7000"
+      vcpus: [0, 1]
+      memory: even
+    - name: b
+      address: "10.0.0.2:7000"
+      vcpus: "2-3"
+)";
+
+// kGood with `from` replaced by `to` (which must occur).
+std::string edit(const std::string& from, const std::string& to) {
+  std::string s = kGood;
+  const auto at = s.find(from);
+  EXPECT_NE(at, std::string::npos) << from;
+  return s.replace(at, from.size(), to);
+}
+
+void expect_error(const std::string& yaml, const std::string& path, const std::string& problem) {
+  auto r = parse_pod_spec(yaml);
+  EXPECT_FALSE(r.spec.has_value());
+  bool found = false;
+  for (const auto& e : r.errors)
+    if (e.rfind(path, 0) == 0 && e.find(problem) != std::string::npos) found = true;
+  std::string all;
+  for (const auto& e : r.errors) all += "\n  " + e;
+  EXPECT_TRUE(found) << "wanted '" << path << ": ..." << problem << "' in:" << all;
+}
+
+TEST(PodSpec, GoodSpecResolvesHostsVcpusAndAnEvenSplit) {
+  auto r = parse_pod_spec(kGood);
+  ASSERT_TRUE(r.spec.has_value()) << (r.errors.empty() ? "" : r.errors[0]);
+  const PodSpec& s = *r.spec;
+  EXPECT_EQ(s.name, "demo");
+  EXPECT_EQ(s.memory, GiB);
+  ASSERT_EQ(s.hosts.size(), 2u);
+  EXPECT_EQ(s.hosts[1].host, "10.0.0.2");
+  EXPECT_EQ(s.hosts[1].port, 7000);
+  EXPECT_EQ(s.hosts[1].vcpus, (std::vector<int>{2, 3}));
+  ASSERT_EQ(s.hosts[0].home.size(), 1u);
+  EXPECT_EQ(s.hosts[0].home[0].start, 0u);
+  EXPECT_EQ(s.hosts[0].home[0].size, 512 * MiB);
+  EXPECT_EQ(s.hosts[1].home[0].start, 512 * MiB);
+  EXPECT_EQ(s.hosts[0].zero_pool_bytes, 64 * MiB);
+}
+
+TEST(PodSpec, ExplicitRangesAreKept) {
+  auto r = parse_pod_spec(edit("      memory: even\n", "      memory: [{start: 0, size: 256M}]\n") +
+                          "      memory: [{start: 256M, size: 768M}]\n");
+  ASSERT_TRUE(r.spec.has_value()) << (r.errors.empty() ? "" : r.errors[0]);
+  EXPECT_EQ(r.spec->hosts[1].home[0].start, 256 * MiB);
+}
+
+TEST(PodSpec, EachKindOfMistakeNamesItsField) {
+  expect_error(edit("apiVersion: shoal/v1", "apiVersion: shoal/v2"), "apiVersion",
+               "expected 'shoal/v1'");
+  expect_error(edit("kind: Pod", "kind: Deployment"), "kind", "expected 'Pod'");
+  expect_error(edit("  name: demo\n", ""), "metadata.name", "required field is missing");
+  expect_error(edit("  name: demo", "  name: Demo_1"), "metadata.name", "lower-case");
+  expect_error(edit("    kernel: /srv/guest.elf\n", ""), "spec.guest.kernel", "required");
+  expect_error(edit("  vcpus: 4", "  vcpus: four"), "spec.vcpus",
+               "expected an integer, got 'four'");
+  expect_error(edit("  vcpus: 4", "  vcpus: [1, 2]"), "spec.vcpus",
+               "expected an integer, got a list");
+  expect_error(edit("  memory: 1G", "  memory: 12Q"), "spec.memory", "unknown size suffix 'Q'");
+  expect_error(edit("  memory: 1G", "  memory: 3M"), "spec.memory", "multiple of 2 MiB");
+  expect_error(edit("      address: \"10.0.0.2:7000\"", "      address: \"10.0.0.2\""),
+               "spec.hosts[1].address", "expected HOST:PORT, got '10.0.0.2'");
+  expect_error(edit("      address: \"10.0.0.2:7000\"", "      address: \"10.0.0.2:99999\""),
+               "spec.hosts[1].address", "expected HOST:PORT");
+  expect_error(edit("      vcpus: \"2-3\"", "      vcpus: \"1-3\""), "spec.hosts[1].vcpus",
+               "vCPU 1 is also on spec.hosts[0]");
+  expect_error(edit("      vcpus: \"2-3\"", "      vcpus: \"2\""), "spec.hosts",
+               "vCPU 3 is on no host");
+  expect_error(edit("      vcpus: \"2-3\"", "      vcpus: \"2-9\""), "spec.hosts[1].vcpus",
+               "outside 0..3");
+  expect_error(edit("    - name: b", "    - name: a"), "spec.hosts[1].name",
+               "'a' is also spec.hosts[0]");
+  expect_error(edit("  transport: tcp", "  transport: carrier-pigeon"), "spec.transport",
+               "expected tcp or rdma");
+  expect_error(edit("  transport: tcp", "  transport: rdma"), "spec.transport",
+               "not available yet");
+  expect_error(edit("  secretFile: /etc/shoal/demo.secret\n", ""), "spec.secretFile", "required");
+  expect_error(edit("  vcpus: 4\n", "  vcpus: 4\n  cpus: 4\n"), "spec.cpus", "unknown field");
+  expect_error(edit("      memory: even", "      memry: even"), "spec.hosts[0].memry",
+               "unknown field");
+  expect_error(edit("  hosts:\n", "  hosts: []\n  oldhosts:\n"), "spec.hosts", "non-empty list");
+  expect_error("spec: [1, 2", "line", "not valid YAML");
+  expect_error("- just\n- a list\n", "(document)", "expected a mapping, got a list");
+}
+
+TEST(PodSpec, OverlappingAndMissingHomes) {
+  expect_error(edit("      memory: even\n", "      memory: [{start: 0, size: 512M}]\n") +
+                   "      memory: [{start: 256M, size: 768M}]\n",
+               "spec.hosts[1].memory[0]", "overlaps spec.hosts[0].memory[0]");
+  expect_error(edit("      memory: even\n", "      memory: [{start: 0, size: 256M}]\n") +
+                   "      memory: [{start: 512M, size: 512M}]\n",
+               "spec.hosts", "[256 MiB, 512 MiB) has no home host");
+  expect_error(edit("      memory: even\n", "      memory: [{start: 0, size: 2G}]\n") +
+                   "      memory: even\n",
+               "spec.hosts[1].memory", "explicit ranges");
+  expect_error(edit("      memory: even\n", "      memory: [{start: 1M, size: 2M}]\n"),
+               "spec.hosts[0].memory[0]", "multiples of 2 MiB");
+}
+
+TEST(PodSpec, ReportsEveryProblemAtOnceWithLines) {
+  auto r = parse_pod_spec(edit("  vcpus: 4", "  vcpus: x") + "  extra: 1\n");
+  EXPECT_FALSE(r.spec.has_value());
+  EXPECT_GE(r.errors.size(), 2u);  // spec.vcpus and spec.extra, not just the first
+  bool line = false;
+  for (const auto& e : r.errors) line |= e.find("spec.vcpus (line 10)") != std::string::npos;
+  EXPECT_TRUE(line) << r.errors[0];
+}
+
+TEST(PodSpec, ExamplesInConfigsAreValid) {
+  for (const char* f : {"pod-2hosts.yaml", "pod-3hosts-ranges.yaml"}) {
+    auto r = load_pod_spec(std::string(SHOAL_SOURCE_DIR) + "/configs/" + f);
+    EXPECT_TRUE(r.spec.has_value()) << f << ": " << (r.errors.empty() ? "" : r.errors[0]);
+  }
+}
+
+TEST(PodSpec, OversizedSpecIsRefused) {
+  auto r = parse_pod_spec(std::string(kPodSpecMaxBytes + 1, '#'));
+  ASSERT_EQ(r.errors.size(), 1u);
+  EXPECT_NE(r.errors[0].find("at most"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace shoal
