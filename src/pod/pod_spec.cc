@@ -50,7 +50,7 @@ class Checker {
     return false;
   }
 
-  void only_keys(const YAML::Node& m, const std::string& path, std::set<std::string> known) {
+  void only_keys(const YAML::Node& m, const std::string& path, const std::set<std::string>& known) {
     for (const auto& kv : m) {
       const std::string key = kv.first.IsScalar() ? kv.first.Scalar() : "?";
       if (!known.count(key)) {

@@ -1,0 +1,72 @@
+// The pod wire format: every message between shoal nodes is one frame, a fixed 16-byte
+// little-endian header followed by the payload.
+//
+//   offset 0  u32 magic    "SHL\x01" (0x014c4853)
+//          4  u16 version  kWireVersion; a peer speaking another version is refused
+//          6  u16 type     MessageType
+//          8  u32 length   payload bytes, at most kMaxPayload
+//         12  u32 request  matches a reply to its request (0: none)
+//
+// FrameDecoder takes bytes as they arrive from a stream and yields whole frames; anything
+// malformed is an error that names what was wrong, after which the connection must close.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "shoal/status.hpp"
+
+namespace shoal::net {
+
+inline constexpr uint32_t kFrameMagic = 0x014c4853;
+inline constexpr uint16_t kWireVersion = 1;
+inline constexpr size_t kHeaderBytes = 16;
+// A batch of 64 guest pages plus its metadata fits; nothing legitimate is larger.
+inline constexpr uint32_t kMaxPayload = 512 * 1024;
+
+enum class MessageType : uint16_t {
+  kHello = 1,     // handshake: version, nonce, node name
+  kHelloAck = 2,  // handshake: nonce, proof of the secret
+  kAuth = 3,      // handshake: proof of the secret
+  kAuthOk = 4,    // handshake done
+  kPing = 16,
+  kPong = 17,
+  kPageRequest = 32,  // coherence: read or write fault on a page
+  kPageGrant = 33,    // coherence: page contents and the access granted
+  kInvalidate = 34,   // coherence: drop (or downgrade) your copy
+  kInvalidateAck = 35,
+  kForwardedExit = 48,  // a port/MMIO exit forwarded to the devices' host
+  kForwardedExitDone = 49,
+  kBye = 64,
+};
+
+struct Frame {
+  MessageType type;
+  uint32_t request = 0;
+  std::vector<uint8_t> payload;
+};
+
+// Header + payload, ready to send. The payload must be at most kMaxPayload.
+std::vector<uint8_t> encode_frame(const Frame& frame);
+
+class FrameDecoder {
+ public:
+  // Appends bytes from the stream. Fails (and stays failed) on a bad header.
+  Status feed(std::span<const uint8_t> bytes);
+  // The next complete frame, if one has arrived.
+  std::optional<Frame> next();
+  // Set once the stream is unusable; next() then returns nothing.
+  const std::optional<Error>& error() const;
+  // Bytes held that do not yet make a whole frame.
+  size_t buffered() const { return buffer_.size() - consumed_; }
+
+ private:
+  std::vector<uint8_t> buffer_;
+  size_t consumed_ = 0;
+  std::optional<Error> failed_;
+};
+
+}  // namespace shoal::net
