@@ -34,10 +34,7 @@ enum class MessageType : uint16_t {
   kAuthOk = 4,    // handshake done
   kPing = 16,
   kPong = 17,
-  kPageRequest = 32,  // coherence: read or write fault on a page
-  kPageGrant = 33,    // coherence: page contents and the access granted
-  kInvalidate = 34,   // coherence: drop (or downgrade) your copy
-  kInvalidateAck = 35,
+  kCoherence = 32,      // a CoherenceMessage (net/coherence_wire.hpp)
   kForwardedExit = 48,  // a port/MMIO exit forwarded to the devices' host
   kForwardedExitDone = 49,
   kBye = 64,

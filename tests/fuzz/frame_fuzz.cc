@@ -1,7 +1,9 @@
-// libFuzzer target: the frame decoder and a server-side handshake on arbitrary bytes.
+// libFuzzer target: the frame decoder, coherence message decoding and a server-side
+// handshake on arbitrary bytes.
 #include <cstddef>
 #include <cstdint>
 
+#include "net/coherence_wire.hpp"
 #include "net/handshake.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -15,6 +17,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
        {std::span<const uint8_t>(data, half), std::span<const uint8_t>(data + half, size - half)}) {
     if (!decoder.feed(piece).ok()) break;
     while (auto f = decoder.next()) {
+      (void)shoal::net::decode_coherence(*f);
       auto replies = server.on_frame(*f);
       // Nothing but the handshake's own frames ever leaves an unauthenticated server.
       for (const auto& r : replies)

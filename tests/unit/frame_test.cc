@@ -12,13 +12,13 @@ Frame frame(MessageType t, uint32_t req, size_t n, uint8_t fill) {
 }
 
 TEST(Frame, RoundTripsInOneFeed) {
-  auto bytes = encode_frame(frame(MessageType::kPageGrant, 7, 4096, 0xab));
+  auto bytes = encode_frame(frame(MessageType::kCoherence, 7, 4096, 0xab));
   ASSERT_EQ(bytes.size(), kHeaderBytes + 4096);
   FrameDecoder d;
   ASSERT_TRUE(d.feed(bytes).ok());
   auto f = d.next();
   ASSERT_TRUE(f.has_value());
-  EXPECT_EQ(f->type, MessageType::kPageGrant);
+  EXPECT_EQ(f->type, MessageType::kCoherence);
   EXPECT_EQ(f->request, 7u);
   EXPECT_EQ(f->payload, std::vector<uint8_t>(4096, 0xab));
   EXPECT_FALSE(d.next().has_value());
@@ -63,7 +63,7 @@ TEST(Frame, OtherWireVersionIsRefused) {
 }
 
 TEST(Frame, OversizedFrameIsRefusedFromItsHeaderAlone) {
-  auto b = encode_frame(frame(MessageType::kPageGrant, 0, 0, 0));
+  auto b = encode_frame(frame(MessageType::kCoherence, 0, 0, 0));
   const uint32_t huge = kMaxPayload + 1;
   std::memcpy(b.data() + 8, &huge, 4);
   FrameDecoder d;

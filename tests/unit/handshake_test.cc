@@ -99,7 +99,7 @@ TEST(Handshake, VersionMismatchAndUnexpectedFrames) {
   Handshake s2(Handshake::Role::kServer, "host-b", secret("0123456789abcdef-pod"));
   s2.start();
   EXPECT_TRUE(
-      s2.on_frame(Frame{MessageType::kPageGrant, 0, std::vector<uint8_t>(4096, 1)}).empty());
+      s2.on_frame(Frame{MessageType::kCoherence, 0, std::vector<uint8_t>(4096, 1)}).empty());
   EXPECT_TRUE(s2.failed());
   // Once failed, nothing more is ever sent.
   EXPECT_TRUE(s2.on_frame(Frame{MessageType::kHello, 0, std::vector<uint8_t>(40, 0)}).empty());

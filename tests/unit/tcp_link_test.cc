@@ -57,7 +57,7 @@ TEST_F(TcpLinkTest, AuthenticatedPeersExchangeFrames) {
   EXPECT_EQ((*client)->peer_name(), "host-b");
   EXPECT_EQ((*s)->peer_name(), "host-a");
   ASSERT_TRUE(
-      (*client)->send(Frame{MessageType::kPageGrant, 9, std::vector<uint8_t>(4096, 7)}).ok());
+      (*client)->send(Frame{MessageType::kCoherence, 9, std::vector<uint8_t>(4096, 7)}).ok());
   auto f = (*s)->receive();
   ASSERT_TRUE(f.ok()) << f.error().message();
   EXPECT_EQ(f->request, 9u);
@@ -81,9 +81,8 @@ TEST_F(TcpLinkTest, UnauthenticatedFramesGetNothingBack) {
   auto server = serve(identity("host-b", "0123456789abcdef-pod"));
   tcp::socket s = raw();
   // Straight to business, no HELLO: asking for a page.
-  asio::write(
-      s,
-      asio::buffer(encode_frame(Frame{MessageType::kPageRequest, 1, std::vector<uint8_t>(16, 0)})));
+  asio::write(s, asio::buffer(
+                     encode_frame(Frame{MessageType::kCoherence, 1, std::vector<uint8_t>(16, 0)})));
   auto r = server.get();
   ASSERT_FALSE(r.ok());
   EXPECT_NE(r.error().message().find("expected HELLO"), std::string::npos) << r.error().message();
@@ -103,7 +102,7 @@ TEST_F(TcpLinkTest, GarbledOversizedAndTruncatedFramesBreakTheLink) {
     auto s = server.get();
     ASSERT_TRUE(s.ok());
     // Below the link: write bytes straight to the client's socket via a duplicate fd.
-    auto bad = encode_frame(Frame{MessageType::kPageGrant, 1, std::vector<uint8_t>(64, 1)});
+    auto bad = encode_frame(Frame{MessageType::kCoherence, 1, std::vector<uint8_t>(64, 1)});
     std::string expect;
     if (kind == 0) {
       bad[2] ^= 0x55;

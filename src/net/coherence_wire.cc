@@ -1,0 +1,46 @@
+#include "net/coherence_wire.hpp"
+
+#include <cstring>
+
+namespace shoal::net {
+
+using Msg = CoherenceMessage;
+
+Frame encode_coherence(const Msg& m) {
+  Frame f{MessageType::kCoherence, 0, std::vector<uint8_t>(kCoherenceHeaderBytes, 0)};
+  f.payload[0] = static_cast<uint8_t>(m.type);
+  f.payload[1] = static_cast<uint8_t>(m.access);
+  f.payload[2] = static_cast<uint8_t>(m.payload);
+  std::memcpy(&f.payload[4], &m.from, 2);
+  std::memcpy(&f.payload[6], &m.to, 2);
+  std::memcpy(&f.payload[8], &m.page, 8);
+  if (m.payload == Msg::Payload::kData)
+    f.payload.insert(f.payload.end(), m.data.begin(), m.data.end());
+  return f;
+}
+
+Result<Msg> decode_coherence(const Frame& f) {
+  const auto& p = f.payload;
+  if (f.type != MessageType::kCoherence) return Error("not a coherence frame");
+  if (p.size() < kCoherenceHeaderBytes) return Error("coherence message is truncated");
+  if (p[0] > static_cast<uint8_t>(Msg::Type::kRecallAck))
+    return Error("coherence message type " + std::to_string(p[0]) + " is unknown");
+  if (p[1] > static_cast<uint8_t>(Access::kWrite))
+    return Error("coherence access " + std::to_string(p[1]) + " is unknown");
+  if (p[2] > static_cast<uint8_t>(Msg::Payload::kData))
+    return Error("coherence payload kind " + std::to_string(p[2]) + " is unknown");
+  if (p[3] != 0) return Error("coherence message: reserved byte is not zero");
+  Msg m{static_cast<Msg::Type>(p[0]),    0, 0, 0, static_cast<Access>(p[1]),
+        static_cast<Msg::Payload>(p[2]), {}};
+  std::memcpy(&m.from, &p[4], 2);
+  std::memcpy(&m.to, &p[6], 2);
+  std::memcpy(&m.page, &p[8], 8);
+  const size_t data = p.size() - kCoherenceHeaderBytes;
+  if (m.payload == Msg::Payload::kData ? data != kPageBytes : data != 0)
+    return Error("coherence message carries " + std::to_string(data) + " bytes of page data; " +
+                 (m.payload == Msg::Payload::kData ? "expected 4096" : "expected none"));
+  if (data) m.data.assign(p.begin() + kCoherenceHeaderBytes, p.end());
+  return m;
+}
+
+}  // namespace shoal::net
