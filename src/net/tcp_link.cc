@@ -172,6 +172,8 @@ Result<tcp::socket> TcpListener::accept() {
 }
 
 void TcpListener::close() {
+  // shutdown() wakes a thread blocked in accept() on Linux; close() alone would not.
+  ::shutdown(acceptor_->native_handle(), SHUT_RDWR);
   boost::system::error_code ec;
   acceptor_->close(ec);
 }

@@ -69,6 +69,20 @@ CliOutcome parse_cli(int argc, const char* const* argv) {
   auto* validate = pod->add_subcommand("validate", "Check a pod spec and show how it resolves");
   validate->add_option("SPEC", spec_path, "pod spec (YAML)")->required();
 
+  PodPingCommand ping_cmd;
+  auto* ping =
+      pod->add_subcommand("ping", "Authenticate to every host of a pod and time a round trip");
+  ping->add_option("SPEC", ping_cmd.spec, "pod spec (YAML)")->required();
+  ping->add_option("--secret-file", ping_cmd.secret_file,
+                   "pod secret (default: the spec's secretFile)");
+  ping->add_option("--count", ping_cmd.count, "round trips per host")->check(CLI::Range(1, 1000));
+
+  NodeCommand node_cmd;
+  auto* node = app.add_subcommand("node", "Run this host's pod node service");
+  node->add_option("--listen", node_cmd.listen, "HOST:PORT to listen on")->required();
+  node->add_option("--secret-file", node_cmd.secret_file, "the pod's shared secret")->required();
+  node->add_option("--name", node_cmd.name, "this node's name (default: the listen address)");
+
   CliOutcome out;
   try {
     app.parse(argc, argv);
@@ -84,6 +98,15 @@ CliOutcome parse_cli(int argc, const char* const* argv) {
 
   if (validate->parsed()) {
     out.validate_pod_spec = spec_path;
+    return out;
+  }
+  if (ping->parsed()) {
+    out.pod_ping = ping_cmd;
+    return out;
+  }
+  if (node->parsed()) {
+    if (node_cmd.name.empty()) node_cmd.name = node_cmd.listen;
+    out.node = node_cmd;
     return out;
   }
   auto fail = [&](std::string message) {

@@ -27,9 +27,23 @@ struct RunConfig {
 
 // Either a RunConfig, or what to print and the exit code (0 for --help/--version, 2 for a
 // usage error).
+struct NodeCommand {
+  std::string listen;  // HOST:PORT
+  std::string secret_file;
+  std::string name;  // default: the listen address
+};
+
+struct PodPingCommand {
+  std::string spec;
+  std::string secret_file;  // default: the spec's secretFile
+  int count = 3;
+};
+
 struct CliOutcome {
   std::optional<RunConfig> run;
   std::optional<std::string> validate_pod_spec;  // `shoal pod validate SPEC`
+  std::optional<NodeCommand> node;               // `shoal node ...`
+  std::optional<PodPingCommand> pod_ping;        // `shoal pod ping SPEC`
   int exit_code = 0;
   std::string message;
 };

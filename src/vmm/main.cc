@@ -1,16 +1,18 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 
 #include "memory/guest_ram.hpp"
-#include "pod/pod_spec.hpp"
 #include "shoal/size.hpp"
 #include "vmm/boot/mptable.hpp"
 #include "vmm/cli.hpp"
 #include "vmm/kvm.hpp"
 #include "vmm/machine.hpp"
+#include "vmm/pod_commands.hpp"
 
 namespace {
 
@@ -19,41 +21,32 @@ int fail(int code, const std::string& message) {
   return code;
 }
 
-}  // namespace
-
-// `shoal pod validate SPEC`: every problem, or the resolved layout.
-int validate_pod(const std::string& path) {
-  auto r = shoal::load_pod_spec(path);
-  for (const auto& e : r.errors) std::fprintf(stderr, "shoal: error: %s\n", e.c_str());
-  if (!r.spec) return shoal::kExitUsage;
-  const shoal::PodSpec& s = *r.spec;
-  std::printf("pod %s: %d vCPUs, %s over %zu hosts\n", s.name.c_str(), s.vcpus,
-              shoal::format_size(s.memory).c_str(), s.hosts.size());
-  for (const auto& h : s.hosts) {
-    std::string vcpus, home;
-    for (int v : h.vcpus) vcpus += (vcpus.empty() ? "" : ",") + std::to_string(v);
-    for (const auto& m : h.home)
-      home += (home.empty() ? "" : " ") + ("[" + shoal::format_size(m.start) + ", " +
-                                           shoal::format_size(m.start + m.size) + ")");
-    std::printf("  %s %s:%u  vcpus %s  home %s  zero pool %s\n", h.name.c_str(), h.host.c_str(),
-                h.port, vcpus.c_str(), home.c_str(), shoal::format_size(h.zero_pool_bytes).c_str());
-  }
-  return 0;
+void setup_logging(const std::string& level) {
+  // Under systemd the journal stamps time and unit itself: no colours, no timestamps.
+  const bool journal = std::getenv("JOURNAL_STREAM") != nullptr;
+  auto logger = journal ? spdlog::stderr_logger_mt("shoal") : spdlog::stderr_color_mt("shoal");
+  logger->set_pattern(journal ? "[%l] %v" : "shoal: [%l] %v");
+  spdlog::set_default_logger(logger);
+  spdlog::set_level(spdlog::level::from_str(level));
 }
+
+}  // namespace
 
 int run_main(int argc, char** argv) {
   using namespace shoal;
   CliOutcome cli = parse_cli(argc, argv);
   if (cli.validate_pod_spec) return validate_pod(*cli.validate_pod_spec);
+  if (cli.pod_ping) return ping_pod(*cli.pod_ping);
+  if (cli.node) {
+    setup_logging("info");
+    return run_node(*cli.node);
+  }
   if (!cli.run) {
     std::fprintf(cli.exit_code == 0 ? stdout : stderr, "%s\n", cli.message.c_str());
     return cli.exit_code;
   }
   const RunConfig& cfg = *cli.run;
-  auto logger = spdlog::stderr_color_mt("shoal");
-  logger->set_pattern("shoal: [%l] %v");
-  spdlog::set_default_logger(logger);
-  spdlog::set_level(spdlog::level::from_str(cfg.log_level));
+  setup_logging(cfg.log_level);
 
   auto kvm = Kvm::open();
   if (!kvm) return fail(kExitVmmError, kvm.error().message());

@@ -51,6 +51,13 @@ TEST(Cli, PodValidate) {
   EXPECT_EQ(*r.validate_pod_spec, "spec.yaml");
   EXPECT_FALSE(r.run.has_value());
   expect_usage_error({"pod"}, "subcommand");
+  auto ping = parse({"pod", "ping", "spec.yaml", "--count", "5"});
+  ASSERT_TRUE(ping.pod_ping.has_value()) << ping.message;
+  EXPECT_EQ(ping.pod_ping->count, 5);
+  auto node = parse({"node", "--listen", "127.0.0.1:7100", "--secret-file", "/s"});
+  ASSERT_TRUE(node.node.has_value()) << node.message;
+  EXPECT_EQ(node.node->name, "127.0.0.1:7100");
+  expect_usage_error({"node", "--listen", "127.0.0.1:7100"}, "--secret-file");
   expect_usage_error({"pod", "validate"}, "SPEC");
 }
 
