@@ -6,10 +6,10 @@
 #include <unistd.h>
 
 #include <bit>
-#include <chrono>
 #include <cstring>
 #include <string>
 
+#include "shoal/clock.hpp"
 #include "shoal/size.hpp"
 
 namespace shoal {
@@ -22,12 +22,6 @@ constexpr size_t kMaxEvents = 64;
 constexpr int kPrefetchWindows = 2;
 // Consecutive faults on one "present" page before asking the kernel whether it really is.
 constexpr uint64_t kRepeatFaultsBeforeCheck = 64;
-
-uint64_t now_ns() {
-  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                   std::chrono::steady_clock::now().time_since_epoch())
-                                   .count());
-}
 
 std::string hex(uint64_t v) {
   char b[24];
@@ -78,7 +72,7 @@ void FaultServer::stop() {
 
 uint64_t FaultServer::busy_ns() const {
   const uint64_t since = busy_since_ns_.load(std::memory_order_relaxed);
-  return since == 0 ? 0 : now_ns() - since;
+  return since == 0 ? 0 : monotonic_ns() - since;
 }
 
 void FaultServer::loop() {
@@ -105,7 +99,7 @@ void FaultServer::loop() {
         on_fatal_(Error("fault server: fault at " + hex(address) + " outside guest RAM"));
         return;
       }
-      busy_since_ns_.store(now_ns(), std::memory_order_relaxed);
+      busy_since_ns_.store(monotonic_ns(), std::memory_order_relaxed);
       Status s = serve(offset / kPage);
       busy_since_ns_.store(0, std::memory_order_relaxed);
       if (!s.ok()) {

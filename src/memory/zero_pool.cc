@@ -3,11 +3,11 @@
 #include <sys/mman.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cstring>
 #include <string>
 
 #include "memory/io_ring.hpp"
+#include "shoal/clock.hpp"
 #include "shoal/size.hpp"
 
 #ifndef MADV_POPULATE_WRITE
@@ -20,12 +20,6 @@ namespace {
 
 constexpr unsigned kRingEntries = 32;
 constexpr size_t kMaxRefillBatch = 16;
-
-uint64_t now_ns() {
-  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                   std::chrono::steady_clock::now().time_since_epoch())
-                                   .count());
-}
 
 }  // namespace
 
@@ -134,7 +128,7 @@ void ZeroPool::refill_loop(IoRing& ring) {
       c.populated = kPoolChunkPages;
       c.state = ChunkState::kRefilling;
       ++refilling_;
-      batch.emplace_back(i, now_ns());
+      batch.emplace_back(i, monotonic_ns());
     }
     if (batch.empty()) continue;
     lock.unlock();
@@ -165,7 +159,7 @@ void ZeroPool::refill_loop(IoRing& ring) {
         full_.push_back(chunk);
         ++stats_.chunks_refilled;
         for (const auto& [i, t0] : batch)
-          if (i == chunk) stats_.refill_ns += now_ns() - t0;
+          if (i == chunk) stats_.refill_ns += monotonic_ns() - t0;
       }
       lock.unlock();
       ready_cv_.notify_all();
@@ -195,10 +189,10 @@ Result<ZeroPool::Run> ZeroPool::take(uint64_t max_pages) {
         if (!refill_wanted_locked()) return Error(budget_error_locked(max_pages));
       }
       ++stats_.stalls;
-      const uint64_t t0 = now_ns();
+      const uint64_t t0 = monotonic_ns();
       work_cv_.notify_one();
       ready_cv_.wait(lock);
-      stats_.stall_ns += now_ns() - t0;
+      stats_.stall_ns += monotonic_ns() - t0;
       if (stop_) return Error("zero pool stopped");
     }
     current_ = full_.front();

@@ -6,6 +6,7 @@
 
 #include <cstring>
 #include <fstream>
+#include <optional>
 
 namespace shoal::net {
 
@@ -23,6 +24,15 @@ std::array<uint8_t, kNonceBytes> random_nonce() {
 void append(std::vector<uint8_t>& b, const void* p, size_t n) {
   const auto* c = static_cast<const uint8_t*>(p);
   b.insert(b.end(), c, c + n);
+}
+
+// HELLO and HELLO_ACK start with the sender's wire version.
+std::optional<std::string> version_mismatch(const std::vector<uint8_t>& payload) {
+  uint16_t version;
+  std::memcpy(&version, payload.data(), 2);
+  if (version == kWireVersion) return std::nullopt;
+  return "peer speaks wire version " + std::to_string(version) + ", this node " +
+         std::to_string(kWireVersion);
 }
 
 }  // namespace
@@ -92,13 +102,10 @@ std::vector<Frame> Handshake::on_frame(const Frame& f) {
         return fail("expected HELLO, got message type " + std::to_string(static_cast<int>(f.type)));
       if (p.size() < 2 + kNonceBytes || p.size() > 2 + kNonceBytes + kMaxNodeName)
         return fail("malformed HELLO");
-      uint16_t version;
-      std::memcpy(&version, p.data(), 2);
-      if (version != kWireVersion)
-        return fail("peer speaks wire version " + std::to_string(version) + ", this node " +
-                    std::to_string(kWireVersion));
+      if (auto bad = version_mismatch(p)) return fail(*bad);
       std::memcpy(peer_nonce_.data(), p.data() + 2, kNonceBytes);
       peer_name_.assign(p.begin() + 2 + kNonceBytes, p.end());
+      const uint16_t version = kWireVersion;
       Frame ack{MessageType::kHelloAck, 0, {}};
       append(ack.payload, &version, 2);
       append(ack.payload, my_nonce_.data(), kNonceBytes);
@@ -112,11 +119,7 @@ std::vector<Frame> Handshake::on_frame(const Frame& f) {
       if (f.type != MessageType::kHelloAck) return fail("expected HELLO_ACK");
       if (p.size() < 2 + kNonceBytes + 32 || p.size() > 2 + kNonceBytes + 32 + kMaxNodeName)
         return fail("malformed HELLO_ACK");
-      uint16_t version;
-      std::memcpy(&version, p.data(), 2);
-      if (version != kWireVersion)
-        return fail("peer speaks wire version " + std::to_string(version) + ", this node " +
-                    std::to_string(kWireVersion));
+      if (auto bad = version_mismatch(p)) return fail(*bad);
       std::memcpy(peer_nonce_.data(), p.data() + 2, kNonceBytes);
       peer_name_.assign(p.begin() + 2 + kNonceBytes + 32, p.end());
       const auto expected = proof("server", my_nonce_, peer_nonce_, peer_name_);
