@@ -10,7 +10,7 @@
 namespace shoal::test {
 
 ProcessResult run_process(const std::vector<std::string>& argv, std::chrono::seconds timeout,
-                          const std::string& stop_at) {
+                          const std::string& stop_at, const std::string& mark) {
   ProcessResult r;
   int out[2], err[2];
   if (pipe2(out, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0) return r;
@@ -55,6 +55,8 @@ ProcessResult run_process(const std::vector<std::string>& argv, std::chrono::sec
       }
       (i == 0 ? r.out : r.err).append(buf, static_cast<size_t>(n));
     }
+    if (!mark.empty() && r.seconds_to_mark < 0 && r.out.find(mark) != std::string::npos)
+      r.seconds_to_mark = elapsed();
     if (!stop_at.empty() && r.out.find(stop_at) != std::string::npos) {
       r.stopped_early = true;
       r.seconds_to_stop_at = elapsed();
