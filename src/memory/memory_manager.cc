@@ -2,6 +2,7 @@
 
 #include <sys/mman.h>
 
+#include <algorithm>
 #include <sstream>
 
 #include "shoal/size.hpp"
@@ -48,6 +49,9 @@ Result<std::unique_ptr<GuestMemoryManager>> GuestMemoryManager::create(
     auto pool = ZeroPool::create(pc);
     if (!pool) return pool.error();
     m->pool_ = std::move(*pool);
+    // Discarded guest pages come back through a quarter as many recycling chunks.
+    SHOAL_TRY(m->pool_->enable_recycling(*m->uffd_, std::max<uint64_t>(2, m->pool_->chunks() / 4)),
+              "zero pool");
     SHOAL_TRY(m->pool_->start(), "zero pool");
     if (options.wait_for_full_pool) SHOAL_TRY(m->pool_->wait_until_full(), "zero pool");
   }
@@ -66,6 +70,23 @@ Status GuestMemoryManager::discard(uint8_t* host, uint64_t bytes) {
   // it present again just before the zap, and the vCPU then re-faults on a missing page that
   // the directory calls present, forever. In this order a fault in between is only woken
   // early and comes back. KVM's MMU notifier drops its mappings of the pages with them.
+  // Present pages go back to the pool first (moved, then re-zeroed off the fault path);
+  // whatever does not fit there is zapped below (a no-op for pages already moved out).
+  if (pool_ && directory_) {
+    const uint64_t first = static_cast<uint64_t>(host - ram_base_) / kPageSize;
+    const uint64_t end = first + bytes / kPageSize;
+    for (uint64_t p = first; p < end;) {
+      if (directory_->state(p) != PageState::kPresent) {
+        ++p;
+        continue;
+      }
+      uint64_t run_end = p;
+      while (run_end < end && directory_->state(run_end) == PageState::kPresent) ++run_end;
+      const uint64_t moved = pool_->recycle(ram_base_ + p * kPageSize, run_end - p);
+      if (moved == 0) break;  // no room: zap the rest
+      p += moved;
+    }
+  }
   if (madvise(host, bytes, MADV_DONTNEED) < 0) return errno_error("discard: MADV_DONTNEED");
   if (directory_)
     directory_->set_range(static_cast<uint64_t>(host - ram_base_) / kPageSize, bytes / kPageSize,
@@ -114,6 +135,7 @@ std::string GuestMemoryManager::stats_report() const {
       << "pool refills: " << p.chunks_refilled << " chunks";
     if (p.chunks_refilled > 0) s << ", " << p.refill_ns / p.chunks_refilled / 1000 << " us each";
     s << "\n";
+    s << "pages recycled: " << p.pages_recycled << "\n";
   }
   s << "guest pages present: " << directory_->present_pages() << "\n";
   return s.str();

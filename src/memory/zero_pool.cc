@@ -7,6 +7,7 @@
 #include <string>
 
 #include "memory/io_ring.hpp"
+#include "memory/userfaultfd.hpp"
 #include "shoal/clock.hpp"
 #include "shoal/size.hpp"
 
@@ -48,6 +49,8 @@ Result<std::unique_ptr<ZeroPool>> ZeroPool::create(const ZeroPoolConfig& config)
     return errno_error("zero pool: MADV_NOHUGEPAGE");
   // mapped_bytes_ and the unaligned start are kept for munmap.
   pool->unaligned_ = static_cast<uint8_t*>(p);
+  for (size_t i = 0; i < pool->chunks_.size(); ++i)
+    pool->chunks_[i].addr = pool->base_ + i * kPoolChunkBytes;
   return pool;
 }
 
@@ -60,6 +63,64 @@ ZeroPool::~ZeroPool() {
   ready_cv_.notify_all();
   if (worker_.joinable()) worker_.join();
   if (unaligned_ != nullptr) munmap(unaligned_, mapped_bytes_);
+  if (recycle_area_ != nullptr) munmap(recycle_area_, recycle_bytes_);
+}
+
+Status ZeroPool::enable_recycling(const Userfaultfd& uffd, uint64_t chunks) {
+  recycle_bytes_ = (chunks + 1) * kPoolChunkBytes;
+  void* p = mmap(nullptr, recycle_bytes_, PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (p == MAP_FAILED) return errno_error("zero pool: recycling area");
+  recycle_area_ = static_cast<uint8_t*>(p);
+  madvise(p, recycle_bytes_, MADV_DONTFORK);
+  madvise(p, recycle_bytes_, MADV_NOHUGEPAGE);
+  const uint64_t misalign = reinterpret_cast<uint64_t>(p) % kPoolChunkBytes;
+  uint8_t* first = recycle_area_ + (misalign == 0 ? 0 : kPoolChunkBytes - misalign);
+  // Registered MISSING so that UFFDIO_MOVE can put guest pages here. Nothing may touch a
+  // missing page of this area (it would fault to the fault server): only pages moved in are
+  // ever written (memset) or moved out.
+  SHOAL_TRY(uffd.register_missing(first, chunks * kPoolChunkBytes), "zero pool: recycling area");
+  uffd_ = &uffd;
+  std::lock_guard lock(mu_);
+  for (uint64_t i = 0; i < chunks; ++i) {
+    Chunk c;
+    c.addr = first + i * kPoolChunkBytes;
+    c.state = ChunkState::kRecycleFree;
+    c.recycle = true;
+    chunks_.push_back(c);
+  }
+  return {};
+}
+
+uint64_t ZeroPool::recycle(uint8_t* src, uint64_t pages) {
+  std::lock_guard lock(mu_);
+  if (uffd_ == nullptr) return 0;
+  Chunk* target = nullptr;
+  for (Chunk& c : chunks_)
+    if (c.state == ChunkState::kRecycleFilling) target = &c;
+  if (target == nullptr)
+    for (Chunk& c : chunks_)
+      if (c.state == ChunkState::kRecycleFree && target == nullptr) {
+        target = &c;
+        c.state = ChunkState::kRecycleFilling;
+        c.populated = 0;
+      }
+  if (target == nullptr) return 0;  // every recycling chunk is full or in use
+  const uint64_t n = std::min(pages, kPoolChunkPages - target->populated);
+  int64_t done = 0;
+  (void)uffd_->move(reinterpret_cast<uint64_t>(target->addr + target->populated * 4096),
+                    reinterpret_cast<uint64_t>(src), n * 4096, &done);
+  // Whatever the kernel says, the pages it moved are in the chunk now; an error (a hole in
+  // the source, say) just ends this run and the caller zaps the rest.
+  const uint64_t moved = static_cast<uint64_t>(done) / 4096;
+  target->populated += moved;
+  populated_pages_ += moved;
+  stats_.pages_recycled += moved;
+  if (target->populated == kPoolChunkPages) {
+    target->state = ChunkState::kRecycleDirty;
+    work_cv_.notify_one();
+  }
+  return moved;
 }
 
 Status ZeroPool::start() {
@@ -111,11 +172,29 @@ void ZeroPool::note_level_locked() {
   if (full_.size() < seen) stats_.min_full_chunks = full_.size();
 }
 
+bool ZeroPool::dirty_recycled_locked() const {
+  return std::any_of(chunks_.begin(), chunks_.end(),
+                     [](const Chunk& c) { return c.state == ChunkState::kRecycleDirty; });
+}
+
 void ZeroPool::refill_loop(IoRing& ring) {
   std::unique_lock lock(mu_);
   for (;;) {
-    work_cv_.wait(lock, [&] { return stop_ || refill_wanted_locked(); });
+    work_cv_.wait(lock, [&] { return stop_ || dirty_recycled_locked() || refill_wanted_locked(); });
     if (stop_) return;
+    // Recycled guest pages first: zeroing pages that exist is cheaper than populating new ones.
+    for (Chunk& c : chunks_) {
+      if (c.state != ChunkState::kRecycleDirty) continue;
+      lock.unlock();
+      const uint64_t t0 = monotonic_ns();
+      std::memset(c.addr, 0, kPoolChunkBytes);
+      stats_.recycle_memset_ns += monotonic_ns() - t0;
+      lock.lock();
+      c.state = ChunkState::kFull;
+      c.cursor = 0;
+      full_.push_back(static_cast<size_t>(&c - chunks_.data()));
+      ready_cv_.notify_all();
+    }
     std::vector<std::pair<size_t, uint64_t>> batch;  // chunk, start time
     for (size_t i = 0; i < chunks_.size() && batch.size() < kMaxRefillBatch; ++i) {
       Chunk& c = chunks_[i];
@@ -133,7 +212,7 @@ void ZeroPool::refill_loop(IoRing& ring) {
     if (batch.empty()) continue;
     lock.unlock();
     for (const auto& [i, t0] : batch)
-      ring.queue_madvise(base_ + i * kPoolChunkBytes, kPoolChunkBytes, MADV_POPULATE_WRITE, i);
+      ring.queue_madvise(chunks_[i].addr, kPoolChunkBytes, MADV_POPULATE_WRITE, i);
     const int submitted = ring.submit();
     std::string failure;
     if (submitted != static_cast<int>(batch.size()))
@@ -176,9 +255,19 @@ Result<ZeroPool::Run> ZeroPool::take(uint64_t max_pages) {
   std::unique_lock lock(mu_);
   if (current_ == SIZE_MAX || chunks_[current_].cursor >= kPoolChunkPages) {
     if (current_ != SIZE_MAX) {
-      // Spent: whatever was handed out but not moved is still there, populated and zero;
-      // the refill populates the rest.
-      chunks_[current_].state = ChunkState::kEmpty;
+      Chunk& spent = chunks_[current_];
+      if (spent.recycle) {
+        // A recycling chunk is only ever filled from its start: zap what was handed out but
+        // not moved (DONTNEED on missing pages is a no-op) and make it free again.
+        madvise(spent.addr, kPoolChunkBytes, MADV_DONTNEED);
+        populated_pages_ -= spent.populated;
+        spent.populated = 0;
+        spent.state = ChunkState::kRecycleFree;
+      } else {
+        // Spent: whatever was handed out but not moved is still there, populated and zero;
+        // the refill populates the rest.
+        spent.state = ChunkState::kEmpty;
+      }
       current_ = SIZE_MAX;
     }
     while (full_.empty()) {
@@ -202,7 +291,7 @@ Result<ZeroPool::Run> ZeroPool::take(uint64_t max_pages) {
   }
   Chunk& c = chunks_[current_];
   const uint64_t n = std::min(max_pages, kPoolChunkPages - c.cursor);
-  Run run{base_ + current_ * kPoolChunkBytes + c.cursor * 4096, n, current_};
+  Run run{c.addr + c.cursor * 4096, n, current_};
   c.cursor += n;
   ++stats_.takes;
   if (refill_wanted_locked()) work_cv_.notify_one();

@@ -43,6 +43,8 @@ struct ZeroPoolStats {
   std::atomic<uint64_t> chunks_refilled{0};
   std::atomic<uint64_t> refill_ns{0};  // summed over refilled chunks
   std::atomic<uint64_t> min_full_chunks{~uint64_t{0}};
+  std::atomic<uint64_t> pages_recycled{0};  // guest pages moved back in and re-zeroed
+  std::atomic<uint64_t> recycle_memset_ns{0};
 };
 
 class ZeroPool {
@@ -58,6 +60,14 @@ class ZeroPool {
   ZeroPool& operator=(const ZeroPool&) = delete;
   ~ZeroPool();  // stops the refill worker
 
+  // Adds `chunks` recycling chunks: a separate mapping registered with `uffd`, into which
+  // discarded guest pages are moved (UFFDIO_MOVE needs a registered destination). A full one is
+  // re-zeroed with memset by the worker — cheaper than populating fresh pages — and then
+  // served like any other chunk. Call before start().
+  Status enable_recycling(const class Userfaultfd& uffd, uint64_t chunks);
+  // Moves up to `pages` present guest pages at `src` into the recycling chunks; returns how
+  // many moved (0: no room, or MOVE refused; the caller zaps the rest).
+  uint64_t recycle(uint8_t* src, uint64_t pages);
   // Starts the refill worker and fills the pool to its high watermark in the background.
   Status start();
   // Blocks until the high watermark is reached (or a refill failed, or the budget stops it).
@@ -77,17 +87,28 @@ class ZeroPool {
   const ZeroPoolConfig& config() const { return config_; }
 
  private:
-  enum class ChunkState : uint8_t { kEmpty, kRefilling, kFull, kCurrent };
+  enum class ChunkState : uint8_t {
+    kEmpty,
+    kRefilling,
+    kFull,
+    kCurrent,
+    kRecycleFree,
+    kRecycleFilling,
+    kRecycleDirty,  // recycling chunks, before they are full
+  };
   struct Chunk {
+    uint8_t* addr = nullptr;
     ChunkState state = ChunkState::kEmpty;
     uint64_t populated = 0;  // pages
     uint64_t cursor = 0;     // next page to hand out (kCurrent)
+    bool recycle = false;
   };
 
   explicit ZeroPool(const ZeroPoolConfig& config) : config_(config) {}
   void refill_loop(class IoRing& ring);
   // Applies the watermarks (starts or ends a refill phase) and says whether to refill now.
   bool refill_wanted_locked();
+  bool dirty_recycled_locked() const;
   bool budget_allows_locked(uint64_t extra_pages) const;
   std::string budget_error_locked(uint64_t wanted_pages) const;
   void note_level_locked();
@@ -102,7 +123,10 @@ class ZeroPool {
   uint64_t refilling_ = 0;
   bool refill_active_ = false;  // between low and high watermark
   std::atomic<uint64_t> populated_pages_{0};
-  std::string fatal_;  // a refill failed: every later take() fails with this
+  std::string fatal_;                        // a refill failed: every later take() fails with this
+  const class Userfaultfd* uffd_ = nullptr;  // for recycling
+  uint8_t* recycle_area_ = nullptr;
+  uint64_t recycle_bytes_ = 0;
 
   mutable std::mutex mu_;
   std::condition_variable work_cv_;   // refill worker waits here

@@ -3,10 +3,14 @@
 
 #include <gtest/gtest.h>
 
+#include <sys/mman.h>
+
 #include <chrono>
+#include <cstring>
 #include <thread>
 
 #include "memory/page_directory.hpp"
+#include "memory/userfaultfd.hpp"
 
 namespace shoal {
 namespace {
@@ -104,6 +108,56 @@ TEST(PageDirectory, RunsAndPresentCount) {
   EXPECT_EQ(d->dormant_run((1 << 20) - 3, 64), 3u);
   d->set_range(100, 15, PageState::kDormant);
   EXPECT_EQ(d->present_pages(), 0u);
+}
+
+}  // namespace
+}  // namespace shoal
+
+namespace shoal {
+namespace {
+
+TEST(ZeroPool, RecycledPagesComeBackZeroed) {
+  auto uffd = Userfaultfd::open(true);
+  if (!uffd || !uffd->has_move())
+    GTEST_SKIP() << "skipped: needs userfaultfd with UFFDIO_MOVE (Linux >= 6.8)";
+  ZeroPoolConfig c;
+  c.bytes = 4 << 20;  // 2 chunks
+  auto pool = ZeroPool::create(c);
+  ASSERT_TRUE(pool.ok());
+  ZeroPool& p = **pool;
+  ASSERT_TRUE(p.enable_recycling(*uffd, 2).ok());
+  ASSERT_TRUE(p.start().ok());
+  ASSERT_TRUE(p.wait_until_full().ok());
+  // "Guest" pages full of data: private anonymous memory, as guest RAM is.
+  void* m =
+      mmap(nullptr, kPoolChunkBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  ASSERT_NE(m, MAP_FAILED);
+  madvise(m, kPoolChunkBytes, MADV_NOHUGEPAGE);
+  std::memset(m, 0xab, kPoolChunkBytes);
+  uint64_t moved = 0;
+  while (moved < kPoolChunkPages) {
+    const uint64_t n = p.recycle(static_cast<uint8_t*>(m) + moved * 4096, kPoolChunkPages - moved);
+    ASSERT_GT(n, 0u);
+    moved += n;
+  }
+  // The source pages are gone (moved), and the worker re-zeroes the now-full chunk.
+  unsigned char resident = 1;
+  mincore(m, 4096, &resident);
+  EXPECT_EQ(resident & 1, 0);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (p.full_chunks() < 3 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  ASSERT_EQ(p.full_chunks(), 3u);
+  EXPECT_EQ(p.stats().pages_recycled.load(), kPoolChunkPages);
+  // Take all three chunks: every page handed out reads zero, the recycled one included.
+  for (int i = 0; i < 3; ++i) {
+    auto run = p.take(kPoolChunkPages);
+    ASSERT_TRUE(run.ok());
+    ASSERT_EQ(run->pages, kPoolChunkPages);
+    EXPECT_TRUE(all_zero(run->addr, kPoolChunkBytes)) << "chunk " << i;
+    p.consumed(*run, 0);
+  }
+  munmap(m, kPoolChunkBytes);
 }
 
 }  // namespace
