@@ -21,4 +21,7 @@ Result<uint64_t> parse_size(std::string_view text, uint64_t bare_unit);
 // "1 GiB", "512 MiB", "4097 B": the largest unit that divides the value exactly.
 std::string format_size(uint64_t bytes);
 
+// "0x1f000": addresses and offsets in messages.
+std::string format_hex(uint64_t value);
+
 }  // namespace shoal

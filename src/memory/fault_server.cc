@@ -23,12 +23,6 @@ constexpr int kPrefetchWindows = 2;
 // Consecutive faults on one "present" page before asking the kernel whether it really is.
 constexpr uint64_t kRepeatFaultsBeforeCheck = 64;
 
-std::string hex(uint64_t v) {
-  char b[24];
-  std::snprintf(b, sizeof b, "0x%llx", static_cast<unsigned long long>(v));
-  return b;
-}
-
 }  // namespace
 
 FaultServer::FaultServer(const Userfaultfd& uffd, Target ram, PageDirectory& directory,
@@ -96,14 +90,15 @@ void FaultServer::loop() {
       const uint64_t address = msgs[i].arg.pagefault.address;
       const uint64_t offset = address - reinterpret_cast<uint64_t>(ram_.base);
       if (address < reinterpret_cast<uint64_t>(ram_.base) || offset >= ram_.bytes) {
-        on_fatal_(Error("fault server: fault at " + hex(address) + " outside guest RAM"));
+        on_fatal_(Error("fault server: fault at " + format_hex(address) + " outside guest RAM"));
         return;
       }
       busy_since_ns_.store(monotonic_ns(), std::memory_order_relaxed);
       Status s = serve(offset / kPage);
       busy_since_ns_.store(0, std::memory_order_relaxed);
       if (!s.ok()) {
-        on_fatal_(s.error().context("serve guest page at offset " + hex(offset & ~(kPage - 1))));
+        on_fatal_(
+            s.error().context("serve guest page at offset " + format_hex(offset & ~(kPage - 1))));
         return;
       }
     }

@@ -252,6 +252,15 @@ void ZeroPool::refill_loop(IoRing& ring) {
 }
 
 Result<ZeroPool::Run> ZeroPool::take(uint64_t max_pages) {
+  return take_run(max_pages, true);
+}
+
+ZeroPool::Run ZeroPool::try_take(uint64_t max_pages) {
+  auto run = take_run(max_pages, false);
+  return run ? *run : Run{nullptr, 0, 0};
+}
+
+Result<ZeroPool::Run> ZeroPool::take_run(uint64_t max_pages, bool wait) {
   std::unique_lock lock(mu_);
   if (current_ == SIZE_MAX || chunks_[current_].cursor >= kPoolChunkPages) {
     if (current_ != SIZE_MAX) {
@@ -271,6 +280,7 @@ Result<ZeroPool::Run> ZeroPool::take(uint64_t max_pages) {
       current_ = SIZE_MAX;
     }
     while (full_.empty()) {
+      if (!wait) return Run{nullptr, 0, 0};
       if (!fatal_.empty()) return Error(fatal_);
       if (refilling_ == 0 && !refill_wanted_locked()) {
         // Nothing in flight and nothing allowed to start: waiting would hang the vCPU.
@@ -306,17 +316,6 @@ Status ZeroPool::wait_until_full() {
   });
   if (!fatal_.empty()) return Error(fatal_);
   return {};
-}
-
-ZeroPool::Run ZeroPool::try_take(uint64_t max_pages) {
-  {
-    std::lock_guard lock(mu_);
-    const bool current_has_pages =
-        current_ != SIZE_MAX && chunks_[current_].cursor < kPoolChunkPages;
-    if (!current_has_pages && full_.empty()) return Run{nullptr, 0, 0};
-  }
-  auto run = take(max_pages);  // cannot wait now: a full chunk or the current one serves it
-  return run ? *run : Run{nullptr, 0, 0};
 }
 
 void ZeroPool::consumed(const Run& run, uint64_t moved) {

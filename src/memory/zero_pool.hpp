@@ -108,6 +108,8 @@ class ZeroPool {
   void refill_loop(class IoRing& ring);
   // Applies the watermarks (starts or ends a refill phase) and says whether to refill now.
   bool refill_wanted_locked();
+  // take() and try_take(): `wait` says whether an empty pool waits for a refill.
+  Result<Run> take_run(uint64_t max_pages, bool wait);
   bool dirty_recycled_locked() const;
   bool budget_allows_locked(uint64_t extra_pages) const;
   std::string budget_error_locked(uint64_t wanted_pages) const;

@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <cstdio>
 #include <cstring>
 #include <sstream>
 
@@ -25,6 +26,11 @@ std::string check_readable(const std::string& option, const std::string& path) {
 }
 
 }  // namespace
+
+int report_error(int exit_code, const std::string& message) {
+  std::fprintf(stderr, "shoal: error: %s\n", message.c_str());
+  return exit_code;
+}
 
 CliOutcome parse_cli(int argc, const char* const* argv) {
   CLI::App app{"shoal: a virtual machine monitor that runs one guest across several hosts",

@@ -50,4 +50,7 @@ struct CliOutcome {
 
 CliOutcome parse_cli(int argc, const char* const* argv);
 
+// Prints "shoal: error: MESSAGE" on stderr and returns `exit_code`.
+int report_error(int exit_code, const std::string& message);
+
 }  // namespace shoal

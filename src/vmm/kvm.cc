@@ -31,6 +31,8 @@ constexpr RequiredCap kRequiredCaps[] = {
 constexpr uint64_t kTssAddress = 0xfffbd000;
 constexpr uint64_t kIdentityMapAddress = 0xfffbc000;
 
+Result<std::vector<kvm_cpuid_entry2>> read_supported_cpuid(int kvm_fd);
+
 }  // namespace
 
 Result<Kvm> Kvm::open(const std::string& path) {
@@ -57,6 +59,9 @@ Result<Kvm> Kvm::open(const std::string& path) {
   const int mmap_size = ioctl(kvm.fd(), KVM_GET_VCPU_MMAP_SIZE, 0);
   if (mmap_size <= 0) return errno_error(path + ": KVM_GET_VCPU_MMAP_SIZE");
   kvm.vcpu_mmap_size_ = static_cast<size_t>(mmap_size);
+  auto cpuid = read_supported_cpuid(kvm.fd());
+  if (!cpuid) return cpuid.error().context(path);
+  kvm.cpuid_ = std::move(*cpuid);
   return kvm;
 }
 
@@ -64,13 +69,14 @@ int Kvm::check_extension(long cap) const {
   return ioctl(fd(), KVM_CHECK_EXTENSION, cap);
 }
 
-Result<std::vector<kvm_cpuid_entry2>> Kvm::supported_cpuid() const {
+namespace {
+Result<std::vector<kvm_cpuid_entry2>> read_supported_cpuid(int kvm_fd) {
   // The kernel says E2BIG until the buffer is large enough.
   for (uint32_t n = 64; n <= 4096; n *= 2) {
     std::vector<uint8_t> buf(sizeof(kvm_abi::CpuidHeader) + n * sizeof(kvm_cpuid_entry2));
     auto* header = reinterpret_cast<kvm_abi::CpuidHeader*>(buf.data());
     header->nent = n;
-    if (ioctl(fd(), kvm_abi::kGetSupportedCpuid, buf.data()) == 0) {
+    if (ioctl(kvm_fd, kvm_abi::kGetSupportedCpuid, buf.data()) == 0) {
       std::vector<kvm_cpuid_entry2> entries(header->nent);
       std::memcpy(entries.data(), buf.data() + sizeof(kvm_abi::CpuidHeader),
                   entries.size() * sizeof(kvm_cpuid_entry2));
@@ -80,11 +86,10 @@ Result<std::vector<kvm_cpuid_entry2>> Kvm::supported_cpuid() const {
   }
   return Error("KVM_GET_SUPPORTED_CPUID: more than 4096 entries");
 }
+}  // namespace
 
-Result<unsigned> Kvm::guest_phys_bits() const {
-  auto cpuid = supported_cpuid();
-  if (!cpuid) return cpuid.error();
-  for (const auto& e : *cpuid)
+unsigned Kvm::guest_phys_bits() const {
+  for (const auto& e : cpuid_)
     if (e.function == 0x80000008) return e.eax & 0xffu;
   return 36u;  // the architectural default without leaf 0x80000008
 }

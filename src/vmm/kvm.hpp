@@ -21,10 +21,10 @@ class Kvm {
   int fd() const { return fd_.get(); }
   int max_vcpus() const { return max_vcpus_; }
   size_t vcpu_mmap_size() const { return vcpu_mmap_size_; }
-  // KVM_GET_SUPPORTED_CPUID: what this host's KVM can present to a guest.
-  Result<std::vector<kvm_cpuid_entry2>> supported_cpuid() const;
+  // KVM_GET_SUPPORTED_CPUID, read once at open: what this host's KVM can present to a guest.
+  const std::vector<kvm_cpuid_entry2>& supported_cpuid() const { return cpuid_; }
   // Guest physical address bits KVM offers (CPUID 0x80000008 EAX[7:0]).
-  Result<unsigned> guest_phys_bits() const;
+  unsigned guest_phys_bits() const;
   // KVM_CHECK_EXTENSION's answer (0 = absent).
   int check_extension(long cap) const;
 
@@ -32,6 +32,7 @@ class Kvm {
   UniqueFd fd_;
   int max_vcpus_ = 0;
   size_t vcpu_mmap_size_ = 0;
+  std::vector<kvm_cpuid_entry2> cpuid_;
 };
 
 class Vm {

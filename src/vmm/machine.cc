@@ -34,14 +34,10 @@ Machine::~Machine() {
 }
 
 Result<std::unique_ptr<Machine>> Machine::create(Kvm kvm, const RunConfig& config) {
-  auto cpuid = kvm.supported_cpuid();
-  if (!cpuid) return cpuid.error();
   auto vm = Vm::create(kvm);
   if (!vm) return vm.error();
   SHOAL_TRY(vm->create_platform(), "create VM");
-  auto phys_bits = kvm.guest_phys_bits();
-  if (!phys_bits) return phys_bits.error();
-  auto ram = GuestRam::reserve(config.memory, *phys_bits);
+  auto ram = GuestRam::reserve(config.memory, kvm.guest_phys_bits());
   if (!ram) return ram.error();
   std::unique_ptr<Machine> m(new Machine(std::move(kvm), std::move(*vm), std::move(*ram)));
   m->print_stats_ = config.print_stats;
@@ -85,7 +81,8 @@ Result<std::unique_ptr<Machine>> Machine::create(Kvm kvm, const RunConfig& confi
     auto vcpu = m->vm_.create_vcpu(i, m->kvm_.vcpu_mmap_size());
     if (!vcpu) return vcpu.error();
     const bool enter_now = i == 0 || m->plan_.all_vcpus_at_entry;
-    SHOAL_TRY(configure_vcpu(*vcpu, m->plan_, guest_cpuid(*cpuid, i, config.vcpus), enter_now),
+    SHOAL_TRY(configure_vcpu(*vcpu, m->plan_,
+                             guest_cpuid(m->kvm_.supported_cpuid(), i, config.vcpus), enter_now),
               "configure");
     auto backend = std::make_unique<KvmVcpuBackend>(std::move(*vcpu), m->kvm_.vcpu_mmap_size());
     m->vcpus_.push_back(

@@ -16,11 +16,6 @@
 
 namespace {
 
-int fail(int code, const std::string& message) {
-  std::fprintf(stderr, "shoal: error: %s\n", message.c_str());
-  return code;
-}
-
 void setup_logging(const std::string& level) {
   // Under systemd the journal stamps time and unit itself: no colours, no timestamps.
   const bool journal = std::getenv("JOURNAL_STREAM") != nullptr;
@@ -49,24 +44,23 @@ int run_main(int argc, char** argv) {
   setup_logging(cfg.log_level);
 
   auto kvm = Kvm::open();
-  if (!kvm) return fail(kExitVmmError, kvm.error().message());
+  if (!kvm) return report_error(kExitVmmError, kvm.error().message());
   const int max_vcpus = std::min(kvm->max_vcpus(), kMpTableMaxVcpus);
   if (cfg.vcpus > max_vcpus)
-    return fail(kExitUsage, "--vcpus " + std::to_string(cfg.vcpus) + ": at most " +
-                                std::to_string(max_vcpus) + " on this host");
-  auto phys_bits = kvm->guest_phys_bits();
-  if (!phys_bits) return fail(kExitVmmError, phys_bits.error().message());
+    return report_error(kExitUsage, "--vcpus " + std::to_string(cfg.vcpus) + ": at most " +
+                                        std::to_string(max_vcpus) + " on this host");
+  const unsigned phys_bits = kvm->guest_phys_bits();
   const RamRegion top = GuestRam::layout(cfg.memory).back();
-  if (*phys_bits < 64 && top.gpa + top.size > (uint64_t{1} << *phys_bits))
-    return fail(kExitUsage,
-                "--memory " + format_size(cfg.memory) + ": beyond the guest's " +
-                    std::to_string(*phys_bits) + "-bit physical address space (" +
-                    format_size((uint64_t{1} << *phys_bits) - (kMmioHoleEnd - kMmioHoleStart)) +
-                    " of RAM at most)");
+  if (phys_bits < 64 && top.gpa + top.size > (uint64_t{1} << phys_bits))
+    return report_error(
+        kExitUsage, "--memory " + format_size(cfg.memory) + ": beyond the guest's " +
+                        std::to_string(phys_bits) + "-bit physical address space (" +
+                        format_size((uint64_t{1} << phys_bits) - (kMmioHoleEnd - kMmioHoleStart)) +
+                        " of RAM at most)");
   auto machine = Machine::create(std::move(*kvm), cfg);
-  if (!machine) return fail(kExitVmmError, machine.error().message());
+  if (!machine) return report_error(kExitVmmError, machine.error().message());
   auto code = (*machine)->run();
-  if (!code) return fail(kExitVmmError, code.error().message());
+  if (!code) return report_error(kExitVmmError, code.error().message());
   return *code;
 }
 
@@ -76,6 +70,6 @@ int main(int argc, char** argv) {
   try {
     return run_main(argc, argv);
   } catch (const std::exception& e) {
-    return fail(shoal::kExitVmmError, e.what());
+    return shoal::report_error(shoal::kExitVmmError, e.what());
   }
 }

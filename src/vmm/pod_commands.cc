@@ -16,20 +16,11 @@
 
 namespace shoal {
 
-namespace {
-
-int fail(int code, const std::string& message) {
-  std::fprintf(stderr, "shoal: error: %s\n", message.c_str());
-  return code;
-}
-
-}  // namespace
-
 int run_node(const NodeCommand& command) {
   auto address = parse_host_port(command.listen);
-  if (!address) return fail(kExitUsage, "--listen: " + address.error().message());
+  if (!address) return report_error(kExitUsage, "--listen: " + address.error().message());
   auto secret = net::read_secret_file(command.secret_file);
-  if (!secret) return fail(kExitUsage, "--secret-file: " + secret.error().message());
+  if (!secret) return report_error(kExitUsage, "--secret-file: " + secret.error().message());
   // SIGTERM (systemctl stop) and SIGINT are taken synchronously below; block them before any
   // thread starts so that every thread inherits the mask.
   sigset_t stop_signals;
@@ -38,7 +29,7 @@ int run_node(const NodeCommand& command) {
   sigaddset(&stop_signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   auto node = NodeService::start({address->first, address->second, command.name, *secret});
-  if (!node) return fail(kExitVmmError, node.error().message());
+  if (!node) return report_error(kExitVmmError, node.error().message());
   const std::string where = address->first + ":" + std::to_string((*node)->port());
   spdlog::info("node '{}' listening on {}", command.name, where);
   sd_notifyf(0, "READY=1\nSTATUS=listening on %s", where.c_str());
@@ -77,7 +68,7 @@ int ping_pod(const PodPingCommand& command) {
   const std::string secret_path =
       command.secret_file.empty() ? r.spec->secret_file : command.secret_file;
   auto secret = net::read_secret_file(secret_path);
-  if (!secret) return fail(kExitUsage, secret.error().message());
+  if (!secret) return report_error(kExitUsage, secret.error().message());
   int failures = 0;
   for (const auto& h : r.spec->hosts) {
     auto link = net::TcpLink::connect(h.host, h.port,

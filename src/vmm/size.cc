@@ -2,6 +2,7 @@
 
 #include <cctype>
 #include <charconv>
+#include <cstdio>
 #include <cstring>
 #include <limits>
 
@@ -40,6 +41,12 @@ Result<uint64_t> parse_size(std::string_view text, uint64_t bare_unit) {
   if (number > std::numeric_limits<uint64_t>::max() / unit)
     return Error("size " + quoted + " is too large");
   return number * unit;
+}
+
+std::string format_hex(uint64_t value) {
+  char text[24];
+  std::snprintf(text, sizeof text, "0x%llx", static_cast<unsigned long long>(value));
+  return text;
 }
 
 std::string format_size(uint64_t bytes) {

@@ -4,7 +4,6 @@
 
 #include <cstring>
 #include <functional>
-#include <sstream>
 
 #include "shoal/size.hpp"
 #include "vmm/boot/boot_layout.hpp"
@@ -17,12 +16,6 @@ struct Segment {
   uint32_t type;
   uint64_t offset, paddr, filesz, memsz;
 };
-
-std::string hex(uint64_t v) {
-  std::ostringstream s;
-  s << "0x" << std::hex << v;
-  return s.str();
-}
 
 // Reads the program headers of a 32- or 64-bit ELF into one shape.
 template <class Ehdr, class Phdr>
@@ -121,7 +114,7 @@ Result<BootPlan> load_pvh_elf(GuestRam& ram, const BootInputs& in) {
   for (const Segment& s : *segs) {
     if (s.type != PT_LOAD || s.memsz == 0) continue;
     if (ram.host(s.paddr, s.memsz) == nullptr)
-      return Error("ELF segment at " + hex(s.paddr) + " (" + format_size(s.memsz) +
+      return Error("ELF segment at " + format_hex(s.paddr) + " (" + format_size(s.memsz) +
                    ") does not fit in guest RAM");
     // The bss needs no clearing: fresh guest RAM reads as zero, and writing zeros would only
     // populate pages the guest may never touch.
@@ -134,7 +127,7 @@ Result<BootPlan> load_pvh_elf(GuestRam& ram, const BootInputs& in) {
   plan.boot_info = boot::kPvhStartInfoAddr;
   plan.all_vcpus_at_entry = info->all_vcpus_at_entry;
   plan.e820 = build_e820(ram.regions());
-  plan.description = "ELF, PVH entry " + hex(info->entry);
+  plan.description = "ELF, PVH entry " + format_hex(info->entry);
 
   // hvm_start_info, then the memmap, then the module list, all in one page.
   HvmStartInfo si{};

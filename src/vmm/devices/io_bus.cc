@@ -2,26 +2,18 @@
 
 #include <algorithm>
 #include <cstring>
-#include <sstream>
+#include "shoal/size.hpp"
 
 namespace shoal {
-
-namespace {
-std::string hex(uint64_t v) {
-  std::ostringstream s;
-  s << "0x" << std::hex << v;
-  return s.str();
-}
-}  // namespace
 
 Status IoBus::insert(uint64_t base, uint64_t length, std::shared_ptr<BusDevice> device,
                      std::string device_name) {
   if (length == 0 || base + length < base)
-    return Error(name_ + " bus: " + device_name + ": bad range at " + hex(base));
+    return Error(name_ + " bus: " + device_name + ": bad range at " + format_hex(base));
   for (const Entry& e : entries_)
     if (base < e.base + e.length && e.base < base + length)
-      return Error(name_ + " bus: " + device_name + " at [" + hex(base) + ", " +
-                   hex(base + length) + ") overlaps " + e.name);
+      return Error(name_ + " bus: " + device_name + " at [" + format_hex(base) + ", " +
+                   format_hex(base + length) + ") overlaps " + e.name);
   auto pos = std::lower_bound(entries_.begin(), entries_.end(), base,
                               [](const Entry& e, uint64_t b) { return e.base < b; });
   entries_.insert(pos, Entry{base, length, std::move(device), std::move(device_name)});
