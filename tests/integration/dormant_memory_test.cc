@@ -69,7 +69,9 @@ TEST_F(DormantMemory, DiscardThenRefaultGivesZeroedPages) {
         << mode << "\n"
         << r.out;
     // With the pool (MOVE), discarded pages go back into it to be re-zeroed and reused.
-    if (mode == "batch") EXPECT_GT(stat_value(r.err, "pages recycled"), 0u) << r.err;
+    if (mode == "batch") {
+      EXPECT_GT(stat_value(r.err, "pages recycled"), 0u) << r.err;
+    }
   }
 }
 

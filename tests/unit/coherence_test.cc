@@ -170,7 +170,9 @@ struct World {
       if (a == Access::kRead) ++readers;
     }
     EXPECT_LE(writers, 1) << trace;
-    if (writers == 1) EXPECT_EQ(readers, 0) << "a writer alongside readers" << trace;
+    if (writers == 1) {
+      EXPECT_EQ(readers, 0) << "a writer alongside readers" << trace;
+    }
   }
 };
 
@@ -237,9 +239,10 @@ struct Explorer {
         for (const auto& [node, ops] : w->todo)
           EXPECT_TRUE(ops.empty()) << "deadlock: node " << node << " never finished" << w->trace;
         for (size_t n = 0; n < w->pages.size(); ++n)
-          if (w->requesters[n]->access(kPage) != Access::kNone)
+          if (w->requesters[n]->access(kPage) != Access::kNone) {
             EXPECT_EQ(w->pages[n]->value, expected_writes)
                 << "lost write at node " << n << w->trace;
+          }
         EXPECT_EQ(w->writes_done, expected_writes);
       }
       if (::testing::Test::HasFailure() || executions >= max_executions) return;
@@ -255,7 +258,8 @@ struct Explorer {
 };
 
 uint64_t explore(Scenario sc) {
-  Explorer e{std::move(sc)};
+  Explorer e;
+  e.sc = std::move(sc);
   e.run();
   EXPECT_LT(e.executions, e.max_executions) << "state space not exhausted";
   return e.executions;

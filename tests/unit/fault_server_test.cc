@@ -82,7 +82,9 @@ TEST_P(FaultServerTest, FirstTouchesReadZeroAndKeepWrites) {
       << st.move_fallbacks << " moves " << st.moves;
   EXPECT_EQ(dir_->present_pages(), server_->stats().pages_served.load());
   EXPECT_TRUE(fatal_.empty()) << fatal_;
-  if (GetParam() == FaultServing::kBatch) EXPECT_LT(server_->stats().faults.load(), 64u);
+  if (GetParam() == FaultServing::kBatch) {
+    EXPECT_LT(server_->stats().faults.load(), 64u);
+  }
 }
 
 TEST_P(FaultServerTest, NeverOverwritesAPresentPage) {
@@ -93,7 +95,9 @@ TEST_P(FaultServerTest, NeverOverwritesAPresentPage) {
   EXPECT_EQ(base_[0], 0);
   EXPECT_EQ(base_[5 * 4096], 0x5a);
   for (uint64_t page = 0; page < 64; ++page) EXPECT_EQ(base_[page * 4096 + 7], 0);
-  if (GetParam() == FaultServing::kBatch) EXPECT_GE(server_->stats().eexist.load(), 1u);
+  if (GetParam() == FaultServing::kBatch) {
+    EXPECT_GE(server_->stats().eexist.load(), 1u);
+  }
   EXPECT_TRUE(fatal_.empty()) << fatal_;
 }
 
