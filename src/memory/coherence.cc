@@ -10,6 +10,18 @@ const HomeDirectory::Entry* HomeDirectory::entry(uint64_t page) const {
   return it == pages_.end() ? nullptr : &it->second;
 }
 
+bool HomeDirectory::claim_uncached(uint64_t page, NodeId r) {
+  auto it = pages_.find(page);
+  if (it != pages_.end()) {
+    Entry& e = it->second;
+    if (e.state != State::kUncached || e.busy || !e.queue.empty()) return false;
+  }
+  Entry& e = it != pages_.end() ? it->second : pages_[page];
+  e.state = State::kExclusive;
+  e.owner = r;
+  return true;
+}
+
 std::vector<Msg> HomeDirectory::on_message(const Msg& m) {
   std::vector<Msg> out;
   Entry& e = pages_[m.page];

@@ -87,6 +87,10 @@ class HomeDirectory {
     std::deque<CoherenceMessage> queue;
   };
   const Entry* entry(uint64_t page) const;
+  // The home's own first touch of a dormant page, without a message: when nobody has the
+  // page and no transaction is on it, `r` becomes its exclusive owner (true). Lets the home
+  // serve a whole batch of its own dormant pages from its zero pool in one go.
+  bool claim_uncached(uint64_t page, NodeId r);
 
  private:
   void start(Entry& e, const CoherenceMessage& request, std::vector<CoherenceMessage>& out);
@@ -107,6 +111,8 @@ class PageRequester {
   std::vector<CoherenceMessage> on_message(const CoherenceMessage& m);
   Access access(uint64_t page) const;
   bool pending(uint64_t page) const;
+  // The home granted this host a dormant page directly (HomeDirectory::claim_uncached).
+  void granted_locally(uint64_t page) { pages_state_[page].have = Access::kWrite; }
   // The whole per-page state, for tests and diagnostics.
   struct View {
     Access have = Access::kNone;

@@ -76,11 +76,24 @@ Status Userfaultfd::register_missing(void* addr, uint64_t len) const {
   return {};
 }
 
-int Userfaultfd::copy(uint64_t dst, uint64_t src, uint64_t len, int64_t* done) const {
+Status Userfaultfd::register_missing_wp(void* addr, uint64_t len) const {
+  uffdio_register reg{};
+  reg.range.start = reinterpret_cast<uint64_t>(addr);
+  reg.range.len = len;
+  reg.mode = UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_WP;
+  if (ioctl(fd(), UFFDIO_REGISTER, &reg) < 0) return errno_error("UFFDIO_REGISTER (missing + wp)");
+  if (!(reg.ioctls & (uint64_t{1} << _UFFDIO_WRITEPROTECT)))
+    return Error("UFFDIO_REGISTER: the range does not support UFFDIO_WRITEPROTECT");
+  return {};
+}
+
+int Userfaultfd::copy(uint64_t dst, uint64_t src, uint64_t len, int64_t* done,
+                      bool write_protect) const {
   uffdio_copy c{};
   c.dst = dst;
   c.src = src;
   c.len = len;
+  c.mode = write_protect ? UFFDIO_COPY_MODE_WP : 0;
   const int rc = ioctl(fd(), UFFDIO_COPY, &c);
   *done = c.copy > 0 ? c.copy : 0;
   return rc < 0 ? -errno : 0;
@@ -94,6 +107,15 @@ int Userfaultfd::move(uint64_t dst, uint64_t src, uint64_t len, int64_t* done) c
   const int rc = ioctl(fd(), UFFDIO_MOVE, &m);
   *done = m.move > 0 ? m.move : 0;
   return rc < 0 ? -errno : 0;
+}
+
+int Userfaultfd::write_protect(uint64_t addr, uint64_t len, bool protect, bool wake) const {
+  uffdio_writeprotect w{};
+  w.range.start = addr;
+  w.range.len = len;
+  w.mode = (protect ? UFFDIO_WRITEPROTECT_MODE_WP : 0) |
+           (!protect && !wake ? UFFDIO_WRITEPROTECT_MODE_DONTWAKE : 0);
+  return ioctl(fd(), UFFDIO_WRITEPROTECT, &w) < 0 ? -errno : 0;
 }
 
 int Userfaultfd::wake(uint64_t addr, uint64_t len) const {

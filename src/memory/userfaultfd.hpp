@@ -37,12 +37,21 @@ class Userfaultfd {
   uint64_t features() const { return features_; }
 
   Status register_missing(void* addr, uint64_t len) const;
+  // MISSING and WRITEPROTECT faults both (a pod's coherent memory: shared copies are mapped
+  // write-protected, so a local write to one is a WP fault).
+  Status register_missing_wp(void* addr, uint64_t len) const;
 
   // Each returns 0 or -errno; `*done` gets the bytes the kernel completed (also on partial
   // failure, where the kernel reports them).
-  int copy(uint64_t dst, uint64_t src, uint64_t len, int64_t* done) const;
+  // `write_protect`: the new pages are mapped write-protected (UFFDIO_COPY_MODE_WP).
+  int copy(uint64_t dst, uint64_t src, uint64_t len, int64_t* done,
+           bool write_protect = false) const;
   int move(uint64_t dst, uint64_t src, uint64_t len, int64_t* done) const;
   int wake(uint64_t addr, uint64_t len) const;
+  // Sets or clears write protection of present pages. Setting it flushes the TLBs (and KVM's
+  // mappings, through the MMU notifier) before returning, so no vCPU can still write the page
+  // afterwards. Clearing it wakes threads waiting on the range unless `wake` is false.
+  int write_protect(uint64_t addr, uint64_t len, bool protect, bool wake = true) const;
 
  private:
   UniqueFd fd_;

@@ -1,0 +1,361 @@
+#include "memory/coherent_memory.hpp"
+
+#include <poll.h>
+#include <spdlog/spdlog.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <sstream>
+
+#include "shoal/clock.hpp"
+#include "shoal/size.hpp"
+
+namespace shoal {
+
+namespace {
+
+constexpr size_t kMaxEvents = 64;
+constexpr size_t kMaxLatencySamples = 1 << 20;
+
+void signal_eventfd(int fd) {
+  const uint64_t one = 1;
+  while (::write(fd, &one, sizeof one) < 0 && errno == EINTR) {
+  }
+}
+
+void drain_eventfd(int fd) {
+  uint64_t v;
+  while (::read(fd, &v, sizeof v) < 0 && errno == EINTR) {
+  }
+}
+
+}  // namespace
+
+// What the protocol's messages mean for this host's mapping, over userfaultfd.
+class CoherentMemory::UffdPages : public LocalPages {
+ public:
+  explicit UffdPages(CoherentMemory& m) : m_(m) { zeros_.fill(0); }
+
+  void install(uint64_t page, Access access, CoherenceMessage::Payload payload,
+               const PageBytes& data) override {
+    const uint64_t a = m_.addr(page);
+    int rc = 0;
+    if (payload == CoherenceMessage::Payload::kNone) {
+      // An upgrade of the copy already mapped: lifting the protection also wakes the writer.
+      rc = access == Access::kWrite ? m_.uffd_.write_protect(a, kPageBytes, false)
+                                    : m_.uffd_.wake(a, kPageBytes);
+      if (rc != 0) m_.fail(errno_error("install page: UFFDIO_WRITEPROTECT", -rc));
+      return;
+    }
+    const bool read_only = access != Access::kWrite;
+    if (payload == CoherenceMessage::Payload::kZero && !read_only && move_zero_page(a)) return;
+    const uint8_t* src = payload == CoherenceMessage::Payload::kData && data.size() == kPageBytes
+                             ? data.data()
+                             : zeros_.data();
+    int64_t done = 0;
+    rc = m_.uffd_.copy(a, reinterpret_cast<uint64_t>(src), kPageBytes, &done, read_only);
+    if (rc == -EEXIST) {
+      // The protocol says this host has no copy, so whatever is mapped is stale: zap it and
+      // put the granted contents in its place.
+      madvise(reinterpret_cast<void*>(a), kPageBytes, MADV_DONTNEED);
+      rc = m_.uffd_.copy(a, reinterpret_cast<uint64_t>(src), kPageBytes, &done, read_only);
+    }
+    if (rc != 0) m_.fail(errno_error("install page " + format_hex(page) + ": UFFDIO_COPY", -rc));
+  }
+
+  PageBytes write_protect_and_read(uint64_t page) override {
+    const uint64_t a = m_.addr(page);
+    // Protect first: the ioctl returns once no CPU (and no KVM mapping) can still write, so
+    // the copy below is the page's final contents until it comes back.
+    const int rc = m_.uffd_.write_protect(a, kPageBytes, true);
+    if (rc != 0) m_.fail(errno_error("give up page: UFFDIO_WRITEPROTECT", -rc));
+    PageBytes out(kPageBytes);
+    std::memcpy(out.data(), reinterpret_cast<const void*>(a), kPageBytes);
+    return out;
+  }
+
+  void drop(uint64_t page) override {
+    ++m_.stats_.pages_given_up;
+    uint8_t* p = m_.base_ + page * kPageBytes;
+    // Back into the pool when there is room (it is re-zeroed there); else the kernel frees it.
+    if (m_.pool_->recycle(p, 1) == 1) return;
+    madvise(p, kPageBytes, MADV_DONTNEED);
+  }
+
+ private:
+  bool move_zero_page(uint64_t a) {
+    ZeroPool::Run run = m_.pool_->try_take(1);
+    if (run.pages == 0 || !m_.uffd_.has_move()) return false;
+    int64_t done = 0;
+    const int rc = m_.uffd_.move(a, reinterpret_cast<uint64_t>(run.addr), kPageBytes, &done);
+    m_.pool_->consumed(run, rc == 0 ? 1 : 0);
+    return rc == 0;
+  }
+
+  CoherentMemory& m_;
+  std::array<uint8_t, kPageBytes> zeros_;
+};
+
+CoherentMemory::CoherentMemory(uint8_t* base, uint64_t bytes, const CoherentMemoryConfig& config,
+                               CoherenceTransport& transport,
+                               std::function<void(const Error&)> on_fatal)
+    : base_(base),
+      pages_(bytes / kPageBytes),
+      config_(config),
+      transport_(transport),
+      on_fatal_(std::move(on_fatal)),
+      directory_(config.self) {}
+
+Result<std::unique_ptr<CoherentMemory>> CoherentMemory::create(
+    uint8_t* base, uint64_t bytes, const CoherentMemoryConfig& config,
+    CoherenceTransport& transport, std::function<void(const Error&)> on_fatal) {
+  if (config.home_of_piece.size() * kHomePieceBytes < bytes)
+    return Error("coherent memory: homes cover " +
+                 format_size(config.home_of_piece.size() * kHomePieceBytes) + " of " +
+                 format_size(bytes));
+  std::unique_ptr<CoherentMemory> m(
+      new CoherentMemory(base, bytes, config, transport, std::move(on_fatal)));
+  auto uffd = Userfaultfd::open(true);
+  if (!uffd) return uffd.error();
+  m->uffd_ = std::move(*uffd);
+  SHOAL_TRY(m->uffd_.register_missing_wp(base, bytes), "coherent memory");
+  auto pool = ZeroPool::create(ZeroPoolConfig{config.pool_bytes});
+  if (!pool) return pool.error();
+  m->pool_ = std::move(*pool);
+  SHOAL_TRY(m->pool_->enable_recycling(m->uffd_, std::max<uint64_t>(2, m->pool_->chunks() / 4)),
+            "zero pool");
+  SHOAL_TRY(m->pool_->start(), "zero pool");
+  m->local_ = std::make_unique<UffdPages>(*m);
+  m->requester_ = std::make_unique<PageRequester>(config.self, *m->local_);
+  m->inbox_fd_ = UniqueFd(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  m->stop_fd_ = UniqueFd(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!m->inbox_fd_.valid() || !m->stop_fd_.valid()) return errno_error("eventfd");
+  m->thread_ = std::thread([self = m.get()] { self->loop(); });
+  return m;
+}
+
+CoherentMemory::~CoherentMemory() {
+  stop();
+}
+
+void CoherentMemory::stop() {
+  if (stopped_) return;
+  stopped_ = true;
+  signal_eventfd(stop_fd_.get());
+  if (thread_.joinable()) thread_.join();
+  // Closing the userfaultfd unregisters the mapping and wakes every waiting thread; their
+  // faults are then ordinary ones. The pool goes first: its recycling chunks use the fd.
+  pool_.reset();
+  uffd_ = Userfaultfd();
+}
+
+void CoherentMemory::deliver(CoherenceMessage m) {
+  ++stats_.messages_received;
+  if (m.payload == CoherenceMessage::Payload::kData) stats_.page_bytes_received += m.data.size();
+  {
+    std::lock_guard lock(inbox_mu_);
+    inbox_.push_back(std::move(m));
+  }
+  signal_eventfd(inbox_fd_.get());
+}
+
+void CoherentMemory::fail(const Error& e) {
+  if (failed_) return;
+  failed_ = true;
+  on_fatal_(e.context("coherent memory"));
+}
+
+void CoherentMemory::loop() {
+  pollfd fds[3] = {{uffd_.fd(), POLLIN, 0}, {inbox_fd_.get(), POLLIN, 0}, {stop_fd_.get(), POLLIN, 0}};
+  uffd_msg msgs[kMaxEvents];
+  std::vector<CoherenceMessage> inbox;
+  while (!failed_) {
+    int timeout_ms = -1;
+    if (!held_.empty()) {
+      const uint64_t now = monotonic_ns();
+      const uint64_t until = held_.front().until_ns;
+      timeout_ms = until <= now ? 0 : static_cast<int>((until - now + 999'999) / 1'000'000);
+    }
+    if (poll(fds, 3, timeout_ms) < 0 && errno != EINTR) return fail(errno_error("poll"));
+    if (fds[2].revents) return;
+    if (fds[1].revents) {
+      drain_eventfd(inbox_fd_.get());
+      {
+        std::lock_guard lock(inbox_mu_);
+        inbox.swap(inbox_);
+      }
+      for (auto& m : inbox) work_.push_back(std::move(m));
+      inbox.clear();
+      run_queue();
+    }
+    if (fds[0].revents) {
+      const ssize_t n = read(uffd_.fd(), msgs, sizeof msgs);
+      if (n < 0 && errno != EAGAIN && errno != EINTR) return fail(errno_error("read userfaultfd"));
+      for (ssize_t i = 0; i < n / static_cast<ssize_t>(sizeof(uffd_msg)); ++i) {
+        if (msgs[i].event != UFFD_EVENT_PAGEFAULT) continue;
+        const uint64_t address = msgs[i].arg.pagefault.address;
+        const uint64_t offset = address - reinterpret_cast<uint64_t>(base_);
+        if (address < reinterpret_cast<uint64_t>(base_) || offset >= pages_ * kPageBytes)
+          return fail(Error("fault at " + format_hex(address) + " outside guest RAM"));
+        const uint64_t flags = msgs[i].arg.pagefault.flags;
+        const bool wp = (flags & UFFD_PAGEFAULT_FLAG_WP) != 0;
+        stats_.wp_faults += wp ? 1 : 0;
+        on_fault(offset / kPageBytes,
+                 wp || (flags & UFFD_PAGEFAULT_FLAG_WRITE) ? Access::kWrite : Access::kRead);
+      }
+      run_queue();
+    }
+    release_held();
+  }
+}
+
+void CoherentMemory::on_fault(uint64_t page, Access access) {
+  ++stats_.faults;
+  if (requester_->access(page) >= access) {
+    // Another vCPU's fault on a page that has arrived since: only the waiter needs waking.
+    uffd_.wake(addr(page), kPageBytes);
+    return;
+  }
+  const NodeId home = home_of(page);
+  if (home == config_.self && requester_->access(page) == Access::kNone &&
+      !requester_->pending(page) && serve_local_dormant(page))
+    return;
+  auto out = requester_->on_fault(page, access, home);
+  if (!out.empty() && !waiting_.count(page)) waiting_[page] = {monotonic_ns(), access};
+  for (auto& m : out) {
+    ++stats_.requests_sent;
+    work_.push_back(std::move(m));
+  }
+}
+
+// A first touch of this host's own dormant page: claim the dormant pages around it in the
+// directory and move them in from the pool at once, as the single-host fault server does.
+bool CoherentMemory::serve_local_dormant(uint64_t page) {
+  const uint64_t n = config_.local_batch_pages;
+  const uint64_t first = page / n * n;
+  const uint64_t end = std::min(pages_, first + n);
+  auto claimable = [&](uint64_t p) {
+    return home_of(p) == config_.self && requester_->access(p) == Access::kNone &&
+           !requester_->pending(p);
+  };
+  if (!directory_.claim_uncached(page, config_.self)) return false;
+  uint64_t lo = page, hi = page + 1;
+  while (hi < end && claimable(hi) && directory_.claim_uncached(hi, config_.self)) ++hi;
+  while (lo > first && claimable(lo - 1) && directory_.claim_uncached(lo - 1, config_.self)) --lo;
+  for (uint64_t p = lo; p < hi; ++p) requester_->granted_locally(p);
+  installed_at_ns_[page] = monotonic_ns();
+  stats_.local_dormant_pages += hi - lo;
+  // Move runs from the pool; whatever MOVE cannot do is copied from zeros.
+  uint64_t p = lo;
+  while (p < hi) {
+    auto run = pool_->take(hi - p);
+    if (!run) {
+      fail(run.error());
+      return true;
+    }
+    int64_t done = 0;
+    const int rc = uffd_.has_move() ? uffd_.move(addr(p), reinterpret_cast<uint64_t>(run->addr),
+                                                 run->pages * kPageBytes, &done)
+                                    : -EINVAL;
+    const uint64_t moved = static_cast<uint64_t>(done) / kPageBytes;
+    pool_->consumed(*run, moved);
+    p += moved;
+    if (rc != 0 && rc != -EAGAIN) {
+      // EEXIST (something already mapped there) or MOVE refused: do this page the slow way.
+      static const std::array<uint8_t, kPageBytes> zeros{};
+      const int c = uffd_.copy(addr(p), reinterpret_cast<uint64_t>(zeros.data()), kPageBytes, &done);
+      if (c != 0 && c != -EEXIST) {
+        fail(errno_error("serve dormant page: UFFDIO_COPY", -c));
+        return true;
+      }
+      ++p;
+    }
+  }
+  uffd_.wake(addr(page), kPageBytes);  // MOVE woke the faulting range already; cheap if so
+  return true;
+}
+
+void CoherentMemory::release_held() {
+  const uint64_t now = monotonic_ns();
+  bool any = false;
+  // Holds are all the same length, so the deque is in deadline order.
+  while (!held_.empty() && held_.front().until_ns <= now) {
+    work_.push_back(std::move(held_.front().m));
+    held_.pop_front();
+    any = true;
+  }
+  if (any) run_queue();
+}
+
+void CoherentMemory::run_queue() {
+  using T = CoherenceMessage::Type;
+  while (!work_.empty() && !failed_) {
+    CoherenceMessage m = std::move(work_.front());
+    work_.pop_front();
+    if (m.to != config_.self) {
+      ++stats_.messages_sent;
+      if (m.payload == CoherenceMessage::Payload::kData) stats_.page_bytes_sent += m.data.size();
+      if (Status s = transport_.send(m); !s.ok()) return fail(s.error().context("send"));
+      continue;
+    }
+    if (m.type == T::kInvalidate || m.type == T::kRecall) {
+      // Taking away a page that just arrived would let two hosts' vCPUs snatch it back and
+      // forth without either running: keep it for the hold time first.
+      auto it = installed_at_ns_.find(m.page);
+      if (it != installed_at_ns_.end() && monotonic_ns() - it->second < config_.hold_ns) {
+        ++stats_.held_back;
+        held_.push_back({it->second + config_.hold_ns, std::move(m)});
+        continue;
+      }
+    }
+    std::vector<CoherenceMessage> out;
+    if (m.type == T::kRequest || m.type == T::kInvalidateAck || m.type == T::kRecallAck) {
+      out = directory_.on_message(m);
+    } else {
+      if (m.type == T::kGrant) {
+        installed_at_ns_[m.page] = monotonic_ns();
+        if (m.payload == CoherenceMessage::Payload::kZero && m.from != config_.self)
+          ++stats_.remote_dormant_pages;
+      }
+      out = requester_->on_message(m);
+      if (m.type == T::kGrant) {
+        auto w = waiting_.find(m.page);
+        if (w != waiting_.end() && requester_->access(m.page) >= w->second.access) {
+          const double us = static_cast<double>(monotonic_ns() - w->second.since_ns) / 1000.0;
+          std::lock_guard lock(latency_mu_);
+          auto& v = w->second.access == Access::kWrite ? latencies_.write_us : latencies_.read_us;
+          if (v.size() < kMaxLatencySamples) v.push_back(us);
+          waiting_.erase(w);
+        }
+      }
+    }
+    for (auto& o : out) work_.push_back(std::move(o));
+  }
+}
+
+CoherentMemory::Latencies CoherentMemory::take_latencies() {
+  std::lock_guard lock(latency_mu_);
+  Latencies out = std::move(latencies_);
+  latencies_ = {};
+  return out;
+}
+
+std::string CoherentMemory::stats_report() const {
+  std::ostringstream s;
+  s << "faults: " << stats_.faults << " (write-protect: " << stats_.wp_faults << ")\n"
+    << "dormant pages served locally: " << stats_.local_dormant_pages << "\n"
+    << "dormant pages granted by another home: " << stats_.remote_dormant_pages << "\n"
+    << "requests sent: " << stats_.requests_sent << "\n"
+    << "messages sent/received: " << stats_.messages_sent << "/" << stats_.messages_received
+    << "\n"
+    << "page bytes sent/received: " << stats_.page_bytes_sent << "/"
+    << stats_.page_bytes_received << "\n"
+    << "pages given up: " << stats_.pages_given_up << "\n"
+    << "recalls held back: " << stats_.held_back << "\n";
+  return s.str();
+}
+
+}  // namespace shoal

@@ -1,0 +1,145 @@
+// A pod member's view of guest RAM: the whole guest's mapping on this host, kept coherent with
+// the other hosts' mappings by the page protocol of memory/coherence.hpp over userfaultfd.
+//
+// The mapping is registered for MISSING and WRITEPROTECT faults. A read fault brings a copy
+// mapped write-protected (UFFDIO_COPY_MODE_WP); a write fault, or a write to such a copy (a WP
+// fault), takes exclusive ownership. Giving a page up write-protects it first (TLB and KVM
+// mappings are flushed by the ioctl), reads it out, then moves it back into the zero pool or
+// zaps it. Dormant pages have no owner: the first touch on any host is served from that host's
+// zero pool, and no page crosses the wire. A first touch of a dormant page this host is home
+// for needs no message at all and is served in batches, as on a single host.
+//
+// One thread does all of it: it reads faults and the messages other hosts sent (deliver()),
+// and owns the home directory and the requester, which are not thread-safe.
+#pragma once
+
+#include <atomic>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "memory/coherence.hpp"
+#include "memory/userfaultfd.hpp"
+#include "memory/zero_pool.hpp"
+#include "shoal/unique_fd.hpp"
+
+namespace shoal {
+
+// Carries protocol messages to other hosts (never to this one). Called from the coherence
+// thread only; a failure is reported and the pod stops.
+class CoherenceTransport {
+ public:
+  virtual ~CoherenceTransport() = default;
+  virtual Status send(const CoherenceMessage& m) = 0;
+};
+
+inline constexpr uint64_t kHomePieceBytes = 2ull << 20;  // homes are assigned in 2 MiB pieces
+
+struct CoherentMemoryConfig {
+  NodeId self = 0;
+  std::vector<NodeId> home_of_piece;  // per 2 MiB piece of the mapping
+  uint64_t pool_bytes = 64ull << 20;
+  // A page that just arrived is kept at least this long before a recall or invalidation takes
+  // it away, so the vCPU that faulted on it gets to use it (no ping-pong livelock).
+  uint64_t hold_ns = 200'000;
+  uint64_t local_batch_pages = 64;  // first touches of this host's own dormant pages
+};
+
+struct CoherentMemoryStats {
+  std::atomic<uint64_t> faults{0};
+  std::atomic<uint64_t> wp_faults{0};
+  std::atomic<uint64_t> local_dormant_pages{0};  // served from the pool with no message
+  std::atomic<uint64_t> remote_dormant_pages{0};  // granted by another home as zero
+  std::atomic<uint64_t> requests_sent{0};
+  std::atomic<uint64_t> messages_sent{0};
+  std::atomic<uint64_t> messages_received{0};
+  std::atomic<uint64_t> page_bytes_sent{0};  // page contents on the wire, out
+  std::atomic<uint64_t> page_bytes_received{0};
+  std::atomic<uint64_t> pages_given_up{0};
+  std::atomic<uint64_t> held_back{0};  // recalls/invalidations that waited for the hold
+};
+
+class CoherentMemory {
+ public:
+  static Result<std::unique_ptr<CoherentMemory>> create(uint8_t* base, uint64_t bytes,
+                                                        const CoherentMemoryConfig& config,
+                                                        CoherenceTransport& transport,
+                                                        std::function<void(const Error&)> on_fatal);
+  CoherentMemory(const CoherentMemory&) = delete;
+  CoherentMemory& operator=(const CoherentMemory&) = delete;
+  ~CoherentMemory();
+
+  // A message from another host; any thread.
+  void deliver(CoherenceMessage m);
+  // Stops the coherence thread and unregisters the mapping: a thread still waiting on a fault
+  // is woken and the kernel serves it (the pod is going down; nothing of it is used again).
+  void stop();
+
+  NodeId home_of(uint64_t page) const {
+    return config_.home_of_piece[page * kPageBytes / kHomePieceBytes];
+  }
+  const CoherentMemoryStats& stats() const { return stats_; }
+  // Microseconds from a fault to its page being mapped, for faults that needed a message.
+  struct Latencies {
+    std::vector<double> read_us, write_us;
+  };
+  Latencies take_latencies();
+  std::string stats_report() const;
+
+  static constexpr uint64_t kPageBytes = 4096;
+
+ private:
+  class UffdPages;
+  CoherentMemory(uint8_t* base, uint64_t bytes, const CoherentMemoryConfig& config,
+                 CoherenceTransport& transport, std::function<void(const Error&)> on_fatal);
+  void loop();
+  void on_fault(uint64_t page, Access access);
+  bool serve_local_dormant(uint64_t page);
+  void run_queue();
+  void release_held();
+  void fail(const Error& e);
+  uint64_t addr(uint64_t page) const { return reinterpret_cast<uint64_t>(base_) + page * kPageBytes; }
+
+  uint8_t* base_;
+  uint64_t pages_;
+  CoherentMemoryConfig config_;
+  CoherenceTransport& transport_;
+  std::function<void(const Error&)> on_fatal_;
+  Userfaultfd uffd_;
+  std::unique_ptr<ZeroPool> pool_;
+  std::unique_ptr<UffdPages> local_;
+  HomeDirectory directory_;
+  std::unique_ptr<PageRequester> requester_;
+
+  UniqueFd inbox_fd_, stop_fd_;  // eventfds
+  std::mutex inbox_mu_;
+  std::vector<CoherenceMessage> inbox_;
+
+  // Coherence thread only.
+  std::deque<CoherenceMessage> work_;
+  struct Held {
+    uint64_t until_ns;
+    CoherenceMessage m;
+  };
+  std::deque<Held> held_;
+  std::unordered_map<uint64_t, uint64_t> installed_at_ns_;
+  struct Waiting {
+    uint64_t since_ns;
+    Access access;
+  };
+  std::unordered_map<uint64_t, Waiting> waiting_;  // remote faults in flight
+  bool failed_ = false;
+
+  std::mutex latency_mu_;
+  Latencies latencies_;
+  CoherentMemoryStats stats_;
+  std::thread thread_;
+  bool stopped_ = false;
+};
+
+}  // namespace shoal
