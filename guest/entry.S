@@ -197,22 +197,24 @@ idt_desc:
   .word 32 * 16 - 1
   .quad idt
 
-/* Identity map of 0..4 GiB with 2 MiB user-accessible pages, built at assembly time. */
+/* Identity map of 0..4 GiB with 2 MiB user-accessible pages, built at assembly time. The
+ * accessed and dirty bits are set already: otherwise the CPU sets them, and in a pod every
+ * such write to a page-table page would take the page away from the other hosts. */
   .section .data.pagetables, "aw"
   .p2align 12
 pml4:
-  .quad pdpt + 7
+  .quad pdpt + 0x27
   .fill 511, 8, 0
 pdpt:
-  .quad pd + 7
-  .quad pd + 0x1000 + 7
-  .quad pd + 0x2000 + 7
-  .quad pd + 0x3000 + 7
+  .quad pd + 0x27
+  .quad pd + 0x1000 + 0x27
+  .quad pd + 0x2000 + 0x27
+  .quad pd + 0x3000 + 0x27
   .fill 508, 8, 0
 pd:
   .set page, 0
   .rept 2048
-  .quad (page << 21) | 0x87
+  .quad (page << 21) | 0xe7
   .set page, page + 1
   .endr
 

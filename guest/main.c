@@ -7,6 +7,10 @@
  *   discard MIB    vCPU 0 fills MIB MiB, has the VMM discard it (port 0x510), checks that it
  *                  reads back as zero, fills it again and checks that
  *   counter N      each vCPU does N `lock xadd` on four shared counters; the total is exact
+ *   counter-total T  the same with T increments in all, split across the vCPUs
+ *   handoff R      a token goes round the vCPUs R times; each holder checks the page the last
+ *                  one wrote (acquire), writes its own (release) and passes the token on;
+ *                  then every vCPU checksums the pages and vCPU 0 compares the checksums
  *   compute N      each vCPU runs N xorshift64* steps; all must agree
  *   hello          print one line and exit (start-up timing)
  *   cpuid          print the feature words the vCPU sees (leaf 1 ECX/EDX, leaf 7 EBX/ECX)
@@ -27,6 +31,9 @@ static volatile uint32_t platform_ready;
 static uint32_t barrier_count[4];
 static uint64_t counters[4] __attribute__((aligned(64)));
 static uint64_t compute_results[256];
+static uint64_t handoff_token __attribute__((aligned(4096)));
+static uint64_t handoff_page[512] __attribute__((aligned(4096)));
+static uint64_t handoff_bad;
 static uint64_t touch_cycles[256];
 
 void* memset(void* d, int c, unsigned long n) {
@@ -176,13 +183,13 @@ static int run_discard(uint32_t cpu, uint64_t mib) {
   return bad == 0 && nonzero == 0 ? 0 : 1;
 }
 
-static int run_counter(uint32_t cpu, uint64_t n) {
+/* `n` increments on this vCPU; `expected` in all. */
+static int run_counter(uint32_t cpu, uint64_t n, uint64_t expected) {
   barrier(1);
   for (uint64_t i = 0; i < n; ++i) __atomic_fetch_add(&counters[i & 3], 1, __ATOMIC_SEQ_CST);
   barrier(2);
   if (cpu != 0) return -1;
   const uint64_t total = counters[0] + counters[1] + counters[2] + counters[3];
-  const uint64_t expected = n * plat.ncpus;
   put_str("shoal-guest: counter vcpus=");
   put_u64(plat.ncpus);
   put_str(" total=");
@@ -191,6 +198,45 @@ static int run_counter(uint32_t cpu, uint64_t n) {
   put_u64(expected);
   put_str("\n");
   return total == expected ? 0 : 1;
+}
+
+static uint64_t handoff_stamp(uint64_t value, uint64_t word) {
+  return value * 0x9E3779B97F4A7C15ull ^ word;
+}
+
+static int run_handoff(uint32_t cpu, uint64_t rounds) {
+  const uint64_t n = plat.ncpus, last = rounds * n;
+  uint64_t seen = 0, bad = 0;
+  for (uint64_t v = cpu; v < last; v += n) {
+    while (__atomic_load_n(&handoff_token, __ATOMIC_ACQUIRE) != v) cpu_relax();
+    /* The previous holder wrote value v-1 over the whole page before releasing the token. */
+    if (v > 0)
+      for (uint64_t w = 0; w < 512; ++w) bad += handoff_page[w] != handoff_stamp(v - 1, w);
+    for (uint64_t w = 0; w < 512; ++w) handoff_page[w] = handoff_stamp(v, w);
+    ++seen;
+    __atomic_store_n(&handoff_token, v + 1, __ATOMIC_RELEASE);
+  }
+  __atomic_fetch_add(&handoff_bad, bad, __ATOMIC_SEQ_CST);
+  barrier(1);
+  /* Every vCPU reads the final page; all must see the same bytes. */
+  uint64_t sum = 0;
+  for (uint64_t w = 0; w < 512; ++w) sum = sum * 31 + handoff_page[w];
+  compute_results[cpu] = sum;
+  barrier(2);
+  if (cpu != 0) return -1;
+  int same = 1;
+  for (uint32_t i = 1; i < n; ++i) same &= compute_results[i] == compute_results[0];
+  put_str("shoal-guest: handoff vcpus=");
+  put_u64(n);
+  put_str(" values=");
+  put_u64(__atomic_load_n(&handoff_token, __ATOMIC_ACQUIRE));
+  put_str(" bad=");
+  put_u64(__atomic_load_n(&handoff_bad, __ATOMIC_ACQUIRE));
+  put_str(" checksum=");
+  put_hex(compute_results[0]);
+  put_str(same ? " (all vCPUs agree)\n" : " (vCPUs disagree)\n");
+  (void)seen;
+  return same && handoff_bad == 0 && handoff_token == last ? 0 : 1;
 }
 
 static uint64_t xorshift_steps(uint64_t n) {
@@ -237,8 +283,14 @@ void guest_main(uint64_t start_info, uint32_t cpu) {
     result = run_touch_shared(cpu, parse_u64(arg, 64));
   } else if (starts_with(plat.cmdline, "discard", &arg)) {
     result = run_discard(cpu, parse_u64(arg, 16));
+  } else if (starts_with(plat.cmdline, "counter-total", &arg)) {
+    const uint64_t total = parse_u64(arg, 1000000);
+    result = run_counter(cpu, total / plat.ncpus + (cpu < total % plat.ncpus), total);
   } else if (starts_with(plat.cmdline, "counter", &arg)) {
-    result = run_counter(cpu, parse_u64(arg, 100000));
+    const uint64_t n = parse_u64(arg, 100000);
+    result = run_counter(cpu, n, n * plat.ncpus);
+  } else if (starts_with(plat.cmdline, "handoff", &arg)) {
+    result = run_handoff(cpu, parse_u64(arg, 1000));
   } else if (starts_with(plat.cmdline, "compute", &arg)) {
     result = run_compute(cpu, parse_u64(arg, 10000000));
   } else if (starts_with(plat.cmdline, "cpuid", &arg)) {
@@ -270,7 +322,8 @@ void guest_main(uint64_t start_info, uint32_t cpu) {
     put_str("shoal-guest: unknown workload '");
     put_str(plat.cmdline);
     put_str(
-        "' (touch MIB | touch-random MIB | touch-shared MIB | discard MIB | counter N | compute N "
+        "' (touch MIB | touch-random MIB | touch-shared MIB | discard MIB | counter N | "
+        "counter-total T | handoff R | compute N "
         "| hello | cpuid)\n");
     guest_exit(64);
   }

@@ -38,6 +38,19 @@ enum class MessageType : uint16_t {
   kForwardedExit = 48,  // a port/MMIO exit forwarded to the devices' host
   kForwardedExitDone = 49,
   kBye = 64,
+  // Pod control: `shoal pod up/status/down` to a node, and a node's reports back.
+  kPodStart = 80,    // u16 host index, then the pod spec (YAML)
+  kPodConnect = 81,  // connect the mesh to the other members
+  kPodLoad = 82,     // (host 0) load the guest; the reply carries the boot plan
+  kPodRun = 83,      // boot plan; start this host's vCPUs
+  kPodStop = 84,
+  kPodStatus = 85,
+  kPodReply = 86,    // u8 ok, then text (or, for kPodLoad, the boot plan)
+  kConsole = 87,     // guest console bytes (host 0 to the `pod up` that started the pod)
+  kPodExit = 88,     // i32 exit code, u8 failed, then the reason
+  // Between the members of a pod.
+  kMeshJoin = 96,   // u16 host index, then the pod name
+  kPodLeave = 97,   // this member is stopping: i32 exit code, u8 failed, reason
 };
 
 struct Frame {

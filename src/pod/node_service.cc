@@ -1,9 +1,12 @@
 #include "pod/node_service.hpp"
 
 #include <spdlog/spdlog.h>
+#include <systemd/sd-daemon.h>
 
 #include <algorithm>
 #include <charconv>
+
+#include "pod/pod_messages.hpp"
 
 namespace shoal {
 
@@ -44,6 +47,12 @@ void NodeService::stop() {
   }
   for (auto& w : workers_)
     if (w.joinable()) w.join();
+  std::shared_ptr<PodMember> pod;
+  {
+    std::lock_guard lock(pod_mu_);
+    pod.swap(pod_);
+  }
+  pod.reset();  // stops it and waits
 }
 
 void NodeService::accept_loop() {
@@ -59,12 +68,13 @@ void NodeService::accept_loop() {
         ++refused_;  // TcpLink::accept logged who and why
         return;
       }
-      serve(std::move(*link));
+      serve(std::shared_ptr<net::TcpLink>(std::move(*link)));
     });
   }
 }
 
-void NodeService::serve(std::unique_ptr<net::TcpLink> link) {
+void NodeService::serve(std::shared_ptr<net::TcpLink> link) {
+  using net::MessageType;
   {
     std::lock_guard lock(mu_);
     if (stopping_) return;
@@ -72,6 +82,10 @@ void NodeService::serve(std::unique_ptr<net::TcpLink> link) {
   }
   ++served_;
   spdlog::info("peer '{}' authenticated", link->peer_name());
+  auto forget = [&] {
+    std::lock_guard lock(mu_);
+    live_.erase(std::remove(live_.begin(), live_.end(), link.get()), live_.end());
+  };
   for (;;) {
     auto f = link->receive();
     if (!f) {
@@ -79,18 +93,123 @@ void NodeService::serve(std::unique_ptr<net::TcpLink> link) {
         spdlog::info("link to '{}' ended: {}", link->peer_name(), f.error().message());
       break;
     }
-    if (f->type == net::MessageType::kPing) {
-      if (!link->send(net::Frame{net::MessageType::kPong, f->request, f->payload}).ok()) break;
-    } else if (f->type == net::MessageType::kBye) {
-      break;
-    } else {
-      spdlog::warn("peer '{}' sent message type {} this node does not serve yet; closing",
-                   link->peer_name(), static_cast<int>(f->type));
-      break;
+    net::Frame reply{MessageType::kPodReply, f->request, {}};
+    switch (f->type) {
+      case MessageType::kPing:
+        reply = net::Frame{MessageType::kPong, f->request, f->payload};
+        break;
+      case MessageType::kBye:
+        forget();
+        return;
+      case MessageType::kMeshJoin: {
+        // Another member of our pod: the link now belongs to the pod's mesh.
+        auto join = decode_mesh_join(*f);
+        auto pod = current_pod();
+        forget();
+        if (!join || !pod || pod->spec().name != join->pod_name ||
+            !pod->attach(join->host_index, link)) {
+          spdlog::warn("peer '{}' asked to join a pod this node does not run; closing",
+                       link->peer_name());
+          link->close();
+        }
+        return;
+      }
+      case MessageType::kPodStart:
+        reply = start_pod(*f, link);
+        break;
+      case MessageType::kPodConnect:
+      case MessageType::kPodLoad:
+      case MessageType::kPodRun:
+      case MessageType::kPodStop:
+      case MessageType::kPodStatus:
+        reply = pod_request(*f);
+        break;
+      default:
+        spdlog::warn("peer '{}' sent message type {} this node does not serve; closing",
+                     link->peer_name(), static_cast<int>(f->type));
+        forget();
+        return;
     }
+    reply.request = f->request;
+    if (!link->send(reply).ok()) break;
   }
-  std::lock_guard lock(mu_);
-  live_.erase(std::remove(live_.begin(), live_.end(), link.get()), live_.end());
+  forget();
+}
+
+std::shared_ptr<PodMember> NodeService::current_pod() {
+  std::lock_guard lock(pod_mu_);
+  return pod_;
+}
+
+net::Frame NodeService::start_pod(const net::Frame& request,
+                                  const std::shared_ptr<net::TcpLink>& client) {
+  auto fail = [](const std::string& why) { return encode_pod_reply({false, why}); };
+  auto start = decode_pod_start(request);
+  if (!start) return fail(start.error().message());
+  auto parsed = parse_pod_spec(start->spec_yaml);
+  if (!parsed.spec) {
+    std::string all;
+    for (const auto& e : parsed.errors) all += (all.empty() ? "" : "; ") + e;
+    return fail("pod spec: " + all);
+  }
+  if (start->host_index >= parsed.spec->hosts.size())
+    return fail("host index " + std::to_string(start->host_index) + " is not in the pod");
+  std::lock_guard lock(pod_mu_);
+  if (pod_ && !pod_->stopped())
+    return fail("this node already runs pod " + pod_->spec().name);
+  pod_.reset();  // a finished pod: wait for its teardown
+  PodMemberConfig c;
+  c.spec = std::move(*parsed.spec);
+  c.self = start->host_index;
+  c.identity = net::LinkIdentity{config_.name, config_.secret, std::chrono::milliseconds(5000)};
+  const std::string name = c.spec.name;
+  c.console = [client](const std::string& text) {
+    (void)client->send(net::Frame{net::MessageType::kConsole, 0,
+                                  std::vector<uint8_t>(text.begin(), text.end())});
+  };
+  c.finished = [client, name](const PodOutcome& o) {
+    (void)client->send(encode_pod_outcome(net::MessageType::kPodExit, o));
+    sd_notifyf(0, "STATUS=pod %s stopped: %s", name.c_str(), o.reason.c_str());
+  };
+  auto member = PodMember::create(std::move(c));
+  if (!member) return fail(member.error().message());
+  pod_ = std::move(*member);
+  sd_notifyf(0, "STATUS=running pod %s", name.c_str());
+  spdlog::info("pod {}: this node is host {} of {}", name, pod_->spec().hosts[start->host_index].name,
+               pod_->spec().hosts.size());
+  return encode_pod_reply({true, "created"});
+}
+
+net::Frame NodeService::pod_request(const net::Frame& request) {
+  using net::MessageType;
+  auto pod = current_pod();
+  if (request.type == MessageType::kPodStatus)
+    return encode_pod_reply({true, pod ? pod->status() : "idle: no pod"});
+  if (!pod && request.type == MessageType::kPodStop)
+    return encode_pod_reply({true, "idle: no pod"});
+  if (!pod) return encode_pod_reply({false, "this node runs no pod"});
+  switch (request.type) {
+    case MessageType::kPodConnect: {
+      Status s = pod->connect_mesh();
+      return encode_pod_reply({s.ok(), s.ok() ? "connected" : s.error().message()});
+    }
+    case MessageType::kPodLoad: {
+      auto plan = pod->load();
+      if (!plan) return encode_pod_reply({false, plan.error().message()});
+      return encode_boot_plan(MessageType::kPodRun, *plan);
+    }
+    case MessageType::kPodRun: {
+      auto plan = decode_boot_plan(request);
+      Status s = plan ? pod->run(*plan) : Status(plan.error());
+      return encode_pod_reply({s.ok(), s.ok() ? "running" : s.error().message()});
+    }
+    case MessageType::kPodStop:
+      pod->stop({0, false, "stopped by shoal pod down"});
+      pod->wait_stopped();
+      return encode_pod_reply({true, "stopped pod " + pod->spec().name});
+    default:
+      return encode_pod_reply({false, "not a pod request"});
+  }
 }
 
 }  // namespace shoal

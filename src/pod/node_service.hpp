@@ -1,7 +1,8 @@
-// `shoal node`: the per-host service of a pod. Today it listens, authenticates every peer with
-// the pod secret, and answers pings (what `shoal pod ping` and health checks use); running a
-// share of a pod's vCPUs and memory is built on these links next. Reports readiness and
-// status to systemd (Type=notify).
+// `shoal node`: the per-host service of a pod. It listens, authenticates every peer with the
+// pod secret, answers pings, and runs this host's member of a pod (pod/pod_member.hpp) as
+// `shoal pod up/status/down` ask: one pod at a time. A member's mesh links arrive here too
+// (kMeshJoin) and are handed to the member. Reports readiness and status to systemd
+// (Type=notify).
 #pragma once
 
 #include <atomic>
@@ -12,6 +13,7 @@
 #include <vector>
 
 #include "net/tcp_link.hpp"
+#include "pod/pod_member.hpp"
 
 namespace shoal {
 
@@ -34,7 +36,11 @@ class NodeService {
  private:
   NodeService() = default;
   void accept_loop();
-  void serve(std::unique_ptr<net::TcpLink> link);
+  void serve(std::shared_ptr<net::TcpLink> link);
+  // Control requests; each returns the reply to send.
+  net::Frame start_pod(const net::Frame& request, const std::shared_ptr<net::TcpLink>& client);
+  net::Frame pod_request(const net::Frame& request);
+  std::shared_ptr<PodMember> current_pod();
 
   NodeConfig config_;
   std::unique_ptr<net::TcpListener> listener_;
@@ -43,6 +49,8 @@ class NodeService {
   std::vector<std::thread> workers_;
   std::vector<net::TcpLink*> live_;
   std::atomic<bool> stopping_{false};
+  std::mutex pod_mu_;  // one control request at a time changes the pod
+  std::shared_ptr<PodMember> pod_;
   std::atomic<uint64_t> served_{0}, refused_{0};
 };
 

@@ -83,6 +83,17 @@ CliOutcome parse_cli(int argc, const char* const* argv) {
                    "pod secret (default: the spec's secretFile)");
   ping->add_option("--count", ping_cmd.count, "round trips per host")->check(CLI::Range(1, 1000));
 
+  PodControlCommand control_cmd;
+  CLI::App* control[3] = {
+      pod->add_subcommand("up", "Start a pod on its hosts and follow it (status, guest console)"),
+      pod->add_subcommand("status", "Show what every host of a pod is doing"),
+      pod->add_subcommand("down", "Stop a pod on every host")};
+  for (auto* c : control) {
+    c->add_option("SPEC", control_cmd.spec, "pod spec (YAML)")->required();
+    c->add_option("--secret-file", control_cmd.secret_file,
+                  "pod secret (default: the spec's secretFile)");
+  }
+
   NodeCommand node_cmd;
   auto* node = app.add_subcommand("node", "Run this host's pod node service");
   node->add_option("--listen", node_cmd.listen, "HOST:PORT to listen on")->required();
@@ -106,6 +117,12 @@ CliOutcome parse_cli(int argc, const char* const* argv) {
     out.validate_pod_spec = spec_path;
     return out;
   }
+  for (int i = 0; i < 3; ++i)
+    if (control[i]->parsed()) {
+      control_cmd.action = static_cast<PodControlCommand::Action>(i);
+      out.pod_control = control_cmd;
+      return out;
+    }
   if (ping->parsed()) {
     out.pod_ping = ping_cmd;
     return out;

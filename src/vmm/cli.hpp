@@ -39,11 +39,19 @@ struct PodPingCommand {
   int count = 3;
 };
 
+// `shoal pod up|status|down SPEC`.
+struct PodControlCommand {
+  enum class Action { kUp, kStatus, kDown } action = Action::kUp;
+  std::string spec;
+  std::string secret_file;  // default: the spec's secretFile
+};
+
 struct CliOutcome {
   std::optional<RunConfig> run;
   std::optional<std::string> validate_pod_spec;  // `shoal pod validate SPEC`
   std::optional<NodeCommand> node;               // `shoal node ...`
   std::optional<PodPingCommand> pod_ping;        // `shoal pod ping SPEC`
+  std::optional<PodControlCommand> pod_control;  // `shoal pod up|status|down SPEC`
   int exit_code = 0;
   std::string message;
 };

@@ -12,6 +12,7 @@
 #include "vmm/cli.hpp"
 #include "vmm/kvm.hpp"
 #include "vmm/machine.hpp"
+#include "vmm/pod_client.hpp"
 #include "vmm/pod_commands.hpp"
 
 namespace {
@@ -32,6 +33,7 @@ int run_main(int argc, char** argv) {
   CliOutcome cli = parse_cli(argc, argv);
   if (cli.validate_pod_spec) return validate_pod(*cli.validate_pod_spec);
   if (cli.pod_ping) return ping_pod(*cli.pod_ping);
+  if (cli.pod_control) return control_pod(*cli.pod_control);
   if (cli.node) {
     setup_logging("info");
     return run_node(*cli.node);

@@ -1,0 +1,304 @@
+#include "pod/pod_member.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <sstream>
+
+#include "shoal/size.hpp"
+#include "vmm/boot/kernel_loader.hpp"
+#include "vmm/boot/x86_cpu.hpp"
+#include "vmm/devices/simple_devices.hpp"
+#include "vmm/devices/uart16550.hpp"
+#include "vmm/ram_slots.hpp"
+
+namespace shoal {
+
+namespace {
+
+constexpr uint32_t kUartIrq = 4;
+constexpr uint16_t kCom1Port = 0x3f8;
+constexpr uint64_t kMaxKernelFile = 1ull << 30;
+constexpr auto kMeshTimeout = std::chrono::seconds(15);
+
+}  // namespace
+
+PodMember::PodMember(PodMemberConfig config) : config_(std::move(config)) {}
+
+PodMember::~PodMember() {
+  stop({0, true, "the node is shutting down"});
+  if (monitor_.joinable()) monitor_.join();
+}
+
+Result<std::unique_ptr<PodMember>> PodMember::create(PodMemberConfig config) {
+  std::unique_ptr<PodMember> m(new PodMember(std::move(config)));
+  const PodSpec& spec = m->config_.spec;
+  auto kvm = Kvm::open();
+  if (!kvm) return kvm.error();
+  m->kvm_ = std::make_unique<Kvm>(std::move(*kvm));
+  auto vm = Vm::create(*m->kvm_);
+  if (!vm) return vm.error();
+  m->vm_ = std::make_unique<Vm>(std::move(*vm));
+  SHOAL_TRY(m->vm_->create_platform(), "create VM");
+  auto ram = GuestRam::reserve(spec.memory, m->kvm_->guest_phys_bits());
+  if (!ram) return ram.error();
+  m->ram_ = std::make_unique<GuestRam>(std::move(*ram));
+
+  std::vector<std::string> names;
+  for (const auto& h : spec.hosts) names.push_back(h.name);
+  PodMember* self = m.get();
+  m->mesh_ = std::make_unique<PodMesh>(
+      m->config_.self, names,
+      PodMesh::Handlers{
+          [self](CoherenceMessage msg) { self->memory_->deliver(std::move(msg)); },
+          [self](NodeId from, const ForwardedExit& e, uint32_t request) {
+            self->serve_forwarded(from, e, request);
+          },
+          [self](NodeId from, const PodOutcome& o) {
+            PodOutcome mine = o;
+            if (o.failed) mine.reason = "host " + self->mesh_->name_of(from) + ": " + o.reason;
+            self->tell_others_ = false;  // the leaver told everyone already
+            self->stop(mine);
+          },
+          [self](NodeId from, const Error& e) {
+            self->stop({1, true, "lost host " + self->mesh_->name_of(from) + ": " + e.message()});
+          }});
+
+  CoherentMemoryConfig mc;
+  mc.self = m->config_.self;
+  mc.pool_bytes = m->me().zero_pool_bytes;
+  mc.home_of_piece.assign((spec.memory + kHomePieceBytes - 1) / kHomePieceBytes, 0);
+  for (size_t h = 0; h < spec.hosts.size(); ++h)
+    for (const MemoryRange& r : spec.hosts[h].home)
+      for (uint64_t a = r.start; a < r.start + r.size; a += kHomePieceBytes)
+        mc.home_of_piece[a / kHomePieceBytes] = static_cast<NodeId>(h);
+  auto memory = CoherentMemory::create(m->ram_->base(), m->ram_->size(), mc, *m->mesh_,
+                                       [self](const Error& e) {
+                                         self->stop({1, true, e.message()});
+                                       });
+  if (!memory) return memory.error();
+  m->memory_ = std::move(*memory);
+  SHOAL_TRY(m->build_devices(), "devices");
+  for (int id : m->me().vcpus) {
+    auto vcpu = m->vm_->create_vcpu(id, m->kvm_->vcpu_mmap_size());
+    if (!vcpu) return vcpu.error();
+    m->vcpu_fds_.push_back(std::move(*vcpu));
+  }
+  m->monitor_ = std::thread([self] { self->monitor(); });
+  return m;
+}
+
+Status PodMember::build_devices() {
+  uint32_t slot_id = 0;
+  for (const RamRegion& r : ram_->regions()) {
+    auto slots = std::make_shared<RamSlots>(*vm_, *ram_, r.gpa, slot_id);
+    slot_id += static_cast<uint32_t>((r.size + RamSlots::kSlotBytes - 1) / RamSlots::kSlotBytes);
+    SHOAL_TRY(mmio_.insert(r.gpa, r.size, slots, "guest RAM"), "");
+    ram_slots_.push_back(std::move(slots));
+  }
+  if (config_.self != 0) {
+    // Devices live on host 0: every port, and every MMIO address that is not RAM, goes there.
+    SHOAL_TRY(pio_.insert(0, 0x10000,
+                          std::make_shared<ForwardingDevice>(*mesh_, ForwardedExit::Space::kPort, 0),
+                          "forward to " + mesh_->name_of(0)),
+              "");
+    uint64_t at = 0;
+    const uint64_t top = uint64_t{1} << kvm_->guest_phys_bits();
+    for (const RamRegion& r : ram_->regions()) {
+      if (r.gpa > at)
+        SHOAL_TRY(mmio_.insert(at, r.gpa - at,
+                               std::make_shared<ForwardingDevice>(
+                                   *mesh_, ForwardedExit::Space::kMmio, at),
+                               "forward"),
+                  "");
+      at = r.gpa + r.size;
+    }
+    if (at < top)
+      SHOAL_TRY(mmio_.insert(at, top - at,
+                             std::make_shared<ForwardingDevice>(*mesh_, ForwardedExit::Space::kMmio,
+                                                                at),
+                             "forward"),
+                "");
+    return {};
+  }
+  auto uart = std::make_shared<Uart16550>([this](uint8_t b) { write_console(b); },
+                                          [this] {
+                                            (void)vm_->set_irq_line(kUartIrq, true);
+                                            (void)vm_->set_irq_line(kUartIrq, false);
+                                          });
+  SHOAL_TRY(pio_.insert(kCom1Port, 8, uart, "uart 0x3f8"), "");
+  SHOAL_TRY(pio_.insert(I8042::kBase, 5, std::make_shared<I8042>([this] {
+                          stop({0, false, "the guest requested a reset"});
+                        }),
+                        "i8042"),
+            "");
+  SHOAL_TRY(pio_.insert(DebugExit::kPort, 2, std::make_shared<DebugExit>([this](int code) {
+                          stop({code, false, "the guest exited with code " + std::to_string(code)});
+                        }),
+                        "debug-exit"),
+            "");
+  // Guest discards (port 0x510) are a single-host feature so far: in a pod a discarded page
+  // would have to be dropped on every host through its home. The port reads as open bus.
+  return {};
+}
+
+void PodMember::serve_forwarded(NodeId from, const ForwardedExit& e, uint32_t request) {
+  std::array<uint8_t, 8> data{};
+  std::span<uint8_t> bytes(data.data(), e.size);
+  const IoBus& bus = e.space == ForwardedExit::Space::kPort ? pio_ : mmio_;
+  if (e.write) {
+    std::copy(e.data.begin(), e.data.begin() + e.size, data.begin());
+    bus.write(e.address, bytes);
+  } else if (!bus.read(e.address, bytes)) {
+    data.fill(0xff);
+  }
+  // Answer after the device acted, so a vCPU's next access cannot overtake this one.
+  mesh_->reply_forwarded(from, request, data);
+}
+
+Status PodMember::connect_mesh() {
+  const PodSpec& spec = config_.spec;
+  for (NodeId n = 0; n < config_.self; ++n) {
+    const PodHost& h = spec.hosts[n];
+    auto link = net::TcpLink::connect(h.host, h.port, config_.identity);
+    if (!link) return link.error().context("connect to host " + h.name);
+    SHOAL_TRY((*link)->send(encode_mesh_join({config_.self, spec.name})), "join " + h.name);
+    if (!mesh_->attach(n, std::shared_ptr<net::Link>(std::move(*link)))) return Error("host " + h.name + " joined twice");
+  }
+  if (!mesh_->wait_complete(kMeshTimeout))
+    return Error("the pod's mesh did not come up within " +
+                 std::to_string(kMeshTimeout.count()) + " s");
+  std::lock_guard lock(mu_);
+  state_ = "connected";
+  return {};
+}
+
+bool PodMember::attach(NodeId from, std::shared_ptr<net::Link> link) {
+  return mesh_->attach(from, std::move(link));
+}
+
+Result<BootPlan> PodMember::load() {
+  const PodSpec& spec = config_.spec;
+  auto kernel = read_file(spec.kernel, "kernel", kMaxKernelFile);
+  if (!kernel) return kernel.error();
+  std::vector<uint8_t> initrd;
+  if (!spec.initrd.empty()) {
+    auto bytes = read_file(spec.initrd, "initrd", spec.memory);
+    if (!bytes) return bytes.error();
+    initrd = std::move(*bytes);
+  }
+  // The loader's writes are faults like any other: pages homed elsewhere are fetched from
+  // their homes, so the mesh must be up.
+  auto plan = load_guest(*ram_, BootInputs{*kernel, initrd, spec.cmdline}, spec.vcpus);
+  if (!plan) return plan.error().context(spec.kernel);
+  for (auto& s : ram_slots_) SHOAL_TRY(s->register_written(), "map guest RAM");
+  spdlog::info("pod {}: loaded {}: {}", spec.name, spec.kernel, plan->description);
+  return plan;
+}
+
+Status PodMember::run(const BootPlan& plan) {
+  // Instruction fetches and page walks cannot take the lazy-slot MMIO path (ram_slots.hpp):
+  // the slots with the entry point and boot structures exist before any vCPU runs.
+  for (uint64_t gpa : {uint64_t{0}, plan.entry, plan.boot_info})
+    for (auto& s : ram_slots_) SHOAL_TRY(s->ensure(gpa, 1), "map guest RAM");
+  for (VcpuFd& fd : vcpu_fds_) {
+    const int id = fd.id();
+    const bool enter_now = id == 0 || plan.all_vcpus_at_entry;
+    SHOAL_TRY(configure_vcpu(fd, plan, guest_cpuid(kvm_->supported_cpuid(), id, config_.spec.vcpus),
+                             enter_now),
+              "configure vcpu " + std::to_string(id));
+  }
+  std::lock_guard lock(mu_);
+  if (done_) return Error("the pod is stopping");
+  for (VcpuFd& fd : vcpu_fds_) {
+    auto backend = std::make_unique<KvmVcpuBackend>(std::move(fd), kvm_->vcpu_mmap_size());
+    vcpus_.push_back(std::make_unique<VcpuThread>(
+        std::move(backend), ExitBuses{pio_, mmio_},
+        [this](int id, const ExitAction& a, const std::string& st) { on_vcpu_finished(id, a, st); }));
+  }
+  vcpu_fds_.clear();
+  for (auto& v : vcpus_) v->start();
+  state_ = "running";
+  return {};
+}
+
+void PodMember::on_vcpu_finished(int id, const ExitAction& action, const std::string& state) {
+  if (const auto* f = std::get_if<ExitFail>(&action))
+    stop({1, true, "vcpu " + std::to_string(id) + ": " + f->reason + " (" + state + ")"});
+  else
+    stop({0, false, "vcpu " + std::to_string(id) + ": the guest powered off"});
+}
+
+void PodMember::write_console(uint8_t byte) {
+  std::lock_guard lock(console_mu_);
+  console_line_.push_back(static_cast<char>(byte));
+  if (byte == '\n' || console_line_.size() >= 4096) {
+    if (config_.console) config_.console(console_line_);
+    console_line_.clear();
+  }
+}
+
+void PodMember::flush_console() {
+  std::lock_guard lock(console_mu_);
+  if (!console_line_.empty() && config_.console) config_.console(console_line_);
+  console_line_.clear();
+}
+
+void PodMember::stop(const PodOutcome& outcome) {
+  {
+    std::lock_guard lock(mu_);
+    if (done_) return;  // the first outcome wins
+    done_ = true;
+    outcome_ = outcome;
+    state_ = "stopping";
+  }
+  cv_.notify_all();
+}
+
+// Tears the pod down off the vCPU, mesh and fault threads (any of which may have called
+// stop()), in an order that cannot hang: vCPUs are kicked; the coherent memory stops and
+// closes its userfaultfd, which wakes any vCPU still waiting for a page from another host.
+void PodMember::monitor() {
+  {
+    std::unique_lock lock(mu_);
+    cv_.wait(lock, [&] { return done_.load(); });
+  }
+  const PodOutcome outcome = outcome_;
+  spdlog::log(outcome.failed ? spdlog::level::warn : spdlog::level::info, "pod {}: stopping: {}",
+              config_.spec.name, outcome.reason);
+  if (tell_others_) mesh_->broadcast(encode_pod_outcome(net::MessageType::kPodLeave, outcome));
+  for (auto& v : vcpus_) v->send(VcpuCommand::kStop);
+  memory_->stop();
+  mesh_->close();  // also fails forwarded accesses still waiting
+  for (auto& v : vcpus_) v->join();
+  flush_console();
+  spdlog::info("pod {}: stopped; {}", config_.spec.name, memory_->stats().faults.load());
+  {
+    std::lock_guard lock(mu_);
+    state_ = "stopped";
+  }
+  if (config_.finished) config_.finished(outcome);
+  std::lock_guard lock(mu_);
+  torn_down_ = true;
+  cv_.notify_all();
+}
+
+void PodMember::wait_stopped() {
+  std::unique_lock lock(mu_);
+  cv_.wait(lock, [&] { return torn_down_; });
+}
+
+std::string PodMember::status() const {
+  std::ostringstream s;
+  std::string vcpus;
+  for (int v : me().vcpus) vcpus += (vcpus.empty() ? "" : ",") + std::to_string(v);
+  std::lock_guard lock(mu_);
+  const auto& st = memory_->stats();
+  s << "pod " << config_.spec.name << " host " << me().name << " (" << config_.self + 1 << "/"
+    << config_.spec.hosts.size() << "): " << state_ << "; vcpus " << vcpus << "; faults "
+    << st.faults << ", dormant pages served here " << st.local_dormant_pages + st.remote_dormant_pages
+    << ", requests " << st.requests_sent << ", page bytes out/in " << st.page_bytes_sent << "/"
+    << st.page_bytes_received;
+  return s.str();
+}
+
+}  // namespace shoal

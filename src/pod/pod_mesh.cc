@@ -1,0 +1,177 @@
+#include "pod/pod_mesh.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "net/coherence_wire.hpp"
+#include "vmm/devices/io_bus.hpp"
+
+namespace shoal {
+
+using net::Frame;
+using net::MessageType;
+
+PodMesh::PodMesh(NodeId self, std::vector<std::string> host_names, Handlers handlers)
+    : self_(self), names_(std::move(host_names)), handlers_(std::move(handlers)) {
+  links_.resize(names_.size());
+}
+
+PodMesh::~PodMesh() {
+  close();
+}
+
+bool PodMesh::attach(NodeId from, std::shared_ptr<net::Link> link) {
+  std::lock_guard lock(mu_);
+  if (closed_ || from == self_ || from >= links_.size() || links_[from]) return false;
+  net::Link* raw = link.get();
+  links_[from] = std::move(link);
+  ++attached_;
+  readers_.emplace_back([this, from, raw] { read_loop(from, raw); });
+  cv_.notify_all();
+  return true;
+}
+
+bool PodMesh::wait_complete(std::chrono::milliseconds timeout) {
+  std::unique_lock lock(mu_);
+  return cv_.wait_for(lock, timeout, [&] { return closed_ || attached_ + 1 == links_.size(); }) &&
+         !closed_;
+}
+
+Status PodMesh::send_to(NodeId to, const Frame& frame) {
+  net::Link* link = nullptr;
+  {
+    std::lock_guard lock(mu_);
+    if (to < links_.size()) link = links_[to].get();
+  }
+  if (link == nullptr) return Error("no link to host " + std::to_string(to));
+  return link->send(frame);  // links are never destroyed before close() joins the readers
+}
+
+Status PodMesh::send(const CoherenceMessage& m) {
+  return send_to(m.to, net::encode_coherence(m)).ok()
+             ? Status{}
+             : Status(Error("link to " + name_of(m.to) + " is down"));
+}
+
+void PodMesh::broadcast(const Frame& frame) {
+  for (NodeId n = 0; n < links_.size(); ++n)
+    if (n != self_) (void)send_to(n, frame);
+}
+
+Result<std::array<uint8_t, 8>> PodMesh::forward(const ForwardedExit& e) {
+  Pending p;
+  uint32_t id = 0;
+  {
+    std::lock_guard lock(mu_);
+    if (closed_) return Error("the pod is stopping");
+    id = next_request_++;
+    pending_[id] = &p;
+  }
+  Status s = send_to(0, encode_forwarded_exit(e, id));
+  std::unique_lock lock(mu_);
+  if (!s.ok()) p.failed = true;
+  cv_.wait(lock, [&] { return p.done || p.failed || closed_; });
+  pending_.erase(id);
+  if (!p.done) return Error("forward the access to " + name_of(0) + ": the link is down");
+  return p.data;
+}
+
+void PodMesh::reply_forwarded(NodeId to, uint32_t request, const std::array<uint8_t, 8>& data) {
+  (void)send_to(to, Frame{MessageType::kForwardedExitDone, request,
+                          std::vector<uint8_t>(data.begin(), data.end())});
+}
+
+void PodMesh::close() {
+  std::vector<std::thread> readers;
+  {
+    std::lock_guard lock(mu_);
+    closed_ = true;
+    for (auto& l : links_)
+      if (l) l->close();
+    readers.swap(readers_);
+  }
+  cv_.notify_all();
+  for (auto& t : readers)
+    if (t.joinable()) t.join();
+}
+
+void PodMesh::read_loop(NodeId from, net::Link* link) {
+  auto closing = [&] {
+    std::lock_guard lock(mu_);
+    return closed_;
+  };
+  for (;;) {
+    auto f = link->receive();
+    if (!f) {
+      if (!closing()) handlers_.lost(from, f.error());
+      return;
+    }
+    switch (f->type) {
+      case MessageType::kCoherence: {
+        auto m = net::decode_coherence(*f);
+        if (!m || m->from != from || m->to != self_) {
+          handlers_.lost(from, m ? Error("a coherence message with the wrong hosts") : m.error());
+          link->close();
+          return;
+        }
+        handlers_.coherence(std::move(*m));
+        break;
+      }
+      case MessageType::kForwardedExit: {
+        auto e = decode_forwarded_exit(*f);
+        if (!e || self_ != 0) {
+          handlers_.lost(from, e ? Error("a forwarded exit sent to a host without devices")
+                                 : e.error());
+          link->close();
+          return;
+        }
+        handlers_.forwarded_exit(from, *e, f->request);
+        break;
+      }
+      case MessageType::kForwardedExitDone: {
+        std::lock_guard lock(mu_);
+        auto it = pending_.find(f->request);
+        if (it != pending_.end() && f->payload.size() == 8) {
+          std::memcpy(it->second->data.data(), f->payload.data(), 8);
+          it->second->done = true;
+          cv_.notify_all();
+        }
+        break;
+      }
+      case MessageType::kPodLeave: {
+        auto o = decode_pod_outcome(*f);
+        handlers_.leave(from, o ? *o : PodOutcome{1, true, "left with a garbled notice"});
+        return;
+      }
+      default:
+        handlers_.lost(from, Error("unexpected message type " +
+                                   std::to_string(static_cast<int>(f->type))));
+        link->close();
+        return;
+    }
+  }
+}
+
+void ForwardingDevice::read(uint64_t offset, std::span<uint8_t> data) {
+  ForwardedExit e;
+  e.space = space_;
+  e.size = static_cast<uint8_t>(std::min<size_t>(data.size(), 8));
+  e.address = base_ + offset;
+  auto r = mesh_.forward(e);
+  if (r) std::memcpy(data.data(), r->data(), e.size);
+  else std::fill(data.begin(), data.end(), 0xff);  // the pod is going down: an open bus
+}
+
+void ForwardingDevice::write(uint64_t offset, std::span<const uint8_t> data) {
+  ForwardedExit e;
+  e.space = space_;
+  e.write = true;
+  e.size = static_cast<uint8_t>(std::min<size_t>(data.size(), 8));
+  e.address = base_ + offset;
+  std::memcpy(e.data.data(), data.data(), e.size);
+  (void)mesh_.forward(e);  // waits, so the device sees the vCPU's accesses in order
+}
+
+}  // namespace shoal

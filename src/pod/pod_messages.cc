@@ -1,0 +1,137 @@
+#include "pod/pod_messages.hpp"
+
+#include "net/wire_bytes.hpp"
+
+namespace shoal {
+
+using net::Frame;
+using net::MessageType;
+using net::WireReader;
+using net::WireWriter;
+
+namespace {
+
+Error bad(const char* what, const std::string& why) {
+  return Error(std::string(what) + " message: " + why);
+}
+
+}  // namespace
+
+Frame encode_pod_start(const PodStart& s) {
+  return Frame{MessageType::kPodStart, 0,
+               WireWriter().put<uint16_t>(s.host_index).put<uint16_t>(0).put_string(s.spec_yaml).take()};
+}
+
+Result<PodStart> decode_pod_start(const Frame& f) {
+  WireReader r(f.payload);
+  PodStart s;
+  uint16_t zero = 0;
+  if (!r.get(s.host_index) || !r.get(zero)) return bad("pod start", "shorter than its header");
+  s.spec_yaml = r.rest();
+  return s;
+}
+
+Frame encode_pod_reply(const PodReply& reply, uint32_t request) {
+  return Frame{MessageType::kPodReply, request,
+               WireWriter().put<uint8_t>(reply.ok ? 1 : 0).put_string(reply.text).take()};
+}
+
+Result<PodReply> decode_pod_reply(const Frame& f) {
+  if (f.type != MessageType::kPodReply)
+    return bad("pod reply", "got message type " + std::to_string(static_cast<int>(f.type)));
+  WireReader r(f.payload);
+  uint8_t ok = 0;
+  if (!r.get(ok) || ok > 1) return bad("pod reply", "bad status byte");
+  return PodReply{ok == 1, r.rest()};
+}
+
+Frame encode_pod_outcome(MessageType type, const PodOutcome& o) {
+  return Frame{type, 0,
+               WireWriter()
+                   .put<int32_t>(o.exit_code)
+                   .put<uint8_t>(o.failed ? 1 : 0)
+                   .put_string(o.reason)
+                   .take()};
+}
+
+Result<PodOutcome> decode_pod_outcome(const Frame& f) {
+  WireReader r(f.payload);
+  PodOutcome o;
+  int32_t code = 0;
+  uint8_t failed = 0;
+  if (!r.get(code) || !r.get(failed) || failed > 1) return bad("pod outcome", "bad header");
+  o.exit_code = code;
+  o.failed = failed == 1;
+  o.reason = r.rest();
+  return o;
+}
+
+Frame encode_boot_plan(MessageType type, const BootPlan& plan) {
+  return Frame{type, 0,
+               WireWriter()
+                   .put<uint8_t>(plan.mode == EntryMode::kLinux64 ? 0 : 1)
+                   .put<uint8_t>(plan.all_vcpus_at_entry ? 1 : 0)
+                   .put<uint16_t>(0)
+                   .put<uint32_t>(0)
+                   .put<uint64_t>(plan.entry)
+                   .put<uint64_t>(plan.boot_info)
+                   .take()};
+}
+
+Result<BootPlan> decode_boot_plan(const Frame& f) {
+  WireReader r(f.payload);
+  uint8_t mode = 0, all = 0;
+  uint16_t z16 = 0;
+  uint32_t z32 = 0;
+  BootPlan p;
+  if (!r.get(mode) || !r.get(all) || !r.get(z16) || !r.get(z32) || !r.get(p.entry) ||
+      !r.get(p.boot_info))
+    return bad("boot plan", "too short");
+  if (mode > 1 || all > 1) return bad("boot plan", "bad entry mode");
+  p.mode = mode == 0 ? EntryMode::kLinux64 : EntryMode::kPvh32;
+  p.all_vcpus_at_entry = all == 1;
+  return p;
+}
+
+Frame encode_mesh_join(const MeshJoin& j) {
+  return Frame{MessageType::kMeshJoin, 0,
+               WireWriter().put<uint16_t>(j.host_index).put_string(j.pod_name).take()};
+}
+
+Result<MeshJoin> decode_mesh_join(const Frame& f) {
+  WireReader r(f.payload);
+  MeshJoin j;
+  if (!r.get(j.host_index)) return bad("mesh join", "too short");
+  j.pod_name = r.rest();
+  return j;
+}
+
+Frame encode_forwarded_exit(const ForwardedExit& e, uint32_t request) {
+  return Frame{MessageType::kForwardedExit, request,
+               WireWriter()
+                   .put<uint8_t>(static_cast<uint8_t>(e.space))
+                   .put<uint8_t>(e.write ? 1 : 0)
+                   .put<uint8_t>(e.size)
+                   .put<uint8_t>(0)
+                   .put<uint32_t>(e.vcpu)
+                   .put<uint64_t>(e.address)
+                   .put_bytes(e.data.data(), e.data.size())
+                   .take()};
+}
+
+Result<ForwardedExit> decode_forwarded_exit(const Frame& f) {
+  WireReader r(f.payload);
+  ForwardedExit e;
+  uint8_t space = 0, write = 0, zero = 0;
+  if (!r.get(space) || !r.get(write) || !r.get(e.size) || !r.get(zero) || !r.get(e.vcpu) ||
+      !r.get(e.address) || !r.get_bytes(e.data.data(), e.data.size()))
+    return bad("forwarded exit", "too short");
+  if (space > 1 || write > 1) return bad("forwarded exit", "bad space or direction");
+  if (e.size != 1 && e.size != 2 && e.size != 4 && e.size != 8)
+    return bad("forwarded exit", "access size " + std::to_string(e.size));
+  e.space = static_cast<ForwardedExit::Space>(space);
+  e.write = write == 1;
+  return e;
+}
+
+}  // namespace shoal
