@@ -1,0 +1,136 @@
+// One test guest run by a pod of 2 or 3 hosts in network namespaces on this machine
+// (scripts/netns-cluster), over TCP: shared counters come out exact, a release/acquire
+// hand-off sees every value, `pod status` and `pod down` work, a misconfigured node is refused,
+// and losing a member stops the whole pod without a hang.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <fstream>
+
+#include "support/kvm_available.hpp"
+#include "support/process.hpp"
+
+namespace shoal::test {
+namespace {
+
+using std::chrono::seconds;
+
+std::string why_no_pod() {
+  if (geteuid() != 0) return "needs root for ip netns";
+  auto r = run_process({"/usr/bin/env", "ip", "netns", "list"}, seconds(10));
+  if (r.exit_code != 0) return "ip netns unavailable: " + r.err;
+  if (auto why = kvm_unavailable_reason(); !why.empty()) return "needs /dev/kvm (" + why + ")";
+  return {};
+}
+
+#define SHOAL_REQUIRE_POD_HOSTS()                                                  \
+  do {                                                                             \
+    if (auto why = why_no_pod(); !why.empty()) GTEST_SKIP() << "skipped: " << why; \
+  } while (0)
+
+std::string write_file(const std::string& name, const std::string& text) {
+  const std::string path = ::testing::TempDir() + "/" + name;
+  std::ofstream(path) << text;
+  return path;
+}
+
+const std::string& secret() {
+  static const std::string path = write_file("pod.secret", "pod-test-secret-0123456789abcdef\n");
+  return path;
+}
+
+// A pod of `hosts` hosts with 2 vCPUs each, guest memory split evenly.
+std::string spec(int hosts, const std::string& cmdline) {
+  std::string s = "apiVersion: shoal/v1\nkind: Pod\nmetadata: {name: podtest}\nspec:\n"
+                  "  guest: {kernel: " SHOAL_TEST_GUEST ", cmdline: \"" +
+                  cmdline + "\"}\n  memory: 256M\n  vcpus: " + std::to_string(2 * hosts) +
+                  "\n  transport: tcp\n  secretFile: " + secret() + "\n  hosts:\n";
+  for (int i = 0; i < hosts; ++i)
+    s += "    - {name: h" + std::to_string(i) + ", address: \"127.77.0." + std::to_string(i + 1) +
+         ":7100\", vcpus: \"" + std::to_string(2 * i) + "-" + std::to_string(2 * i + 1) +
+         "\", memory: even, zeroPool: 8M}\n";
+  return write_file("pod-" + std::to_string(hosts) + ".yaml", s);
+}
+
+// Runs `script` (bash) in host 0's namespace of a fresh cluster; $SPEC is the pod spec.
+ProcessResult in_cluster(int hosts, const std::string& spec_path, const std::string& script,
+                         std::vector<std::string> env = {}) {
+  std::vector<std::string> argv = {"/usr/bin/env", "SHOAL_BIN=" SHOAL_BINARY};
+  argv.insert(argv.end(), env.begin(), env.end());
+  for (const std::string& a :
+       {std::string(SHOAL_SOURCE_DIR "/scripts/netns-cluster"), std::to_string(hosts), secret(),
+        std::string("--"), std::string("/usr/bin/env"), "SPEC=" + spec_path,
+        std::string("SHOAL=" SHOAL_BINARY), std::string("bash"), std::string("-c"), script})
+    argv.push_back(a);
+  return run_process(argv, seconds(120));
+}
+
+TEST(Pod, TwoAndThreeHostsCountExactlyOneMillion) {
+  SHOAL_REQUIRE_POD_HOSTS();
+  for (int hosts : {2, 3}) {
+    auto r = in_cluster(hosts, spec(hosts, "counter-total 1000000"), "$SHOAL pod up $SPEC");
+    EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+    EXPECT_NE(r.out.find("counter vcpus=" + std::to_string(2 * hosts) +
+                         " total=1000000 expected=1000000"),
+              std::string::npos)
+        << r.out << r.err;
+    EXPECT_NE(r.err.find("running on " + std::to_string(hosts) + " hosts"), std::string::npos)
+        << r.err;
+    for (int i = 0; i < hosts; ++i)
+      EXPECT_NE(r.err.find("host h" + std::to_string(i) + ": the guest exited with code 0"),
+                std::string::npos)
+          << r.err;
+  }
+}
+
+TEST(Pod, HandOffSeesEveryValueAndChecksumsAgreeAcrossHosts) {
+  SHOAL_REQUIRE_POD_HOSTS();
+  auto r = in_cluster(2, spec(2, "handoff 300"), "$SHOAL pod up $SPEC");
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("handoff vcpus=4 values=1200 bad=0"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("(all vCPUs agree)"), std::string::npos) << r.out;
+}
+
+TEST(Pod, StatusAndDownWorkFromAnotherProcess) {
+  SHOAL_REQUIRE_POD_HOSTS();
+  // A hand-off long enough to still be running when `down` comes.
+  auto r = in_cluster(2, spec(2, "handoff 10000000"),
+                      "$SHOAL pod up $SPEC & up=$!; sleep 3; $SHOAL pod status $SPEC; "
+                      "$SHOAL pod down $SPEC; wait $up; echo up-exit=$?; $SHOAL pod status $SPEC");
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("h0: pod podtest host h0 (1/2): running"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("h1: pod podtest host h1 (2/2): running"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("h0: stopped pod podtest"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("up-exit=0"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("h1: pod podtest host h1 (2/2): stopped"), std::string::npos) << r.out;
+  EXPECT_NE(r.err.find("stopped by shoal pod down"), std::string::npos) << r.err;
+}
+
+TEST(Pod, LosingAMemberStopsThePodOnEveryHost) {
+  SHOAL_REQUIRE_POD_HOSTS();
+  auto r = in_cluster(3, spec(3, "handoff 10000000"),
+                      "$SHOAL pod up $SPEC & up=$!; sleep 3; "
+                      "ip netns pids $SHOAL_NETNS_PREFIX-h1 | xargs kill -9; "
+                      "wait $up; echo up-exit=$?; $SHOAL pod status $SPEC");
+  EXPECT_FALSE(r.timed_out) << r.out << r.err;
+  EXPECT_NE(r.out.find("up-exit=1"), std::string::npos) << r.out << r.err;
+  EXPECT_NE(r.err.find("lost host h1"), std::string::npos) << r.err;
+  // The survivors stopped their part (vCPUs joined, memory released) and say so.
+  EXPECT_NE(r.out.find("h0: pod podtest host h0 (1/3): stopped"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("h2: pod podtest host h2 (3/3): stopped"), std::string::npos) << r.out;
+}
+
+TEST(Pod, NodeWithTheWrongSecretIsRefusedAndNothingStarts) {
+  SHOAL_REQUIRE_POD_HOSTS();
+  const auto wrong = write_file("wrong.secret", "a-different-secret-entirely-42\n");
+  auto r = in_cluster(2, spec(2, "counter-total 1000"),
+                      "$SHOAL pod up $SPEC; echo up-exit=$?; $SHOAL pod status $SPEC",
+                      {"SHOAL_NODE1_SECRET=" + wrong});
+  EXPECT_NE(r.out.find("up-exit=1"), std::string::npos) << r.out << r.err;
+  EXPECT_NE(r.err.find("failed authentication"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("not every host of the pod is reachable"), std::string::npos) << r.err;
+  EXPECT_NE(r.out.find("h0: idle: no pod"), std::string::npos) << r.out;
+}
+
+}  // namespace
+}  // namespace shoal::test
