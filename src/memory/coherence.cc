@@ -78,7 +78,7 @@ void HomeDirectory::finish(Entry& e, uint64_t page, std::vector<Msg>& out) {
     case State::kShared:
       if (e.sharers.count(r))
         g.payload = Msg::Payload::kNone;  // an upgrade: keep the copy you have
-      else if (e.home_copy)
+      else if (e.home_copy && !e.home_copy->empty())
         g.payload = Msg::Payload::kData, g.data = *e.home_copy;
       else
         g.payload = Msg::Payload::kZero;  // shared but never written: still zeros
@@ -90,8 +90,8 @@ void HomeDirectory::finish(Entry& e, uint64_t page, std::vector<Msg>& out) {
         g.payload = Msg::Payload::kNone;
         e.wanted = Access::kWrite;
       } else {
-        g.payload = Msg::Payload::kData;
         g.data = e.recalled.value_or(PageBytes{});
+        g.payload = g.data.empty() ? Msg::Payload::kZero : Msg::Payload::kData;  // empty: zeros
         if (e.wanted == Access::kRead) {
           // The old owner kept a read-only copy; home keeps one too while the page is shared.
           e.home_copy = e.recalled;
@@ -172,8 +172,8 @@ std::vector<Msg> PageRequester::on_message(const Msg& m) {
     case Type::kRecall: {
       // Write-protect before reading out, so a racing local write cannot slip past the copy.
       Msg ack{Type::kRecallAck, m.page, self_, m.from};
-      ack.payload = Msg::Payload::kData;
       ack.data = pages_.write_protect_and_read(m.page);
+      ack.payload = ack.data.empty() ? Msg::Payload::kZero : Msg::Payload::kData;
       if (m.access == Access::kRead) {
         e.have = Access::kRead;  // stays mapped, read-only
       } else {

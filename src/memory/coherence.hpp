@@ -50,7 +50,7 @@ struct CoherenceMessage {
   NodeId to;
   Access access = Access::kNone;  // kRequest/kGrant: the access; kRecall: kRead = downgrade
   Payload payload = Payload::kNone;
-  PageBytes data;  // when payload == kData
+  PageBytes data;  // when payload == kData (4096 bytes)
 };
 
 // This host's copies of pages, as the protocol needs them.
@@ -61,7 +61,8 @@ class LocalPages {
   // the copy already mapped (an upgrade of a shared copy).
   virtual void install(uint64_t page, Access access, CoherenceMessage::Payload payload,
                        const PageBytes& data) = 0;
-  // Write-protects the page (so no write is lost while it is read out) and returns it.
+  // Write-protects the page (so no write is lost while it is read out) and returns it; an
+  // empty result means the page is all zeros.
   virtual PageBytes write_protect_and_read(uint64_t page) = 0;
   // Removes the page (zap, or move it back into the pool).
   virtual void drop(uint64_t page) = 0;

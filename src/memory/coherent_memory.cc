@@ -74,6 +74,9 @@ class CoherentMemory::UffdPages : public LocalPages {
     if (rc != 0) m_.fail(errno_error("give up page: UFFDIO_WRITEPROTECT", -rc));
     PageBytes out(kPageBytes);
     std::memcpy(out.data(), reinterpret_cast<const void*>(a), kPageBytes);
+    // A page that is still all zeros (one a batch claimed but the guest never wrote, say)
+    // travels as "zero": no page on the wire.
+    if (std::all_of(out.begin(), out.end(), [](uint8_t b) { return b == 0; })) out.clear();
     return out;
   }
 
@@ -155,42 +158,38 @@ void CoherentMemory::stop() {
 void CoherentMemory::deliver(CoherenceMessage m) {
   ++stats_.messages_received;
   if (m.payload == CoherenceMessage::Payload::kData) stats_.page_bytes_received += m.data.size();
-  {
-    std::lock_guard lock(inbox_mu_);
-    inbox_.push_back(std::move(m));
-  }
-  signal_eventfd(inbox_fd_.get());
+  // Handled right here on the link's reader thread: handing it to the fault thread would cost
+  // two more thread wake-ups per round trip, the largest part of a remote fault's latency.
+  std::lock_guard lock(proto_mu_);
+  const size_t held = held_.size();
+  work_.push_back(std::move(m));
+  run_queue();
+  if (held_.size() > held) signal_eventfd(inbox_fd_.get());  // the fault thread's timer
 }
 
 void CoherentMemory::fail(const Error& e) {
-  if (failed_) return;
-  failed_ = true;
+  if (failed_.exchange(true)) return;
   on_fatal_(e.context("coherent memory"));
 }
 
 void CoherentMemory::loop() {
-  pollfd fds[3] = {{uffd_.fd(), POLLIN, 0}, {inbox_fd_.get(), POLLIN, 0}, {stop_fd_.get(), POLLIN, 0}};
+  pollfd fds[3] = {
+      {uffd_.fd(), POLLIN, 0}, {inbox_fd_.get(), POLLIN, 0}, {stop_fd_.get(), POLLIN, 0}};
   uffd_msg msgs[kMaxEvents];
-  std::vector<CoherenceMessage> inbox;
   while (!failed_) {
     int timeout_ms = -1;
-    if (!held_.empty()) {
-      const uint64_t now = monotonic_ns();
-      const uint64_t until = held_.front().until_ns;
-      timeout_ms = until <= now ? 0 : static_cast<int>((until - now + 999'999) / 1'000'000);
+    {
+      std::lock_guard lock(proto_mu_);
+      if (!held_.empty()) {
+        const uint64_t now = monotonic_ns();
+        const uint64_t until = held_.front().until_ns;
+        timeout_ms = until <= now ? 0 : static_cast<int>((until - now + 999'999) / 1'000'000);
+      }
     }
     if (poll(fds, 3, timeout_ms) < 0 && errno != EINTR) return fail(errno_error("poll"));
     if (fds[2].revents) return;
-    if (fds[1].revents) {
-      drain_eventfd(inbox_fd_.get());
-      {
-        std::lock_guard lock(inbox_mu_);
-        inbox.swap(inbox_);
-      }
-      for (auto& m : inbox) work_.push_back(std::move(m));
-      inbox.clear();
-      run_queue();
-    }
+    if (fds[1].revents) drain_eventfd(inbox_fd_.get());
+    std::lock_guard lock(proto_mu_);
     if (fds[0].revents) {
       const ssize_t n = read(uffd_.fd(), msgs, sizeof msgs);
       if (n < 0 && errno != EAGAIN && errno != EINTR) return fail(errno_error("read userfaultfd"));
@@ -266,7 +265,8 @@ bool CoherentMemory::serve_local_dormant(uint64_t page) {
     if (rc != 0 && rc != -EAGAIN) {
       // EEXIST (something already mapped there) or MOVE refused: do this page the slow way.
       static const std::array<uint8_t, kPageBytes> zeros{};
-      const int c = uffd_.copy(addr(p), reinterpret_cast<uint64_t>(zeros.data()), kPageBytes, &done);
+      const int c =
+          uffd_.copy(addr(p), reinterpret_cast<uint64_t>(zeros.data()), kPageBytes, &done);
       if (c != 0 && c != -EEXIST) {
         fail(errno_error("serve dormant page: UFFDIO_COPY", -c));
         return true;
@@ -349,10 +349,9 @@ std::string CoherentMemory::stats_report() const {
     << "dormant pages served locally: " << stats_.local_dormant_pages << "\n"
     << "dormant pages granted by another home: " << stats_.remote_dormant_pages << "\n"
     << "requests sent: " << stats_.requests_sent << "\n"
-    << "messages sent/received: " << stats_.messages_sent << "/" << stats_.messages_received
+    << "messages sent/received: " << stats_.messages_sent << "/" << stats_.messages_received << "\n"
+    << "page bytes sent/received: " << stats_.page_bytes_sent << "/" << stats_.page_bytes_received
     << "\n"
-    << "page bytes sent/received: " << stats_.page_bytes_sent << "/"
-    << stats_.page_bytes_received << "\n"
     << "pages given up: " << stats_.pages_given_up << "\n"
     << "recalls held back: " << stats_.held_back << "\n";
   return s.str();

@@ -9,8 +9,8 @@
 // zero pool, and no page crosses the wire. A first touch of a dormant page this host is home
 // for needs no message at all and is served in batches, as on a single host.
 //
-// One thread does all of it: it reads faults and the messages other hosts sent (deliver()),
-// and owns the home directory and the requester, which are not thread-safe.
+// One thread reads faults; messages from other hosts are handled on the thread that delivers
+// them (the link's reader). Both take one lock around the home directory and the requester.
 #pragma once
 
 #include <atomic>
@@ -53,7 +53,7 @@ struct CoherentMemoryConfig {
 struct CoherentMemoryStats {
   std::atomic<uint64_t> faults{0};
   std::atomic<uint64_t> wp_faults{0};
-  std::atomic<uint64_t> local_dormant_pages{0};  // served from the pool with no message
+  std::atomic<uint64_t> local_dormant_pages{0};   // served from the pool with no message
   std::atomic<uint64_t> remote_dormant_pages{0};  // granted by another home as zero
   std::atomic<uint64_t> requests_sent{0};
   std::atomic<uint64_t> messages_sent{0};
@@ -103,7 +103,9 @@ class CoherentMemory {
   void run_queue();
   void release_held();
   void fail(const Error& e);
-  uint64_t addr(uint64_t page) const { return reinterpret_cast<uint64_t>(base_) + page * kPageBytes; }
+  uint64_t addr(uint64_t page) const {
+    return reinterpret_cast<uint64_t>(base_) + page * kPageBytes;
+  }
 
   uint8_t* base_;
   uint64_t pages_;
@@ -116,11 +118,10 @@ class CoherentMemory {
   HomeDirectory directory_;
   std::unique_ptr<PageRequester> requester_;
 
-  UniqueFd inbox_fd_, stop_fd_;  // eventfds
-  std::mutex inbox_mu_;
-  std::vector<CoherenceMessage> inbox_;
+  UniqueFd inbox_fd_, stop_fd_;  // eventfds: a message was held (timer changed); stop
 
-  // Coherence thread only.
+  // The protocol state; taken by the fault thread and by the links' reader threads.
+  std::mutex proto_mu_;
   std::deque<CoherenceMessage> work_;
   struct Held {
     uint64_t until_ns;
@@ -133,7 +134,7 @@ class CoherentMemory {
     Access access;
   };
   std::unordered_map<uint64_t, Waiting> waiting_;  // remote faults in flight
-  bool failed_ = false;
+  std::atomic<bool> failed_{false};
 
   std::mutex latency_mu_;
   Latencies latencies_;

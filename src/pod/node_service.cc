@@ -155,8 +155,7 @@ net::Frame NodeService::start_pod(const net::Frame& request,
   if (start->host_index >= parsed.spec->hosts.size())
     return fail("host index " + std::to_string(start->host_index) + " is not in the pod");
   std::lock_guard lock(pod_mu_);
-  if (pod_ && !pod_->stopped())
-    return fail("this node already runs pod " + pod_->spec().name);
+  if (pod_ && !pod_->stopped()) return fail("this node already runs pod " + pod_->spec().name);
   pod_.reset();  // a finished pod: wait for its teardown
   PodMemberConfig c;
   c.spec = std::move(*parsed.spec);
@@ -164,8 +163,8 @@ net::Frame NodeService::start_pod(const net::Frame& request,
   c.identity = net::LinkIdentity{config_.name, config_.secret, std::chrono::milliseconds(5000)};
   const std::string name = c.spec.name;
   c.console = [client](const std::string& text) {
-    (void)client->send(net::Frame{net::MessageType::kConsole, 0,
-                                  std::vector<uint8_t>(text.begin(), text.end())});
+    (void)client->send(
+        net::Frame{net::MessageType::kConsole, 0, std::vector<uint8_t>(text.begin(), text.end())});
   };
   c.finished = [client, name](const PodOutcome& o) {
     (void)client->send(encode_pod_outcome(net::MessageType::kPodExit, o));
@@ -175,8 +174,8 @@ net::Frame NodeService::start_pod(const net::Frame& request,
   if (!member) return fail(member.error().message());
   pod_ = std::move(*member);
   sd_notifyf(0, "STATUS=running pod %s", name.c_str());
-  spdlog::info("pod {}: this node is host {} of {}", name, pod_->spec().hosts[start->host_index].name,
-               pod_->spec().hosts.size());
+  spdlog::info("pod {}: this node is host {} of {}", name,
+               pod_->spec().hosts[start->host_index].name, pod_->spec().hosts.size());
   return encode_pod_reply({true, "created"});
 }
 

@@ -97,27 +97,28 @@ Status PodMember::build_devices() {
   }
   if (config_.self != 0) {
     // Devices live on host 0: every port, and every MMIO address that is not RAM, goes there.
-    SHOAL_TRY(pio_.insert(0, 0x10000,
-                          std::make_shared<ForwardingDevice>(*mesh_, ForwardedExit::Space::kPort, 0),
-                          "forward to " + mesh_->name_of(0)),
-              "");
+    SHOAL_TRY(
+        pio_.insert(0, 0x10000,
+                    std::make_shared<ForwardingDevice>(*mesh_, ForwardedExit::Space::kPort, 0),
+                    "forward to " + mesh_->name_of(0)),
+        "");
     uint64_t at = 0;
     const uint64_t top = uint64_t{1} << kvm_->guest_phys_bits();
     for (const RamRegion& r : ram_->regions()) {
       if (r.gpa > at)
-        SHOAL_TRY(mmio_.insert(at, r.gpa - at,
-                               std::make_shared<ForwardingDevice>(
-                                   *mesh_, ForwardedExit::Space::kMmio, at),
-                               "forward"),
+        SHOAL_TRY(mmio_.insert(
+                      at, r.gpa - at,
+                      std::make_shared<ForwardingDevice>(*mesh_, ForwardedExit::Space::kMmio, at),
+                      "forward"),
                   "");
       at = r.gpa + r.size;
     }
     if (at < top)
-      SHOAL_TRY(mmio_.insert(at, top - at,
-                             std::make_shared<ForwardingDevice>(*mesh_, ForwardedExit::Space::kMmio,
-                                                                at),
-                             "forward"),
-                "");
+      SHOAL_TRY(
+          mmio_.insert(at, top - at,
+                       std::make_shared<ForwardingDevice>(*mesh_, ForwardedExit::Space::kMmio, at),
+                       "forward"),
+          "");
     return {};
   }
   auto uart = std::make_shared<Uart16550>([this](uint8_t b) { write_console(b); },
@@ -162,11 +163,12 @@ Status PodMember::connect_mesh() {
     auto link = net::TcpLink::connect(h.host, h.port, config_.identity);
     if (!link) return link.error().context("connect to host " + h.name);
     SHOAL_TRY((*link)->send(encode_mesh_join({config_.self, spec.name})), "join " + h.name);
-    if (!mesh_->attach(n, std::shared_ptr<net::Link>(std::move(*link)))) return Error("host " + h.name + " joined twice");
+    if (!mesh_->attach(n, std::shared_ptr<net::Link>(std::move(*link))))
+      return Error("host " + h.name + " joined twice");
   }
   if (!mesh_->wait_complete(kMeshTimeout))
-    return Error("the pod's mesh did not come up within " +
-                 std::to_string(kMeshTimeout.count()) + " s");
+    return Error("the pod's mesh did not come up within " + std::to_string(kMeshTimeout.count()) +
+                 " s");
   std::lock_guard lock(mu_);
   state_ = "connected";
   return {};
@@ -211,9 +213,11 @@ Status PodMember::run(const BootPlan& plan) {
   if (done_) return Error("the pod is stopping");
   for (VcpuFd& fd : vcpu_fds_) {
     auto backend = std::make_unique<KvmVcpuBackend>(std::move(fd), kvm_->vcpu_mmap_size());
-    vcpus_.push_back(std::make_unique<VcpuThread>(
-        std::move(backend), ExitBuses{pio_, mmio_},
-        [this](int id, const ExitAction& a, const std::string& st) { on_vcpu_finished(id, a, st); }));
+    vcpus_.push_back(
+        std::make_unique<VcpuThread>(std::move(backend), ExitBuses{pio_, mmio_},
+                                     [this](int id, const ExitAction& a, const std::string& st) {
+                                       on_vcpu_finished(id, a, st);
+                                     }));
   }
   vcpu_fds_.clear();
   for (auto& v : vcpus_) v->start();
@@ -295,9 +299,9 @@ std::string PodMember::status() const {
   const auto& st = memory_->stats();
   s << "pod " << config_.spec.name << " host " << me().name << " (" << config_.self + 1 << "/"
     << config_.spec.hosts.size() << "): " << state_ << "; vcpus " << vcpus << "; faults "
-    << st.faults << ", dormant pages served here " << st.local_dormant_pages + st.remote_dormant_pages
-    << ", requests " << st.requests_sent << ", page bytes out/in " << st.page_bytes_sent << "/"
-    << st.page_bytes_received;
+    << st.faults << ", dormant pages served here "
+    << st.local_dormant_pages + st.remote_dormant_pages << ", requests " << st.requests_sent
+    << ", page bytes out/in " << st.page_bytes_sent << "/" << st.page_bytes_received;
   return s.str();
 }
 

@@ -122,8 +122,8 @@ void PodMesh::read_loop(NodeId from, net::Link* link) {
       case MessageType::kForwardedExit: {
         auto e = decode_forwarded_exit(*f);
         if (!e || self_ != 0) {
-          handlers_.lost(from, e ? Error("a forwarded exit sent to a host without devices")
-                                 : e.error());
+          handlers_.lost(from,
+                         e ? Error("a forwarded exit sent to a host without devices") : e.error());
           link->close();
           return;
         }
@@ -146,8 +146,8 @@ void PodMesh::read_loop(NodeId from, net::Link* link) {
         return;
       }
       default:
-        handlers_.lost(from, Error("unexpected message type " +
-                                   std::to_string(static_cast<int>(f->type))));
+        handlers_.lost(
+            from, Error("unexpected message type " + std::to_string(static_cast<int>(f->type))));
         link->close();
         return;
     }
@@ -160,8 +160,10 @@ void ForwardingDevice::read(uint64_t offset, std::span<uint8_t> data) {
   e.size = static_cast<uint8_t>(std::min<size_t>(data.size(), 8));
   e.address = base_ + offset;
   auto r = mesh_.forward(e);
-  if (r) std::memcpy(data.data(), r->data(), e.size);
-  else std::fill(data.begin(), data.end(), 0xff);  // the pod is going down: an open bus
+  if (r)
+    std::memcpy(data.data(), r->data(), e.size);
+  else
+    std::fill(data.begin(), data.end(), 0xff);  // the pod is going down: an open bus
 }
 
 void ForwardingDevice::write(uint64_t offset, std::span<const uint8_t> data) {

@@ -18,8 +18,9 @@ Error bad(const char* what, const std::string& why) {
 }  // namespace
 
 Frame encode_pod_start(const PodStart& s) {
-  return Frame{MessageType::kPodStart, 0,
-               WireWriter().put<uint16_t>(s.host_index).put<uint16_t>(0).put_string(s.spec_yaml).take()};
+  return Frame{
+      MessageType::kPodStart, 0,
+      WireWriter().put<uint16_t>(s.host_index).put<uint16_t>(0).put_string(s.spec_yaml).take()};
 }
 
 Result<PodStart> decode_pod_start(const Frame& f) {

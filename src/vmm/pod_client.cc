@@ -132,7 +132,8 @@ int follow(std::vector<Host>& hosts, const std::string& pod_name) {
       std::fprintf(stderr, "shoal: host %s: %s\n", h.spec->name.c_str(), h.outcome->reason.c_str());
       failed |= h.outcome->failed;
     } else {
-      std::fprintf(stderr, "shoal: host %s: lost: %s\n", h.spec->name.c_str(), h.link_error.c_str());
+      std::fprintf(stderr, "shoal: host %s: lost: %s\n", h.spec->name.c_str(),
+                   h.link_error.c_str());
       failed = true;
     }
   }
@@ -166,8 +167,8 @@ int pod_up(const PodSpec& spec, const std::string& yaml, std::vector<Host>& host
   if (!loaded) return abort_all("host " + hosts[0].spec->name + ": " + loaded.error().message());
   if (loaded->type != MessageType::kPodRun) {
     auto r = decode_pod_reply(*loaded);
-    return abort_all("host " + hosts[0].spec->name + ": load: " +
-                     (r ? r->text : r.error().message()));
+    return abort_all("host " + hosts[0].spec->name +
+                     ": load: " + (r ? r->text : r.error().message()));
   }
   auto plan = decode_boot_plan(*loaded);
   if (!plan) return abort_all(plan.error().message());
@@ -190,8 +191,8 @@ int control_pod(const PodControlCommand& command) {
   for (const auto& e : parsed.errors) std::fprintf(stderr, "shoal: error: %s\n", e.c_str());
   if (!parsed.spec) return kExitUsage;
   const PodSpec& spec = *parsed.spec;
-  auto secret = net::read_secret_file(command.secret_file.empty() ? spec.secret_file
-                                                                  : command.secret_file);
+  auto secret =
+      net::read_secret_file(command.secret_file.empty() ? spec.secret_file : command.secret_file);
   if (!secret) return report_error(kExitUsage, secret.error().message());
   // The follower takes these synchronously (sigwait); block them before any thread starts.
   sigset_t sigs;
@@ -223,8 +224,8 @@ int control_pod(const PodControlCommand& command) {
   int failures = unreachable;
   for (auto& h : hosts) {
     if (!h.link) continue;
-    const auto type = command.action == Action::kStatus ? MessageType::kPodStatus
-                                                        : MessageType::kPodStop;
+    const auto type =
+        command.action == Action::kStatus ? MessageType::kPodStatus : MessageType::kPodStop;
     Status sent = h.link->send(Frame{type, 0, {}});
     auto reply = sent.ok() ? await_reply(h) : Result<Frame>(sent.error());
     auto r = reply ? decode_pod_reply(*reply) : Result<PodReply>(reply.error());

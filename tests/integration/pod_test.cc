@@ -41,10 +41,11 @@ const std::string& secret() {
 
 // A pod of `hosts` hosts with 2 vCPUs each, guest memory split evenly.
 std::string spec(int hosts, const std::string& cmdline) {
-  std::string s = "apiVersion: shoal/v1\nkind: Pod\nmetadata: {name: podtest}\nspec:\n"
-                  "  guest: {kernel: " SHOAL_TEST_GUEST ", cmdline: \"" +
-                  cmdline + "\"}\n  memory: 256M\n  vcpus: " + std::to_string(2 * hosts) +
-                  "\n  transport: tcp\n  secretFile: " + secret() + "\n  hosts:\n";
+  std::string s =
+      "apiVersion: shoal/v1\nkind: Pod\nmetadata: {name: podtest}\nspec:\n"
+      "  guest: {kernel: " SHOAL_TEST_GUEST ", cmdline: \"" +
+      cmdline + "\"}\n  memory: 256M\n  vcpus: " + std::to_string(2 * hosts) +
+      "\n  transport: tcp\n  secretFile: " + secret() + "\n  hosts:\n";
   for (int i = 0; i < hosts; ++i)
     s += "    - {name: h" + std::to_string(i) + ", address: \"127.77.0." + std::to_string(i + 1) +
          ":7100\", vcpus: \"" + std::to_string(2 * i) + "-" + std::to_string(2 * i + 1) +

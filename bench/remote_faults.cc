@@ -1,0 +1,231 @@
+// Remote page faults between two pod hosts in network namespaces, over TCP.
+//
+//   scripts/netns-cluster 2 SECRET_FILE -- build/bench/remote_faults [PAGES]
+//
+// Host A is this process in namespace h0; host B is this process too, its sockets opened by a
+// thread that entered namespace h1 (setns), so the link crosses the veth pair and the bridge as
+// between two machines. Both hosts run the real coherent memory (userfaultfd, zero pool, the
+// protocol, the mesh); faults are taken by host threads touching the mapping, as a vCPU's would
+// be. Every page is homed on B. Prints, per kind of fault, p50/p99 µs as the touching thread
+// saw it, pages/s, and the bytes of page contents on the wire; and as the baseline in the same
+// process, the kernel's own first touch and a first touch B serves from its own pool.
+#include <fcntl.h>
+#include <sched.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "memory/coherent_memory.hpp"
+#include "net/tcp_link.hpp"
+#include "pod/pod_mesh.hpp"
+
+namespace {
+
+using namespace shoal;
+using Clock = std::chrono::steady_clock;
+constexpr uint64_t kPage = 4096;
+constexpr uint16_t kPort = 7200;
+
+struct Host {
+  uint8_t* ram = nullptr;
+  std::unique_ptr<PodMesh> mesh;
+  std::unique_ptr<CoherentMemory> memory;
+};
+
+double pct(std::vector<double> v, double p) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v[static_cast<size_t>(p * static_cast<double>(v.size() - 1))];
+}
+
+// Touches `pages` pages from `first` one at a time (a read or a write of one byte each) on a
+// fresh thread; returns the µs each touch took.
+std::vector<double> touch(uint8_t* ram, uint64_t first, uint64_t pages, bool write,
+                          uint64_t* sink) {
+  std::vector<double> us(pages);
+  std::thread t([&] {
+    uint64_t s = 0;
+    for (uint64_t i = 0; i < pages; ++i) {
+      volatile uint8_t* p = ram + (first + i) * kPage + (i * 64) % kPage;
+      const auto t0 = Clock::now();
+      if (write)
+        *p = static_cast<uint8_t>(i | 1);
+      else
+        s += *p;
+      us[i] = std::chrono::duration<double, std::micro>(Clock::now() - t0).count();
+    }
+    *sink += s;
+  });
+  t.join();
+  return us;
+}
+
+void report(const char* what, const std::vector<double>& us, uint64_t wire_bytes) {
+  double total = 0;
+  for (double u : us) total += u;
+  std::printf("%-44s p50 %7.1f us  p99 %7.1f us  %9.0f pages/s  page bytes on the wire %llu\n",
+              what, pct(us, 0.5), pct(us, 0.99), static_cast<double>(us.size()) / total * 1e6,
+              static_cast<unsigned long long>(wire_bytes));
+}
+
+uint64_t wire_bytes(const Host& a, const Host& b) {
+  return a.memory->stats().page_bytes_sent + b.memory->stats().page_bytes_sent;
+}
+
+int run(uint64_t pages) {
+  const char* prefix = std::getenv("SHOAL_NETNS_PREFIX");
+  if (prefix == nullptr) {
+    std::fprintf(stderr,
+                 "remote_faults: run me inside a 2-host cluster:\n"
+                 "  scripts/netns-cluster 2 SECRET_FILE -- build/bench/remote_faults [PAGES]\n");
+    return 2;
+  }
+  // Both ends are this process; the handshake still runs as between two nodes.
+  std::vector<uint8_t> secret(32, 0x5a);
+  const uint64_t bytes =
+      (pages * 4 * kPage + kHomePieceBytes - 1) / kHomePieceBytes * kHomePieceBytes;
+  Host hosts[2];
+  std::string error;
+  std::atomic<bool> finishing{false};  // the links closing at the end are not errors
+  for (int i = 0; i < 2; ++i) {
+    Host& h = hosts[i];
+    h.ram = static_cast<uint8_t*>(mmap(nullptr, bytes, PROT_READ | PROT_WRITE,
+                                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0));
+    h.mesh = std::make_unique<PodMesh>(
+        static_cast<NodeId>(i), std::vector<std::string>{"a", "b"},
+        PodMesh::Handlers{[&h](CoherenceMessage m) { h.memory->deliver(std::move(m)); },
+                          [](NodeId, const ForwardedExit&, uint32_t) {},
+                          [](NodeId, const PodOutcome&) {},
+                          [&](NodeId, const Error& e) {
+                            if (!finishing) error = e.message();
+                          }});
+    CoherentMemoryConfig c;
+    c.self = static_cast<NodeId>(i);
+    c.home_of_piece.assign(bytes / kHomePieceBytes, 1);  // every page homed on B
+    c.pool_bytes = 64ull << 20;
+    auto m = CoherentMemory::create(h.ram, bytes, c, *h.mesh,
+                                    [&error](const Error& e) { error = e.message(); });
+    if (!m) {
+      std::fprintf(stderr, "remote_faults: %s\n", m.error().message().c_str());
+      return 1;
+    }
+    h.memory = std::move(*m);
+  }
+  // B listens from inside namespace h1; A connects from h0 (where this process runs).
+  const std::string b_addr = "127.77.0.2";
+  std::shared_ptr<net::Link> b_side;
+  std::string b_error;
+  std::unique_ptr<net::TcpListener> listener;
+  std::thread b([&] {
+    const std::string ns = std::string("/var/run/netns/") + prefix + "-h1";
+    const int fd = open(ns.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || setns(fd, CLONE_NEWNET) != 0) {
+      b_error = "enter " + ns + ": " + std::strerror(errno);
+      return;
+    }
+    close(fd);
+    auto l = net::TcpListener::listen(b_addr, kPort);
+    if (!l) {
+      b_error = l.error().message();
+      return;
+    }
+    auto sock = (*l)->accept();
+    if (!sock) {
+      b_error = sock.error().message();
+      return;
+    }
+    auto link = net::TcpLink::accept(std::move(*sock), {"b", secret, std::chrono::seconds(5)});
+    if (!link)
+      b_error = link.error().message();
+    else
+      b_side = std::move(*link);
+  });
+  std::shared_ptr<net::Link> a_side;
+  for (int attempt = 0; attempt < 50 && !a_side; ++attempt) {
+    auto link = net::TcpLink::connect(b_addr, kPort, {"a", secret, std::chrono::seconds(5)});
+    if (link)
+      a_side = std::move(*link);
+    else
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  b.join();
+  if (!a_side || !b_side) {
+    std::fprintf(stderr, "remote_faults: no link between the namespaces: %s\n", b_error.c_str());
+    return 1;
+  }
+  hosts[0].mesh->attach(1, a_side);
+  hosts[1].mesh->attach(0, b_side);
+
+  uint64_t sink = 0;
+  Host& A = hosts[0];
+  Host& B = hosts[1];
+  // Baselines: the kernel's first touch of an anonymous page, and B's own dormant pages.
+  auto* plain = static_cast<uint8_t*>(mmap(nullptr, pages * kPage, PROT_READ | PROT_WRITE,
+                                           MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0));
+  auto kernel = touch(plain, 0, pages, true, &sink);
+  munmap(plain, pages * kPage);
+  auto local = touch(B.ram, 0, pages, true, &sink);  // region 0: B's, served from B's pool
+
+  uint64_t w0 = wire_bytes(A, B);
+  auto dormant_r = touch(A.ram, pages, pages, false, &sink);     // region 1: never touched
+  auto dormant_w = touch(A.ram, 2 * pages, pages, true, &sink);  // region 2: never touched
+  const uint64_t dormant_wire = wire_bytes(A, B) - w0;
+
+  // Region 3: B writes it, then A reads (B's copy is recalled to shared: one page over),
+  // then B writes it again (A's copies invalidated), then A writes (recalled: a page over).
+  const uint64_t r3 = 3 * pages;
+  touch(B.ram, r3, pages, true, &sink);
+  w0 = wire_bytes(A, B);
+  auto remote_r = touch(A.ram, r3, pages, false, &sink);
+  const uint64_t read_wire = wire_bytes(A, B) - w0;
+  touch(B.ram, r3, pages, true, &sink);
+  w0 = wire_bytes(A, B);
+  auto remote_w = touch(A.ram, r3, pages, true, &sink);
+  const uint64_t write_wire = wire_bytes(A, B) - w0;
+
+  std::printf("remote faults between two netns hosts over TCP, %llu pages per case\n",
+              static_cast<unsigned long long>(pages));
+  report("baseline: kernel first touch (no uffd)", kernel, 0);
+  report("baseline: first touch served by own pool", local, 0);
+  report("dormant page homed remotely, read", dormant_r, 0);
+  report("dormant page homed remotely, write", dormant_w, dormant_wire);
+  report("remote 4 KiB read fault (page moves)", remote_r, read_wire);
+  report("remote 4 KiB write fault (page moves)", remote_w, write_wire);
+  std::printf(
+      "ratios to the kernel's first touch (p50): remote read %.1fx, remote write %.1fx, "
+      "dormant page homed remotely %.1fx\n",
+      pct(remote_r, 0.5) / pct(kernel, 0.5), pct(remote_w, 0.5) / pct(kernel, 0.5),
+      pct(dormant_w, 0.5) / pct(kernel, 0.5));
+  std::printf("bytes on the wire for first touches of dormant pages: %llu (must be 0)\n",
+              static_cast<unsigned long long>(dormant_wire));
+  auto lat = A.memory->take_latencies();
+  std::printf(
+      "inside host A's fault handler (fault read -> page mapped): read p50 %.1f us p99 "
+      "%.1f us, write p50 %.1f us p99 %.1f us\n",
+      pct(lat.read_us, 0.5), pct(lat.read_us, 0.99), pct(lat.write_us, 0.5),
+      pct(lat.write_us, 0.99));
+  finishing = true;
+  for (auto& h : hosts) {
+    h.memory->stop();
+    h.mesh->close();
+  }
+  if (!error.empty()) std::fprintf(stderr, "remote_faults: %s\n", error.c_str());
+  std::printf("(checksum of what was read: %llu)\n", static_cast<unsigned long long>(sink));
+  return error.empty() && dormant_wire == 0 ? 0 : 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const uint64_t pages = argc > 1 ? std::strtoull(argv[1], nullptr, 10) : 20000;
+  return run(std::max<uint64_t>(pages, 100));
+}
