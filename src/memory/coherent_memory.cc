@@ -60,7 +60,7 @@ class CoherentMemory::UffdPages : public LocalPages {
     if (rc == -EEXIST) {
       // The protocol says this host has no copy, so whatever is mapped is stale: zap it and
       // put the granted contents in its place.
-      madvise(reinterpret_cast<void*>(a), kPageBytes, MADV_DONTNEED);
+      madvise(m_.base_ + page * kPageBytes, kPageBytes, MADV_DONTNEED);
       rc = m_.uffd_.copy(a, reinterpret_cast<uint64_t>(src), kPageBytes, &done, read_only);
     }
     if (rc != 0) m_.fail(errno_error("install page " + format_hex(page) + ": UFFDIO_COPY", -rc));
@@ -73,7 +73,7 @@ class CoherentMemory::UffdPages : public LocalPages {
     const int rc = m_.uffd_.write_protect(a, kPageBytes, true);
     if (rc != 0) m_.fail(errno_error("give up page: UFFDIO_WRITEPROTECT", -rc));
     PageBytes out(kPageBytes);
-    std::memcpy(out.data(), reinterpret_cast<const void*>(a), kPageBytes);
+    std::memcpy(out.data(), m_.base_ + page * kPageBytes, kPageBytes);
     // A page that is still all zeros (one a batch claimed but the guest never wrote, say)
     // travels as "zero": no page on the wire.
     if (std::all_of(out.begin(), out.end(), [](uint8_t b) { return b == 0; })) out.clear();

@@ -45,12 +45,12 @@ enum class MessageType : uint16_t {
   kPodRun = 83,      // boot plan; start this host's vCPUs
   kPodStop = 84,
   kPodStatus = 85,
-  kPodReply = 86,    // u8 ok, then text (or, for kPodLoad, the boot plan)
-  kConsole = 87,     // guest console bytes (host 0 to the `pod up` that started the pod)
-  kPodExit = 88,     // i32 exit code, u8 failed, then the reason
+  kPodReply = 86,  // u8 ok, then text (or, for kPodLoad, the boot plan)
+  kConsole = 87,   // guest console bytes (host 0 to the `pod up` that started the pod)
+  kPodExit = 88,   // i32 exit code, u8 failed, then the reason
   // Between the members of a pod.
-  kMeshJoin = 96,   // u16 host index, then the pod name
-  kPodLeave = 97,   // this member is stopping: i32 exit code, u8 failed, reason
+  kMeshJoin = 96,  // u16 host index, then the pod name
+  kPodLeave = 97,  // this member is stopping: i32 exit code, u8 failed, reason
 };
 
 struct Frame {

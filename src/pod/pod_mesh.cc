@@ -56,8 +56,8 @@ Status PodMesh::send(const CoherenceMessage& m) {
 }
 
 void PodMesh::broadcast(const Frame& frame) {
-  for (NodeId n = 0; n < links_.size(); ++n)
-    if (n != self_) (void)send_to(n, frame);
+  for (size_t n = 0; n < links_.size(); ++n)
+    if (n != self_) (void)send_to(static_cast<NodeId>(n), frame);
 }
 
 Result<std::array<uint8_t, 8>> PodMesh::forward(const ForwardedExit& e) {

@@ -1,10 +1,12 @@
-// libFuzzer target: the frame decoder, coherence message decoding and a server-side
-// handshake on arbitrary bytes.
+// libFuzzer target: the frame decoder, coherence message decoding, every pod control and
+// member-to-member payload decoder (pod/pod_messages.hpp), and a server-side handshake on
+// arbitrary bytes.
 #include <cstddef>
 #include <cstdint>
 
 #include "net/coherence_wire.hpp"
 #include "net/handshake.hpp"
+#include "pod/pod_messages.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   shoal::net::FrameDecoder decoder;
@@ -18,6 +20,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (!decoder.feed(piece).ok()) break;
     while (auto f = decoder.next()) {
       (void)shoal::net::decode_coherence(*f);
+      (void)shoal::decode_pod_start(*f);
+      (void)shoal::decode_pod_reply(*f);
+      (void)shoal::decode_pod_outcome(*f);
+      (void)shoal::decode_boot_plan(*f);
+      (void)shoal::decode_mesh_join(*f);
+      if (auto e = shoal::decode_forwarded_exit(*f); e.ok() && e->size > 8) __builtin_trap();
       auto replies = server.on_frame(*f);
       // Nothing but the handshake's own frames ever leaves an unauthenticated server.
       for (const auto& r : replies)
