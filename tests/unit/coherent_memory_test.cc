@@ -7,7 +7,10 @@
 
 #include <array>
 #include <atomic>
+#include <condition_variable>
 #include <cstring>
+#include <deque>
+#include <mutex>
 #include <thread>
 
 namespace shoal {
@@ -16,12 +19,41 @@ namespace {
 constexpr uint64_t kBytes = 8ull << 20;
 constexpr uint64_t kPage = 4096;
 
+// Delivers on its own thread, as a link's reader does: deliver() runs the protocol under the
+// receiver's lock and may send back, so calling it from inside send() would deadlock.
 struct Wire : CoherenceTransport {
   std::array<CoherentMemory*, 2> hosts{};
   std::atomic<uint64_t> data_frames{0};
+  std::mutex mu;
+  std::condition_variable cv;
+  std::deque<CoherenceMessage> queue;
+  bool done = false;
+  std::thread courier{[this] {
+    std::unique_lock lock(mu);
+    for (;;) {
+      cv.wait(lock, [&] { return done || !queue.empty(); });
+      if (queue.empty()) return;
+      CoherenceMessage m = std::move(queue.front());
+      queue.pop_front();
+      lock.unlock();
+      hosts.at(m.to)->deliver(std::move(m));
+      lock.lock();
+    }
+  }};
+  ~Wire() override { stop(); }
+  void stop() {
+    {
+      std::lock_guard lock(mu);
+      done = true;
+    }
+    cv.notify_all();
+    if (courier.joinable()) courier.join();
+  }
   Status send(const CoherenceMessage& m) override {
     if (m.payload == CoherenceMessage::Payload::kData) ++data_frames;
-    hosts.at(m.to)->deliver(m);
+    std::lock_guard lock(mu);
+    queue.push_back(m);
+    cv.notify_all();
     return {};
   }
 };
@@ -48,6 +80,7 @@ class TwoHosts : public ::testing::Test {
     }
   }
   void TearDown() override {
+    wire.stop();  // before the hosts go: nothing is delivered to a destroyed host
     for (auto& m : mem) m.reset();
     for (auto* r : ram)
       if (r) munmap(r, kBytes);
