@@ -7,17 +7,13 @@
 #include "shoal/size.hpp"
 #include "vmm/boot/kernel_loader.hpp"
 #include "vmm/boot/x86_cpu.hpp"
-#include "vmm/devices/simple_devices.hpp"
-#include "vmm/devices/uart16550.hpp"
+#include "vmm/devices/platform_devices.hpp"
 #include "vmm/ram_slots.hpp"
 
 namespace shoal {
 
 namespace {
 
-constexpr uint32_t kUartIrq = 4;
-constexpr uint16_t kCom1Port = 0x3f8;
-constexpr uint64_t kMaxKernelFile = 1ull << 30;
 constexpr auto kMeshTimeout = std::chrono::seconds(15);
 
 }  // namespace
@@ -88,57 +84,33 @@ Result<std::unique_ptr<PodMember>> PodMember::create(PodMemberConfig config) {
 }
 
 Status PodMember::build_devices() {
-  uint32_t slot_id = 0;
+  auto slots = RamSlots::insert_all(*vm_, *ram_, mmio_);
+  if (!slots) return slots.error();
+  ram_slots_ = std::move(*slots);
+  if (config_.self == 0) {
+    // Guest discards (port 0x510) are a single-host feature so far: in a pod a discarded page
+    // would have to be dropped on every host through its home. The port reads as open bus.
+    auto uart = insert_platform_devices(pio_, *vm_,
+                                        {[this](uint8_t b) { write_console(b); },
+                                         [this](int code, const std::string& why) {
+                                           stop({code, false, why});
+                                         }});
+    return uart ? Status{} : Status(uart.error());
+  }
+  // Devices live on host 0: every port, and every MMIO address that is not RAM, goes there.
+  auto forward = [&](ForwardedExit::Space space, uint64_t base, uint64_t length) {
+    return (space == ForwardedExit::Space::kPort ? pio_ : mmio_)
+        .insert(base, length, std::make_shared<ForwardingDevice>(*mesh_, space, base),
+                "forward to " + mesh_->name_of(0));
+  };
+  SHOAL_TRY(forward(ForwardedExit::Space::kPort, 0, 0x10000), "");
+  uint64_t at = 0;
   for (const RamRegion& r : ram_->regions()) {
-    auto slots = std::make_shared<RamSlots>(*vm_, *ram_, r.gpa, slot_id);
-    slot_id += static_cast<uint32_t>((r.size + RamSlots::kSlotBytes - 1) / RamSlots::kSlotBytes);
-    SHOAL_TRY(mmio_.insert(r.gpa, r.size, slots, "guest RAM"), "");
-    ram_slots_.push_back(std::move(slots));
+    if (r.gpa > at) SHOAL_TRY(forward(ForwardedExit::Space::kMmio, at, r.gpa - at), "");
+    at = r.gpa + r.size;
   }
-  if (config_.self != 0) {
-    // Devices live on host 0: every port, and every MMIO address that is not RAM, goes there.
-    SHOAL_TRY(
-        pio_.insert(0, 0x10000,
-                    std::make_shared<ForwardingDevice>(*mesh_, ForwardedExit::Space::kPort, 0),
-                    "forward to " + mesh_->name_of(0)),
-        "");
-    uint64_t at = 0;
-    const uint64_t top = uint64_t{1} << kvm_->guest_phys_bits();
-    for (const RamRegion& r : ram_->regions()) {
-      if (r.gpa > at)
-        SHOAL_TRY(mmio_.insert(
-                      at, r.gpa - at,
-                      std::make_shared<ForwardingDevice>(*mesh_, ForwardedExit::Space::kMmio, at),
-                      "forward"),
-                  "");
-      at = r.gpa + r.size;
-    }
-    if (at < top)
-      SHOAL_TRY(
-          mmio_.insert(at, top - at,
-                       std::make_shared<ForwardingDevice>(*mesh_, ForwardedExit::Space::kMmio, at),
-                       "forward"),
-          "");
-    return {};
-  }
-  auto uart = std::make_shared<Uart16550>([this](uint8_t b) { write_console(b); },
-                                          [this] {
-                                            (void)vm_->set_irq_line(kUartIrq, true);
-                                            (void)vm_->set_irq_line(kUartIrq, false);
-                                          });
-  SHOAL_TRY(pio_.insert(kCom1Port, 8, uart, "uart 0x3f8"), "");
-  SHOAL_TRY(pio_.insert(I8042::kBase, 5, std::make_shared<I8042>([this] {
-                          stop({0, false, "the guest requested a reset"});
-                        }),
-                        "i8042"),
-            "");
-  SHOAL_TRY(pio_.insert(DebugExit::kPort, 2, std::make_shared<DebugExit>([this](int code) {
-                          stop({code, false, "the guest exited with code " + std::to_string(code)});
-                        }),
-                        "debug-exit"),
-            "");
-  // Guest discards (port 0x510) are a single-host feature so far: in a pod a discarded page
-  // would have to be dropped on every host through its home. The port reads as open bus.
+  const uint64_t top = uint64_t{1} << kvm_->guest_phys_bits();
+  if (at < top) SHOAL_TRY(forward(ForwardedExit::Space::kMmio, at, top - at), "");
   return {};
 }
 
@@ -180,18 +152,10 @@ bool PodMember::attach(NodeId from, std::shared_ptr<net::Link> link) {
 
 Result<BootPlan> PodMember::load() {
   const PodSpec& spec = config_.spec;
-  auto kernel = read_file(spec.kernel, "kernel", kMaxKernelFile);
-  if (!kernel) return kernel.error();
-  std::vector<uint8_t> initrd;
-  if (!spec.initrd.empty()) {
-    auto bytes = read_file(spec.initrd, "initrd", spec.memory);
-    if (!bytes) return bytes.error();
-    initrd = std::move(*bytes);
-  }
   // The loader's writes are faults like any other: pages homed elsewhere are fetched from
   // their homes, so the mesh must be up.
-  auto plan = load_guest(*ram_, BootInputs{*kernel, initrd, spec.cmdline}, spec.vcpus);
-  if (!plan) return plan.error().context(spec.kernel);
+  auto plan = load_guest_files(*ram_, spec.kernel, spec.initrd, spec.cmdline, spec.vcpus);
+  if (!plan) return plan.error();
   for (auto& s : ram_slots_) SHOAL_TRY(s->register_written(), "map guest RAM");
   spdlog::info("pod {}: loaded {}: {}", spec.name, spec.kernel, plan->description);
   return plan;
@@ -275,7 +239,8 @@ void PodMember::monitor() {
   mesh_->close();  // also fails forwarded accesses still waiting
   for (auto& v : vcpus_) v->join();
   flush_console();
-  spdlog::info("pod {}: stopped; {}", config_.spec.name, memory_->stats().faults.load());
+  spdlog::info("pod {}: stopped after {} page faults", config_.spec.name,
+               memory_->stats().faults.load());
   {
     std::lock_guard lock(mu_);
     state_ = "stopped";

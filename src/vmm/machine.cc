@@ -10,6 +10,7 @@
 #include "shoal/size.hpp"
 #include "vmm/boot/kernel_loader.hpp"
 #include "vmm/boot/x86_cpu.hpp"
+#include "vmm/devices/platform_devices.hpp"
 #include "vmm/devices/simple_devices.hpp"
 #include "vmm/ram_slots.hpp"
 
@@ -17,9 +18,6 @@ namespace shoal {
 
 namespace {
 
-constexpr uint32_t kUartIrq = 4;
-constexpr uint16_t kCom1Port = 0x3f8;
-constexpr uint64_t kMaxKernelFile = 1ull << 30;
 constexpr uint64_t kStuckFaultNs = 10'000'000'000;
 
 }  // namespace
@@ -50,17 +48,8 @@ Result<std::unique_ptr<Machine>> Machine::create(Kvm kvm, const RunConfig& confi
   if (!memory) return memory.error();
   m->memory_ = std::move(*memory);
 
-  auto kernel = read_file(config.kernel, "kernel", kMaxKernelFile);
-  if (!kernel) return kernel.error();
-  std::vector<uint8_t> initrd;
-  if (!config.initrd.empty()) {
-    auto bytes = read_file(config.initrd, "initrd", config.memory);
-    if (!bytes) return bytes.error();
-    initrd = std::move(*bytes);
-  }
-  BootInputs in{*kernel, initrd, config.cmdline};
-  auto plan = load_guest(m->ram_, in, config.vcpus);
-  if (!plan) return plan.error().context(config.kernel);
+  auto plan = load_guest_files(m->ram_, config.kernel, config.initrd, config.cmdline, config.vcpus);
+  if (!plan) return plan.error();
   m->plan_ = std::move(*plan);
   spdlog::info("kernel {}: {}; {} of RAM, {} vCPU{}", config.kernel, m->plan_.description,
                format_size(config.memory), config.vcpus, config.vcpus == 1 ? "" : "s");
@@ -69,14 +58,10 @@ Result<std::unique_ptr<Machine>> Machine::create(Kvm kvm, const RunConfig& confi
   SHOAL_TRY(m->build_devices(config), "devices");
   // Guest RAM reaches KVM one 1 GiB slot at a time (see ram_slots.hpp): now the slots holding
   // what the loader wrote, the rest on first access.
-  uint32_t slot_id = 0;
-  for (const RamRegion& r : m->ram_.regions()) {
-    auto slots = std::make_shared<RamSlots>(m->vm_, m->ram_, r.gpa, slot_id);
-    slot_id += static_cast<uint32_t>((r.size + RamSlots::kSlotBytes - 1) / RamSlots::kSlotBytes);
-    SHOAL_TRY(slots->register_written(), "map guest RAM");
-    SHOAL_TRY(m->mmio_.insert(r.gpa, r.size, slots, "guest RAM"), "");
-    m->ram_slots_.push_back(std::move(slots));
-  }
+  auto slots = RamSlots::insert_all(m->vm_, m->ram_, m->mmio_);
+  if (!slots) return slots.error();
+  m->ram_slots_ = std::move(*slots);
+  for (auto& s : m->ram_slots_) SHOAL_TRY(s->register_written(), "map guest RAM");
   for (int i = 0; i < config.vcpus; ++i) {
     auto vcpu = m->vm_.create_vcpu(i, m->kvm_.vcpu_mmap_size());
     if (!vcpu) return vcpu.error();
@@ -101,25 +86,15 @@ Status Machine::build_devices(const RunConfig& config) {
     if (!console_file_.valid()) return errno_error("--serial " + config.serial);
     console_fd_ = console_file_.get();
   }
-  uart_ = std::make_shared<Uart16550>([this](uint8_t b) { write_console(b); },
-                                      [this] {
-                                        // ISA interrupts are edges: raise, then lower.
-                                        (void)vm_.set_irq_line(kUartIrq, true);
-                                        (void)vm_.set_irq_line(kUartIrq, false);
-                                      });
-  SHOAL_TRY(pio_.insert(kCom1Port, 8, uart_, "uart 0x3f8"), "");
+  auto uart = insert_platform_devices(pio_, vm_,
+                                      {[this](uint8_t b) { write_console(b); },
+                                       [this](int code, const std::string& why) {
+                                         spdlog::info("{}", why);
+                                         finish(code, std::nullopt);
+                                       }});
+  if (!uart) return uart.error();
+  uart_ = std::move(*uart);
   if (config.serial == "stdio") console_input_ = std::make_unique<ConsoleInput>(0, uart_);
-  SHOAL_TRY(pio_.insert(I8042::kBase, 5, std::make_shared<I8042>([this] {
-                          spdlog::info("guest requested a reset (i8042)");
-                          finish(0, std::nullopt);
-                        }),
-                        "i8042"),
-            "");
-  SHOAL_TRY(pio_.insert(DebugExit::kPort, 2, std::make_shared<DebugExit>([this](int code) {
-                          finish(code, std::nullopt);
-                        }),
-                        "debug-exit"),
-            "");
   SHOAL_TRY(pio_.insert(DiscardPort::kPort, 16,
                         std::make_shared<DiscardPort>([this](uint64_t gpa, uint64_t bytes) {
                           uint8_t* host = ram_.host(gpa, bytes);

@@ -33,6 +33,19 @@ Status RamSlots::create_slot(size_t index) {
   return {};
 }
 
+Result<std::vector<std::shared_ptr<RamSlots>>> RamSlots::insert_all(Vm& vm, const GuestRam& ram,
+                                                                    IoBus& mmio) {
+  std::vector<std::shared_ptr<RamSlots>> all;
+  uint32_t slot_id = 0;
+  for (const RamRegion& r : ram.regions()) {
+    auto slots = std::make_shared<RamSlots>(vm, ram, r.gpa, slot_id);
+    slot_id += static_cast<uint32_t>((r.size + kSlotBytes - 1) / kSlotBytes);
+    SHOAL_TRY(mmio.insert(r.gpa, r.size, slots, "guest RAM"), "");
+    all.push_back(std::move(slots));
+  }
+  return all;
+}
+
 Status RamSlots::register_written() {
   for (const auto& [gpa, len] : ram_.written()) SHOAL_TRY(ensure(gpa, len), "");
   return {};

@@ -35,8 +35,9 @@ class RamSlots : public BusDevice {
   void write(uint64_t offset, std::span<const uint8_t> data) override;
 
   uint64_t slots_created() const { return created_count_.load(); }
-  // Regions of guest RAM, for inserting one RamSlots per region on the MMIO bus.
-  static std::vector<RamRegion> regions(const GuestRam& ram) { return ram.regions(); }
+  // One RamSlots per region of guest RAM, each inserted on `mmio` over its region.
+  static Result<std::vector<std::shared_ptr<RamSlots>>> insert_all(Vm& vm, const GuestRam& ram,
+                                                                   IoBus& mmio);
 
  private:
   Status create_slot(size_t index);

@@ -72,4 +72,21 @@ Result<BootPlan> load_guest(GuestRam& ram, const BootInputs& inputs, int vcpus) 
   return plan;
 }
 
+Result<BootPlan> load_guest_files(GuestRam& ram, const std::string& kernel,
+                                  const std::string& initrd, const std::string& cmdline,
+                                  int vcpus) {
+  constexpr uint64_t kMaxKernelFile = 1ull << 30;
+  auto kernel_bytes = read_file(kernel, "kernel", kMaxKernelFile);
+  if (!kernel_bytes) return kernel_bytes.error();
+  std::vector<uint8_t> initrd_bytes;
+  if (!initrd.empty()) {
+    auto bytes = read_file(initrd, "initrd", ram.size());
+    if (!bytes) return bytes.error();
+    initrd_bytes = std::move(*bytes);
+  }
+  auto plan = load_guest(ram, BootInputs{*kernel_bytes, initrd_bytes, cmdline}, vcpus);
+  if (!plan) return plan.error().context(kernel);
+  return plan;
+}
+
 }  // namespace shoal

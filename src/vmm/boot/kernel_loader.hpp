@@ -21,4 +21,9 @@ KernelFormat detect_kernel_format(std::span<const uint8_t> image);
 // ACPI tables for `vcpus`, and the boot GDT/page tables.
 Result<BootPlan> load_guest(GuestRam& ram, const BootInputs& in, int vcpus);
 
+// load_guest() from files: the kernel (at most 1 GiB) and the initrd (empty path: none; at
+// most the size of guest RAM). Errors name the file.
+Result<BootPlan> load_guest_files(GuestRam& ram, const std::string& kernel,
+                                  const std::string& initrd, const std::string& cmdline, int vcpus);
+
 }  // namespace shoal
