@@ -52,11 +52,21 @@ Result<Frame> await_reply(Host& h) {
   }
 }
 
-Status request(Host& h, const Frame& f) {
-  if (Status s = h.link->send(f); !s.ok()) return s;
+Result<PodReply> await_pod_reply(Host& h) {
   auto reply = await_reply(h);
   if (!reply) return reply.error();
-  auto r = decode_pod_reply(*reply);
+  return decode_pod_reply(*reply);
+}
+
+// Sends a request and returns the node's answer, whether it says ok or not.
+Result<PodReply> ask(Host& h, const Frame& f) {
+  if (Status s = h.link->send(f); !s.ok()) return s.error();
+  return await_pod_reply(h);
+}
+
+// A request that must succeed: a "not ok" answer is an error carrying the node's message.
+Status request(Host& h, const Frame& f) {
+  auto r = ask(h, f);
   if (!r) return r.error();
   if (!r->ok) return Error(r->text);
   return {};
@@ -156,8 +166,7 @@ int pod_up(const PodSpec& spec, const std::string& yaml, std::vector<Host>& host
     if (Status s = h.link->send(Frame{MessageType::kPodConnect, 0, {}}); !s.ok())
       return abort_all("host " + h.spec->name + ": " + s.error().message());
   for (auto& h : hosts) {
-    auto reply = await_reply(h);
-    auto r = reply ? decode_pod_reply(*reply) : Result<PodReply>(reply.error());
+    auto r = await_pod_reply(h);
     if (!r || !r->ok)
       return abort_all("host " + h.spec->name + ": mesh: " + (r ? r->text : r.error().message()));
   }
@@ -226,9 +235,7 @@ int control_pod(const PodControlCommand& command) {
     if (!h.link) continue;
     const auto type =
         command.action == Action::kStatus ? MessageType::kPodStatus : MessageType::kPodStop;
-    Status sent = h.link->send(Frame{type, 0, {}});
-    auto reply = sent.ok() ? await_reply(h) : Result<Frame>(sent.error());
-    auto r = reply ? decode_pod_reply(*reply) : Result<PodReply>(reply.error());
+    auto r = ask(h, Frame{type, 0, {}});
     if (!r) {
       std::printf("%s: error: %s\n", h.spec->name.c_str(), r.error().message().c_str());
       ++failures;
