@@ -18,6 +18,8 @@ namespace shoal {
 namespace {
 
 constexpr size_t kMaxEvents = 64;
+// What UFFDIO_COPY installs for a zero page when the pool cannot give one.
+alignas(4096) const std::array<uint8_t, CoherentMemory::kPageBytes> kZeroPage{};
 constexpr size_t kMaxLatencySamples = 1 << 20;
 
 void signal_eventfd(int fd) {
@@ -37,7 +39,7 @@ void drain_eventfd(int fd) {
 // What the protocol's messages mean for this host's mapping, over userfaultfd.
 class CoherentMemory::UffdPages : public LocalPages {
  public:
-  explicit UffdPages(CoherentMemory& m) : m_(m) { zeros_.fill(0); }
+  explicit UffdPages(CoherentMemory& m) : m_(m) {}
 
   void install(uint64_t page, Access access, CoherenceMessage::Payload payload,
                const PageBytes& data) override {
@@ -54,7 +56,7 @@ class CoherentMemory::UffdPages : public LocalPages {
     if (payload == CoherenceMessage::Payload::kZero && !read_only && move_zero_page(a)) return;
     const uint8_t* src = payload == CoherenceMessage::Payload::kData && data.size() == kPageBytes
                              ? data.data()
-                             : zeros_.data();
+                             : kZeroPage.data();
     int64_t done = 0;
     rc = m_.uffd_.copy(a, reinterpret_cast<uint64_t>(src), kPageBytes, &done, read_only);
     if (rc == -EEXIST) {
@@ -99,7 +101,6 @@ class CoherentMemory::UffdPages : public LocalPages {
   }
 
   CoherentMemory& m_;
-  std::array<uint8_t, kPageBytes> zeros_;
 };
 
 CoherentMemory::CoherentMemory(uint8_t* base, uint64_t bytes, const CoherentMemoryConfig& config,
@@ -133,9 +134,9 @@ Result<std::unique_ptr<CoherentMemory>> CoherentMemory::create(
   SHOAL_TRY(m->pool_->start(), "zero pool");
   m->local_ = std::make_unique<UffdPages>(*m);
   m->requester_ = std::make_unique<PageRequester>(config.self, *m->local_);
-  m->inbox_fd_ = UniqueFd(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  m->held_fd_ = UniqueFd(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   m->stop_fd_ = UniqueFd(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-  if (!m->inbox_fd_.valid() || !m->stop_fd_.valid()) return errno_error("eventfd");
+  if (!m->held_fd_.valid() || !m->stop_fd_.valid()) return errno_error("eventfd");
   m->thread_ = std::thread([self = m.get()] { self->loop(); });
   return m;
 }
@@ -164,7 +165,7 @@ void CoherentMemory::deliver(CoherenceMessage m) {
   const size_t held = held_.size();
   work_.push_back(std::move(m));
   run_queue();
-  if (held_.size() > held) signal_eventfd(inbox_fd_.get());  // the fault thread's timer
+  if (held_.size() > held) signal_eventfd(held_fd_.get());  // the fault thread's timer
 }
 
 void CoherentMemory::fail(const Error& e) {
@@ -174,7 +175,7 @@ void CoherentMemory::fail(const Error& e) {
 
 void CoherentMemory::loop() {
   pollfd fds[3] = {
-      {uffd_.fd(), POLLIN, 0}, {inbox_fd_.get(), POLLIN, 0}, {stop_fd_.get(), POLLIN, 0}};
+      {uffd_.fd(), POLLIN, 0}, {held_fd_.get(), POLLIN, 0}, {stop_fd_.get(), POLLIN, 0}};
   uffd_msg msgs[kMaxEvents];
   while (!failed_) {
     int timeout_ms = -1;
@@ -182,13 +183,13 @@ void CoherentMemory::loop() {
       std::lock_guard lock(proto_mu_);
       if (!held_.empty()) {
         const uint64_t now = monotonic_ns();
-        const uint64_t until = held_.front().until_ns;
+        const uint64_t until = held_.begin()->first;
         timeout_ms = until <= now ? 0 : static_cast<int>((until - now + 999'999) / 1'000'000);
       }
     }
     if (poll(fds, 3, timeout_ms) < 0 && errno != EINTR) return fail(errno_error("poll"));
     if (fds[2].revents) return;
-    if (fds[1].revents) drain_eventfd(inbox_fd_.get());
+    if (fds[1].revents) drain_eventfd(held_fd_.get());
     std::lock_guard lock(proto_mu_);
     if (fds[0].revents) {
       const ssize_t n = read(uffd_.fd(), msgs, sizeof msgs);
@@ -264,9 +265,8 @@ bool CoherentMemory::serve_local_dormant(uint64_t page) {
     p += moved;
     if (rc != 0 && rc != -EAGAIN) {
       // EEXIST (something already mapped there) or MOVE refused: do this page the slow way.
-      static const std::array<uint8_t, kPageBytes> zeros{};
       const int c =
-          uffd_.copy(addr(p), reinterpret_cast<uint64_t>(zeros.data()), kPageBytes, &done);
+          uffd_.copy(addr(p), reinterpret_cast<uint64_t>(kZeroPage.data()), kPageBytes, &done);
       if (c != 0 && c != -EEXIST) {
         fail(errno_error("serve dormant page: UFFDIO_COPY", -c));
         return true;
@@ -281,10 +281,9 @@ bool CoherentMemory::serve_local_dormant(uint64_t page) {
 void CoherentMemory::release_held() {
   const uint64_t now = monotonic_ns();
   bool any = false;
-  // Holds are all the same length, so the deque is in deadline order.
-  while (!held_.empty() && held_.front().until_ns <= now) {
-    work_.push_back(std::move(held_.front().m));
-    held_.pop_front();
+  while (!held_.empty() && held_.begin()->first <= now) {
+    work_.push_back(std::move(held_.begin()->second));
+    held_.erase(held_.begin());
     any = true;
   }
   if (any) run_queue();
@@ -305,10 +304,14 @@ void CoherentMemory::run_queue() {
       // Taking away a page that just arrived would let two hosts' vCPUs snatch it back and
       // forth without either running: keep it for the hold time first.
       auto it = installed_at_ns_.find(m.page);
-      if (it != installed_at_ns_.end() && monotonic_ns() - it->second < config_.hold_ns) {
-        ++stats_.held_back;
-        held_.push_back({it->second + config_.hold_ns, std::move(m)});
-        continue;
+      if (it != installed_at_ns_.end()) {
+        const uint64_t until = it->second + config_.hold_ns;
+        if (monotonic_ns() < until) {
+          ++stats_.held_back;
+          held_.emplace(until, std::move(m));
+          continue;
+        }
+        installed_at_ns_.erase(it);  // the hold is over: nothing to remember
       }
     }
     std::vector<CoherenceMessage> out;

@@ -16,6 +16,7 @@
 #include <atomic>
 #include <deque>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -118,17 +119,13 @@ class CoherentMemory {
   HomeDirectory directory_;
   std::unique_ptr<PageRequester> requester_;
 
-  UniqueFd inbox_fd_, stop_fd_;  // eventfds: a message was held (timer changed); stop
+  UniqueFd held_fd_, stop_fd_;  // eventfds: a message was held (the timer changed); stop
 
   // The protocol state; taken by the fault thread and by the links' reader threads.
   std::mutex proto_mu_;
   std::deque<CoherenceMessage> work_;
-  struct Held {
-    uint64_t until_ns;
-    CoherenceMessage m;
-  };
-  std::deque<Held> held_;
-  std::unordered_map<uint64_t, uint64_t> installed_at_ns_;
+  std::multimap<uint64_t, CoherenceMessage> held_;          // by the time its hold ends
+  std::unordered_map<uint64_t, uint64_t> installed_at_ns_;  // pages still within their hold
   struct Waiting {
     uint64_t since_ns;
     Access access;
