@@ -1,34 +1,14 @@
 // Pods of hosts in network namespaces on this machine (scripts/netns-cluster): nodes
 // authenticate each other over TCP, refuse a wrong secret, and the cluster cleans up.
 #include <gtest/gtest.h>
-#include <unistd.h>
 
-#include <fstream>
-
+#include "support/cluster.hpp"
 #include "support/process.hpp"
 
 namespace shoal::test {
 namespace {
 
 using std::chrono::seconds;
-
-std::string why_no_netns() {
-  if (geteuid() != 0) return "needs root for ip netns";
-  auto r = run_process({"/usr/bin/env", "ip", "netns", "list"}, seconds(10));
-  if (r.exit_code != 0) return "ip netns unavailable: " + r.err;
-  return {};
-}
-
-#define SHOAL_REQUIRE_NETNS()                                                        \
-  do {                                                                               \
-    if (auto why = why_no_netns(); !why.empty()) GTEST_SKIP() << "skipped: " << why; \
-  } while (0)
-
-std::string write_file(const std::string& name, const std::string& text) {
-  const std::string path = ::testing::TempDir() + "/" + name;
-  std::ofstream(path) << text;
-  return path;
-}
 
 std::string pod_spec(int hosts, const std::string& secret) {
   std::string s =
@@ -55,8 +35,8 @@ ProcessResult cluster(int hosts, const std::string& secret, std::vector<std::str
 TEST(NetnsCluster, NodesAuthenticateEachOtherAcrossNamespaces) {
   SHOAL_REQUIRE_NETNS();
   for (int hosts : {2, 3}) {
-    const auto secret = write_file("pod.secret", "netns-test-secret-0123456789\n");
-    const auto spec = write_file("pod.yaml", pod_spec(hosts, secret));
+    const auto secret = write_temp_file("pod.secret", "netns-test-secret-0123456789\n");
+    const auto spec = write_temp_file("pod.yaml", pod_spec(hosts, secret));
     auto r = cluster(hosts, secret, {SHOAL_BINARY, "pod", "ping", spec});
     EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
     for (int i = 0; i < hosts; ++i)
@@ -66,9 +46,9 @@ TEST(NetnsCluster, NodesAuthenticateEachOtherAcrossNamespaces) {
 
 TEST(NetnsCluster, WrongSecretIsRefusedAndNothingIsLeftBehind) {
   SHOAL_REQUIRE_NETNS();
-  const auto secret = write_file("pod.secret", "netns-test-secret-0123456789\n");
-  const auto wrong = write_file("wrong.secret", "not-the-pod-secret-at-all\n");
-  const auto spec = write_file("pod.yaml", pod_spec(2, secret));
+  const auto secret = write_temp_file("pod.secret", "netns-test-secret-0123456789\n");
+  const auto wrong = write_temp_file("wrong.secret", "not-the-pod-secret-at-all\n");
+  const auto spec = write_temp_file("pod.yaml", pod_spec(2, secret));
   auto r = cluster(2, secret, {SHOAL_BINARY, "pod", "ping", spec, "--secret-file", wrong});
   EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
   EXPECT_NE(r.out.find("failed authentication"), std::string::npos) << r.out;

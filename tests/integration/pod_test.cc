@@ -3,10 +3,8 @@
 // hand-off sees every value, `pod status` and `pod down` work, a misconfigured node is refused,
 // and losing a member stops the whole pod without a hang.
 #include <gtest/gtest.h>
-#include <unistd.h>
 
-#include <fstream>
-
+#include "support/cluster.hpp"
 #include "support/kvm_available.hpp"
 #include "support/process.hpp"
 
@@ -15,27 +13,15 @@ namespace {
 
 using std::chrono::seconds;
 
-std::string why_no_pod() {
-  if (geteuid() != 0) return "needs root for ip netns";
-  auto r = run_process({"/usr/bin/env", "ip", "netns", "list"}, seconds(10));
-  if (r.exit_code != 0) return "ip netns unavailable: " + r.err;
-  if (auto why = kvm_unavailable_reason(); !why.empty()) return "needs /dev/kvm (" + why + ")";
-  return {};
-}
-
-#define SHOAL_REQUIRE_POD_HOSTS()                                                  \
-  do {                                                                             \
-    if (auto why = why_no_pod(); !why.empty()) GTEST_SKIP() << "skipped: " << why; \
+#define SHOAL_REQUIRE_POD_HOSTS() \
+  do {                            \
+    SHOAL_REQUIRE_NETNS();        \
+    SHOAL_REQUIRE_KVM();          \
   } while (0)
 
-std::string write_file(const std::string& name, const std::string& text) {
-  const std::string path = ::testing::TempDir() + "/" + name;
-  std::ofstream(path) << text;
-  return path;
-}
-
 const std::string& secret() {
-  static const std::string path = write_file("pod.secret", "pod-test-secret-0123456789abcdef\n");
+  static const std::string path =
+      write_temp_file("pod.secret", "pod-test-secret-0123456789abcdef\n");
   return path;
 }
 
@@ -50,7 +36,7 @@ std::string spec(int hosts, const std::string& cmdline) {
     s += "    - {name: h" + std::to_string(i) + ", address: \"127.77.0." + std::to_string(i + 1) +
          ":7100\", vcpus: \"" + std::to_string(2 * i) + "-" + std::to_string(2 * i + 1) +
          "\", memory: even, zeroPool: 8M}\n";
-  return write_file("pod-" + std::to_string(hosts) + ".yaml", s);
+  return write_temp_file("pod-" + std::to_string(hosts) + ".yaml", s);
 }
 
 // Runs `script` (bash) in host 0's namespace of a fresh cluster; $SPEC is the pod spec.
@@ -123,7 +109,7 @@ TEST(Pod, LosingAMemberStopsThePodOnEveryHost) {
 
 TEST(Pod, NodeWithTheWrongSecretIsRefusedAndNothingStarts) {
   SHOAL_REQUIRE_POD_HOSTS();
-  const auto wrong = write_file("wrong.secret", "a-different-secret-entirely-42\n");
+  const auto wrong = write_temp_file("wrong.secret", "a-different-secret-entirely-42\n");
   auto r = in_cluster(2, spec(2, "counter-total 1000"),
                       "$SHOAL pod up $SPEC; echo up-exit=$?; $SHOAL pod status $SPEC",
                       {"SHOAL_NODE1_SECRET=" + wrong});
