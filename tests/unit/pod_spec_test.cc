@@ -134,7 +134,7 @@ TEST(PodSpec, ReportsEveryProblemAtOnceWithLines) {
 }
 
 TEST(PodSpec, ExamplesInConfigsAreValid) {
-  for (const char* f : {"pod-2hosts.yaml", "pod-3hosts-ranges.yaml"}) {
+  for (const char* f : {"pod-2hosts.yaml", "pod-3hosts-ranges.yaml", "pod-netns-3hosts.yaml"}) {
     auto r = load_pod_spec(std::string(SHOAL_SOURCE_DIR) + "/configs/" + f);
     EXPECT_TRUE(r.spec.has_value()) << f << ": " << (r.errors.empty() ? "" : r.errors[0]);
   }
