@@ -92,8 +92,8 @@ Status PodMember::build_devices() {
     // would have to be dropped on every host through its home. The port reads as open bus.
     auto uart = insert_platform_devices(pio_, *vm_,
                                         {[this](uint8_t b) { write_console(b); },
-                                         [this](int code, const std::string& why) {
-                                           stop({code, false, why});
+                                         [this](const GuestEnd& end) {
+                                           stop({end.code, false, end.why});
                                          }});
     return uart ? Status{} : Status(uart.error());
   }
@@ -193,7 +193,10 @@ void PodMember::on_vcpu_finished(int id, const ExitAction& action, const std::st
   if (const auto* f = std::get_if<ExitFail>(&action))
     stop({1, true, "vcpu " + std::to_string(id) + ": " + f->reason + " (" + state + ")"});
   else
-    stop({0, false, "vcpu " + std::to_string(id) + ": the guest powered off"});
+    stop({0, false,
+          "vcpu " + std::to_string(id) +
+              (std::holds_alternative<ExitReset>(action) ? ": the guest asked for a reset"
+                                                         : ": the guest powered off")});
 }
 
 void PodMember::write_console(uint8_t byte) {

@@ -36,8 +36,8 @@ ExitAction handle_exit(const VcpuExit& exit, const ExitBuses& buses) {
   // nothing left to wake the vCPU, which is the guest stopping.
   if (std::holds_alternative<HaltExit>(exit)) return ExitPowerOff{};
   if (const auto* ev = std::get_if<SystemEventExit>(&exit)) {
-    if (ev->type == KVM_SYSTEM_EVENT_SHUTDOWN || ev->type == KVM_SYSTEM_EVENT_RESET)
-      return ExitPowerOff{};
+    if (ev->type == KVM_SYSTEM_EVENT_SHUTDOWN) return ExitPowerOff{};
+    if (ev->type == KVM_SYSTEM_EVENT_RESET) return ExitReset{};
   }
   return ExitFail{describe_exit(exit)};
 }

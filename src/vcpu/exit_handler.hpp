@@ -11,11 +11,12 @@
 namespace shoal {
 
 struct ExitContinue {};
-struct ExitPowerOff {};  // the guest is done (power-off, reset request, halt without irqchip)
+struct ExitPowerOff {};  // the guest is done (power-off, halt without irqchip)
+struct ExitReset {};     // the guest asked for a reset (KVM_SYSTEM_EVENT_RESET)
 struct ExitFail {
   std::string reason;
 };
-using ExitAction = std::variant<ExitContinue, ExitPowerOff, ExitFail>;
+using ExitAction = std::variant<ExitContinue, ExitPowerOff, ExitReset, ExitFail>;
 
 struct ExitBuses {
   const IoBus& pio;

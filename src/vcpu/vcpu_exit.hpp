@@ -27,7 +27,7 @@ struct MmioExit {
 
 struct HaltExit {};
 struct ShutdownExit {};     // triple fault
-struct InterruptedExit {};  // KVM_RUN returned EINTR (kicked) or KVM_EXIT_INTR
+struct InterruptedExit {};  // KVM_RUN returned EINTR (kicked) or EAGAIN, or KVM_EXIT_INTR
 struct SystemEventExit {
   uint32_t type;  // KVM_SYSTEM_EVENT_*
 };

@@ -33,7 +33,9 @@ void install_kick_signal_handler() {
 
 VcpuExit KvmVcpuBackend::run() {
   const int rc = vcpu_.run();
-  if (rc == -EINTR) return InterruptedExit{};
+  // EAGAIN: an application processor woken from wait-for-SIPI returns it once from KVM_RUN
+  // (on every KVM host, bare metal too); like EINTR it means "enter again".
+  if (rc == -EINTR || rc == -EAGAIN) return InterruptedExit{};
   if (rc < 0) return RunErrorExit{-rc};
   return decode_exit(*vcpu_.run_state(), run_size_);
 }

@@ -65,6 +65,11 @@ CliOutcome parse_cli(int argc, const char* const* argv) {
       ->check(CLI::IsMember({"batch", "single-move", "single-copy", "kernel"}))
       ->capture_default_str();
   run->add_flag("--stats", cfg.print_stats, "print memory counters at exit");
+  std::string on_reboot = "exit";
+  run->add_option("--on-reboot", on_reboot,
+                  "when the guest reboots: exit (shoal ends with 0) or restart (boot it again)")
+      ->check(CLI::IsMember({"exit", "restart"}))
+      ->capture_default_str();
   run->add_option("--log-level", cfg.log_level, "trace, debug, info, warn, error or off")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}))
       ->capture_default_str();
@@ -158,6 +163,7 @@ CliOutcome parse_cli(int argc, const char* const* argv) {
     cfg.memory_options.budget_bytes = static_cast<uint64_t>(sysconf(_SC_PHYS_PAGES)) *
                                       static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
   }
+  if (on_reboot == "restart") cfg.on_reboot = RunConfig::OnReboot::kRestart;
   if (serving == "kernel") cfg.memory_options.backing = MemoryBacking::kKernel;
   if (serving == "single-move") cfg.memory_options.serving = FaultServing::kSingleMove;
   if (serving == "single-copy") cfg.memory_options.serving = FaultServing::kSingleCopy;

@@ -23,6 +23,8 @@ struct RunConfig {
   std::string log_level = "info";
   MemoryOptions memory_options;
   bool print_stats = false;  // --stats: memory counters on stderr at exit
+  // --on-reboot: a guest reset ends shoal (as Firecracker does) or boots the guest again.
+  enum class OnReboot { kExit, kRestart } on_reboot = OnReboot::kExit;
 };
 
 // Either a RunConfig, or what to print and the exit code (0 for --help/--version, 2 for a

@@ -88,9 +88,9 @@ Status Machine::build_devices(const RunConfig& config) {
   }
   auto uart = insert_platform_devices(pio_, vm_,
                                       {[this](uint8_t b) { write_console(b); },
-                                       [this](int code, const std::string& why) {
-                                         spdlog::info("{}", why);
-                                         finish(code, std::nullopt);
+                                       [this](const GuestEnd& end) {
+                                         spdlog::info("{}", end.why);
+                                         finish(end.code, std::nullopt, end.reset);
                                        }});
   if (!uart) return uart.error();
   uart_ = std::move(*uart);
@@ -118,19 +118,23 @@ void Machine::on_vcpu_finished(int id, const ExitAction& action, const std::stri
   if (const auto* f = std::get_if<ExitFail>(&action)) {
     finish(std::nullopt,
            Error("vcpu " + std::to_string(id) + ": " + f->reason + " (" + state + ")"));
+  } else if (std::holds_alternative<ExitReset>(action)) {
+    spdlog::info("vcpu {}: the guest asked for a reset", id);
+    finish(0, std::nullopt, true);
   } else {
     spdlog::info("vcpu {}: guest powered off", id);
     finish(0, std::nullopt);
   }
 }
 
-void Machine::finish(std::optional<int> code, std::optional<Error> error) {
+void Machine::finish(std::optional<int> code, std::optional<Error> error, bool reset) {
   {
     std::lock_guard lock(mu_);
     if (done_) return;  // the first outcome wins
     done_ = true;
     exit_code_ = code;
     error_ = std::move(error);
+    reset_ = reset;
   }
   done_cv_.notify_all();
 }

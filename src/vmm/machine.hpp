@@ -31,13 +31,15 @@ class Machine {
   // Runs the guest until it exits; its exit code (0 on power-off/reset), or an error.
   Result<int> run();
   const BootPlan& plan() const { return plan_; }
+  // After run(): whether the guest ended by asking for a reset rather than a power-off.
+  bool reset_requested() const { return reset_; }
 
  private:
   Machine(Kvm kvm, Vm vm, GuestRam ram);
   Status build_devices(const RunConfig& config);
   Status build_vcpus(int count);
   void on_vcpu_finished(int id, const ExitAction& action, const std::string& state);
-  void finish(std::optional<int> code, std::optional<Error> error);
+  void finish(std::optional<int> code, std::optional<Error> error, bool reset = false);
   void write_console(uint8_t byte);
 
   Kvm kvm_;
@@ -60,6 +62,7 @@ class Machine {
   bool done_ = false;
   std::optional<int> exit_code_;
   std::optional<Error> error_;
+  bool reset_ = false;
 };
 
 }  // namespace shoal

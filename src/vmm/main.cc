@@ -59,11 +59,20 @@ int run_main(int argc, char** argv) {
                         std::to_string(phys_bits) + "-bit physical address space (" +
                         format_size((uint64_t{1} << phys_bits) - (kMmioHoleEnd - kMmioHoleStart)) +
                         " of RAM at most)");
-  auto machine = Machine::create(std::move(*kvm), cfg);
-  if (!machine) return report_error(kExitVmmError, machine.error().message());
-  auto code = (*machine)->run();
-  if (!code) return report_error(kExitVmmError, code.error().message());
-  return *code;
+  for (;;) {
+    auto machine = Machine::create(std::move(*kvm), cfg);
+    if (!machine) return report_error(kExitVmmError, machine.error().message());
+    auto code = (*machine)->run();
+    if (!code) return report_error(kExitVmmError, code.error().message());
+    if (!(*machine)->reset_requested() || cfg.on_reboot != RunConfig::OnReboot::kRestart)
+      return *code;
+    // A reset is a new boot from the same files: a fresh VM, RAM and devices (the old
+    // machine is torn down first, so its RAM is returned before the new one is touched).
+    machine->reset();
+    spdlog::info("restarting the guest (--on-reboot restart)");
+    kvm = Kvm::open();
+    if (!kvm) return report_error(kExitVmmError, kvm.error().message());
+  }
 }
 
 int main(int argc, char** argv) {

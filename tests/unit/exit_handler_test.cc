@@ -78,7 +78,7 @@ TEST_F(ExitHandlerTest, TripleFaultFailsWithItsName) {
 TEST_F(ExitHandlerTest, PowerOffAndResetEndTheGuest) {
   EXPECT_TRUE(std::holds_alternative<ExitPowerOff>(
       handle_exit(SystemEventExit{KVM_SYSTEM_EVENT_SHUTDOWN}, buses)));
-  EXPECT_TRUE(std::holds_alternative<ExitPowerOff>(
+  EXPECT_TRUE(std::holds_alternative<ExitReset>(
       handle_exit(SystemEventExit{KVM_SYSTEM_EVENT_RESET}, buses)));
   EXPECT_TRUE(std::holds_alternative<ExitFail>(
       handle_exit(SystemEventExit{KVM_SYSTEM_EVENT_CRASH}, buses)));

@@ -3,8 +3,10 @@
 #include <cstring>
 #include <string>
 
+#include "vmm/boot/aml.hpp"
 #include "vmm/boot/boot_layout.hpp"
 #include "vmm/boot/mptable.hpp"
+#include "vmm/devices/platform_ports.hpp"
 
 namespace shoal {
 
@@ -12,7 +14,9 @@ namespace {
 
 constexpr size_t kHeaderSize = 36;
 constexpr size_t kFadtSize = 276;  // revision 6
-constexpr uint32_t kFadtHwReducedAcpi = 1u << 20;
+constexpr uint32_t kFadtHwReducedAcpi = 1u << 20, kFadtResetRegSupported = 1u << 10;
+constexpr size_t kFadtResetReg = 116, kFadtResetValue = 128, kFadtSleepControl = 244,
+                 kFadtSleepStatus = 256;
 constexpr uint16_t kIapcVgaNotPresent = 1u << 2, kIapcMsiNotPresent = 1u << 3;
 constexpr uint32_t kMadtPcAtCompat = 1;  // the 8259 PICs exist (KVM's in-kernel irqchip)
 constexpr uint8_t kMadtLocalApic = 0, kMadtIoApic = 1;
@@ -34,6 +38,48 @@ std::vector<uint8_t> table(const char* signature, size_t size, uint8_t revision)
   std::memcpy(&t[28], "SHOL", 4);
   put<uint32_t>(t, 32, 1);
   return t;
+}
+
+// A Generic Address Structure naming one byte-wide I/O port.
+void put_io_port_gas(std::vector<uint8_t>& b, size_t at, uint16_t port) {
+  b[at] = 1;      // system I/O space
+  b[at + 1] = 8;  // register bit width
+  b[at + 2] = 0;  // bit offset
+  b[at + 3] = 1;  // byte access
+  put<uint64_t>(b, at + 4, port);
+}
+
+// The DSDT's AML: the legacy devices Linux cannot find any other way on a hardware-reduced
+// platform (with no legacy PIC it maps no ISA interrupt by itself, so the UART gets IRQ 4
+// only through this _CRS), and \_S5_, without which it never uses the sleep register to
+// power off.
+std::vector<uint8_t> dsdt_aml() {
+  using namespace aml;
+  const Bytes com1 = device(
+      "COM1", [] {
+        Bytes t = name("_HID", eisa_id("PNP0501"));
+        const Bytes uid = name("_UID", integer(1));
+        t.insert(t.end(), uid.begin(), uid.end());
+        const Bytes crs = name("_CRS", resource_template({io_port(platform::kCom1Port,
+                                                                   platform::kCom1Length),
+                                                           interrupt(platform::kCom1Irq)}));
+        t.insert(t.end(), crs.begin(), crs.end());
+        return t;
+      }());
+  // The CMOS clock raises no interrupts here (no alarms or periodic ticks), so no IRQ 8.
+  const Bytes rtc = device("RTC", [] {
+    Bytes t = name("_HID", eisa_id("PNP0B00"));
+    const Bytes crs =
+        name("_CRS", resource_template({io_port(platform::kRtcPort, platform::kRtcLength)}));
+    t.insert(t.end(), crs.begin(), crs.end());
+    return t;
+  }());
+  Bytes devices = com1;
+  devices.insert(devices.end(), rtc.begin(), rtc.end());
+  Bytes out = scope("\\_SB", devices);
+  const Bytes s5 = name("_S5", package({integer(platform::kAcpiS5SleepType), integer(0)}));
+  out.insert(out.end(), s5.begin(), s5.end());
+  return out;
 }
 
 void finish(std::vector<uint8_t>& t) {
@@ -60,13 +106,18 @@ Result<AcpiTables> build_acpi_tables(uint64_t addr, int vcpus) {
   const uint64_t fadt_addr = (xsdt_addr + xsdt.size() + 15) & ~uint64_t{15};
   std::vector<uint8_t> fadt = table("FACP", kFadtSize, 6);
   const uint64_t dsdt_addr = (fadt_addr + fadt.size() + 15) & ~uint64_t{15};
-  // An empty DSDT: no AML, no devices; everything the guest needs is in the MADT.
   std::vector<uint8_t> dsdt = table("DSDT", kHeaderSize, 2);
+  const std::vector<uint8_t> aml = dsdt_aml();
+  dsdt.insert(dsdt.end(), aml.begin(), aml.end());
   const uint64_t madt_addr = (dsdt_addr + dsdt.size() + 15) & ~uint64_t{15};
 
   put<uint32_t>(fadt, 40, static_cast<uint32_t>(dsdt_addr));
   put<uint16_t>(fadt, 109, kIapcVgaNotPresent | kIapcMsiNotPresent);
-  put<uint32_t>(fadt, 112, kFadtHwReducedAcpi);
+  put<uint32_t>(fadt, 112, kFadtHwReducedAcpi | kFadtResetRegSupported);
+  put_io_port_gas(fadt, kFadtResetReg, platform::kAcpiReset);
+  fadt[kFadtResetValue] = platform::kAcpiResetValue;
+  put_io_port_gas(fadt, kFadtSleepControl, platform::kAcpiSleepControl);
+  put_io_port_gas(fadt, kFadtSleepStatus, platform::kAcpiSleepStatus);
   fadt[131] = 3;  // FADT minor version (6.3)
   put<uint64_t>(fadt, 140, dsdt_addr);
   std::memcpy(&fadt[268], "SHOALKVM", 8);  // hypervisor vendor identity

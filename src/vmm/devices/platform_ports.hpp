@@ -1,0 +1,26 @@
+// The PC platform's fixed port numbers and interrupt lines, shared by the devices that answer
+// on them and the ACPI tables that describe them to the guest.
+#pragma once
+
+#include <cstdint>
+
+namespace shoal::platform {
+
+inline constexpr uint16_t kCom1Port = 0x3f8;
+inline constexpr uint8_t kCom1Length = 8;
+inline constexpr uint32_t kCom1Irq = 4;  // ISA IRQ 4 = IOAPIC pin 4 (no override in the MADT)
+
+inline constexpr uint16_t kRtcPort = 0x70;  // CMOS index; data at 0x71
+inline constexpr uint8_t kRtcLength = 2;
+
+// ACPI hardware-reduced power management (FADT sleep control/status and reset registers);
+// the same block Cloud Hypervisor uses, one byte per register.
+inline constexpr uint16_t kAcpiPmPort = 0x600;
+inline constexpr uint16_t kAcpiSleepControl = kAcpiPmPort;
+inline constexpr uint16_t kAcpiSleepStatus = kAcpiPmPort + 1;
+inline constexpr uint16_t kAcpiReset = kAcpiPmPort + 2;
+inline constexpr uint8_t kAcpiPmLength = 3;
+inline constexpr uint8_t kAcpiResetValue = 0x01;
+inline constexpr uint8_t kAcpiS5SleepType = 5;  // the _S5_ package's SLP_TYP
+
+}  // namespace shoal::platform
