@@ -34,15 +34,14 @@ std::string hardware_virtualization_missing() {
   return "no CPU flags in /proc/cpuinfo";
 }
 
-#define SHOAL_REQUIRE_LINUX_GUEST(kernel)                                              \
-  do {                                                                                 \
-    SHOAL_REQUIRE_KVM();                                                               \
-    if (auto why = hardware_virtualization_missing(); !why.empty())                    \
-      GTEST_SKIP() << "skipped: a Linux guest needs hardware virtualization (" << why  \
-                   << ")";                                                             \
-    for (const std::string& f : {std::string(kernel), std::string(SHOAL_GUEST_INITRAMFS)}) \
-      if (access(f.c_str(), R_OK) != 0)                                                \
-        GTEST_SKIP() << "skipped: " << f << " missing; run scripts/setup";             \
+#define SHOAL_REQUIRE_LINUX_GUEST(kernel)                                                     \
+  do {                                                                                        \
+    SHOAL_REQUIRE_KVM();                                                                      \
+    if (auto why = hardware_virtualization_missing(); !why.empty())                           \
+      GTEST_SKIP() << "skipped: a Linux guest needs hardware virtualization (" << why << ")"; \
+    for (const std::string& f : {std::string(kernel), std::string(SHOAL_GUEST_INITRAMFS)})    \
+      if (access(f.c_str(), R_OK) != 0)                                                       \
+        GTEST_SKIP() << "skipped: " << f << " missing; run scripts/setup";                    \
   } while (0)
 
 std::string kernel_path(const std::string& name) {
@@ -51,22 +50,24 @@ std::string kernel_path(const std::string& name) {
 
 std::unique_ptr<PtySession> boot(const std::string& kernel, int vcpus,
                                  std::vector<std::string> extra = {}) {
-  std::vector<std::string> argv = {SHOAL_BINARY,     "run",          "--kernel", kernel,
-                                   "--initrd",       SHOAL_GUEST_INITRAMFS, "--vcpus",
-                                   std::to_string(vcpus), "--memory", "512M",
-                                   "--cmdline",      "console=ttyS0"};
+  std::vector<std::string> argv = {SHOAL_BINARY, "run",
+                                   "--kernel",   kernel,
+                                   "--initrd",   SHOAL_GUEST_INITRAMFS,
+                                   "--vcpus",    std::to_string(vcpus),
+                                   "--memory",   "512M",
+                                   "--cmdline",  "console=ttyS0"};
   argv.insert(argv.end(), extra.begin(), extra.end());
   return PtySession::spawn(argv);
 }
 
 // The line the initramfs prints once userspace runs, then the shell's prompt.
-constexpr auto kBootTimeout = 300s;  // the emulated test machine is slow (TCG)
+constexpr auto kBootTimeout = 180s;  // ~10 s in the emulated test machine (TCG)
 constexpr auto kCommandTimeout = 60s;
 constexpr const char* kPrompt = "~ # ";
 
 void expect_shell(PtySession& s, int vcpus) {
-  ASSERT_TRUE(s.expect("shoal-guest: userspace up, " + std::to_string(vcpus) + " cpus",
-                       kBootTimeout))
+  ASSERT_TRUE(
+      s.expect("shoal-guest: userspace up, " + std::to_string(vcpus) + " cpus", kBootTimeout))
       << s.output();
   ASSERT_TRUE(s.expect(kPrompt, kCommandTimeout)) << s.output();
 }
@@ -97,8 +98,8 @@ TEST_P(LinuxUserspace, BootsToTheShellCountsItsCpusAndPowersOff) {
   SHOAL_REQUIRE_LINUX_GUEST(kernel);
   auto s = boot(kernel, vcpus);
   ASSERT_TRUE(s);
-  expect_shell(*s, vcpus);
-  ask(*s, "echo nproc=$(nproc)", "nproc=" + std::to_string(vcpus) + "\r");
+  ASSERT_NO_FATAL_FAILURE(expect_shell(*s, vcpus));
+  ASSERT_NO_FATAL_FAILURE(ask(*s, "echo nproc=$(nproc)", "nproc=" + std::to_string(vcpus) + "\r"));
   power_off(*s);
 }
 
@@ -115,18 +116,20 @@ TEST(LinuxConsole, InteractiveSessionEchoCpuinfoClockAndRestart) {
   SHOAL_REQUIRE_LINUX_GUEST(kernel);
   auto s = boot(kernel, 2, {"--on-reboot", "restart"});
   ASSERT_TRUE(s);
-  expect_shell(*s, 2);
-  ask(*s, "echo hello-from-the-$((6*7))-guest", "hello-from-the-42-guest");
-  ask(*s, "echo processors=$(cat /proc/cpuinfo | grep -c processor)", "processors=2\r");
+  ASSERT_NO_FATAL_FAILURE(expect_shell(*s, 2));
+  ASSERT_NO_FATAL_FAILURE(ask(*s, "echo hello-from-the-$((6*7))-guest", "hello-from-the-42-guest"));
+  ASSERT_NO_FATAL_FAILURE(
+      ask(*s, "echo processors=$(cat /proc/cpuinfo | grep -c processor)", "processors=2\r"));
   // The CMOS clock gives the guest the host's date.
   const std::time_t now = std::time(nullptr);
   tm utc{};
   gmtime_r(&now, &utc);
-  ask(*s, "echo year=$(date -u +%Y)", "year=" + std::to_string(utc.tm_year + 1900));
+  ASSERT_NO_FATAL_FAILURE(
+      ask(*s, "echo year=$(date -u +%Y)", "year=" + std::to_string(utc.tm_year + 1900)));
   // --on-reboot restart: `reboot` boots the guest again in the same shoal process.
   s->send("reboot\n");
-  expect_shell(*s, 2);
-  ask(*s, "echo second-boot-$((1+1))", "second-boot-2");
+  ASSERT_NO_FATAL_FAILURE(expect_shell(*s, 2));
+  ASSERT_NO_FATAL_FAILURE(ask(*s, "echo second-boot-$((1+1))", "second-boot-2"));
   power_off(*s);
 }
 
@@ -135,7 +138,7 @@ TEST(LinuxConsole, RebootEndsShoalByDefault) {
   SHOAL_REQUIRE_LINUX_GUEST(kernel);
   auto s = boot(kernel, 1);
   ASSERT_TRUE(s);
-  expect_shell(*s, 1);
+  ASSERT_NO_FATAL_FAILURE(expect_shell(*s, 1));
   s->send("reboot\n");
   EXPECT_EQ(s->wait_exit(60s), 0) << s->output();
   EXPECT_NE(s->output().find("requested a reset"), std::string::npos) << s->output();

@@ -11,6 +11,7 @@
 #include "vmm/boot/acpi.hpp"
 #include "vmm/boot/aml.hpp"
 #include "vmm/boot/boot_layout.hpp"
+#include "vmm/boot/kernel_loader.hpp"
 #include "vmm/devices/platform_ports.hpp"
 
 namespace shoal {
@@ -52,10 +53,10 @@ TEST(Aml, ResourceTemplateEndsWithTheEndTag) {
   EXPECT_EQ(b[0], 0x11);
   EXPECT_EQ(b[2], 0x0a);
   EXPECT_EQ(b[3], 19);
-  EXPECT_EQ(b[4], 0x47);                   // I/O port descriptor
-  EXPECT_EQ(b[12], 0x89);                  // extended interrupt descriptor
-  EXPECT_EQ(b[17], 4);                     // GSI 4
-  EXPECT_EQ(b[b.size() - 2], 0x79);        // end tag
+  EXPECT_EQ(b[4], 0x47);             // I/O port descriptor
+  EXPECT_EQ(b[12], 0x89);            // extended interrupt descriptor
+  EXPECT_EQ(b[17], 4);               // GSI 4
+  EXPECT_EQ(b[b.size() - 2], 0x79);  // end tag
 }
 
 struct Table {
@@ -138,6 +139,21 @@ TEST(Acpi, DsdtDescribesCom1TheRtcAndS5) {
             std::string::npos)
       << d;
   EXPECT_NE(d.find("Name (_S5, Package"), std::string::npos) << d;
+}
+
+}  // namespace
+}  // namespace shoal
+
+namespace shoal {
+namespace {
+
+TEST(ResetVector, StubWritesTheAcpiResetRegisterThenHalts) {
+  const std::vector<uint8_t> stub = reset_vector_stub();
+  ASSERT_LE(boot::kResetVectorAddr + stub.size(), 0x100000u) << "must end below 1 MiB";
+  const uint16_t port = platform::kAcpiReset;
+  EXPECT_EQ(stub,
+            std::vector<uint8_t>({0xba, static_cast<uint8_t>(port), static_cast<uint8_t>(port >> 8),
+                                  0xb0, platform::kAcpiResetValue, 0xee, 0xf4, 0xeb, 0xfd}));
 }
 
 }  // namespace

@@ -55,17 +55,16 @@ void put_io_port_gas(std::vector<uint8_t>& b, size_t at, uint16_t port) {
 // power off.
 std::vector<uint8_t> dsdt_aml() {
   using namespace aml;
-  const Bytes com1 = device(
-      "COM1", [] {
-        Bytes t = name("_HID", eisa_id("PNP0501"));
-        const Bytes uid = name("_UID", integer(1));
-        t.insert(t.end(), uid.begin(), uid.end());
-        const Bytes crs = name("_CRS", resource_template({io_port(platform::kCom1Port,
-                                                                   platform::kCom1Length),
-                                                           interrupt(platform::kCom1Irq)}));
-        t.insert(t.end(), crs.begin(), crs.end());
-        return t;
-      }());
+  const Bytes com1 = device("COM1", [] {
+    Bytes t = name("_HID", eisa_id("PNP0501"));
+    const Bytes uid = name("_UID", integer(1));
+    t.insert(t.end(), uid.begin(), uid.end());
+    const Bytes crs =
+        name("_CRS", resource_template({io_port(platform::kCom1Port, platform::kCom1Length),
+                                        interrupt(platform::kCom1Irq)}));
+    t.insert(t.end(), crs.begin(), crs.end());
+    return t;
+  }());
   // The CMOS clock raises no interrupts here (no alarms or periodic ticks), so no IRQ 8.
   const Bytes rtc = device("RTC", [] {
     Bytes t = name("_HID", eisa_id("PNP0B00"));

@@ -21,11 +21,11 @@ Bytes integer(uint64_t value);
 // A compressed EISA ID ("PNP0501") as a DWord constant, as ASL's EisaId() makes.
 Bytes eisa_id(const std::string& id);
 
-Bytes name(const std::string& path, const Bytes& value);           // Name(path, value)
-Bytes scope(const std::string& path, const Bytes& terms);          // Scope(path) { terms }
-Bytes device(const std::string& path, const Bytes& terms);         // Device(path) { terms }
-Bytes package(const std::vector<Bytes>& elements);                 // Package() { ... }
-Bytes resource_template(const std::vector<Bytes>& descriptors);    // Buffer with an end tag
+Bytes name(const std::string& path, const Bytes& value);         // Name(path, value)
+Bytes scope(const std::string& path, const Bytes& terms);        // Scope(path) { terms }
+Bytes device(const std::string& path, const Bytes& terms);       // Device(path) { terms }
+Bytes package(const std::vector<Bytes>& elements);               // Package() { ... }
+Bytes resource_template(const std::vector<Bytes>& descriptors);  // Buffer with an end tag
 
 // Resource descriptors for resource_template().
 Bytes io_port(uint16_t base, uint8_t length);  // IO(Decode16, base, base, 1, length)

@@ -14,6 +14,7 @@ inline constexpr uint64_t kCmdlineAddr = 0x20000;
 inline constexpr uint64_t kCmdlineMax = 0x10000;
 inline constexpr uint64_t kEbdaAddr = 0x9fc00;  // MP table; Linux scans the EBDA
 inline constexpr uint64_t kAcpiAddr = 0xe0000;  // RSDP, then XSDT, FADT, DSDT, MADT
+inline constexpr uint64_t kResetVectorAddr = 0xffff0;  // F000:FFF0, where a BIOS starts
 inline constexpr uint64_t kKernelAddr = 0x100000;
 inline constexpr uint64_t kIoapicAddr = 0xfec00000;
 inline constexpr uint64_t kLapicAddr = 0xfee00000;

@@ -12,6 +12,7 @@
 #include "vmm/boot/mptable.hpp"
 #include "vmm/boot/pvh_elf.hpp"
 #include "vmm/boot/x86_cpu.hpp"
+#include "vmm/devices/platform_ports.hpp"
 
 namespace shoal {
 
@@ -68,8 +69,26 @@ Result<BootPlan> load_guest(GuestRam& ram, const BootInputs& inputs, int vcpus) 
   auto acpi = build_acpi_tables(in.acpi_rsdp, vcpus);
   if (!acpi) return acpi.error();
   SHOAL_TRY(ram.write(acpi->rsdp_addr, acpi->bytes), "write ACPI tables");
+  SHOAL_TRY(ram.write(boot::kResetVectorAddr, reset_vector_stub()), "write reset vector");
   SHOAL_TRY(write_boot_tables(ram, *plan), "boot tables");
   return plan;
+}
+
+std::vector<uint8_t> reset_vector_stub() {
+  // Linux on a hardware-reduced ACPI platform without EFI reboots by trying EFI (absent), then
+  // jumping to the BIOS reset vector in real mode (machine_real_restart). There is no BIOS;
+  // this stub is what answers there: it writes the ACPI reset register, which ends or restarts
+  // the machine, and halts.
+  const uint16_t port = platform::kAcpiReset;
+  return {0xba,
+          static_cast<uint8_t>(port),
+          static_cast<uint8_t>(port >> 8),  // mov dx, port
+          0xb0,
+          platform::kAcpiResetValue,  // mov al, value
+          0xee,                       // out dx, al
+          0xf4,                       // hlt
+          0xeb,
+          0xfd};  // jmp hlt
 }
 
 Result<BootPlan> load_guest_files(GuestRam& ram, const std::string& kernel,

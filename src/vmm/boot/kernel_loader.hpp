@@ -21,6 +21,10 @@ KernelFormat detect_kernel_format(std::span<const uint8_t> image);
 // ACPI tables for `vcpus`, and the boot GDT/page tables.
 Result<BootPlan> load_guest(GuestRam& ram, const BootInputs& in, int vcpus);
 
+// Real-mode code for the BIOS reset vector (boot::kResetVectorAddr): writes the ACPI reset
+// register. Linux jumps there to reboot when ACPI is hardware-reduced and there is no EFI.
+std::vector<uint8_t> reset_vector_stub();
+
 // load_guest() from files: the kernel (at most 1 GiB) and the initrd (empty path: none; at
 // most the size of guest RAM). Errors name the file.
 Result<BootPlan> load_guest_files(GuestRam& ram, const std::string& kernel,

@@ -5,8 +5,8 @@
 namespace shoal {
 
 namespace {
-constexpr uint8_t kIndexMask = 0x7f;  // bit 7 of the index port gates NMIs on a PC
-constexpr uint8_t kPmBit = 0x80;      // in 12-hour mode, the hours register's PM flag
+constexpr uint8_t kIndexMask = 0x7f;    // bit 7 of the index port gates NMIs on a PC
+constexpr uint8_t kPmBit = 0x80;        // in 12-hour mode, the hours register's PM flag
 constexpr uint8_t kRegADivider = 0x26;  // 32.768 kHz time base, 1024 Hz rate (the default)
 }  // namespace
 
