@@ -1,5 +1,6 @@
 #include "memory/memory_manager.hpp"
 
+#include <spdlog/spdlog.h>
 #include <sys/mman.h>
 
 #include <algorithm>
@@ -18,6 +19,7 @@ Result<std::unique_ptr<GuestMemoryManager>> GuestMemoryManager::create(
   std::unique_ptr<GuestMemoryManager> m(new GuestMemoryManager());
   m->options_ = options;
   m->ram_base_ = ram.base();
+  m->ram_bytes_ = ram.size();
   if (options.budget_bytes != 0 && options.budget_bytes < ram.size() &&
       options.backing == MemoryBacking::kPrefault)
     return Error("--prefault populates all " + format_size(ram.size()) +
@@ -96,6 +98,11 @@ Status GuestMemoryManager::discard(uint8_t* host, uint64_t bytes) {
 
 void GuestMemoryManager::stop_serving() {
   if (server_) server_->stop();
+  if (uffd_ && !released_) {
+    released_ = true;
+    Status s = uffd_->unregister(ram_base_, ram_bytes_);
+    if (!s.ok()) spdlog::warn("guest memory: {}", s.error().message());
+  }
 }
 
 GuestMemoryManager::~GuestMemoryManager() {

@@ -45,7 +45,11 @@ class GuestMemoryManager {
   // Nanoseconds the fault server has been stuck on one fault (0 when idle or not dormant).
   uint64_t stuck_ns() const { return server_ ? server_->busy_ns() : 0; }
   uint64_t present_pages() const { return directory_ ? directory_->present_pages() : 0; }
-  // Stops serving faults (the vCPUs must be stopped): the counters are final afterwards.
+  // Stops serving faults: the counters are final afterwards. A vCPU still waiting on a fault
+  // the server will never serve (it failed, or the machine is stopping) is released: with
+  // hardware paging KVM waits for guest-memory faults in the kernel, where only a fatal
+  // signal, not the vCPU kick, ends the wait. So guest RAM leaves userfaultfd, the kernel wakes
+  // the waiters, and from then on it serves touches itself (the machine is stopping anyway).
   void stop_serving();
   // Counters for --stats, one "name: value" per line.
   std::string stats_report() const;
@@ -55,6 +59,8 @@ class GuestMemoryManager {
 
   MemoryOptions options_;
   uint8_t* ram_base_ = nullptr;
+  uint64_t ram_bytes_ = 0;
+  bool released_ = false;  // guest RAM unregistered from userfaultfd
   std::unique_ptr<Userfaultfd> uffd_;
   std::unique_ptr<PageDirectory> directory_;
   std::unique_ptr<ZeroPool> pool_;

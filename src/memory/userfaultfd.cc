@@ -76,6 +76,12 @@ Status Userfaultfd::register_missing(void* addr, uint64_t len) const {
   return {};
 }
 
+Status Userfaultfd::unregister(void* addr, uint64_t len) const {
+  uffdio_range range{reinterpret_cast<uint64_t>(addr), len};
+  if (ioctl(fd(), UFFDIO_UNREGISTER, &range) < 0) return errno_error("UFFDIO_UNREGISTER");
+  return {};
+}
+
 Status Userfaultfd::register_missing_wp(void* addr, uint64_t len) const {
   uffdio_register reg{};
   reg.range.start = reinterpret_cast<uint64_t>(addr);

@@ -40,6 +40,9 @@ class Userfaultfd {
   // MISSING and WRITEPROTECT faults both (a pod's coherent memory: shared copies are mapped
   // write-protected, so a local write to one is a WP fault).
   Status register_missing_wp(void* addr, uint64_t len) const;
+  // Ends fault handling for the range. The kernel wakes every thread waiting on a fault there,
+  // and they, like any later touch, are then served by the kernel itself.
+  Status unregister(void* addr, uint64_t len) const;
 
   // Each returns 0 or -errno; `*done` gets the bytes the kernel completed (also on partial
   // failure, where the kernel reports them).

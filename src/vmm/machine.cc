@@ -155,9 +155,10 @@ Result<int> Machine::run() {
     }
   }
   for (auto& v : vcpus_) v->send(VcpuCommand::kStop);
+  // Before joining: a vCPU may wait on a fault the server will not serve (see stop_serving).
+  memory_->stop_serving();
   for (auto& v : vcpus_) v->join();
   console_input_.reset();  // restores the terminal before shoal prints its last words
-  memory_->stop_serving();
   if (print_stats_) std::fprintf(stderr, "%s", memory_->stats_report().c_str());
   if (error_) return *error_;
   return exit_code_.value_or(0);
