@@ -40,8 +40,9 @@ void once(const Config& c, Result& r) {
   auto p = run_process(c.argv, std::chrono::seconds(600), "", kUserspaceLine);
   if (p.exit_code != 0 || p.seconds_to_mark < 0) {
     const std::string& text = p.err.empty() ? p.out : p.err;
-    r.failure = p.timed_out ? "timed out" : "exit " + std::to_string(p.exit_code) + ": " +
-                                                text.substr(0, text.find('\n'));
+    r.failure = p.timed_out ? "timed out"
+                            : "exit " + std::to_string(p.exit_code) + ": " +
+                                  text.substr(0, text.find('\n'));
     return;
   }
   r.to_userspace_ms.push_back(p.seconds_to_mark * 1000);
@@ -72,32 +73,57 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     const bool has_value = i + 1 < argc;
-    if (a == "--json") json = true;
-    else if (a == "--runs" && has_value) runs = std::max(1, std::atoi(argv[++i]));
-    else if (a == "--kernel-dir" && has_value) dir = argv[++i];
-    else if (a == "--initrd" && has_value) initrd = argv[++i];
-    else if (a == "--qemu" && has_value) qemu = argv[++i];
+    if (a == "--json")
+      json = true;
+    else if (a == "--runs" && has_value)
+      runs = std::max(1, std::atoi(argv[++i]));
+    else if (a == "--kernel-dir" && has_value)
+      dir = argv[++i];
+    else if (a == "--initrd" && has_value)
+      initrd = argv[++i];
+    else if (a == "--qemu" && has_value)
+      qemu = argv[++i];
     else {
-      std::fprintf(stderr, "usage: linux_boot [--json] [--runs N] [--kernel-dir DIR] "
-                           "[--initrd FILE] [--qemu PATH]\n");
+      std::fprintf(stderr,
+                   "usage: linux_boot [--json] [--runs N] [--kernel-dir DIR] "
+                   "[--initrd FILE] [--qemu PATH]\n");
       return 2;
     }
   }
   const std::string bz = dir + "/bzImage", elf = dir + "/vmlinux";
   auto shoal = [&](const std::string& kernel) {
-    return std::vector<std::string>{SHOAL_BINARY, "run",      "--kernel", kernel,   "--initrd",
-                                    initrd,       "--vcpus",  "2",        "--memory", "512M",
-                                    "--cmdline",  kCmdline,   "--log-level", "warn"};
+    return std::vector<std::string>{SHOAL_BINARY, "run",     "--kernel",    kernel,     "--initrd",
+                                    initrd,       "--vcpus", "2",           "--memory", "512M",
+                                    "--cmdline",  kCmdline,  "--log-level", "warn"};
   };
   // QEMU: the same vCPUs and RAM, serial console on stdio, nothing else; microvm as the
   // project's start-up benchmark configures it (no option ROMs, no RTC), q35 with defaults
   // off. Both power off through ACPI and exit.
   auto qemu_cmd = [&](const std::string& machine) {
-    return std::vector<std::string>{qemu,     "-M",      machine,     "-accel", "kvm",
-                                    "-cpu",   "host",    "-smp",      "2",      "-m",
-                                    "512M",   "-nodefaults", "-no-user-config", "-display",
-                                    "none",   "-serial", "stdio",     "-no-reboot", "-kernel",
-                                    bz,       "-initrd", initrd,      "-append", kCmdline};
+    return std::vector<std::string>{qemu,
+                                    "-M",
+                                    machine,
+                                    "-accel",
+                                    "kvm",
+                                    "-cpu",
+                                    "host",
+                                    "-smp",
+                                    "2",
+                                    "-m",
+                                    "512M",
+                                    "-nodefaults",
+                                    "-no-user-config",
+                                    "-display",
+                                    "none",
+                                    "-serial",
+                                    "stdio",
+                                    "-no-reboot",
+                                    "-kernel",
+                                    bz,
+                                    "-initrd",
+                                    initrd,
+                                    "-append",
+                                    kCmdline};
   };
   const std::vector<Config> configs = {
       {"shoal vmlinux (PVH)", shoal(elf)},
@@ -117,10 +143,11 @@ int main(int argc, char** argv) {
     std::printf("{\"runs\":%d,\"configs\":[", runs);
     for (size_t c = 0; c < configs.size(); ++c) {
       const Result& r = results[c];
-      std::printf("%s{\"name\":\"%s\",\"to_userspace_ms\":%.1f,\"to_exit_ms\":%.1f,"
-                  "\"failure\":\"%s\"}",
-                  c ? "," : "", configs[c].name.c_str(), r.median(r.to_userspace_ms),
-                  r.median(r.to_exit_ms), r.failure.c_str());
+      std::printf(
+          "%s{\"name\":\"%s\",\"to_userspace_ms\":%.1f,\"to_exit_ms\":%.1f,"
+          "\"failure\":\"%s\"}",
+          c ? "," : "", configs[c].name.c_str(), r.median(r.to_userspace_ms),
+          r.median(r.to_exit_ms), r.failure.c_str());
     }
     std::printf("]}\n");
   } else {
