@@ -150,6 +150,12 @@ void CoherentMemory::stop() {
   stopped_ = true;
   signal_eventfd(stop_fd_.get());
   if (thread_.joinable()) thread_.join();
+  // Link readers keep delivering until the mesh closes, which comes after this: they handle
+  // messages under proto_mu_ and use the pool and the fd, so both go under it, and deliver()
+  // drops what arrives later. (Resetting the pool under a reader crashed host 0's node at the
+  // end of a pod in the test machine, where other hosts still recall pages.)
+  std::lock_guard lock(proto_mu_);
+  closed_ = true;
   // Closing the userfaultfd unregisters the mapping and wakes every waiting thread; their
   // faults are then ordinary ones. The pool goes first: its recycling chunks use the fd.
   pool_.reset();
@@ -162,6 +168,7 @@ void CoherentMemory::deliver(CoherenceMessage m) {
   // Handled right here on the link's reader thread: handing it to the fault thread would cost
   // two more thread wake-ups per round trip, the largest part of a remote fault's latency.
   std::lock_guard lock(proto_mu_);
+  if (closed_) return;  // stopped: the pod is going away
   const size_t held = held_.size();
   work_.push_back(std::move(m));
   run_queue();

@@ -138,6 +138,7 @@ class CoherentMemory {
   CoherentMemoryStats stats_;
   std::thread thread_;
   bool stopped_ = false;
+  bool closed_ = false;  // under proto_mu_: the pool and the fd are gone
 };
 
 }  // namespace shoal
