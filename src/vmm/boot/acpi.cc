@@ -55,30 +55,19 @@ void put_io_port_gas(std::vector<uint8_t>& b, size_t at, uint16_t port) {
 // power off.
 std::vector<uint8_t> dsdt_aml() {
   using namespace aml;
-  const Bytes com1 = device("COM1", [] {
-    Bytes t = name("_HID", eisa_id("PNP0501"));
-    const Bytes uid = name("_UID", integer(1));
-    t.insert(t.end(), uid.begin(), uid.end());
-    const Bytes crs =
-        name("_CRS", resource_template({io_port(platform::kCom1Port, platform::kCom1Length),
-                                        interrupt(platform::kCom1Irq)}));
-    t.insert(t.end(), crs.begin(), crs.end());
-    return t;
-  }());
+  const Bytes com1 = device(
+      "COM1",
+      concat({name("_HID", eisa_id("PNP0501")), name("_UID", integer(1)),
+              name("_CRS", resource_template({io_port(platform::kCom1Port, platform::kCom1Length),
+                                              interrupt(platform::kCom1Irq)}))}));
   // The CMOS clock raises no interrupts here (no alarms or periodic ticks), so no IRQ 8.
-  const Bytes rtc = device("RTC", [] {
-    Bytes t = name("_HID", eisa_id("PNP0B00"));
-    const Bytes crs =
-        name("_CRS", resource_template({io_port(platform::kRtcPort, platform::kRtcLength)}));
-    t.insert(t.end(), crs.begin(), crs.end());
-    return t;
-  }());
-  Bytes devices = com1;
-  devices.insert(devices.end(), rtc.begin(), rtc.end());
-  Bytes out = scope("\\_SB", devices);
-  const Bytes s5 = name("_S5", package({integer(platform::kAcpiS5SleepType), integer(0)}));
-  out.insert(out.end(), s5.begin(), s5.end());
-  return out;
+  const Bytes rtc = device(
+      "RTC",
+      concat(
+          {name("_HID", eisa_id("PNP0B00")),
+           name("_CRS", resource_template({io_port(platform::kRtcPort, platform::kRtcLength)}))}));
+  return concat({scope("\\_SB", concat({com1, rtc})),
+                 name("_S5", package({integer(platform::kAcpiS5SleepType), integer(0)}))});
 }
 
 void finish(std::vector<uint8_t>& t) {

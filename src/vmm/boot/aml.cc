@@ -43,6 +43,12 @@ Bytes pkg_length(size_t body_size) {
   return {};  // beyond 256 MiB: not representable, never built here
 }
 
+Bytes concat(const std::vector<Bytes>& terms) {
+  Bytes out;
+  for (const Bytes& t : terms) append(out, t);
+  return out;
+}
+
 Bytes name_string(const std::string& path) {
   Bytes out;
   size_t i = 0;

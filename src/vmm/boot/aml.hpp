@@ -31,6 +31,9 @@ Bytes resource_template(const std::vector<Bytes>& descriptors);  // Buffer with 
 Bytes io_port(uint16_t base, uint8_t length);  // IO(Decode16, base, base, 1, length)
 Bytes interrupt(uint32_t gsi);                 // Interrupt(ResourceConsumer, Edge, ActiveHigh)
 
+// The terms one after another (a term list).
+Bytes concat(const std::vector<Bytes>& terms);
+
 // A PkgLength field for a body of `body_size` bytes (the field counts itself).
 Bytes pkg_length(size_t body_size);
 
