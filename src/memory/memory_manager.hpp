@@ -7,8 +7,8 @@
 #include <memory>
 #include <string>
 
+#include "arch/guest_ram.hpp"
 #include "memory/fault_server.hpp"
-#include "memory/guest_ram.hpp"
 #include "memory/page_directory.hpp"
 #include "memory/userfaultfd.hpp"
 #include "memory/zero_pool.hpp"

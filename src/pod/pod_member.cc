@@ -4,11 +4,11 @@
 
 #include <sstream>
 
+#include "arch/kernel_loader.hpp"
+#include "arch/x86_cpu.hpp"
+#include "devices/platform_devices.hpp"
+#include "memory/ram_slots.hpp"
 #include "shoal/size.hpp"
-#include "vmm/boot/kernel_loader.hpp"
-#include "vmm/boot/x86_cpu.hpp"
-#include "vmm/devices/platform_devices.hpp"
-#include "vmm/ram_slots.hpp"
 
 namespace shoal {
 

@@ -16,15 +16,15 @@
 #include <thread>
 #include <vector>
 
+#include "arch/boot_plan.hpp"
+#include "arch/guest_ram.hpp"
+#include "devices/io_bus.hpp"
+#include "kvm/kvm.hpp"
 #include "memory/coherent_memory.hpp"
-#include "memory/guest_ram.hpp"
 #include "net/tcp_link.hpp"
 #include "pod/pod_mesh.hpp"
 #include "pod/pod_spec.hpp"
 #include "vcpu/vcpu_thread.hpp"
-#include "vmm/boot/boot_plan.hpp"
-#include "vmm/devices/io_bus.hpp"
-#include "vmm/kvm.hpp"
 
 namespace shoal {
 

@@ -5,8 +5,8 @@
 #include <algorithm>
 #include <cstring>
 
+#include "devices/io_bus.hpp"
 #include "net/coherence_wire.hpp"
-#include "vmm/devices/io_bus.hpp"
 
 namespace shoal {
 

@@ -12,10 +12,10 @@
 #include <thread>
 #include <vector>
 
+#include "devices/io_bus.hpp"
 #include "memory/coherent_memory.hpp"
 #include "net/link.hpp"
 #include "pod/pod_messages.hpp"
-#include "vmm/devices/io_bus.hpp"
 
 namespace shoal {
 

@@ -16,9 +16,9 @@
 #include <cstdint>
 #include <string>
 
+#include "arch/boot_plan.hpp"
 #include "net/frame.hpp"
 #include "shoal/status.hpp"
-#include "vmm/boot/boot_plan.hpp"
 
 namespace shoal {
 

@@ -5,8 +5,8 @@
 #include <string>
 #include <variant>
 
+#include "devices/io_bus.hpp"
 #include "vcpu/vcpu_exit.hpp"
-#include "vmm/devices/io_bus.hpp"
 
 namespace shoal {
 

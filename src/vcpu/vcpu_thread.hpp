@@ -13,9 +13,9 @@
 #include <string>
 #include <thread>
 
+#include "kvm/vcpu_fd.hpp"
 #include "vcpu/exit_handler.hpp"
 #include "vcpu/vcpu_exit.hpp"
-#include "vcpu/vcpu_fd.hpp"
 
 namespace shoal {
 

@@ -2,8 +2,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "arch/bzimage.hpp"
 #include "shoal/size.hpp"
-#include "vmm/boot/bzimage.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static auto ram = shoal::GuestRam::reserve(128 * shoal::MiB, 48);

@@ -2,9 +2,9 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "arch/kernel_loader.hpp"
+#include "arch/pvh_elf.hpp"
 #include "shoal/size.hpp"
-#include "vmm/boot/kernel_loader.hpp"
-#include "vmm/boot/pvh_elf.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static auto ram = shoal::GuestRam::reserve(64 * shoal::MiB, 48);

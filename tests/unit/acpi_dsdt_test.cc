@@ -8,11 +8,11 @@
 #include <sstream>
 #include <string>
 
-#include "vmm/boot/acpi.hpp"
-#include "vmm/boot/aml.hpp"
-#include "vmm/boot/boot_layout.hpp"
-#include "vmm/boot/kernel_loader.hpp"
-#include "vmm/devices/platform_ports.hpp"
+#include "arch/acpi.hpp"
+#include "arch/aml.hpp"
+#include "arch/boot_layout.hpp"
+#include "arch/kernel_loader.hpp"
+#include "arch/platform_ports.hpp"
 
 namespace shoal {
 namespace {

@@ -3,12 +3,12 @@
 #include <cstring>
 #include <numeric>
 
+#include "arch/acpi.hpp"
+#include "arch/boot_layout.hpp"
+#include "arch/e820.hpp"
+#include "arch/mptable.hpp"
+#include "arch/x86_cpu.hpp"
 #include "shoal/size.hpp"
-#include "vmm/boot/acpi.hpp"
-#include "vmm/boot/boot_layout.hpp"
-#include "vmm/boot/e820.hpp"
-#include "vmm/boot/mptable.hpp"
-#include "vmm/boot/x86_cpu.hpp"
 
 namespace shoal {
 namespace {

@@ -1,14 +1,14 @@
 // The x86 boot protocol code against the header of a real kernel: Debian's cloud bzImage,
 // fetched by scripts/setup.
-#include "vmm/boot/bzimage.hpp"
+#include "arch/bzimage.hpp"
 
 #include <gtest/gtest.h>
 
 #include <cstring>
 
+#include "arch/boot_layout.hpp"
+#include "arch/kernel_loader.hpp"
 #include "shoal/size.hpp"
-#include "vmm/boot/boot_layout.hpp"
-#include "vmm/boot/kernel_loader.hpp"
 
 namespace shoal {
 namespace {

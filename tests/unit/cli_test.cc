@@ -1,4 +1,4 @@
-#include "vmm/cli.hpp"
+#include "cli/cli.hpp"
 
 #include <gtest/gtest.h>
 

@@ -1,4 +1,4 @@
-#include "vmm/devices/io_bus.hpp"
+#include "devices/io_bus.hpp"
 
 #include <gtest/gtest.h>
 

@@ -1,9 +1,9 @@
 // The ACPI power-management block and the CMOS clock, driven as Linux drives them.
 #include <gtest/gtest.h>
 
-#include "vmm/devices/acpi_pm.hpp"
-#include "vmm/devices/cmos_rtc.hpp"
-#include "vmm/devices/platform_ports.hpp"
+#include "arch/platform_ports.hpp"
+#include "devices/acpi_pm.hpp"
+#include "devices/cmos_rtc.hpp"
 
 namespace shoal {
 namespace {

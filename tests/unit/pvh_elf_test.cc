@@ -1,13 +1,13 @@
-#include "vmm/boot/pvh_elf.hpp"
+#include "arch/pvh_elf.hpp"
 
 #include <elf.h>
 #include <gtest/gtest.h>
 
 #include <cstring>
 
+#include "arch/boot_layout.hpp"
+#include "arch/kernel_loader.hpp"
 #include "shoal/size.hpp"
-#include "vmm/boot/boot_layout.hpp"
-#include "vmm/boot/kernel_loader.hpp"
 
 namespace shoal {
 namespace {

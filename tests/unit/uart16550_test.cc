@@ -1,4 +1,4 @@
-#include "vmm/devices/uart16550.hpp"
+#include "devices/uart16550.hpp"
 
 #include <gtest/gtest.h>
 

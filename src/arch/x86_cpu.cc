@@ -1,0 +1,167 @@
+#include "arch/x86_cpu.hpp"
+
+#include <cstring>
+#include <string>
+
+#include "arch/boot_layout.hpp"
+
+namespace shoal {
+
+namespace {
+
+constexpr uint64_t kCr0Pe = 1, kCr0Et = 1 << 4, kCr0Pg = 1ull << 31;
+constexpr uint64_t kCr4Pae = 1 << 5;
+constexpr uint64_t kEferLme = 1 << 8, kEferLma = 1 << 10;
+constexpr uint64_t kPteP = 1, kPteRw = 2, kPtePs = 1 << 7;
+
+constexpr uint32_t kMsrIa32MiscEnable = 0x1a0, kMsrMtrrDefType = 0x2ff;
+constexpr uint64_t kMiscEnableFastString = 1;
+constexpr uint64_t kMtrrEnableWriteBack = (1 << 11) | 6;
+
+constexpr int kApicLvt0 = 0x350, kApicLvt1 = 0x360;
+constexpr uint32_t kDeliveryExtInt = 7, kDeliveryNmi = 4;
+
+// Boot GDT: null, 32-bit code, 64-bit code, data, TSS (selectors in boot_layout.hpp).
+constexpr uint64_t boot_gdt[] = {
+    0,
+    gdt_entry(0xc09b, 0, 0xfffff),
+    gdt_entry(0xa09b, 0, 0xfffff),
+    gdt_entry(0xc093, 0, 0xfffff),
+    gdt_entry(0x008b, 0, 0x67),
+};
+
+void set_lvt_delivery(kvm_lapic_state& lapic, int reg, uint32_t mode) {
+  uint32_t v;
+  std::memcpy(&v, lapic.regs + reg, 4);
+  v = (v & ~0x700u) | (mode << 8);
+  std::memcpy(lapic.regs + reg, &v, 4);
+}
+
+}  // namespace
+
+kvm_segment segment_from_gdt(uint64_t e, uint16_t selector) {
+  kvm_segment s{};
+  s.base = static_cast<uint64_t>(((e >> 16) & 0xffffff) | ((e >> 32) & 0xff000000));
+  const uint32_t limit = static_cast<uint32_t>((e & 0xffff) | ((e >> 32) & 0xf0000));
+  s.g = (e >> 55) & 1;
+  s.limit = s.g ? (limit << 12) | 0xfff : limit;
+  s.selector = selector;
+  s.type = (e >> 40) & 0xf;
+  s.s = (e >> 44) & 1;
+  s.dpl = (e >> 45) & 3;
+  s.present = (e >> 47) & 1;
+  s.avl = (e >> 52) & 1;
+  s.l = (e >> 53) & 1;
+  s.db = (e >> 54) & 1;
+  s.unusable = s.present ? 0 : 1;
+  return s;
+}
+
+Status write_boot_tables(GuestRam& ram, const BootPlan& plan) {
+  SHOAL_TRY(ram.write(boot::kGdtAddr,
+                      std::span(reinterpret_cast<const uint8_t*>(boot_gdt), sizeof boot_gdt)),
+            "write boot GDT");
+  const uint64_t null_idt = 0;
+  SHOAL_TRY(ram.write(boot::kIdtAddr, std::span(reinterpret_cast<const uint8_t*>(&null_idt), 8)),
+            "write boot IDT");
+  if (plan.mode != EntryMode::kLinux64) return {};
+  // PML4 -> one PDPT -> four page directories of 2 MiB pages: 0..4 GiB identity-mapped, which
+  // covers the kernel, boot_params, command line and initrd wherever they were placed.
+  std::vector<uint64_t> tables(6 * 512, 0);
+  const uint64_t pdpt = boot::kPml4Addr + kPageSize, pd = pdpt + kPageSize;
+  tables[0] = pdpt | kPteP | kPteRw;
+  for (uint64_t i = 0; i < 4; ++i) tables[512 + i] = (pd + i * kPageSize) | kPteP | kPteRw;
+  for (uint64_t i = 0; i < 4 * 512; ++i) tables[1024 + i] = (i << 21) | kPteP | kPteRw | kPtePs;
+  SHOAL_TRY(ram.write(boot::kPml4Addr, std::span(reinterpret_cast<const uint8_t*>(tables.data()),
+                                                 tables.size() * 8)),
+            "write boot page tables");
+  return {};
+}
+
+kvm_sregs boot_sregs(const kvm_sregs& current, EntryMode mode) {
+  kvm_sregs s = current;
+  const uint16_t code_sel =
+      mode == EntryMode::kLinux64 ? boot::kCode64Selector : boot::kCode32Selector;
+  s.cs = segment_from_gdt(boot_gdt[code_sel / 8], code_sel);
+  const kvm_segment data = segment_from_gdt(boot_gdt[boot::kDataSelector / 8], boot::kDataSelector);
+  s.ds = s.es = s.fs = s.gs = s.ss = data;
+  s.tr = segment_from_gdt(boot_gdt[boot::kTssSelector / 8], boot::kTssSelector);
+  s.gdt.base = boot::kGdtAddr;
+  s.gdt.limit = sizeof boot_gdt - 1;
+  s.idt.base = boot::kIdtAddr;
+  s.idt.limit = 7;
+  if (mode == EntryMode::kLinux64) {
+    s.cr0 = kCr0Pe | kCr0Et | kCr0Pg;
+    s.cr3 = boot::kPml4Addr;
+    s.cr4 = kCr4Pae;
+    s.efer = kEferLme | kEferLma;
+  } else {
+    // PVH: 32-bit protected mode, paging off.
+    s.cr0 = kCr0Pe | kCr0Et;
+    s.cr3 = 0;
+    s.cr4 = 0;
+    s.efer = 0;
+  }
+  return s;
+}
+
+kvm_regs boot_regs(const BootPlan& plan) {
+  kvm_regs r{};
+  r.rflags = 0x2;  // reserved bit 1; interrupts off
+  r.rip = plan.entry;
+  if (plan.mode == EntryMode::kLinux64)
+    r.rsi = plan.boot_info;
+  else
+    r.rbx = plan.boot_info;
+  return r;
+}
+
+std::vector<kvm_cpuid_entry2> guest_cpuid(std::vector<kvm_cpuid_entry2> entries, int id,
+                                          int count) {
+  const uint32_t apic_id = static_cast<uint32_t>(id);
+  for (kvm_cpuid_entry2& e : entries) {
+    switch (e.function) {
+      case 1:
+        // Initial APIC ID and the logical processor count the guest's topology code reads.
+        e.ebx = (e.ebx & 0x0000ffff) | (apic_id << 24) |
+                (static_cast<uint32_t>(count > 255 ? 255 : count) << 16);
+        e.ecx |= 1u << 31;  // running under a hypervisor
+        break;
+      case 0xb:
+      case 0x1f:
+        e.edx = apic_id;  // x2APIC ID
+        break;
+      default:
+        break;
+    }
+  }
+  return entries;
+}
+
+Status configure_vcpu(const VcpuFd& vcpu, const BootPlan& plan,
+                      const std::vector<kvm_cpuid_entry2>& cpuid, bool enter_now) {
+  const std::string who = "vcpu " + std::to_string(vcpu.id());
+  SHOAL_TRY(vcpu.set_cpuid(cpuid), who);
+  SHOAL_TRY(vcpu.set_msrs({{kMsrIa32MiscEnable, 0, kMiscEnableFastString},
+                           {kMsrMtrrDefType, 0, kMtrrEnableWriteBack}}),
+            who);
+  kvm_lapic_state lapic{};
+  SHOAL_TRY(vcpu.get_lapic(lapic), who);
+  set_lvt_delivery(lapic, kApicLvt0, kDeliveryExtInt);
+  set_lvt_delivery(lapic, kApicLvt1, kDeliveryNmi);
+  SHOAL_TRY(vcpu.set_lapic(lapic), who);
+  if (!enter_now) return {};
+  kvm_sregs sregs{};
+  SHOAL_TRY(vcpu.get_sregs(sregs), who);
+  SHOAL_TRY(vcpu.set_sregs(boot_sregs(sregs, plan.mode)), who);
+  SHOAL_TRY(vcpu.set_regs(boot_regs(plan)), who);
+  kvm_fpu fpu{};
+  fpu.fcw = 0x37f;
+  fpu.mxcsr = 0x1f80;
+  SHOAL_TRY(vcpu.set_fpu(fpu), who);
+  // An AP would otherwise wait for INIT/SIPI.
+  SHOAL_TRY(vcpu.set_mp_state(KVM_MP_STATE_RUNNABLE), who);
+  return {};
+}
+
+}  // namespace shoal

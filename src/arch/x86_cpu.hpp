@@ -1,0 +1,42 @@
+// x86 boot state of a vCPU: GDT, identity page tables, segment and control registers, CPUID,
+// MSRs and the local APIC's virtual-wire setup.
+#pragma once
+
+#include <linux/kvm.h>
+
+#include <cstdint>
+#include <vector>
+
+#include "arch/boot_plan.hpp"
+#include "arch/guest_ram.hpp"
+#include "kvm/vcpu_fd.hpp"
+
+namespace shoal {
+
+// GDT entry bits from flags (type, S, DPL, P, AVL, L, D/B, G), base and limit.
+constexpr uint64_t gdt_entry(uint16_t flags, uint32_t base, uint32_t limit) {
+  return ((uint64_t{base} & 0xff000000) << 32) | ((uint64_t{flags} & 0xf0ff) << 40) |
+         ((uint64_t{limit} & 0x000f0000) << 32) | ((uint64_t{base} & 0x00ffffff) << 16) |
+         (uint64_t{limit} & 0x0000ffff);
+}
+// The hidden segment state KVM wants for a GDT entry.
+kvm_segment segment_from_gdt(uint64_t entry, uint16_t selector);
+
+// Writes the boot GDT and IDT, and for a 64-bit entry the identity map of the first 4 GiB.
+Status write_boot_tables(GuestRam& ram, const BootPlan& plan);
+
+kvm_sregs boot_sregs(const kvm_sregs& current, EntryMode mode);
+kvm_regs boot_regs(const BootPlan& plan);
+
+// What vCPU `id` of `count` sees: KVM's supported set with this vCPU's APIC ID filled in.
+// Clearing feature bits here is how a VMM normally hides them, but a nested PVM host reports
+// its own features whatever KVM_SET_CPUID2 says (see docs/linux-boot.md).
+std::vector<kvm_cpuid_entry2> guest_cpuid(std::vector<kvm_cpuid_entry2> supported, int id,
+                                          int count);
+
+// Full boot-time setup of one vCPU. With `enter_now` false the vCPU is left for the guest's
+// INIT/SIPI (a Linux AP); only its CPUID, MSRs and LAPIC are set.
+Status configure_vcpu(const VcpuFd& vcpu, const BootPlan& plan,
+                      const std::vector<kvm_cpuid_entry2>& cpuid, bool enter_now);
+
+}  // namespace shoal

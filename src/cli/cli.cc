@@ -1,0 +1,185 @@
+#include "cli/cli.hpp"
+
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <cstring>
+#include <sstream>
+
+#include "shoal/size.hpp"
+#include "shoal/version.hpp"
+
+namespace shoal {
+
+namespace {
+
+// "--memory 12Q: unknown size suffix 'Q' ..." style: the option first, then the problem.
+std::string usage_error(const std::string& option, const std::string& problem) {
+  return "shoal: error: " + option + ": " + problem;
+}
+
+std::string check_readable(const std::string& option, const std::string& path) {
+  if (::access(path.c_str(), R_OK) != 0)
+    return usage_error(option, path + ": " + std::strerror(errno));
+  return {};
+}
+
+}  // namespace
+
+int report_error(int exit_code, const std::string& message) {
+  std::fprintf(stderr, "shoal: error: %s\n", message.c_str());
+  return exit_code;
+}
+
+CliOutcome parse_cli(int argc, const char* const* argv) {
+  CLI::App app{"shoal: a virtual machine monitor that runs one guest across several hosts",
+               "shoal"};
+  app.set_version_flag("--version", std::string("shoal ") + kVersion);
+  app.require_subcommand(1);
+  RunConfig cfg;
+  std::string memory = "512M";
+  auto* run = app.add_subcommand("run", "Boot a guest on this host");
+  run->add_option("--kernel", cfg.kernel, "bzImage, or ELF kernel with a PVH entry note")
+      ->required();
+  run->add_option("--initrd", cfg.initrd, "initial ramdisk");
+  run->add_option("--cmdline", cfg.cmdline, "kernel command line");
+  run->add_option("--memory", memory, "guest RAM, e.g. 512M, 4G, 1T (bare number: MiB)")
+      ->capture_default_str();
+  run->add_option("--vcpus", cfg.vcpus, "number of vCPUs")->capture_default_str();
+  run->add_option("--serial", cfg.serial, "where the UART at 0x3f8 goes: stdio or a file path")
+      ->capture_default_str();
+  std::string zero_pool = "64M", budget, serving = "batch";
+  bool prefault = false;
+  run->add_option("--zero-pool", zero_pool, "pre-zeroed pages kept ready for first touches")
+      ->capture_default_str();
+  run->add_option("--memory-budget", budget,
+                  "host memory this guest may populate, guest pages plus zero pool (default: "
+                  "all of the host's RAM)");
+  run->add_flag("--prefault", prefault, "populate all guest memory up front (for comparison)");
+  run->add_flag("--zero-pool-ready", cfg.memory_options.wait_for_full_pool,
+                "fill the zero pool before the guest starts (start-up pays for it)");
+  run->add_option("--fault-serving", serving,
+                  "first-touch service: batch (pool + adaptive batches), single-move, "
+                  "single-copy, or kernel (no userfaultfd, as QEMU does)")
+      ->check(CLI::IsMember({"batch", "single-move", "single-copy", "kernel"}))
+      ->capture_default_str();
+  run->add_flag("--stats", cfg.print_stats, "print memory counters at exit");
+  std::string on_reboot = "exit";
+  run->add_option("--on-reboot", on_reboot,
+                  "when the guest reboots: exit (shoal ends with 0) or restart (boot it again)")
+      ->check(CLI::IsMember({"exit", "restart"}))
+      ->capture_default_str();
+  run->add_option("--log-level", cfg.log_level, "trace, debug, info, warn, error or off")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}))
+      ->capture_default_str();
+
+  auto* pod = app.add_subcommand("pod", "Pods: one guest across several hosts");
+  pod->require_subcommand(1);
+  std::string spec_path;
+  auto* validate = pod->add_subcommand("validate", "Check a pod spec and show how it resolves");
+  validate->add_option("SPEC", spec_path, "pod spec (YAML)")->required();
+
+  PodPingCommand ping_cmd;
+  auto* ping =
+      pod->add_subcommand("ping", "Authenticate to every host of a pod and time a round trip");
+  ping->add_option("SPEC", ping_cmd.spec, "pod spec (YAML)")->required();
+  ping->add_option("--secret-file", ping_cmd.secret_file,
+                   "pod secret (default: the spec's secretFile)");
+  ping->add_option("--count", ping_cmd.count, "round trips per host")->check(CLI::Range(1, 1000));
+
+  PodControlCommand control_cmd;
+  CLI::App* control[3] = {
+      pod->add_subcommand("up", "Start a pod on its hosts and follow it (status, guest console)"),
+      pod->add_subcommand("status", "Show what every host of a pod is doing"),
+      pod->add_subcommand("down", "Stop a pod on every host")};
+  for (auto* c : control) {
+    c->add_option("SPEC", control_cmd.spec, "pod spec (YAML)")->required();
+    c->add_option("--secret-file", control_cmd.secret_file,
+                  "pod secret (default: the spec's secretFile)");
+  }
+
+  NodeCommand node_cmd;
+  auto* node = app.add_subcommand("node", "Run this host's pod node service");
+  node->add_option("--listen", node_cmd.listen, "HOST:PORT to listen on")->required();
+  node->add_option("--secret-file", node_cmd.secret_file, "the pod's shared secret")->required();
+  node->add_option("--name", node_cmd.name, "this node's name (default: the listen address)");
+
+  CliOutcome out;
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    // CLI11 writes help/version to `o` (exit 0) and errors to `er`.
+    std::ostringstream o, er;
+    const int code = app.exit(e, o, er);
+    out.exit_code = code == 0 ? 0 : kExitUsage;
+    out.message = code == 0 ? o.str() : "shoal: error: " + er.str();
+    while (!out.message.empty() && out.message.back() == '\n') out.message.pop_back();
+    return out;
+  }
+
+  if (validate->parsed()) {
+    out.validate_pod_spec = spec_path;
+    return out;
+  }
+  for (int i = 0; i < 3; ++i)
+    if (control[i]->parsed()) {
+      control_cmd.action = static_cast<PodControlCommand::Action>(i);
+      out.pod_control = control_cmd;
+      return out;
+    }
+  if (ping->parsed()) {
+    out.pod_ping = ping_cmd;
+    return out;
+  }
+  if (node->parsed()) {
+    if (node_cmd.name.empty()) node_cmd.name = node_cmd.listen;
+    out.node = node_cmd;
+    return out;
+  }
+  auto fail = [&](std::string message) {
+    out.exit_code = kExitUsage;
+    out.message = std::move(message);
+    return out;
+  };
+  auto size = parse_size(memory, MiB);
+  if (!size) return fail(usage_error("--memory " + memory, size.error().message()));
+  if (*size < kMinGuestMemory)
+    return fail(usage_error("--memory " + memory,
+                            "at least " + format_size(kMinGuestMemory) + " is needed"));
+  if (*size % 4096 != 0) return fail(usage_error("--memory " + memory, "not a multiple of 4 KiB"));
+  cfg.memory = *size;
+  auto pool = parse_size(zero_pool, MiB);
+  if (!pool) return fail(usage_error("--zero-pool " + zero_pool, pool.error().message()));
+  if (*pool < 2 * MiB)
+    return fail(usage_error("--zero-pool " + zero_pool, "at least 2 MiB is needed"));
+  cfg.memory_options.pool_bytes = *pool;
+  if (!budget.empty()) {
+    auto b = parse_size(budget, MiB);
+    if (!b) return fail(usage_error("--memory-budget " + budget, b.error().message()));
+    if (*b == 0) return fail(usage_error("--memory-budget " + budget, "must be more than 0"));
+    cfg.memory_options.budget_bytes = *b;
+  } else {
+    cfg.memory_options.budget_bytes = static_cast<uint64_t>(sysconf(_SC_PHYS_PAGES)) *
+                                      static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+  }
+  if (on_reboot == "restart") cfg.on_reboot = RunConfig::OnReboot::kRestart;
+  if (serving == "kernel") cfg.memory_options.backing = MemoryBacking::kKernel;
+  if (serving == "single-move") cfg.memory_options.serving = FaultServing::kSingleMove;
+  if (serving == "single-copy") cfg.memory_options.serving = FaultServing::kSingleCopy;
+  if (prefault) {
+    if (serving != "batch")
+      return fail(usage_error("--prefault", "cannot be combined with --fault-serving " + serving));
+    cfg.memory_options.backing = MemoryBacking::kPrefault;
+  }
+  if (cfg.vcpus < 1)
+    return fail(usage_error("--vcpus " + std::to_string(cfg.vcpus), "at least 1 vCPU is needed"));
+  if (auto e = check_readable("--kernel", cfg.kernel); !e.empty()) return fail(e);
+  if (!cfg.initrd.empty())
+    if (auto e = check_readable("--initrd", cfg.initrd); !e.empty()) return fail(e);
+  if (cfg.serial.empty()) return fail(usage_error("--serial", "expected stdio or a file path"));
+  out.run = std::move(cfg);
+  return out;
+}
+
+}  // namespace shoal

@@ -1,0 +1,52 @@
+// The command line: `shoal run ...` and `shoal --version`.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "machine/run_config.hpp"
+
+namespace shoal {
+
+inline constexpr int kExitVmmError = 1;
+inline constexpr int kExitUsage = 2;
+inline constexpr uint64_t kMinGuestMemory = 4ull << 20;
+
+// Either a RunConfig, or what to print and the exit code (0 for --help/--version, 2 for a
+// usage error).
+struct NodeCommand {
+  std::string listen;  // HOST:PORT
+  std::string secret_file;
+  std::string name;  // default: the listen address
+};
+
+struct PodPingCommand {
+  std::string spec;
+  std::string secret_file;  // default: the spec's secretFile
+  int count = 3;
+};
+
+// `shoal pod up|status|down SPEC`.
+struct PodControlCommand {
+  enum class Action { kUp, kStatus, kDown } action = Action::kUp;
+  std::string spec;
+  std::string secret_file;  // default: the spec's secretFile
+};
+
+struct CliOutcome {
+  std::optional<RunConfig> run;
+  std::optional<std::string> validate_pod_spec;  // `shoal pod validate SPEC`
+  std::optional<NodeCommand> node;               // `shoal node ...`
+  std::optional<PodPingCommand> pod_ping;        // `shoal pod ping SPEC`
+  std::optional<PodControlCommand> pod_control;  // `shoal pod up|status|down SPEC`
+  int exit_code = 0;
+  std::string message;
+};
+
+CliOutcome parse_cli(int argc, const char* const* argv);
+
+// Prints "shoal: error: MESSAGE" on stderr and returns `exit_code`.
+int report_error(int exit_code, const std::string& message);
+
+}  // namespace shoal

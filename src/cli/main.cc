@@ -1,0 +1,86 @@
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+
+#include "arch/guest_ram.hpp"
+#include "arch/mptable.hpp"
+#include "cli/cli.hpp"
+#include "cli/pod_client.hpp"
+#include "cli/pod_commands.hpp"
+#include "kvm/kvm.hpp"
+#include "machine/machine.hpp"
+#include "shoal/size.hpp"
+
+namespace {
+
+void setup_logging(const std::string& level) {
+  // Under systemd the journal stamps time and unit itself: no colours, no timestamps.
+  const bool journal = std::getenv("JOURNAL_STREAM") != nullptr;
+  auto logger = journal ? spdlog::stderr_logger_mt("shoal") : spdlog::stderr_color_mt("shoal");
+  logger->set_pattern(journal ? "[%l] %v" : "shoal: [%l] %v");
+  spdlog::set_default_logger(logger);
+  spdlog::set_level(spdlog::level::from_str(level));
+}
+
+}  // namespace
+
+int run_main(int argc, char** argv) {
+  using namespace shoal;
+  CliOutcome cli = parse_cli(argc, argv);
+  if (cli.validate_pod_spec) return validate_pod(*cli.validate_pod_spec);
+  if (cli.pod_ping) return ping_pod(*cli.pod_ping);
+  if (cli.pod_control) return control_pod(*cli.pod_control);
+  if (cli.node) {
+    setup_logging("info");
+    return run_node(*cli.node);
+  }
+  if (!cli.run) {
+    std::fprintf(cli.exit_code == 0 ? stdout : stderr, "%s\n", cli.message.c_str());
+    return cli.exit_code;
+  }
+  const RunConfig& cfg = *cli.run;
+  setup_logging(cfg.log_level);
+
+  auto kvm = Kvm::open();
+  if (!kvm) return report_error(kExitVmmError, kvm.error().message());
+  const int max_vcpus = std::min(kvm->max_vcpus(), kMpTableMaxVcpus);
+  if (cfg.vcpus > max_vcpus)
+    return report_error(kExitUsage, "--vcpus " + std::to_string(cfg.vcpus) + ": at most " +
+                                        std::to_string(max_vcpus) + " on this host");
+  const unsigned phys_bits = kvm->guest_phys_bits();
+  const RamRegion top = GuestRam::layout(cfg.memory).back();
+  if (phys_bits < 64 && top.gpa + top.size > (uint64_t{1} << phys_bits))
+    return report_error(
+        kExitUsage, "--memory " + format_size(cfg.memory) + ": beyond the guest's " +
+                        std::to_string(phys_bits) + "-bit physical address space (" +
+                        format_size((uint64_t{1} << phys_bits) - (kMmioHoleEnd - kMmioHoleStart)) +
+                        " of RAM at most)");
+  for (;;) {
+    auto machine = Machine::create(std::move(*kvm), cfg);
+    if (!machine) return report_error(kExitVmmError, machine.error().message());
+    auto code = (*machine)->run();
+    if (!code) return report_error(kExitVmmError, code.error().message());
+    if (!(*machine)->reset_requested() || cfg.on_reboot != RunConfig::OnReboot::kRestart)
+      return *code;
+    // A reset is a new boot from the same files: a fresh VM, RAM and devices (the old
+    // machine is torn down first, so its RAM is returned before the new one is touched).
+    machine->reset();
+    spdlog::info("restarting the guest (--on-reboot restart)");
+    kvm = Kvm::open();
+    if (!kvm) return report_error(kExitVmmError, kvm.error().message());
+  }
+}
+
+int main(int argc, char** argv) {
+  // Nothing on shoal's own paths throws; this catches what a library might (spdlog, the STL
+  // running out of memory) so the user still gets one line and exit code 1.
+  try {
+    return run_main(argc, argv);
+  } catch (const std::exception& e) {
+    return shoal::report_error(shoal::kExitVmmError, e.what());
+  }
+}

@@ -1,0 +1,251 @@
+#include "cli/pod_client.hpp"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <fstream>
+#include <mutex>
+#include <sstream>
+#include <thread>
+
+#include "net/handshake.hpp"
+#include "net/tcp_link.hpp"
+#include "pod/pod_messages.hpp"
+#include "pod/pod_spec.hpp"
+
+namespace shoal {
+
+namespace {
+
+using net::Frame;
+using net::MessageType;
+
+constexpr auto kStopGrace = std::chrono::seconds(30);
+
+struct Host {
+  const PodHost* spec;
+  std::unique_ptr<net::TcpLink> link;
+  std::optional<PodOutcome> outcome;
+  std::string link_error;
+};
+
+void print_console(const Frame& f) {
+  (void)!::write(1, f.payload.data(), f.payload.size());
+}
+
+// The reply to the last request; console output and outcomes that arrive first are handled.
+Result<Frame> await_reply(Host& h) {
+  for (;;) {
+    auto f = h.link->receive();
+    if (!f) return f.error();
+    if (f->type == MessageType::kConsole) {
+      print_console(*f);
+    } else if (f->type == MessageType::kPodExit) {
+      auto o = decode_pod_outcome(*f);
+      h.outcome = o ? *o : PodOutcome{1, true, o.error().message()};
+    } else {
+      return f;
+    }
+  }
+}
+
+Result<PodReply> await_pod_reply(Host& h) {
+  auto reply = await_reply(h);
+  if (!reply) return reply.error();
+  return decode_pod_reply(*reply);
+}
+
+// Sends a request and returns the node's answer, whether it says ok or not.
+Result<PodReply> ask(Host& h, const Frame& f) {
+  if (Status s = h.link->send(f); !s.ok()) return s.error();
+  return await_pod_reply(h);
+}
+
+// A request that must succeed: a "not ok" answer is an error carrying the node's message.
+Status request(Host& h, const Frame& f) {
+  auto r = ask(h, f);
+  if (!r) return r.error();
+  if (!r->ok) return Error(r->text);
+  return {};
+}
+
+Result<std::string> read_text(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return Error(path + ": cannot read");
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+// Follows a running pod until every host has reported how it stopped (or its link broke).
+int follow(std::vector<Host>& hosts, const std::string& pod_name) {
+  std::mutex mu;
+  std::condition_variable cv;
+  size_t finished = 0;
+  std::vector<std::thread> readers;
+  for (auto& h : hosts) {
+    if (h.outcome) {
+      ++finished;
+      continue;
+    }
+    readers.emplace_back([&, hp = &h] {
+      for (;;) {
+        auto f = hp->link->receive();
+        std::lock_guard lock(mu);
+        if (!f) {
+          hp->link_error = f.error().message();
+          break;
+        }
+        if (f->type == MessageType::kConsole) print_console(*f);
+        if (f->type == MessageType::kPodExit) {
+          auto o = decode_pod_outcome(*f);
+          hp->outcome = o ? *o : PodOutcome{1, true, o.error().message()};
+          break;
+        }
+      }
+      ++finished;
+      cv.notify_all();
+    });
+  }
+  // Ctrl-C / SIGTERM: stop the pod on every host, then keep following until they report.
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGINT);
+  sigaddset(&sigs, SIGTERM);
+  sigaddset(&sigs, SIGUSR1);  // how this function ends the stopper thread
+  std::thread stopper([&] {
+    int sig = 0;
+    if (sigwait(&sigs, &sig) != 0 || sig == SIGUSR1) return;
+    std::fprintf(stderr, "shoal: stopping pod %s\n", pod_name.c_str());
+    for (auto& h : hosts) (void)h.link->send(Frame{MessageType::kPodStop, 0, {}});
+  });
+  {
+    std::unique_lock lock(mu);
+    cv.wait(lock, [&] { return finished == hosts.size() || hosts[0].outcome.has_value(); });
+    // Host 0 reported: the others follow within the grace time, or are declared lost.
+    if (!cv.wait_for(lock, kStopGrace, [&] { return finished == hosts.size(); }))
+      for (auto& h : hosts)
+        if (!h.outcome && h.link_error.empty()) h.link_error = "no report after the pod stopped";
+  }
+  for (auto& h : hosts) h.link->close();
+  for (auto& t : readers) t.join();
+  pthread_kill(stopper.native_handle(), SIGUSR1);
+  stopper.join();
+
+  int code = 0;
+  bool failed = false;
+  for (auto& h : hosts) {
+    if (h.outcome) {
+      std::fprintf(stderr, "shoal: host %s: %s\n", h.spec->name.c_str(), h.outcome->reason.c_str());
+      failed |= h.outcome->failed;
+    } else {
+      std::fprintf(stderr, "shoal: host %s: lost: %s\n", h.spec->name.c_str(),
+                   h.link_error.c_str());
+      failed = true;
+    }
+  }
+  if (hosts[0].outcome && !hosts[0].outcome->failed) code = hosts[0].outcome->exit_code;
+  if (failed) return code != 0 ? code : kExitVmmError;
+  return code;
+}
+
+int pod_up(const PodSpec& spec, const std::string& yaml, std::vector<Host>& hosts) {
+  auto abort_all = [&](const std::string& why) {
+    for (auto& h : hosts)
+      if (h.link) (void)request(h, Frame{MessageType::kPodStop, 0, {}});
+    return report_error(kExitVmmError, why);
+  };
+  for (size_t i = 0; i < hosts.size(); ++i)
+    if (Status s = request(hosts[i], encode_pod_start({static_cast<uint16_t>(i), yaml})); !s.ok())
+      return abort_all("host " + hosts[i].spec->name + ": start: " + s.error().message());
+  // Every member connects its part of the mesh at once; then collect the answers.
+  for (auto& h : hosts)
+    if (Status s = h.link->send(Frame{MessageType::kPodConnect, 0, {}}); !s.ok())
+      return abort_all("host " + h.spec->name + ": " + s.error().message());
+  for (auto& h : hosts) {
+    auto r = await_pod_reply(h);
+    if (!r || !r->ok)
+      return abort_all("host " + h.spec->name + ": mesh: " + (r ? r->text : r.error().message()));
+  }
+  if (Status s = hosts[0].link->send(Frame{MessageType::kPodLoad, 0, {}}); !s.ok())
+    return abort_all("host " + hosts[0].spec->name + ": " + s.error().message());
+  auto loaded = await_reply(hosts[0]);
+  if (!loaded) return abort_all("host " + hosts[0].spec->name + ": " + loaded.error().message());
+  if (loaded->type != MessageType::kPodRun) {
+    auto r = decode_pod_reply(*loaded);
+    return abort_all("host " + hosts[0].spec->name +
+                     ": load: " + (r ? r->text : r.error().message()));
+  }
+  auto plan = decode_boot_plan(*loaded);
+  if (!plan) return abort_all(plan.error().message());
+  for (auto& h : hosts)
+    if (Status s = request(h, encode_boot_plan(MessageType::kPodRun, *plan)); !s.ok())
+      return abort_all("host " + h.spec->name + ": run: " + s.error().message());
+  std::string names;
+  for (auto& h : hosts) names += (names.empty() ? "" : ", ") + h.spec->name;
+  std::fprintf(stderr, "shoal: pod %s running on %zu hosts (%s), %d vCPUs\n", spec.name.c_str(),
+               hosts.size(), names.c_str(), spec.vcpus);
+  return follow(hosts, spec.name);
+}
+
+}  // namespace
+
+int control_pod(const PodControlCommand& command) {
+  auto yaml = read_text(command.spec);
+  if (!yaml) return report_error(kExitUsage, yaml.error().message());
+  auto parsed = parse_pod_spec(*yaml);
+  for (const auto& e : parsed.errors) std::fprintf(stderr, "shoal: error: %s\n", e.c_str());
+  if (!parsed.spec) return kExitUsage;
+  const PodSpec& spec = *parsed.spec;
+  auto secret =
+      net::read_secret_file(command.secret_file.empty() ? spec.secret_file : command.secret_file);
+  if (!secret) return report_error(kExitUsage, secret.error().message());
+  // The follower takes these synchronously (sigwait); block them before any thread starts.
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGINT);
+  sigaddset(&sigs, SIGTERM);
+  sigaddset(&sigs, SIGUSR1);
+  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+
+  std::vector<Host> hosts;
+  int unreachable = 0;
+  for (const auto& h : spec.hosts) {
+    auto link = net::TcpLink::connect(h.host, h.port,
+                                      {"shoal-cli", *secret, std::chrono::milliseconds(5000)});
+    if (!link) {
+      std::fprintf(stderr, "shoal: host %s (%s:%u): %s\n", h.name.c_str(), h.host.c_str(), h.port,
+                   link.error().message().c_str());
+      ++unreachable;
+      hosts.push_back({&h, nullptr, {}, {}});
+      continue;
+    }
+    hosts.push_back({&h, std::move(*link), {}, {}});
+  }
+  using Action = PodControlCommand::Action;
+  if (command.action == Action::kUp) {
+    if (unreachable) return report_error(kExitVmmError, "not every host of the pod is reachable");
+    return pod_up(spec, *yaml, hosts);
+  }
+  int failures = unreachable;
+  for (auto& h : hosts) {
+    if (!h.link) continue;
+    const auto type =
+        command.action == Action::kStatus ? MessageType::kPodStatus : MessageType::kPodStop;
+    auto r = ask(h, Frame{type, 0, {}});
+    if (!r) {
+      std::printf("%s: error: %s\n", h.spec->name.c_str(), r.error().message().c_str());
+      ++failures;
+      continue;
+    }
+    std::printf("%s: %s\n", h.spec->name.c_str(), r->text.c_str());
+    failures += r->ok ? 0 : 1;
+    (void)h.link->send(Frame{MessageType::kBye, 0, {}});
+  }
+  return failures == 0 ? 0 : kExitVmmError;
+}
+
+}  // namespace shoal

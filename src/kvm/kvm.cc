@@ -1,0 +1,142 @@
+#include "kvm/kvm.hpp"
+
+#include "kvm/kvm_abi.hpp"
+
+#include <fcntl.h>
+#include <sys/ioctl.h>
+
+#include <cstring>
+#include <memory>
+
+namespace shoal {
+
+namespace {
+
+struct RequiredCap {
+  long cap;
+  const char* name;
+};
+
+constexpr RequiredCap kRequiredCaps[] = {
+    {KVM_CAP_USER_MEMORY, "KVM_CAP_USER_MEMORY"},
+    {KVM_CAP_IRQCHIP, "KVM_CAP_IRQCHIP"},
+    {KVM_CAP_PIT2, "KVM_CAP_PIT2"},
+    {KVM_CAP_EXT_CPUID, "KVM_CAP_EXT_CPUID"},
+    {KVM_CAP_SET_TSS_ADDR, "KVM_CAP_SET_TSS_ADDR"},
+    {KVM_CAP_IMMEDIATE_EXIT, "KVM_CAP_IMMEDIATE_EXIT"},
+    {KVM_CAP_MP_STATE, "KVM_CAP_MP_STATE"},
+};
+
+// Just below the IOAPIC/LAPIC pages, inside the MMIO hole, as QEMU and Firecracker do.
+constexpr uint64_t kTssAddress = 0xfffbd000;
+constexpr uint64_t kIdentityMapAddress = 0xfffbc000;
+
+Result<std::vector<kvm_cpuid_entry2>> read_supported_cpuid(int kvm_fd);
+
+}  // namespace
+
+Result<Kvm> Kvm::open(const std::string& path) {
+  Kvm kvm;
+  kvm.fd_ = UniqueFd(::open(path.c_str(), O_RDWR | O_CLOEXEC));
+  if (!kvm.fd_.valid()) {
+    const int err = errno;
+    std::string hint;
+    if (err == EACCES)
+      hint = " (run as root or add the user to the 'kvm' group)";
+    else if (err == ENOENT)
+      hint = " (load kvm_intel or kvm_amd, or enable virtualization in the firmware)";
+    return Error(path + ": " + std::strerror(err) + hint);
+  }
+  const int version = ioctl(kvm.fd(), KVM_GET_API_VERSION, 0);
+  if (version != KVM_API_VERSION)
+    return Error(path + ": KVM API version " + std::to_string(version) + ", shoal needs " +
+                 std::to_string(KVM_API_VERSION));
+  for (const auto& c : kRequiredCaps)
+    if (kvm.check_extension(c.cap) <= 0) return Error(path + ": missing capability " + c.name);
+  kvm.max_vcpus_ = kvm.check_extension(KVM_CAP_MAX_VCPUS);
+  if (kvm.max_vcpus_ <= 0) kvm.max_vcpus_ = kvm.check_extension(KVM_CAP_NR_VCPUS);
+  if (kvm.max_vcpus_ <= 0) kvm.max_vcpus_ = 4;  // the documented minimum
+  const int mmap_size = ioctl(kvm.fd(), KVM_GET_VCPU_MMAP_SIZE, 0);
+  if (mmap_size <= 0) return errno_error(path + ": KVM_GET_VCPU_MMAP_SIZE");
+  kvm.vcpu_mmap_size_ = static_cast<size_t>(mmap_size);
+  auto cpuid = read_supported_cpuid(kvm.fd());
+  if (!cpuid) return cpuid.error().context(path);
+  kvm.cpuid_ = std::move(*cpuid);
+  return kvm;
+}
+
+int Kvm::check_extension(long cap) const {
+  return ioctl(fd(), KVM_CHECK_EXTENSION, cap);
+}
+
+namespace {
+Result<std::vector<kvm_cpuid_entry2>> read_supported_cpuid(int kvm_fd) {
+  // The kernel says E2BIG until the buffer is large enough.
+  for (uint32_t n = 64; n <= 4096; n *= 2) {
+    std::vector<uint8_t> buf(sizeof(kvm_abi::CpuidHeader) + n * sizeof(kvm_cpuid_entry2));
+    auto* header = reinterpret_cast<kvm_abi::CpuidHeader*>(buf.data());
+    header->nent = n;
+    if (ioctl(kvm_fd, kvm_abi::kGetSupportedCpuid, buf.data()) == 0) {
+      std::vector<kvm_cpuid_entry2> entries(header->nent);
+      std::memcpy(entries.data(), buf.data() + sizeof(kvm_abi::CpuidHeader),
+                  entries.size() * sizeof(kvm_cpuid_entry2));
+      return entries;
+    }
+    if (errno != E2BIG) return errno_error("KVM_GET_SUPPORTED_CPUID");
+  }
+  return Error("KVM_GET_SUPPORTED_CPUID: more than 4096 entries");
+}
+}  // namespace
+
+unsigned Kvm::guest_phys_bits() const {
+  for (const auto& e : cpuid_)
+    if (e.function == 0x80000008) return e.eax & 0xffu;
+  return 36u;  // the architectural default without leaf 0x80000008
+}
+
+Result<Vm> Vm::create(const Kvm& kvm) {
+  Vm vm;
+  vm.fd_ = UniqueFd(ioctl(kvm.fd(), KVM_CREATE_VM, 0));
+  if (!vm.fd_.valid()) return errno_error("KVM_CREATE_VM");
+  return vm;
+}
+
+Status Vm::create_platform() {
+  if (ioctl(fd(), KVM_SET_TSS_ADDR, kTssAddress) < 0) return errno_error("KVM_SET_TSS_ADDR");
+  uint64_t identity = kIdentityMapAddress;
+  if (ioctl(fd(), KVM_SET_IDENTITY_MAP_ADDR, &identity) < 0)
+    return errno_error("KVM_SET_IDENTITY_MAP_ADDR");
+  if (ioctl(fd(), KVM_CREATE_IRQCHIP, 0) < 0) return errno_error("KVM_CREATE_IRQCHIP");
+  kvm_pit_config pit{};
+  // The kernel also answers port 0x61 (PC speaker / PIT gate), which Linux's calibration polls.
+  pit.flags = KVM_PIT_SPEAKER_DUMMY;
+  if (ioctl(fd(), KVM_CREATE_PIT2, &pit) < 0) return errno_error("KVM_CREATE_PIT2");
+  return {};
+}
+
+Status Vm::set_memory_region(uint32_t slot, uint64_t gpa, uint64_t size, void* host) {
+  kvm_userspace_memory_region region{};
+  region.slot = slot;
+  region.guest_phys_addr = gpa;
+  region.memory_size = size;
+  region.userspace_addr = reinterpret_cast<uint64_t>(host);
+  if (ioctl(fd(), KVM_SET_USER_MEMORY_REGION, &region) < 0)
+    return errno_error("KVM_SET_USER_MEMORY_REGION slot " + std::to_string(slot));
+  return {};
+}
+
+Status Vm::set_irq_line(uint32_t gsi, bool level) {
+  kvm_irq_level irq{};
+  irq.irq = gsi;
+  irq.level = level ? 1 : 0;
+  if (ioctl(fd(), KVM_IRQ_LINE, &irq) < 0) return errno_error("KVM_IRQ_LINE");
+  return {};
+}
+
+Result<VcpuFd> Vm::create_vcpu(int id, size_t mmap_size) {
+  UniqueFd fd(ioctl(this->fd(), KVM_CREATE_VCPU, id));
+  if (!fd.valid()) return errno_error("KVM_CREATE_VCPU " + std::to_string(id));
+  return VcpuFd::adopt(id, std::move(fd), mmap_size);
+}
+
+}  // namespace shoal

@@ -1,0 +1,54 @@
+// Owners of the /dev/kvm system fd and of one VM fd.
+#pragma once
+
+#include <linux/kvm.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "kvm/vcpu_fd.hpp"
+#include "shoal/status.hpp"
+#include "shoal/unique_fd.hpp"
+
+namespace shoal {
+
+class Kvm {
+ public:
+  // Opens `path`, checks the API version and every capability shoal relies on.
+  static Result<Kvm> open(const std::string& path = "/dev/kvm");
+
+  int fd() const { return fd_.get(); }
+  int max_vcpus() const { return max_vcpus_; }
+  size_t vcpu_mmap_size() const { return vcpu_mmap_size_; }
+  // KVM_GET_SUPPORTED_CPUID, read once at open: what this host's KVM can present to a guest.
+  const std::vector<kvm_cpuid_entry2>& supported_cpuid() const { return cpuid_; }
+  // Guest physical address bits KVM offers (CPUID 0x80000008 EAX[7:0]).
+  unsigned guest_phys_bits() const;
+  // KVM_CHECK_EXTENSION's answer (0 = absent).
+  int check_extension(long cap) const;
+
+ private:
+  UniqueFd fd_;
+  int max_vcpus_ = 0;
+  size_t vcpu_mmap_size_ = 0;
+  std::vector<kvm_cpuid_entry2> cpuid_;
+};
+
+class Vm {
+ public:
+  static Result<Vm> create(const Kvm& kvm);
+
+  int fd() const { return fd_.get(); }
+  // x86 board basics: TSS/identity-map pages below 4 GiB, in-kernel PIC+IOAPIC+LAPIC and PIT.
+  Status create_platform();
+  Status set_memory_region(uint32_t slot, uint64_t gpa, uint64_t size, void* host);
+  // Drives a GSI (in-kernel irqchip); an ISA edge interrupt is a raise then a lower.
+  Status set_irq_line(uint32_t gsi, bool level);
+  Result<VcpuFd> create_vcpu(int id, size_t mmap_size);
+
+ private:
+  UniqueFd fd_;
+};
+
+}  // namespace shoal

@@ -1,0 +1,112 @@
+#include "kvm/vcpu_fd.hpp"
+
+#include "kvm/kvm_abi.hpp"
+
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+
+#include <cstring>
+#include <memory>
+#include <string>
+#include <utility>
+
+namespace shoal {
+
+namespace {
+Status ioctl_status(int fd, unsigned long request, const void* arg, const char* name) {
+  if (ioctl(fd, request, arg) < 0) return errno_error(name);
+  return {};
+}
+}  // namespace
+
+Result<VcpuFd> VcpuFd::adopt(int id, UniqueFd fd, size_t mmap_size) {
+  void* run = mmap(nullptr, mmap_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), 0);
+  if (run == MAP_FAILED) return errno_error("mmap kvm_run of vcpu " + std::to_string(id));
+  VcpuFd vcpu;
+  vcpu.id_ = id;
+  vcpu.fd_ = std::move(fd);
+  vcpu.run_ = static_cast<kvm_run*>(run);
+  vcpu.mmap_size_ = mmap_size;
+  return vcpu;
+}
+
+VcpuFd::VcpuFd(VcpuFd&& o) noexcept
+    : id_(o.id_),
+      fd_(std::move(o.fd_)),
+      run_(std::exchange(o.run_, nullptr)),
+      mmap_size_(o.mmap_size_) {}
+
+VcpuFd& VcpuFd::operator=(VcpuFd&& o) noexcept {
+  if (this != &o) {
+    release();
+    id_ = o.id_;
+    fd_ = std::move(o.fd_);
+    run_ = std::exchange(o.run_, nullptr);
+    mmap_size_ = o.mmap_size_;
+  }
+  return *this;
+}
+
+VcpuFd::~VcpuFd() {
+  release();
+}
+
+void VcpuFd::release() {
+  if (run_ != nullptr) munmap(run_, mmap_size_);
+  run_ = nullptr;
+  fd_.reset();
+}
+
+int VcpuFd::run() const {
+  return ioctl(fd_.get(), KVM_RUN, 0) < 0 ? -errno : 0;
+}
+
+Status VcpuFd::get_regs(kvm_regs& regs) const {
+  return ioctl_status(fd_.get(), KVM_GET_REGS, &regs, "KVM_GET_REGS");
+}
+Status VcpuFd::set_regs(const kvm_regs& regs) const {
+  return ioctl_status(fd_.get(), KVM_SET_REGS, &regs, "KVM_SET_REGS");
+}
+Status VcpuFd::get_sregs(kvm_sregs& sregs) const {
+  return ioctl_status(fd_.get(), KVM_GET_SREGS, &sregs, "KVM_GET_SREGS");
+}
+Status VcpuFd::set_sregs(const kvm_sregs& sregs) const {
+  return ioctl_status(fd_.get(), KVM_SET_SREGS, &sregs, "KVM_SET_SREGS");
+}
+Status VcpuFd::set_fpu(const kvm_fpu& fpu) const {
+  return ioctl_status(fd_.get(), KVM_SET_FPU, &fpu, "KVM_SET_FPU");
+}
+Status VcpuFd::get_lapic(kvm_lapic_state& lapic) const {
+  return ioctl_status(fd_.get(), KVM_GET_LAPIC, &lapic, "KVM_GET_LAPIC");
+}
+Status VcpuFd::set_lapic(const kvm_lapic_state& lapic) const {
+  return ioctl_status(fd_.get(), KVM_SET_LAPIC, &lapic, "KVM_SET_LAPIC");
+}
+Status VcpuFd::set_mp_state(uint32_t state) const {
+  kvm_mp_state mp{state};
+  return ioctl_status(fd_.get(), KVM_SET_MP_STATE, &mp, "KVM_SET_MP_STATE");
+}
+
+Status VcpuFd::set_cpuid(const std::vector<kvm_cpuid_entry2>& entries) const {
+  std::vector<uint8_t> buf(sizeof(kvm_abi::CpuidHeader) +
+                           entries.size() * sizeof(kvm_cpuid_entry2));
+  reinterpret_cast<kvm_abi::CpuidHeader*>(buf.data())->nent = static_cast<uint32_t>(entries.size());
+  std::memcpy(buf.data() + sizeof(kvm_abi::CpuidHeader), entries.data(),
+              entries.size() * sizeof(kvm_cpuid_entry2));
+  return ioctl_status(fd_.get(), kvm_abi::kSetCpuid2, buf.data(), "KVM_SET_CPUID2");
+}
+
+Status VcpuFd::set_msrs(const std::vector<kvm_msr_entry>& msrs) const {
+  std::vector<uint8_t> buf(sizeof(kvm_abi::MsrsHeader) + msrs.size() * sizeof(kvm_msr_entry));
+  reinterpret_cast<kvm_abi::MsrsHeader*>(buf.data())->nmsrs = static_cast<uint32_t>(msrs.size());
+  std::memcpy(buf.data() + sizeof(kvm_abi::MsrsHeader), msrs.data(),
+              msrs.size() * sizeof(kvm_msr_entry));
+  const int set = ioctl(fd_.get(), kvm_abi::kSetMsrs, buf.data());
+  if (set < 0) return errno_error("KVM_SET_MSRS");
+  // KVM_SET_MSRS returns how many it set; it stops at the first one it refuses.
+  if (static_cast<size_t>(set) != msrs.size())
+    return Error("KVM_SET_MSRS: MSR " + std::to_string(msrs[set].index) + " refused");
+  return {};
+}
+
+}  // namespace shoal

@@ -1,0 +1,167 @@
+#include "machine/machine.hpp"
+
+#include <fcntl.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+
+#include "arch/kernel_loader.hpp"
+#include "arch/x86_cpu.hpp"
+#include "devices/platform_devices.hpp"
+#include "devices/simple_devices.hpp"
+#include "memory/ram_slots.hpp"
+#include "shoal/size.hpp"
+
+namespace shoal {
+
+namespace {
+
+constexpr uint64_t kStuckFaultNs = 10'000'000'000;
+
+}  // namespace
+
+Machine::Machine(Kvm kvm, Vm vm, GuestRam ram)
+    : kvm_(std::move(kvm)), vm_(std::move(vm)), ram_(std::move(ram)) {}
+
+Machine::~Machine() {
+  for (auto& v : vcpus_) v->send(VcpuCommand::kStop);
+  vcpus_.clear();   // joins
+  memory_.reset();  // fault server and pool, before the RAM mapping goes
+}
+
+Result<std::unique_ptr<Machine>> Machine::create(Kvm kvm, const RunConfig& config) {
+  auto vm = Vm::create(kvm);
+  if (!vm) return vm.error();
+  SHOAL_TRY(vm->create_platform(), "create VM");
+  auto ram = GuestRam::reserve(config.memory, kvm.guest_phys_bits());
+  if (!ram) return ram.error();
+  std::unique_ptr<Machine> m(new Machine(std::move(kvm), std::move(*vm), std::move(*ram)));
+  m->print_stats_ = config.print_stats;
+  Machine* self = m.get();
+  // Before anything writes to guest RAM: from here on even the loader's writes are first
+  // touches served by the fault server.
+  auto memory = GuestMemoryManager::create(m->ram_, config.memory_options, [self](const Error& e) {
+    self->finish(std::nullopt, e.context("guest memory"));
+  });
+  if (!memory) return memory.error();
+  m->memory_ = std::move(*memory);
+
+  auto plan = load_guest_files(m->ram_, config.kernel, config.initrd, config.cmdline, config.vcpus);
+  if (!plan) return plan.error();
+  m->plan_ = std::move(*plan);
+  spdlog::info("kernel {}: {}; {} of RAM, {} vCPU{}", config.kernel, m->plan_.description,
+               format_size(config.memory), config.vcpus, config.vcpus == 1 ? "" : "s");
+  for (const E820Entry& e : m->plan_.e820) spdlog::debug("e820: {}", format_e820(e));
+
+  SHOAL_TRY(m->build_devices(config), "devices");
+  // Guest RAM reaches KVM one 1 GiB slot at a time (see ram_slots.hpp): now the slots holding
+  // what the loader wrote, the rest on first access.
+  auto slots = RamSlots::insert_all(m->vm_, m->ram_, m->mmio_);
+  if (!slots) return slots.error();
+  m->ram_slots_ = std::move(*slots);
+  for (auto& s : m->ram_slots_) SHOAL_TRY(s->register_written(), "map guest RAM");
+  for (int i = 0; i < config.vcpus; ++i) {
+    auto vcpu = m->vm_.create_vcpu(i, m->kvm_.vcpu_mmap_size());
+    if (!vcpu) return vcpu.error();
+    const bool enter_now = i == 0 || m->plan_.all_vcpus_at_entry;
+    SHOAL_TRY(configure_vcpu(*vcpu, m->plan_,
+                             guest_cpuid(m->kvm_.supported_cpuid(), i, config.vcpus), enter_now),
+              "configure");
+    auto backend = std::make_unique<KvmVcpuBackend>(std::move(*vcpu), m->kvm_.vcpu_mmap_size());
+    m->vcpus_.push_back(
+        std::make_unique<VcpuThread>(std::move(backend), ExitBuses{m->pio_, m->mmio_},
+                                     [self](int id, const ExitAction& a, const std::string& st) {
+                                       self->on_vcpu_finished(id, a, st);
+                                     }));
+  }
+  return m;
+}
+
+Status Machine::build_devices(const RunConfig& config) {
+  if (config.serial != "stdio") {
+    console_file_ =
+        UniqueFd(::open(config.serial.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+    if (!console_file_.valid()) return errno_error("--serial " + config.serial);
+    console_fd_ = console_file_.get();
+  }
+  auto uart = insert_platform_devices(pio_, vm_,
+                                      {[this](uint8_t b) { write_console(b); },
+                                       [this](const GuestEnd& end) {
+                                         spdlog::info("{}", end.why);
+                                         finish(end.code, std::nullopt, end.reset);
+                                       }});
+  if (!uart) return uart.error();
+  uart_ = std::move(*uart);
+  if (config.serial == "stdio") console_input_ = std::make_unique<ConsoleInput>(0, uart_);
+  SHOAL_TRY(pio_.insert(DiscardPort::kPort, 16,
+                        std::make_shared<DiscardPort>([this](uint64_t gpa, uint64_t bytes) {
+                          uint8_t* host = ram_.host(gpa, bytes);
+                          Status s = host == nullptr ? Status(Error("not guest RAM"))
+                                                     : memory_->discard(host, bytes);
+                          if (!s.ok())
+                            spdlog::warn("guest discard of {} bytes at 0x{:x}: {}", bytes, gpa,
+                                         s.error().message());
+                        }),
+                        "discard"),
+            "");
+  return {};
+}
+
+void Machine::write_console(uint8_t byte) {
+  while (::write(console_fd_, &byte, 1) < 0 && errno == EINTR) {
+  }
+}
+
+void Machine::on_vcpu_finished(int id, const ExitAction& action, const std::string& state) {
+  if (const auto* f = std::get_if<ExitFail>(&action)) {
+    finish(std::nullopt,
+           Error("vcpu " + std::to_string(id) + ": " + f->reason + " (" + state + ")"));
+  } else if (std::holds_alternative<ExitReset>(action)) {
+    spdlog::info("vcpu {}: the guest asked for a reset", id);
+    finish(0, std::nullopt, true);
+  } else {
+    spdlog::info("vcpu {}: guest powered off", id);
+    finish(0, std::nullopt);
+  }
+}
+
+void Machine::finish(std::optional<int> code, std::optional<Error> error, bool reset) {
+  {
+    std::lock_guard lock(mu_);
+    if (done_) return;  // the first outcome wins
+    done_ = true;
+    exit_code_ = code;
+    error_ = std::move(error);
+    reset_ = reset;
+  }
+  done_cv_.notify_all();
+}
+
+Result<int> Machine::run() {
+  for (auto& v : vcpus_) v->start();
+  {
+    std::unique_lock lock(mu_);
+    while (!done_cv_.wait_for(lock, std::chrono::seconds(1), [&] { return done_; })) {
+      // A fault server stuck on one fault leaves a vCPU waiting in the kernel forever.
+      if (memory_ && memory_->stuck_ns() > kStuckFaultNs) {
+        lock.unlock();
+        finish(std::nullopt,
+               Error("guest memory: the fault server has been stuck on one fault for " +
+                     std::to_string(memory_->stuck_ns() / 1000000000) + " s"));
+        lock.lock();
+      }
+    }
+  }
+  for (auto& v : vcpus_) v->send(VcpuCommand::kStop);
+  // Before joining: a vCPU may wait on a fault the server will not serve (see stop_serving).
+  memory_->stop_serving();
+  for (auto& v : vcpus_) v->join();
+  console_input_.reset();  // restores the terminal before shoal prints its last words
+  if (print_stats_) std::fprintf(stderr, "%s", memory_->stats_report().c_str());
+  if (error_) return *error_;
+  return exit_code_.value_or(0);
+}
+
+}  // namespace shoal

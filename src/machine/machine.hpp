@@ -1,0 +1,68 @@
+// One guest on this host: the VM, its RAM, devices and vCPU threads, from boot to exit.
+#pragma once
+
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <vector>
+
+#include "arch/boot_plan.hpp"
+#include "arch/guest_ram.hpp"
+#include "devices/console_input.hpp"
+#include "devices/io_bus.hpp"
+#include "devices/uart16550.hpp"
+#include "kvm/kvm.hpp"
+#include "machine/run_config.hpp"
+#include "memory/memory_manager.hpp"
+#include "shoal/status.hpp"
+#include "shoal/unique_fd.hpp"
+#include "vcpu/vcpu_thread.hpp"
+
+namespace shoal {
+
+class Machine {
+ public:
+  static Result<std::unique_ptr<Machine>> create(Kvm kvm, const RunConfig& config);
+  Machine(const Machine&) = delete;
+  Machine& operator=(const Machine&) = delete;
+  ~Machine();
+
+  // Runs the guest until it exits; its exit code (0 on power-off/reset), or an error.
+  Result<int> run();
+  const BootPlan& plan() const { return plan_; }
+  // After run(): whether the guest ended by asking for a reset rather than a power-off.
+  bool reset_requested() const { return reset_; }
+
+ private:
+  Machine(Kvm kvm, Vm vm, GuestRam ram);
+  Status build_devices(const RunConfig& config);
+  Status build_vcpus(int count);
+  void on_vcpu_finished(int id, const ExitAction& action, const std::string& state);
+  void finish(std::optional<int> code, std::optional<Error> error, bool reset = false);
+  void write_console(uint8_t byte);
+
+  Kvm kvm_;
+  Vm vm_;
+  GuestRam ram_;
+  std::unique_ptr<GuestMemoryManager> memory_;
+  std::vector<std::shared_ptr<class RamSlots>> ram_slots_;
+  bool print_stats_ = false;
+  IoBus pio_{"port I/O"};
+  IoBus mmio_{"MMIO"};
+  std::shared_ptr<Uart16550> uart_;
+  std::unique_ptr<ConsoleInput> console_input_;  // stdin -> UART with --serial stdio
+  UniqueFd console_file_;
+  int console_fd_ = 1;
+  BootPlan plan_;
+  std::vector<std::unique_ptr<VcpuThread>> vcpus_;
+
+  std::mutex mu_;
+  std::condition_variable done_cv_;
+  bool done_ = false;
+  std::optional<int> exit_code_;
+  std::optional<Error> error_;
+  bool reset_ = false;
+};
+
+}  // namespace shoal

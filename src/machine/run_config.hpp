@@ -1,0 +1,25 @@
+// What `shoal run` asks of one machine: the guest, its size, its console and its memory.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "memory/memory_manager.hpp"
+
+namespace shoal {
+
+struct RunConfig {
+  std::string kernel;
+  std::string initrd;  // empty: none
+  std::string cmdline;
+  uint64_t memory = 512ull << 20;
+  int vcpus = 1;
+  std::string serial = "stdio";  // or a file path
+  std::string log_level = "info";
+  MemoryOptions memory_options;
+  bool print_stats = false;  // --stats: memory counters on stderr at exit
+  // --on-reboot: a guest reset ends shoal (as Firecracker does) or boots the guest again.
+  enum class OnReboot { kExit, kRestart } on_reboot = OnReboot::kExit;
+};
+
+}  // namespace shoal
