@@ -13,6 +13,7 @@
 #include "cli/pod_commands.hpp"
 #include "kvm/kvm.hpp"
 #include "machine/machine.hpp"
+#include "shoal/clock.hpp"
 #include "shoal/size.hpp"
 
 namespace {
@@ -30,6 +31,7 @@ void setup_logging(const std::string& level) {
 
 int run_main(int argc, char** argv) {
   using namespace shoal;
+  const uint64_t started_ns = monotonic_ns();
   CliOutcome cli = parse_cli(argc, argv);
   if (cli.validate_pod_spec) return validate_pod(*cli.validate_pod_spec);
   if (cli.pod_ping) return ping_pod(*cli.pod_ping);
@@ -42,7 +44,8 @@ int run_main(int argc, char** argv) {
     std::fprintf(cli.exit_code == 0 ? stdout : stderr, "%s\n", cli.message.c_str());
     return cli.exit_code;
   }
-  const RunConfig& cfg = *cli.run;
+  RunConfig& cfg = *cli.run;
+  cfg.started_ns = started_ns;
   setup_logging(cfg.log_level);
 
   auto kvm = Kvm::open();

@@ -48,6 +48,7 @@ class Machine {
   std::unique_ptr<GuestMemoryManager> memory_;
   std::vector<std::shared_ptr<class RamSlots>> ram_slots_;
   bool print_stats_ = false;
+  uint64_t started_ns_ = 0;
   IoBus pio_{"port I/O"};
   IoBus mmio_{"MMIO"};
   std::shared_ptr<Uart16550> uart_;

@@ -55,7 +55,8 @@ ProcessResult run_process(const std::vector<std::string>& argv, std::chrono::sec
       }
       (i == 0 ? r.out : r.err).append(buf, static_cast<size_t>(n));
     }
-    if (!mark.empty() && r.seconds_to_mark < 0 && r.out.find(mark) != std::string::npos)
+    if (!mark.empty() && r.seconds_to_mark < 0 &&
+        (r.out.find(mark) != std::string::npos || r.err.find(mark) != std::string::npos))
       r.seconds_to_mark = elapsed();
     if (!stop_at.empty() && r.out.find(stop_at) != std::string::npos) {
       r.stopped_early = true;

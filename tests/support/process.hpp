@@ -15,12 +15,12 @@ struct ProcessResult {
   std::string err;             // stderr
   double seconds = 0;
   double seconds_to_stop_at = -1;
-  double seconds_to_mark = -1;  // when stdout first contained `mark`
+  double seconds_to_mark = -1;  // when stdout or stderr first contained `mark`
   long max_rss_kb = 0;          // the child's peak resident set (wait4's ru_maxrss)
 };
 
 // Runs argv[0] with `args`; kills it after `timeout`, or once stdout contains `stop_at`
-// (when not empty). Notes when stdout first contains `mark` (when not empty).
+// (when not empty). Notes when stdout or stderr first contains `mark` (when not empty).
 ProcessResult run_process(const std::vector<std::string>& argv, std::chrono::seconds timeout,
                           const std::string& stop_at = "", const std::string& mark = "");
 
