@@ -54,12 +54,30 @@ double median(std::vector<double> v) {
 std::vector<std::string> qemu(const std::string& machine, const std::string& size) {
   // reserve=off: QEMU's RAM unaccounted like shoal's (MAP_NORESERVE), or 64G fails on a small
   // host; phys-bits=48: QEMU's default 40 bits cannot address 1 TiB.
-  std::vector<std::string> a = {"/usr/bin/qemu-system-x86_64", "-accel", "kvm", "-cpu",
-                                "qemu64,phys-bits=48", "-m", size, "-object",
-                                "memory-backend-ram,id=ram,reserve=off,size=" + size, "-machine",
-                                machine + ",memory-backend=ram", "-kernel", SHOAL_TEST_GUEST,
-                                "-append", "hello", "-display", "none", "-serial", "stdio",
-                                "-monitor", "none", "-no-reboot", "-no-user-config", "-device",
+  std::vector<std::string> a = {"/usr/bin/qemu-system-x86_64",
+                                "-accel",
+                                "kvm",
+                                "-cpu",
+                                "qemu64,phys-bits=48",
+                                "-m",
+                                size,
+                                "-object",
+                                "memory-backend-ram,id=ram,reserve=off,size=" + size,
+                                "-machine",
+                                machine + ",memory-backend=ram",
+                                "-kernel",
+                                SHOAL_TEST_GUEST,
+                                "-append",
+                                "hello",
+                                "-display",
+                                "none",
+                                "-serial",
+                                "stdio",
+                                "-monitor",
+                                "none",
+                                "-no-reboot",
+                                "-no-user-config",
+                                "-device",
                                 "isa-debug-exit,iobase=0x501,iosize=2"};
   if (machine != "pc") a.push_back("-nodefaults");
   return a;

@@ -2,7 +2,6 @@
 
 #include <signal.h>
 #include <spdlog/spdlog.h>
-#include <systemd/sd-daemon.h>
 
 #include <chrono>
 #include <cstdio>
@@ -12,6 +11,7 @@
 #include "net/tcp_link.hpp"
 #include "pod/node_service.hpp"
 #include "pod/pod_spec.hpp"
+#include "shoal/service_notify.hpp"
 #include "shoal/size.hpp"
 
 namespace shoal {
@@ -32,10 +32,10 @@ int run_node(const NodeCommand& command) {
   if (!node) return report_error(kExitVmmError, node.error().message());
   const std::string where = address->first + ":" + std::to_string((*node)->port());
   spdlog::info("node '{}' listening on {}", command.name, where);
-  sd_notifyf(0, "READY=1\nSTATUS=listening on %s", where.c_str());
+  notify_service_manager("READY=1\nSTATUS=listening on " + where);
   int sig = 0;
   sigwait(&stop_signals, &sig);
-  sd_notify(0, "STOPPING=1\nSTATUS=stopping");
+  notify_service_manager("STOPPING=1\nSTATUS=stopping");
   spdlog::info("node '{}' stopping on {} ({} peers served, {} refused)", command.name,
                strsignal(sig), (*node)->peers_served(), (*node)->peers_refused());
   (*node)->stop();

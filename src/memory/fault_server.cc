@@ -129,8 +129,11 @@ Status FaultServer::serve(uint64_t page) {
   while (hi < w.first + w.count && hi < pages_ && dir_.state(hi) == PageState::kDormant) ++hi;
   const uint64_t count = hi - lo;
   stats_.batch_log2[std::min<size_t>(std::bit_width(count) - 1, 9)]++;
-  SHOAL_TRY(move_ok_ ? move_pages(lo, count) : copy_pages(lo, count), "");
-  if (w.sequential && move_ok_) return prefetch_after(w);
+  // Until the pool starts filling (when the vCPUs start, so that start-up does not share the
+  // CPUs with it) the loader's first touches are served by copying zeros.
+  const bool move = move_ok_ && pool_->started();
+  SHOAL_TRY(move ? move_pages(lo, count) : copy_pages(lo, count), "");
+  if (w.sequential && move) return prefetch_after(w);
   return {};
 }
 

@@ -54,8 +54,12 @@ Result<std::unique_ptr<GuestMemoryManager>> GuestMemoryManager::create(
     // Discarded guest pages come back through a quarter as many recycling chunks.
     SHOAL_TRY(m->pool_->enable_recycling(*m->uffd_, std::max<uint64_t>(2, m->pool_->chunks() / 4)),
               "zero pool");
-    SHOAL_TRY(m->pool_->start(), "zero pool");
-    if (options.wait_for_full_pool) SHOAL_TRY(m->pool_->wait_until_full(), "zero pool");
+    // Filling the pool shares the CPUs with everything start-up does, so it begins when the
+    // vCPUs do (start_background); --zero-pool-ready asks for a full pool first instead.
+    if (options.wait_for_full_pool) {
+      SHOAL_TRY(m->pool_->start(), "zero pool");
+      SHOAL_TRY(m->pool_->wait_until_full(), "zero pool");
+    }
   }
   m->server_ = std::make_unique<FaultServer>(*m->uffd_, FaultServer::Target{ram.base(), ram.size()},
                                              *m->directory_, m->pool_.get(), options.serving,
@@ -93,6 +97,11 @@ Status GuestMemoryManager::discard(uint8_t* host, uint64_t bytes) {
   if (directory_)
     directory_->set_range(static_cast<uint64_t>(host - ram_base_) / kPageSize, bytes / kPageSize,
                           PageState::kDormant);
+  return {};
+}
+
+Status GuestMemoryManager::start_background() {
+  if (pool_ && !pool_->started()) SHOAL_TRY(pool_->start(), "zero pool");
   return {};
 }
 

@@ -39,6 +39,10 @@ class GuestMemoryManager {
       std::function<void(const Error&)> on_fatal);
   ~GuestMemoryManager();
 
+  // Starts filling the zero pool; call once the vCPUs run. Until then first touches (the
+  // loader's) are served by copying zeros, so start-up does not share the CPUs with the fill.
+  Status start_background();
+
   // Gives [host, host + bytes) of guest RAM back: afterwards it reads as zero, and for
   // dormant memory it is dormant again (the next touch is a first touch).
   Status discard(uint8_t* host, uint64_t bytes);

@@ -34,6 +34,7 @@ Result<std::unique_ptr<ZeroPool>> ZeroPool::create(const ZeroPoolConfig& config)
     cfg.high_watermark_chunks = n;
   if (cfg.low_watermark_chunks == 0) cfg.low_watermark_chunks = std::max<uint64_t>(1, n / 4);
   cfg.low_watermark_chunks = std::min(cfg.low_watermark_chunks, cfg.high_watermark_chunks);
+  pool->target_chunks_ = std::min<uint64_t>(2, cfg.high_watermark_chunks);
   // Over-map by one chunk and align, so every chunk is a whole 2 MiB-aligned range.
   pool->mapped_bytes_ = cfg.bytes + kPoolChunkBytes;
   void* p = mmap(nullptr, pool->mapped_bytes_, PROT_READ | PROT_WRITE,
@@ -134,6 +135,7 @@ Status ZeroPool::start() {
     pthread_setname_np(pthread_self(), "zero-pool");
     refill_loop(r);
   });
+  started_.store(true, std::memory_order_release);
   return {};
 }
 
@@ -159,7 +161,7 @@ std::string ZeroPool::budget_error_locked(uint64_t wanted_pages) const {
 bool ZeroPool::refill_wanted_locked() {
   const uint64_t level = full_.size() + refilling_;
   if (level < config_.low_watermark_chunks) refill_active_ = true;
-  if (level >= config_.high_watermark_chunks) refill_active_ = false;
+  if (level >= target_chunks_) refill_active_ = false;
   if (!refill_active_ || !fatal_.empty()) return false;
   for (const Chunk& c : chunks_)
     if (c.state == ChunkState::kEmpty && budget_allows_locked(kPoolChunkPages - c.populated))
@@ -199,7 +201,7 @@ void ZeroPool::refill_loop(IoRing& ring) {
     for (size_t i = 0; i < chunks_.size() && batch.size() < kMaxRefillBatch; ++i) {
       Chunk& c = chunks_[i];
       if (c.state != ChunkState::kEmpty) continue;
-      if (full_.size() + refilling_ >= config_.high_watermark_chunks) break;
+      if (full_.size() + refilling_ >= target_chunks_) break;
       const uint64_t missing = kPoolChunkPages - c.populated;
       if (!budget_allows_locked(missing)) break;
       // Counted before the pages exist, so the budget check above sees them.
@@ -278,6 +280,9 @@ Result<ZeroPool::Run> ZeroPool::take_run(uint64_t max_pages, bool wait) {
         spent.state = ChunkState::kEmpty;
       }
       current_ = SIZE_MAX;
+      // A whole chunk went into the guest: it touches memory in earnest, so the pool grows
+      // to its high watermark.
+      target_chunks_ = config_.high_watermark_chunks;
     }
     while (full_.empty()) {
       if (!wait) return Run{nullptr, 0, 0};
@@ -310,6 +315,9 @@ Result<ZeroPool::Run> ZeroPool::take_run(uint64_t max_pages, bool wait) {
 
 Status ZeroPool::wait_until_full() {
   std::unique_lock lock(mu_);
+  target_chunks_ = config_.high_watermark_chunks;
+  refill_active_ = true;
+  work_cv_.notify_one();
   ready_cv_.wait(lock, [&] {
     return stop_ || !fatal_.empty() || full_.size() >= config_.high_watermark_chunks ||
            (refilling_ == 0 && !refill_wanted_locked());

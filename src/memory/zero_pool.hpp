@@ -70,6 +70,8 @@ class ZeroPool {
   uint64_t recycle(uint8_t* src, uint64_t pages);
   // Starts the refill worker and fills the pool to its high watermark in the background.
   Status start();
+  // Whether start() ran: before it nothing is ready and take() would wait for nothing.
+  bool started() const { return started_.load(std::memory_order_acquire); }
   // Blocks until the high watermark is reached (or a refill failed, or the budget stops it).
   Status wait_until_full();
   // Up to `max_pages` contiguous zero pages (at least one). Waits for a refill when no chunk
@@ -136,6 +138,11 @@ class ZeroPool {
   bool stop_ = false;
   std::thread worker_;
   ZeroPoolStats stats_;
+  // How many chunks the refill fills up to: two at first, so a guest that touches little (a
+  // short-lived microVM) never pays for a full pool, and the high watermark once the guest has
+  // used up a whole chunk. Under mu_.
+  uint64_t target_chunks_ = 2;
+  std::atomic<bool> started_{false};
 };
 
 }  // namespace shoal

@@ -1,7 +1,7 @@
 #include "pod/node_service.hpp"
+#include "shoal/service_notify.hpp"
 
 #include <spdlog/spdlog.h>
-#include <systemd/sd-daemon.h>
 
 #include <algorithm>
 #include <charconv>
@@ -168,12 +168,12 @@ net::Frame NodeService::start_pod(const net::Frame& request,
   };
   c.finished = [client, name](const PodOutcome& o) {
     (void)client->send(encode_pod_outcome(net::MessageType::kPodExit, o));
-    sd_notifyf(0, "STATUS=pod %s stopped: %s", name.c_str(), o.reason.c_str());
+    notify_service_manager("STATUS=pod " + name + " stopped: " + o.reason);
   };
   auto member = PodMember::create(std::move(c));
   if (!member) return fail(member.error().message());
   pod_ = std::move(*member);
-  sd_notifyf(0, "STATUS=running pod %s", name.c_str());
+  notify_service_manager("STATUS=running pod " + name);
   spdlog::info("pod {}: this node is host {} of {}", name,
                pod_->spec().hosts[start->host_index].name, pod_->spec().hosts.size());
   return encode_pod_reply({true, "created"});
