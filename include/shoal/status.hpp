@@ -15,7 +15,9 @@ class Error {
   const std::string& message() const { return message_; }
   // Prefixes "what: " so errors read outermost-first:
   // "restore vcpu 3: KVM_SET_SREGS: Invalid argument".
-  Error context(std::string_view what) const { return Error(std::string(what) + ": " + message_); }
+  Error context(std::string_view what) const {
+    return what.empty() ? *this : Error(std::string(what) + ": " + message_);
+  }
 
  private:
   std::string message_;

@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <sys/ioctl.h>
 
+#include <cerrno>
 #include <cstring>
 #include <memory>
 
@@ -137,6 +138,44 @@ Result<VcpuFd> Vm::create_vcpu(int id, size_t mmap_size) {
   UniqueFd fd(ioctl(this->fd(), KVM_CREATE_VCPU, id));
   if (!fd.valid()) return errno_error("KVM_CREATE_VCPU " + std::to_string(id));
   return VcpuFd::adopt(id, std::move(fd), mmap_size);
+}
+
+Result<std::vector<uint32_t>> Kvm::msr_index_list() const {
+  kvm_abi::MsrListHeader probe{0};
+  // With nmsrs 0 KVM answers E2BIG and writes how many there are.
+  if (ioctl(fd(), kvm_abi::kGetMsrIndexList, &probe) == 0) return std::vector<uint32_t>{};
+  if (errno != E2BIG) return errno_error("KVM_GET_MSR_INDEX_LIST");
+  std::vector<uint32_t> buf(1 + probe.nmsrs);
+  buf[0] = probe.nmsrs;
+  if (ioctl(fd(), kvm_abi::kGetMsrIndexList, buf.data()) < 0)
+    return errno_error("KVM_GET_MSR_INDEX_LIST");
+  return std::vector<uint32_t>(buf.begin() + 1, buf.begin() + 1 + buf[0]);
+}
+
+Result<VmState> Vm::save_state() const {
+  VmState s;
+  s.pic_master.chip_id = KVM_IRQCHIP_PIC_MASTER;
+  s.pic_slave.chip_id = KVM_IRQCHIP_PIC_SLAVE;
+  s.ioapic.chip_id = KVM_IRQCHIP_IOAPIC;
+  for (kvm_irqchip* chip : {&s.pic_master, &s.pic_slave, &s.ioapic})
+    if (ioctl(fd(), KVM_GET_IRQCHIP, chip) < 0)
+      return errno_error("KVM_GET_IRQCHIP " + std::to_string(chip->chip_id));
+  if (ioctl(fd(), KVM_GET_PIT2, &s.pit) < 0) return errno_error("KVM_GET_PIT2");
+  if (ioctl(fd(), KVM_GET_CLOCK, &s.clock) < 0) return errno_error("KVM_GET_CLOCK");
+  return s;
+}
+
+Status Vm::restore_state(const VmState& s) const {
+  for (const kvm_irqchip* chip : {&s.pic_master, &s.pic_slave, &s.ioapic})
+    if (ioctl(fd(), KVM_SET_IRQCHIP, chip) < 0)
+      return errno_error("KVM_SET_IRQCHIP " + std::to_string(chip->chip_id));
+  if (ioctl(fd(), KVM_SET_PIT2, &s.pit) < 0) return errno_error("KVM_SET_PIT2");
+  // Only the clock value: the flags KVM_GET_CLOCK reports (TSC_STABLE, REALTIME, HOST_TSC)
+  // describe the source host; KVM_SET_CLOCK takes none of them without their fields.
+  kvm_clock_data clock{};
+  clock.clock = s.clock.clock;
+  if (ioctl(fd(), KVM_SET_CLOCK, &clock) < 0) return errno_error("KVM_SET_CLOCK");
+  return {};
 }
 
 }  // namespace shoal

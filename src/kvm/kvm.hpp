@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "kvm/vcpu_fd.hpp"
+#include "kvm/vcpu_state.hpp"
 #include "shoal/status.hpp"
 #include "shoal/unique_fd.hpp"
 
@@ -27,6 +28,8 @@ class Kvm {
   unsigned guest_phys_bits() const;
   // KVM_CHECK_EXTENSION's answer (0 = absent).
   int check_extension(long cap) const;
+  // KVM_GET_MSR_INDEX_LIST: the MSRs a vCPU's saved state includes.
+  Result<std::vector<uint32_t>> msr_index_list() const;
 
  private:
   UniqueFd fd_;
@@ -46,6 +49,10 @@ class Vm {
   // Drives a GSI (in-kernel irqchip); an ISA edge interrupt is a raise then a lower.
   Status set_irq_line(uint32_t gsi, bool level);
   Result<VcpuFd> create_vcpu(int id, size_t mmap_size);
+  // The in-kernel PIC, IOAPIC, PIT and kvmclock. Save with every vCPU paused; restore into a
+  // VM whose platform exists (create_platform) before its vCPUs run.
+  Result<VmState> save_state() const;
+  Status restore_state(const VmState& state) const;
 
  private:
   UniqueFd fd_;

@@ -18,10 +18,21 @@ struct MsrsHeader {  // followed by kvm_msr_entry[nmsrs]
   uint32_t nmsrs;
   uint32_t pad;
 };
-static_assert(sizeof(CpuidHeader) == 8 && sizeof(MsrsHeader) == 8);
+struct MsrListHeader {  // followed by uint32_t indices[nmsrs]
+  uint32_t nmsrs;
+};
+// kvm_xsave ends in a flexible array too; the legacy ioctls move exactly its 4 KiB region.
+struct Xsave {
+  uint32_t region[1024];
+};
+static_assert(sizeof(CpuidHeader) == 8 && sizeof(MsrsHeader) == 8 && sizeof(MsrListHeader) == 4);
 
 inline constexpr unsigned long kGetSupportedCpuid = _IOWR(KVMIO, 0x05, CpuidHeader);
 inline constexpr unsigned long kSetCpuid2 = _IOW(KVMIO, 0x90, CpuidHeader);
 inline constexpr unsigned long kSetMsrs = _IOW(KVMIO, 0x89, MsrsHeader);
+inline constexpr unsigned long kGetXsave = _IOR(KVMIO, 0xa4, Xsave);
+inline constexpr unsigned long kSetXsave = _IOW(KVMIO, 0xa5, Xsave);
+inline constexpr unsigned long kGetMsrs = _IOWR(KVMIO, 0x88, MsrsHeader);
+inline constexpr unsigned long kGetMsrIndexList = _IOWR(KVMIO, 0x02, MsrListHeader);
 
 }  // namespace shoal::kvm_abi

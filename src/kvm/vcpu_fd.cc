@@ -87,6 +87,58 @@ Status VcpuFd::set_mp_state(uint32_t state) const {
   return ioctl_status(fd_.get(), KVM_SET_MP_STATE, &mp, "KVM_SET_MP_STATE");
 }
 
+Status VcpuFd::get_mp_state(kvm_mp_state& mp) const {
+  return ioctl_status(fd_.get(), KVM_GET_MP_STATE, &mp, "KVM_GET_MP_STATE");
+}
+Status VcpuFd::get_fpu(kvm_fpu& fpu) const {
+  return ioctl_status(fd_.get(), KVM_GET_FPU, &fpu, "KVM_GET_FPU");
+}
+Status VcpuFd::get_xsave(std::array<uint32_t, 1024>& region) const {
+  static_assert(sizeof(region) == sizeof(kvm_abi::Xsave));
+  return ioctl_status(fd_.get(), kvm_abi::kGetXsave, region.data(), "KVM_GET_XSAVE");
+}
+Status VcpuFd::set_xsave(const std::array<uint32_t, 1024>& region) const {
+  return ioctl_status(fd_.get(), kvm_abi::kSetXsave, region.data(), "KVM_SET_XSAVE");
+}
+Status VcpuFd::get_xcrs(kvm_xcrs& xcrs) const {
+  return ioctl_status(fd_.get(), KVM_GET_XCRS, &xcrs, "KVM_GET_XCRS");
+}
+Status VcpuFd::set_xcrs(const kvm_xcrs& xcrs) const {
+  return ioctl_status(fd_.get(), KVM_SET_XCRS, &xcrs, "KVM_SET_XCRS");
+}
+Status VcpuFd::get_debugregs(kvm_debugregs& regs) const {
+  return ioctl_status(fd_.get(), KVM_GET_DEBUGREGS, &regs, "KVM_GET_DEBUGREGS");
+}
+Status VcpuFd::set_debugregs(const kvm_debugregs& regs) const {
+  return ioctl_status(fd_.get(), KVM_SET_DEBUGREGS, &regs, "KVM_SET_DEBUGREGS");
+}
+Status VcpuFd::get_vcpu_events(kvm_vcpu_events& events) const {
+  return ioctl_status(fd_.get(), KVM_GET_VCPU_EVENTS, &events, "KVM_GET_VCPU_EVENTS");
+}
+Status VcpuFd::set_vcpu_events(const kvm_vcpu_events& events) const {
+  return ioctl_status(fd_.get(), KVM_SET_VCPU_EVENTS, &events, "KVM_SET_VCPU_EVENTS");
+}
+
+Result<std::vector<kvm_msr_entry>> VcpuFd::get_msrs(const std::vector<uint32_t>& indices) const {
+  std::vector<kvm_msr_entry> out;
+  std::vector<uint8_t> buf(sizeof(kvm_abi::MsrsHeader) + indices.size() * sizeof(kvm_msr_entry));
+  size_t from = 0;
+  while (from < indices.size()) {
+    const size_t n = indices.size() - from;
+    auto* header = reinterpret_cast<kvm_abi::MsrsHeader*>(buf.data());
+    header->nmsrs = static_cast<uint32_t>(n);
+    auto* entries = reinterpret_cast<kvm_msr_entry*>(buf.data() + sizeof(kvm_abi::MsrsHeader));
+    for (size_t i = 0; i < n; ++i) entries[i] = kvm_msr_entry{indices[from + i], 0, 0};
+    const int got = ioctl(fd_.get(), kvm_abi::kGetMsrs, buf.data());
+    if (got < 0) return errno_error("KVM_GET_MSRS");
+    // KVM_GET_MSRS reads in order and stops at the first MSR it refuses: keep what it read,
+    // skip that one, go on.
+    out.insert(out.end(), entries, entries + got);
+    from += static_cast<size_t>(got) + 1;
+  }
+  return out;
+}
+
 Status VcpuFd::set_cpuid(const std::vector<kvm_cpuid_entry2>& entries) const {
   std::vector<uint8_t> buf(sizeof(kvm_abi::CpuidHeader) +
                            entries.size() * sizeof(kvm_cpuid_entry2));
@@ -106,6 +158,40 @@ Status VcpuFd::set_msrs(const std::vector<kvm_msr_entry>& msrs) const {
   // KVM_SET_MSRS returns how many it set; it stops at the first one it refuses.
   if (static_cast<size_t>(set) != msrs.size())
     return Error("KVM_SET_MSRS: MSR " + std::to_string(msrs[set].index) + " refused");
+  return {};
+}
+
+// The order follows what KVM needs on restore, and is the same for saving: mp_state first;
+// sregs before the LAPIC (the APIC base MSR lives in sregs); MSRs after sregs (EFER) and
+// before the events (a pending exception may depend on them).
+Result<VcpuState> VcpuFd::save_state(const std::vector<uint32_t>& msr_indices) const {
+  VcpuState s;
+  s.id = static_cast<uint32_t>(id_);
+  SHOAL_TRY(get_mp_state(s.mp_state), "");
+  SHOAL_TRY(get_regs(s.regs), "");
+  SHOAL_TRY(get_sregs(s.sregs), "");
+  SHOAL_TRY(get_xsave(s.xsave), "");
+  SHOAL_TRY(get_xcrs(s.xcrs), "");
+  SHOAL_TRY(get_debugregs(s.debugregs), "");
+  SHOAL_TRY(get_lapic(s.lapic), "");
+  auto msrs = get_msrs(msr_indices);
+  if (!msrs) return msrs.error();
+  if (msrs->size() > kMaxStateMsrs) msrs->resize(kMaxStateMsrs);
+  s.msrs = std::move(*msrs);
+  SHOAL_TRY(get_vcpu_events(s.events), "");
+  return s;
+}
+
+Status VcpuFd::restore_state(const VcpuState& s) const {
+  SHOAL_TRY(set_mp_state(s.mp_state.mp_state), "");
+  SHOAL_TRY(set_regs(s.regs), "");
+  SHOAL_TRY(set_sregs(s.sregs), "");
+  SHOAL_TRY(set_xsave(s.xsave), "");
+  SHOAL_TRY(set_xcrs(s.xcrs), "");
+  SHOAL_TRY(set_debugregs(s.debugregs), "");
+  SHOAL_TRY(set_lapic(s.lapic), "");
+  SHOAL_TRY(set_msrs(s.msrs), "");
+  SHOAL_TRY(set_vcpu_events(s.events), "");
   return {};
 }
 

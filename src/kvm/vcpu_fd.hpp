@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <vector>
 
+#include "kvm/vcpu_state.hpp"
 #include "shoal/status.hpp"
 #include "shoal/unique_fd.hpp"
 
@@ -36,6 +37,26 @@ class VcpuFd {
   Status get_lapic(kvm_lapic_state& lapic) const;
   Status set_lapic(const kvm_lapic_state& lapic) const;
   Status set_mp_state(uint32_t state) const;
+  Status get_mp_state(kvm_mp_state& mp) const;
+  Status get_fpu(kvm_fpu& fpu) const;
+  Status get_xsave(std::array<uint32_t, 1024>& region) const;
+  Status set_xsave(const std::array<uint32_t, 1024>& region) const;
+  Status get_xcrs(kvm_xcrs& xcrs) const;
+  Status set_xcrs(const kvm_xcrs& xcrs) const;
+  Status get_debugregs(kvm_debugregs& regs) const;
+  Status set_debugregs(const kvm_debugregs& regs) const;
+  Status get_vcpu_events(kvm_vcpu_events& events) const;
+  Status set_vcpu_events(const kvm_vcpu_events& events) const;
+  // Reads the MSRs in `indices`; one KVM refuses to read is left out of the result (KVM lists
+  // some that only exist with features this vCPU's CPUID does not have).
+  Result<std::vector<kvm_msr_entry>> get_msrs(const std::vector<uint32_t>& indices) const;
+
+  // The whole vCPU (see VcpuState), with the MSRs in `msr_indices` (Kvm::msr_index_list).
+  // Only between KVM_RUNs, and never right after an I/O exit that KVM has not completed yet
+  // (the vCPU thread re-enters KVM_RUN with immediate_exit set first, see vcpu_thread.cc).
+  Result<VcpuState> save_state(const std::vector<uint32_t>& msr_indices) const;
+  // Into a vCPU whose CPUID is set already (configure_vcpu without entering).
+  Status restore_state(const VcpuState& state) const;
 
  private:
   VcpuFd() = default;

@@ -173,10 +173,22 @@ Status FaultServer::move_pages(uint64_t first, uint64_t count, bool wait) {
   uint64_t page = first;
   const uint64_t end = first + count;
   while (page < end) {
-    Result<ZeroPool::Run> run =
-        wait ? pool_->take(end - page) : Result(pool_->try_take(end - page));
-    if (!run) return run.error();
-    if (run->pages == 0) return {};  // nothing ready and not waiting
+    Result<ZeroPool::Run> run = pool_->try_take(end - page);
+    if (run->pages == 0) {
+      if (!wait) return {};  // a prefetch: nothing ready, nothing to do
+      // The pool is empty (it has just started, or a burst outran its refill): copying zeros
+      // costs about a microsecond a page, waiting for a 2 MiB refill milliseconds. Unless the
+      // budget is what keeps the pool empty: then the pool's wait names it.
+      const uint64_t want = end - page;
+      const uint64_t pool_pages = pool_->populated_pages();
+      if (budget_bytes_ == 0 ||
+          (dir_.present_pages() + pool_pages + want) * kPage <= budget_bytes_) {
+        stats_.pages_copied_pool_empty += want;
+        return copy_pages(page, want);
+      }
+      run = pool_->take(want);
+      if (!run) return run.error();
+    }
     uint64_t done_pages = 0;
     while (done_pages < run->pages) {
       int64_t done = 0;
@@ -225,10 +237,11 @@ Status FaultServer::copy_pages(uint64_t first, uint64_t count) {
   const uint64_t end = first + count;
   while (page < end) {
     const uint64_t chunk = std::min(end - page, kPoolChunkPages);
-    if (pool_ == nullptr && budget_bytes_ != 0 &&
-        (dir_.present_pages() + chunk) * kPage > budget_bytes_)
-      return Error("memory budget of " + format_size(budget_bytes_) + " exhausted: " +
-                   std::to_string(dir_.present_pages()) + " guest pages present, " +
+    const uint64_t pool_pages = pool_ ? pool_->populated_pages() : 0;
+    if (budget_bytes_ != 0 && (dir_.present_pages() + pool_pages + chunk) * kPage > budget_bytes_)
+      return Error("memory budget of " + format_size(budget_bytes_) +
+                   " exhausted: " + std::to_string(dir_.present_pages()) +
+                   " guest pages present + " + std::to_string(pool_pages) + " in the zero pool, " +
                    std::to_string(chunk) + " more needed (raise --memory-budget)");
     int64_t done = 0;
     const int rc = uffd_.copy(addr(page), reinterpret_cast<uint64_t>(zeros_), chunk * kPage, &done);

@@ -36,6 +36,7 @@ struct FaultServerStats {
   std::atomic<uint64_t> eexist{0};
   std::atomic<uint64_t> eagain{0};
   std::atomic<uint64_t> move_fallbacks{0};
+  std::atomic<uint64_t> pages_copied_pool_empty{0};  // served as copied zeros: pool empty
   std::atomic<uint64_t> directory_repairs{0};  // "present" pages the kernel said were missing  //
                                                // MOVE refused (ENOENT/EBUSY/EINVAL): COPY instead
   std::array<std::atomic<uint64_t>, 10> batch_log2{};  // faults served with 2^i..2^(i+1)-1 pages

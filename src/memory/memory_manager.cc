@@ -147,7 +147,8 @@ std::string GuestMemoryManager::stats_report() const {
     s << "zero pool: " << pool_->chunks() << " chunks of 2 MiB, " << pool_->full_chunks()
       << " full now, lowest " << (p.min_full_chunks == ~uint64_t{0} ? 0 : p.min_full_chunks.load())
       << "\n"
-      << "pool stalls: " << p.stalls << " (" << p.stall_ns / 1000 << " us)\n"
+      << "pool stalls: " << p.stalls << " (" << p.stall_ns / 1000 << " us); pages copied while "
+      << "it was empty: " << f.pages_copied_pool_empty << "\n"
       << "pool refills: " << p.chunks_refilled << " chunks";
     if (p.chunks_refilled > 0) s << ", " << p.refill_ns / p.chunks_refilled / 1000 << " us each";
     s << "\n";

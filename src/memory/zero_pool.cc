@@ -285,7 +285,10 @@ Result<ZeroPool::Run> ZeroPool::take_run(uint64_t max_pages, bool wait) {
       target_chunks_ = config_.high_watermark_chunks;
     }
     while (full_.empty()) {
-      if (!wait) return Run{nullptr, 0, 0};
+      if (!wait) {
+        if (refill_wanted_locked()) work_cv_.notify_one();
+        return Run{nullptr, 0, 0};
+      }
       if (!fatal_.empty()) return Error(fatal_);
       if (refilling_ == 0 && !refill_wanted_locked()) {
         // Nothing in flight and nothing allowed to start: waiting would hang the vCPU.

@@ -1,13 +1,13 @@
 #include "pod/pod_messages.hpp"
 
-#include "net/wire_bytes.hpp"
+#include "shoal/wire_bytes.hpp"
 
 namespace shoal {
 
 using net::Frame;
 using net::MessageType;
-using net::WireReader;
-using net::WireWriter;
+using shoal::WireReader;
+using shoal::WireWriter;
 
 namespace {
 

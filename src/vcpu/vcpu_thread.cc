@@ -64,26 +64,26 @@ std::string KvmVcpuBackend::describe_state() const {
   return buf;
 }
 
-VcpuState next_state(VcpuState state, VcpuCommand command) {
-  if (state == VcpuState::kStopped) return VcpuState::kStopped;
+VcpuRunState next_state(VcpuRunState state, VcpuCommand command) {
+  if (state == VcpuRunState::kStopped) return VcpuRunState::kStopped;
   switch (command) {
     case VcpuCommand::kPause:
-      return VcpuState::kPaused;
+      return VcpuRunState::kPaused;
     case VcpuCommand::kResume:
-      return VcpuState::kRunning;
+      return VcpuRunState::kRunning;
     case VcpuCommand::kStop:
-      return VcpuState::kStopped;
+      return VcpuRunState::kStopped;
   }
   return state;
 }
 
-const char* state_name(VcpuState state) {
+const char* state_name(VcpuRunState state) {
   switch (state) {
-    case VcpuState::kRunning:
+    case VcpuRunState::kRunning:
       return "running";
-    case VcpuState::kPaused:
+    case VcpuRunState::kPaused:
       return "paused";
-    case VcpuState::kStopped:
+    case VcpuRunState::kStopped:
       return "stopped";
   }
   return "?";
@@ -111,7 +111,7 @@ void VcpuThread::send(VcpuCommand command) {
   {
     std::lock_guard lock(mu_);
     commands_.push_back(command);
-    if (!started_ || state_ == VcpuState::kStopped) return;
+    if (!started_ || state_ == VcpuRunState::kStopped) return;
   }
   cv_.notify_all();
   // Order matters: command first, then the flag, then the signal (see loop()).
@@ -119,14 +119,14 @@ void VcpuThread::send(VcpuCommand command) {
   pthread_kill(handle_, kick_signal());
 }
 
-VcpuState VcpuThread::state() const {
+VcpuRunState VcpuThread::state() const {
   std::lock_guard lock(mu_);
   return state_;
 }
 
-void VcpuThread::wait_for(VcpuState state) {
+void VcpuThread::wait_for(VcpuRunState state) {
   std::unique_lock lock(mu_);
-  cv_.wait(lock, [&] { return state_ == state || state_ == VcpuState::kStopped; });
+  cv_.wait(lock, [&] { return state_ == state || state_ == VcpuRunState::kStopped; });
 }
 
 void VcpuThread::join() {
@@ -148,12 +148,12 @@ void VcpuThread::loop() {
       std::unique_lock lock(mu_);
       apply_commands_locked();
       cv_.notify_all();
-      while (state_ == VcpuState::kPaused) {
+      while (state_ == VcpuRunState::kPaused) {
         cv_.wait(lock, [&] { return !commands_.empty(); });
         apply_commands_locked();
         cv_.notify_all();
       }
-      if (state_ == VcpuState::kStopped) return;
+      if (state_ == VcpuRunState::kStopped) return;
     }
     VcpuExit exit = backend_->run();
     ++exits_;
@@ -167,7 +167,7 @@ void VcpuThread::loop() {
     if (std::holds_alternative<ExitContinue>(action)) continue;
     {
       std::lock_guard lock(mu_);
-      state_ = VcpuState::kStopped;
+      state_ = VcpuRunState::kStopped;
     }
     cv_.notify_all();
     const std::string cpu_state =

@@ -51,12 +51,12 @@ class KvmVcpuBackend : public VcpuBackend {
   size_t run_size_;
 };
 
-enum class VcpuState { kRunning, kPaused, kStopped };
+enum class VcpuRunState { kRunning, kPaused, kStopped };
 enum class VcpuCommand { kPause, kResume, kStop };
 
 // The transition table: stopped is final; otherwise the command decides.
-VcpuState next_state(VcpuState state, VcpuCommand command);
-const char* state_name(VcpuState state);
+VcpuRunState next_state(VcpuRunState state, VcpuCommand command);
+const char* state_name(VcpuRunState state);
 
 class VcpuThread {
  public:
@@ -72,9 +72,9 @@ class VcpuThread {
 
   void start();
   void send(VcpuCommand command);
-  VcpuState state() const;
+  VcpuRunState state() const;
   // Blocks until the thread has reached `state` (a paused vCPU is outside KVM_RUN).
-  void wait_for(VcpuState state);
+  void wait_for(VcpuRunState state);
   void join();
   uint64_t exit_count() const { return exits_; }
   VcpuBackend& backend() { return *backend_; }
@@ -89,7 +89,7 @@ class VcpuThread {
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::deque<VcpuCommand> commands_;
-  VcpuState state_ = VcpuState::kRunning;
+  VcpuRunState state_ = VcpuRunState::kRunning;
   std::thread thread_;
   pthread_t handle_{};
   bool started_ = false;

@@ -46,11 +46,11 @@ class Sink : public BusDevice {
 };
 
 TEST(VcpuStateMachine, Transitions) {
-  EXPECT_EQ(next_state(VcpuState::kRunning, VcpuCommand::kPause), VcpuState::kPaused);
-  EXPECT_EQ(next_state(VcpuState::kPaused, VcpuCommand::kResume), VcpuState::kRunning);
-  EXPECT_EQ(next_state(VcpuState::kPaused, VcpuCommand::kStop), VcpuState::kStopped);
-  EXPECT_EQ(next_state(VcpuState::kStopped, VcpuCommand::kResume), VcpuState::kStopped);
-  EXPECT_STREQ(state_name(VcpuState::kPaused), "paused");
+  EXPECT_EQ(next_state(VcpuRunState::kRunning, VcpuCommand::kPause), VcpuRunState::kPaused);
+  EXPECT_EQ(next_state(VcpuRunState::kPaused, VcpuCommand::kResume), VcpuRunState::kRunning);
+  EXPECT_EQ(next_state(VcpuRunState::kPaused, VcpuCommand::kStop), VcpuRunState::kStopped);
+  EXPECT_EQ(next_state(VcpuRunState::kStopped, VcpuCommand::kResume), VcpuRunState::kStopped);
+  EXPECT_STREQ(state_name(VcpuRunState::kPaused), "paused");
 }
 
 struct Fixture {
@@ -74,7 +74,7 @@ TEST(VcpuThread, HandlesExitsThenReportsAFailureWithRegisters) {
                  done = true;
                });
   t.start();
-  t.wait_for(VcpuState::kStopped);
+  t.wait_for(VcpuRunState::kStopped);
   t.join();
   EXPECT_TRUE(done);
   EXPECT_EQ(f.sink->bytes, 1);
@@ -91,18 +91,18 @@ TEST(VcpuThread, PauseResumeStop) {
   t.start();
   while (fake->runs.load() == 0) std::this_thread::yield();
   t.send(VcpuCommand::kPause);
-  t.wait_for(VcpuState::kPaused);
-  EXPECT_EQ(t.state(), VcpuState::kPaused);
+  t.wait_for(VcpuRunState::kPaused);
+  EXPECT_EQ(t.state(), VcpuRunState::kPaused);
   const int runs = fake->runs.load();
   std::this_thread::sleep_for(std::chrono::milliseconds(20));
   EXPECT_EQ(fake->runs.load(), runs);  // a paused vCPU does not enter the guest
   t.send(VcpuCommand::kResume);
-  t.wait_for(VcpuState::kRunning);
+  t.wait_for(VcpuRunState::kRunning);
   while (fake->runs.load() == runs) std::this_thread::yield();
   t.send(VcpuCommand::kStop);
-  t.wait_for(VcpuState::kStopped);
+  t.wait_for(VcpuRunState::kStopped);
   t.join();
-  EXPECT_EQ(t.state(), VcpuState::kStopped);
+  EXPECT_EQ(t.state(), VcpuRunState::kStopped);
 }
 
 TEST(VcpuThread, PowerOffIsReported) {

@@ -1,4 +1,4 @@
-// Little-endian fields in frame payloads: a writer that appends and a reader that never reads
+// Little-endian fields in wire and file formats: a writer that appends and a reader that never reads
 // past the end (every get reports whether the bytes were there).
 #pragma once
 
@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-namespace shoal::net {
+namespace shoal {
 
 class WireWriter {
  public:
@@ -57,4 +57,4 @@ class WireReader {
   size_t pos_ = 0;
 };
 
-}  // namespace shoal::net
+}  // namespace shoal
