@@ -80,7 +80,10 @@ TEST_F(DormantMemory, PoolRefillsWhileTheGuestRuns) {
   auto r = shoal_run("touch 128", {"--zero-pool", "8M", "--stats"});
   EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
   EXPECT_NE(r.out.find("bad=0"), std::string::npos);
-  EXPECT_GT(stat_value(r.err, "pool refills"), 60u) << r.err;
+  // 128 MiB is 64 chunks: most of them come through refills; what a burst takes while the
+  // pool is empty is copied instead of waited for (pages copied while it was empty), so the
+  // refills alone no longer add up to 64.
+  EXPECT_GT(stat_value(r.err, "pool refills"), 32u) << r.err;
 }
 
 TEST_F(DormantMemory, BudgetSmallerThanTheTouchSetFailsWithTheNamedError) {
