@@ -82,6 +82,9 @@ Result<std::unique_ptr<Machine>> Machine::create(Kvm kvm, const RunConfig& confi
   SHOAL_TRY(early_slot_status, "map guest RAM");
   for (auto& s : m->ram_slots_) SHOAL_TRY(s->register_written(), "map guest RAM");
   step("devices and RAM slots");
+  auto msrs = m->kvm_.msr_index_list();
+  if (!msrs) return msrs.error();
+  const std::vector<uint32_t>& msr_indices = *msrs;
   for (int i = 0; i < config.vcpus; ++i) {
     auto vcpu = m->vm_.create_vcpu(i, m->kvm_.vcpu_mmap_size());
     if (!vcpu) return vcpu.error();
@@ -89,7 +92,8 @@ Result<std::unique_ptr<Machine>> Machine::create(Kvm kvm, const RunConfig& confi
     SHOAL_TRY(configure_vcpu(*vcpu, m->plan_,
                              guest_cpuid(m->kvm_.supported_cpuid(), i, config.vcpus), enter_now),
               "configure");
-    auto backend = std::make_unique<KvmVcpuBackend>(std::move(*vcpu), m->kvm_.vcpu_mmap_size());
+    auto backend = std::make_unique<KvmVcpuBackend>(std::move(*vcpu), m->kvm_.vcpu_mmap_size(),
+                                                    msr_indices);
     m->vcpus_.push_back(
         std::make_unique<VcpuThread>(std::move(backend), ExitBuses{m->pio_, m->mmio_},
                                      [self](int id, const ExitAction& a, const std::string& st) {

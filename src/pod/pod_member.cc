@@ -166,6 +166,8 @@ Status PodMember::run(const BootPlan& plan) {
   // the slots with the entry point and boot structures exist before any vCPU runs.
   for (uint64_t gpa : {uint64_t{0}, plan.entry, plan.boot_info})
     for (auto& s : ram_slots_) SHOAL_TRY(s->ensure(gpa, 1), "map guest RAM");
+  auto msrs = kvm_->msr_index_list();
+  if (!msrs) return msrs.error();
   for (VcpuFd& fd : vcpu_fds_) {
     const int id = fd.id();
     const bool enter_now = id == 0 || plan.all_vcpus_at_entry;
@@ -176,7 +178,7 @@ Status PodMember::run(const BootPlan& plan) {
   std::lock_guard lock(mu_);
   if (done_) return Error("the pod is stopping");
   for (VcpuFd& fd : vcpu_fds_) {
-    auto backend = std::make_unique<KvmVcpuBackend>(std::move(fd), kvm_->vcpu_mmap_size());
+    auto backend = std::make_unique<KvmVcpuBackend>(std::move(fd), kvm_->vcpu_mmap_size(), *msrs);
     vcpus_.push_back(
         std::make_unique<VcpuThread>(std::move(backend), ExitBuses{pio_, mmio_},
                                      [this](int id, const ExitAction& a, const std::string& st) {

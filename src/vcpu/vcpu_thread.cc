@@ -64,6 +64,23 @@ std::string KvmVcpuBackend::describe_state() const {
   return buf;
 }
 
+Result<VcpuState> KvmVcpuBackend::save_state() {
+  auto s = vcpu_.save_state(msr_indices_);
+  if (!s) return s.error().context("save vcpu " + std::to_string(vcpu_.id()));
+  return s;
+}
+
+Status KvmVcpuBackend::restore_state(const VcpuState& state) {
+  SHOAL_TRY(vcpu_.restore_state(state), "restore vcpu " + std::to_string(vcpu_.id()));
+  return {};
+}
+
+void KvmVcpuBackend::complete_pending_exit() {
+  request_immediate_exit();
+  (void)vcpu_.run();  // -EINTR once the exit is completed; the guest does not run
+  clear_immediate_exit();
+}
+
 VcpuRunState next_state(VcpuRunState state, VcpuCommand command) {
   if (state == VcpuRunState::kStopped) return VcpuRunState::kStopped;
   switch (command) {
@@ -119,6 +136,47 @@ void VcpuThread::send(VcpuCommand command) {
   pthread_kill(handle_, kick_signal());
 }
 
+void VcpuThread::post(Job job) {
+  {
+    std::lock_guard lock(mu_);
+    if (state_ == VcpuRunState::kStopped) {
+      job(nullptr);
+      return;
+    }
+    jobs_.push_back(std::move(job));
+    if (!started_) return;
+  }
+  cv_.notify_all();
+  backend_->request_immediate_exit();
+  pthread_kill(handle_, kick_signal());
+}
+
+std::future<Result<VcpuState>> VcpuThread::save() {
+  auto reply = std::make_shared<std::promise<Result<VcpuState>>>();
+  auto f = reply->get_future();
+  post([reply](VcpuBackend* b) {
+    reply->set_value(b ? b->save_state() : Result<VcpuState>(Error("the vcpu has stopped")));
+  });
+  return f;
+}
+
+std::future<Status> VcpuThread::restore(VcpuState state) {
+  auto reply = std::make_shared<std::promise<Status>>();
+  auto f = reply->get_future();
+  post([reply, s = std::move(state)](VcpuBackend* b) {
+    reply->set_value(b ? b->restore_state(s) : Status(Error("the vcpu has stopped")));
+  });
+  return f;
+}
+
+void VcpuThread::run_jobs(std::deque<Job> jobs) {
+  if (exit_pending_) {
+    backend_->complete_pending_exit();
+    exit_pending_ = false;
+  }
+  for (Job& j : jobs) j(backend_.get());
+}
+
 VcpuRunState VcpuThread::state() const {
   std::lock_guard lock(mu_);
   return state_;
@@ -144,19 +202,44 @@ void VcpuThread::loop() {
   const std::string name = "vcpu" + std::to_string(backend_->id());
   pthread_setname_np(pthread_self(), name.c_str());
   for (;;) {
+    std::deque<Job> jobs;
     {
       std::unique_lock lock(mu_);
-      apply_commands_locked();
-      cv_.notify_all();
-      while (state_ == VcpuRunState::kPaused) {
-        cv_.wait(lock, [&] { return !commands_.empty(); });
+      for (;;) {
         apply_commands_locked();
         cv_.notify_all();
+        if (state_ == VcpuRunState::kStopped) break;
+        if (!jobs_.empty()) {
+          jobs.swap(jobs_);
+          break;
+        }
+        if (state_ != VcpuRunState::kPaused) break;
+        if (exit_pending_) {
+          // Paused means consistent: KVM completes the last I/O exit before anyone looks.
+          lock.unlock();
+          backend_->complete_pending_exit();
+          exit_pending_ = false;
+          lock.lock();
+          continue;
+        }
+        cv_.wait(lock, [&] { return !commands_.empty() || !jobs_.empty(); });
       }
-      if (state_ == VcpuRunState::kStopped) return;
+      if (state_ == VcpuRunState::kStopped) {
+        jobs.insert(jobs.end(), std::make_move_iterator(jobs_.begin()),
+                    std::make_move_iterator(jobs_.end()));
+        jobs_.clear();
+        lock.unlock();
+        for (Job& j : jobs) j(nullptr);
+        return;
+      }
+    }
+    if (!jobs.empty()) {
+      run_jobs(std::move(jobs));
+      continue;
     }
     VcpuExit exit = backend_->run();
     ++exits_;
+    exit_pending_ = false;
     if (std::holds_alternative<InterruptedExit>(exit)) {
       // Cleared before the command check above runs again: a kick that lands after this
       // point either finds its command in the queue or makes the next run() return at once.
@@ -164,12 +247,18 @@ void VcpuThread::loop() {
       continue;
     }
     ExitAction action = handle_exit(exit, buses_);
-    if (std::holds_alternative<ExitContinue>(action)) continue;
+    if (std::holds_alternative<ExitContinue>(action)) {
+      exit_pending_ = std::holds_alternative<IoExit>(exit) || std::holds_alternative<MmioExit>(exit);
+      continue;
+    }
+    std::deque<Job> orphans;
     {
       std::lock_guard lock(mu_);
       state_ = VcpuRunState::kStopped;
+      orphans.swap(jobs_);
     }
     cv_.notify_all();
+    for (Job& j : orphans) j(nullptr);
     const std::string cpu_state =
         std::holds_alternative<ExitFail>(action) ? backend_->describe_state() : std::string();
     if (finished_) finished_(backend_->id(), action, cpu_state);

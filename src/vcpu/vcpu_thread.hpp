@@ -8,12 +8,14 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <future>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
 
 #include "kvm/vcpu_fd.hpp"
+#include "kvm/vcpu_state.hpp"
 #include "vcpu/exit_handler.hpp"
 #include "vcpu/vcpu_exit.hpp"
 
@@ -33,22 +35,35 @@ class VcpuBackend {
   // Registers worth printing next to an error ("rip=0x100200 cr0=0x80000011 ..."); called on
   // the vCPU's own thread.
   virtual std::string describe_state() const = 0;
+  // Everything the hypervisor holds for this vCPU, and back; on the vCPU's own thread, between
+  // runs, after complete_pending_exit.
+  virtual Result<VcpuState> save_state() = 0;
+  virtual Status restore_state(const VcpuState& state) = 0;
+  // KVM finishes an I/O or MMIO exit (an IN's data into RAX, say) only on the next KVM_RUN:
+  // until then its state is inconsistent, and the KVM API says to re-enter first. This
+  // re-enters with immediate_exit set, so KVM completes the exit and returns at once.
+  virtual void complete_pending_exit() = 0;
 };
 
 class KvmVcpuBackend : public VcpuBackend {
  public:
-  explicit KvmVcpuBackend(VcpuFd vcpu, size_t run_size)
-      : vcpu_(std::move(vcpu)), run_size_(run_size) {}
+  // `msr_indices`: the MSRs save_state() includes (Kvm::msr_index_list()).
+  KvmVcpuBackend(VcpuFd vcpu, size_t run_size, std::vector<uint32_t> msr_indices)
+      : vcpu_(std::move(vcpu)), run_size_(run_size), msr_indices_(std::move(msr_indices)) {}
   int id() const override { return vcpu_.id(); }
   VcpuExit run() override;
   void request_immediate_exit() override;
   void clear_immediate_exit() override;
   std::string describe_state() const override;
+  Result<VcpuState> save_state() override;
+  Status restore_state(const VcpuState& state) override;
+  void complete_pending_exit() override;
   const VcpuFd& fd() const { return vcpu_; }
 
  private:
   VcpuFd vcpu_;
   size_t run_size_;
+  std::vector<uint32_t> msr_indices_;
 };
 
 enum class VcpuRunState { kRunning, kPaused, kStopped };
@@ -72,6 +87,11 @@ class VcpuThread {
 
   void start();
   void send(VcpuCommand command);
+  // Runs on the vCPU's own thread between two runs, after any pending exit is completed; the
+  // vCPU keeps the state it was in (pause it first for a consistent machine). Answered with an
+  // error if the vCPU stops first.
+  std::future<Result<VcpuState>> save();
+  std::future<Status> restore(VcpuState state);
   VcpuRunState state() const;
   // Blocks until the thread has reached `state` (a paused vCPU is outside KVM_RUN).
   void wait_for(VcpuRunState state);
@@ -82,6 +102,10 @@ class VcpuThread {
  private:
   void loop();
   void apply_commands_locked();
+  // A job gets the backend, or nullptr when the vCPU stopped before it could run.
+  using Job = std::function<void(VcpuBackend*)>;
+  void post(Job job);
+  void run_jobs(std::deque<Job> jobs);
 
   std::unique_ptr<VcpuBackend> backend_;
   ExitBuses buses_;
@@ -89,6 +113,8 @@ class VcpuThread {
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::deque<VcpuCommand> commands_;
+  std::deque<Job> jobs_;
+  bool exit_pending_ = false;  // vCPU thread only: the last exit needs completing (see backend)
   VcpuRunState state_ = VcpuRunState::kRunning;
   std::thread thread_;
   pthread_t handle_{};

@@ -22,6 +22,7 @@ class FakeBackend : public VcpuBackend {
       if (!script.empty()) {
         VcpuExit e = script.front();
         script.pop_front();
+        if (script.empty() && pause_after_script) pause_after_script();
         return e;
       }
     }
@@ -31,6 +32,20 @@ class FakeBackend : public VcpuBackend {
   void request_immediate_exit() override { immediate_exit = true; }
   void clear_immediate_exit() override { immediate_exit = false; }
   std::string describe_state() const override { return "rip=0xfake"; }
+  Result<VcpuState> save_state() override {
+    VcpuState s;
+    s.id = 7;
+    s.regs.rax = saved_rax.load();
+    return s;
+  }
+  Status restore_state(const VcpuState& s) override {
+    saved_rax = s.regs.rax;
+    return {};
+  }
+  void complete_pending_exit() override { ++completions; }
+  std::atomic<uint64_t> saved_rax{0x1234};
+  std::atomic<int> completions{0};
+  std::function<void()> pause_after_script;  // called as the last scripted exit is returned
 
   std::mutex mu;
   std::deque<VcpuExit> script;
@@ -117,6 +132,53 @@ TEST(VcpuThread, PowerOffIsReported) {
   t.start();
   t.join();
   EXPECT_TRUE(powered_off);
+}
+
+TEST(VcpuThread, PausingCompletesAPendingIoExitAndSaveRestoreRunOnThePausedVcpu) {
+  Fixture f;
+  auto backend = std::make_unique<FakeBackend>();
+  FakeBackend* fake = backend.get();
+  static uint8_t byte = 'x';
+  backend->script = {IoExit{0x3f8, 1, true, 1, {&byte, 1}}};
+  VcpuThread t(std::move(backend), ExitBuses{f.pio, f.mmio},
+               [](int, const ExitAction&, const std::string&) { FAIL() << "not expected"; });
+  t.start();
+  while (fake->runs.load() < 2) std::this_thread::yield();  // past the I/O exit
+  t.send(VcpuCommand::kPause);
+  t.wait_for(VcpuRunState::kPaused);
+  auto saved = t.save().get();
+  ASSERT_TRUE(saved.ok()) << saved.error().message();
+  EXPECT_EQ(saved->regs.rax, 0x1234u);
+  // The I/O exit was followed by another run (the one the pause kicked), so nothing was left
+  // to complete; a pause straight after an I/O exit completes it first.
+  EXPECT_EQ(fake->completions.load(), 0);
+  saved->regs.rax = 0x5678;
+  ASSERT_TRUE(t.restore(*saved).get().ok());
+  EXPECT_EQ(fake->saved_rax.load(), 0x5678u);
+  t.send(VcpuCommand::kStop);
+  t.join();
+  auto late = t.save().get();
+  ASSERT_FALSE(late.ok());
+  EXPECT_EQ(late.error().message(), "the vcpu has stopped");
+}
+
+TEST(VcpuThread, APauseRightAfterAnIoExitCompletesItBeforeAnythingIsSaved) {
+  Fixture f;
+  auto backend = std::make_unique<FakeBackend>();
+  FakeBackend* fake = backend.get();
+  static uint8_t byte = 'x';
+  // The pause is queued before the thread starts: its first exit is the I/O one, and the
+  // command is seen right after it is handled.
+  backend->script = {IoExit{0x3f8, 1, true, 1, {&byte, 1}}};
+  VcpuThread t(std::move(backend), ExitBuses{f.pio, f.mmio},
+               [](int, const ExitAction&, const std::string&) { FAIL() << "not expected"; });
+  fake->pause_after_script = [&] { t.send(VcpuCommand::kPause); };
+  t.start();
+  t.wait_for(VcpuRunState::kPaused);
+  ASSERT_TRUE(t.save().get().ok());
+  EXPECT_EQ(fake->completions.load(), 1);
+  t.send(VcpuCommand::kStop);
+  t.join();
 }
 
 }  // namespace
