@@ -143,4 +143,23 @@ void CmosRtc::write_register(uint8_t reg, uint8_t value) {
   }
 }
 
+void CmosRtc::save_state(WireWriter& out) const {
+  std::lock_guard lock(mu_);
+  out.put<int64_t>(offset_).put(index_).put_bytes(cmos_, sizeof cmos_);
+}
+
+Status CmosRtc::restore_state(WireReader& in) {
+  int64_t offset = 0;
+  uint8_t index = 0;
+  uint8_t cmos[sizeof cmos_];
+  if (!in.get(offset) || !in.get(index) || !in.get_bytes(cmos, sizeof cmos))
+    return Error("registers: truncated");
+  if (index >= sizeof cmos_) return Error("index " + std::to_string(index) + " out of range");
+  std::lock_guard lock(mu_);
+  offset_ = static_cast<time_t>(offset);
+  index_ = index;
+  std::memcpy(cmos_, cmos, sizeof cmos_);
+  return {};
+}
+
 }  // namespace shoal

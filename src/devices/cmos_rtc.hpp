@@ -20,6 +20,10 @@ class CmosRtc : public BusDevice {
 
   void read(uint64_t offset, std::span<uint8_t> data) override;
   void write(uint64_t offset, std::span<const uint8_t> data) override;
+  // The index register, the NVRAM and the guest's offset from the host clock (the time itself
+  // is the host's, plus that offset, wherever the guest runs).
+  void save_state(WireWriter& out) const override;
+  Status restore_state(WireReader& in) override;
 
   // Register numbers.
   static constexpr uint8_t kSeconds = 0x00, kMinutes = 0x02, kHours = 0x04, kWeekday = 0x06,
@@ -39,7 +43,7 @@ class CmosRtc : public BusDevice {
   void fill_time(time_t t);
   time_t time_from_registers() const;
 
-  std::mutex mu_;
+  mutable std::mutex mu_;
   Clock clock_;
   time_t offset_ = 0;  // what the guest set, relative to the host's clock
   uint8_t index_ = 0;

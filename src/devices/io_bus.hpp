@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "shoal/status.hpp"
+#include "shoal/wire_bytes.hpp"
 
 namespace shoal {
 
@@ -18,6 +19,14 @@ class BusDevice {
   // `offset` is relative to the base the device was inserted at.
   virtual void read(uint64_t offset, std::span<uint8_t> data) = 0;
   virtual void write(uint64_t offset, std::span<const uint8_t> data) = 0;
+  // The save/restore contract: a device with guest-visible state writes it here, and reads back
+  // exactly what it wrote (checking every field); called with the vCPUs paused. A device without
+  // state (its registers are constants, or it only forwards) keeps these defaults.
+  virtual void save_state(WireWriter& out) const { (void)out; }
+  virtual Status restore_state(WireReader& in) {
+    (void)in;
+    return {};
+  }
 };
 
 class IoBus {
@@ -35,6 +44,10 @@ class IoBus {
 
   // Name of the device at `addr`, or nullptr.
   const std::string* device_name(uint64_t addr) const;
+
+  // Every device's state, by name (and base address), and back into the same devices.
+  std::vector<uint8_t> save_state() const;
+  Status restore_state(const std::vector<uint8_t>& bytes);
 
  private:
   struct Entry {

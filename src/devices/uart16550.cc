@@ -119,4 +119,40 @@ void Uart16550::write_register(uint8_t reg, uint8_t value) {
   update_irq(was);
 }
 
+// Registers, the FIFO state and the bytes typed but not yet read.
+void Uart16550::save_state(WireWriter& out) const {
+  std::lock_guard lock(mu_);
+  out.put(ier_).put(lcr_).put(mcr_).put(scr_).put(dll_).put(dlm_);
+  out.put<uint8_t>(fifo_enabled_ ? 1 : 0).put<uint8_t>(thre_pending_ ? 1 : 0);
+  out.put<uint32_t>(static_cast<uint32_t>(rx_.size()));
+  for (uint8_t b : rx_) out.put(b);
+}
+
+Status Uart16550::restore_state(WireReader& in) {
+  uint8_t ier, lcr, mcr, scr, dll, dlm, fifo, thre;
+  uint32_t rx = 0;
+  if (!in.get(ier) || !in.get(lcr) || !in.get(mcr) || !in.get(scr) || !in.get(dll) ||
+      !in.get(dlm) || !in.get(fifo) || !in.get(thre) || !in.get(rx))
+    return Error("registers: truncated");
+  if (fifo > 1 || thre > 1) return Error("flags: not 0 or 1");
+  if (rx > kRxFifoLimit) return Error("receive FIFO: " + std::to_string(rx) + " bytes");
+  std::deque<uint8_t> bytes;
+  for (uint32_t i = 0; i < rx; ++i) {
+    uint8_t b;
+    if (!in.get(b)) return Error("receive FIFO: truncated");
+    bytes.push_back(b);
+  }
+  std::lock_guard lock(mu_);
+  ier_ = ier & 0x0f;
+  lcr_ = lcr;
+  mcr_ = mcr & 0x1f;
+  scr_ = scr;
+  dll_ = dll;
+  dlm_ = dlm;
+  fifo_enabled_ = fifo == 1;
+  thre_pending_ = thre == 1;
+  rx_ = std::move(bytes);
+  return {};
+}
+
 }  // namespace shoal

@@ -26,6 +26,9 @@ class Uart16550 : public BusDevice {
   // Bytes typed by the host side (console input).
   void receive(std::span<const uint8_t> bytes);
 
+  void save_state(WireWriter& out) const override;
+  Status restore_state(WireReader& in) override;
+
   // Register numbers (offsets from the base port).
   static constexpr uint8_t kData = 0, kIer = 1, kIirFcr = 2, kLcr = 3, kMcr = 4, kLsr = 5, kMsr = 6,
                            kScr = 7;
@@ -43,7 +46,7 @@ class Uart16550 : public BusDevice {
   void update_irq(bool was_pending);
   bool irq_pending() const { return interrupt_id() != kIirNone; }
 
-  std::mutex mu_;
+  mutable std::mutex mu_;
   Output output_;
   IrqTrigger irq_;
   std::deque<uint8_t> rx_;

@@ -2,8 +2,10 @@
 
 #include <fcntl.h>
 #include <spdlog/spdlog.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <thread>
@@ -92,8 +94,8 @@ Result<std::unique_ptr<Machine>> Machine::create(Kvm kvm, const RunConfig& confi
     SHOAL_TRY(configure_vcpu(*vcpu, m->plan_,
                              guest_cpuid(m->kvm_.supported_cpuid(), i, config.vcpus), enter_now),
               "configure");
-    auto backend = std::make_unique<KvmVcpuBackend>(std::move(*vcpu), m->kvm_.vcpu_mmap_size(),
-                                                    msr_indices);
+    auto backend =
+        std::make_unique<KvmVcpuBackend>(std::move(*vcpu), m->kvm_.vcpu_mmap_size(), msr_indices);
     m->vcpus_.push_back(
         std::make_unique<VcpuThread>(std::move(backend), ExitBuses{m->pio_, m->mmio_},
                                      [self](int id, const ExitAction& a, const std::string& st) {
@@ -101,6 +103,68 @@ Result<std::unique_ptr<Machine>> Machine::create(Kvm kvm, const RunConfig& confi
                                      }));
   }
   return m;
+}
+
+Result<MachineState> Machine::pause_and_save() {
+  for (auto& v : vcpus_) v->send(VcpuCommand::kPause);
+  for (auto& v : vcpus_) {
+    v->wait_for(VcpuRunState::kPaused);
+    if (v->state() != VcpuRunState::kPaused) return Error("save: a vcpu stopped");
+  }
+  MachineState s;
+  for (auto& v : vcpus_) {
+    auto vcpu = v->save().get();
+    if (!vcpu) return vcpu.error().context("save");
+    s.vcpus.push_back(std::move(*vcpu));
+  }
+  auto vm = vm_.save_state();
+  if (!vm) return vm.error().context("save VM");
+  s.vm = *vm;
+  s.port_devices = pio_.save_state();
+  return s;
+}
+
+void Machine::resume() {
+  for (auto& v : vcpus_) v->send(VcpuCommand::kResume);
+}
+
+void Machine::stop() {
+  finish(0, std::nullopt);
+}
+
+Status Machine::restore(const MachineState& state, const GuestRam& source) {
+  if (state.vcpus.size() != vcpus_.size())
+    return Error("restore: " + std::to_string(state.vcpus.size()) +
+                 " vcpus saved, this machine has " + std::to_string(vcpus_.size()));
+  if (source.size() != ram_.size()) return Error("restore: guest RAM sizes differ");
+  // Only what the source ever populated: mincore() tells resident from dormant, 2 MiB at a time
+  // (a dormant page reads as zero, and so does the fresh machine's).
+  constexpr uint64_t kRun = 2ull << 20;
+  std::vector<unsigned char> resident(kRun / 4096);
+  for (const RamRegion& r : source.regions()) {
+    for (uint64_t off = 0; off < r.size; off += kRun) {
+      const uint64_t len = std::min(kRun, r.size - off);
+      const uint8_t* from = source.host(r.gpa + off, len);
+      if (mincore(const_cast<uint8_t*>(from), len, resident.data()) < 0)
+        return errno_error("restore: mincore");
+      if (std::none_of(resident.begin(), resident.begin() + static_cast<long>(len / 4096),
+                       [](unsigned char v) { return (v & 1) != 0; }))
+        continue;
+      SHOAL_TRY(ram_.write(r.gpa + off, std::span<const uint8_t>(from, len)), "restore RAM");
+    }
+  }
+  for (auto& s : ram_slots_) SHOAL_TRY(s->register_written(), "restore: map guest RAM");
+  SHOAL_TRY(vm_.restore_state(state.vm), "restore VM");
+  SHOAL_TRY(pio_.restore_state(state.port_devices), "restore");
+  // Posted before the threads start, behind a pause: each vCPU restores itself on its own
+  // thread and waits; run() resumes them only if every restore succeeded.
+  std::vector<std::future<Status>> done;
+  for (size_t i = 0; i < vcpus_.size(); ++i) {
+    vcpus_[i]->send(VcpuCommand::kPause);
+    done.push_back(vcpus_[i]->restore(state.vcpus[i]));
+  }
+  restore_pending_ = std::move(done);
+  return {};
 }
 
 Status Machine::build_devices(const RunConfig& config) {
@@ -165,6 +229,16 @@ void Machine::finish(std::optional<int> code, std::optional<Error> error, bool r
 
 Result<int> Machine::run() {
   for (auto& v : vcpus_) v->start();
+  if (!restore_pending_.empty()) {
+    bool restored = true;
+    for (auto& f : restore_pending_)
+      if (Status s = f.get(); !s.ok() && restored) {
+        restored = false;
+        finish(std::nullopt, s.error());
+      }
+    restore_pending_.clear();
+    if (restored) resume();
+  }
   if (Status s = memory_->start_background(); !s.ok()) finish(std::nullopt, s.error());
   // bench/startup looks for this line: the first KVM_RUN follows within a thread start.
   if (started_ns_ != 0)

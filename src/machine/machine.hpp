@@ -21,6 +21,13 @@
 
 namespace shoal {
 
+// A paused machine, as values: enough, with its RAM, to resume it in a fresh VM.
+struct MachineState {
+  VmState vm;
+  std::vector<VcpuState> vcpus;
+  std::vector<uint8_t> port_devices;  // IoBus::save_state of the port bus
+};
+
 class Machine {
  public:
   static Result<std::unique_ptr<Machine>> create(Kvm kvm, const RunConfig& config);
@@ -31,6 +38,17 @@ class Machine {
   // Runs the guest until it exits; its exit code (0 on power-off/reset), or an error.
   Result<int> run();
   const BootPlan& plan() const { return plan_; }
+  const GuestRam& ram() const { return ram_; }
+
+  // Pauses every vCPU (each completes a pending exit first) and saves them, the VM's in-kernel
+  // devices and clock, and the port devices. The machine stays paused: resume() or stop().
+  Result<MachineState> pause_and_save();
+  void resume();
+  // Ends run() with exit code 0, as a power-off would.
+  void stop();
+  // Before run(), on a machine create()d for the same guest: puts `state` and the RAM of
+  // `source` in place of the fresh boot, so that run() continues where the source paused.
+  Status restore(const MachineState& state, const GuestRam& source);
   // After run(): whether the guest ended by asking for a reset rather than a power-off.
   bool reset_requested() const { return reset_; }
 
@@ -57,6 +75,7 @@ class Machine {
   int console_fd_ = 1;
   BootPlan plan_;
   std::vector<std::unique_ptr<VcpuThread>> vcpus_;
+  std::vector<std::future<Status>> restore_pending_;  // restore(): answered as the vCPUs start
 
   std::mutex mu_;
   std::condition_variable done_cv_;

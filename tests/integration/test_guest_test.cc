@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <regex>
 
+#include "support/guest_results.hpp"
 #include "support/kvm_available.hpp"
 #include "support/process.hpp"
 
@@ -21,9 +22,7 @@ ProcessResult run_guest(int vcpus, const std::string& workload,
 }
 
 std::string hex(uint64_t v) {
-  char b[32];
-  std::snprintf(b, sizeof b, "0x%016llx", static_cast<unsigned long long>(v));
-  return b;
+  return hex64(v);
 }
 
 // What the guest's touch workload must report: the sum of the pattern over all pages.
@@ -31,16 +30,6 @@ uint64_t expected_touch_checksum(uint64_t mib) {
   uint64_t sum = 0;
   for (uint64_t p = 0; p < (mib << 8); ++p) sum += (p + 1) * 0x9E3779B97F4A7C15ull;
   return sum;
-}
-
-uint64_t expected_compute(uint64_t n) {
-  uint64_t x = 0x2545F4914F6CDD1Dull;
-  for (uint64_t i = 0; i < n; ++i) {
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-  }
-  return x * 0x2545F4914F6CDD1Dull;
 }
 
 class TestGuest : public ::testing::TestWithParam<int> {
