@@ -5,6 +5,7 @@
 // what QEMU and Firecracker get), userfaultfd COPY one page per fault, pool + MOVE one page
 // per fault, and shoal's pool with adaptive batches (a pool that is full when the touching
 // starts, as its watermarks keep it between bursts, and the defaults from a cold start).
+//   faults [--json] [RUNS]
 #include <x86intrin.h>
 
 #include <algorithm>
@@ -60,7 +61,14 @@ double measure(const Variant& v, const std::string& workload, uint64_t pages, do
 }  // namespace
 
 int main(int argc, char** argv) {
-  const int runs = argc > 1 ? std::atoi(argv[1]) : 5;
+  bool json = false;
+  int runs = 5;
+  for (int i = 1; i < argc; ++i) {
+    if (std::string(argv[i]) == "--json")
+      json = true;
+    else
+      runs = std::atoi(argv[i]);
+  }
   const uint64_t mib = 128, pages = mib * 256;
   const double hz = tsc_hz();
   const std::vector<Variant> variants = {
@@ -74,13 +82,27 @@ int main(int argc, char** argv) {
       // Defaults, cold: the 64 MiB pool still filling while the guest touches 128 MiB.
       {"shoal: default pool, cold", {}},
   };
-  std::printf("first touch of %llu MiB at CPL3, 1 vCPU, median of %d runs (TSC %.0f MHz)\n",
-              static_cast<unsigned long long>(mib), runs, hz / 1e6);
+  if (!json)
+    std::printf("first touch of %llu MiB at CPL3, 1 vCPU, median of %d runs (TSC %.0f MHz)\n",
+                static_cast<unsigned long long>(mib), runs, hz / 1e6);
+  else
+    std::printf("{\"bench\":\"faults\",\"mib\":%llu,\"runs\":%d",
+                static_cast<unsigned long long>(mib), runs);
   int status = 0;
   for (const char* pattern : {"touch", "touch-random"}) {
     const std::string workload = std::string(pattern) + " " + std::to_string(mib);
     std::vector<double> us;
     for (const auto& v : variants) us.push_back(measure(v, workload, pages, hz, runs));
+    if (json) {
+      // One object: pattern -> variant -> µs per page (-1: failed).
+      std::printf(",\"%s\":{", std::string(pattern) == "touch" ? "sequential" : "random");
+      for (size_t i = 0; i < variants.size(); ++i) {
+        std::printf("%s\"%s\":%.3f", i ? "," : "", variants[i].name, us[i]);
+        if (us[i] < 0) status = 1;
+      }
+      std::printf("}");
+      continue;
+    }
     std::printf("\n%s\n%-28s %10s %14s %14s\n",
                 std::string(pattern) == "touch" ? "sequential" : "random", "", "us/page",
                 "vs prefaulted", "vs kernel");
@@ -94,5 +116,6 @@ int main(int argc, char** argv) {
                   us[i] / us[1]);
     }
   }
+  if (json) std::printf("}\n");
   return status;
 }

@@ -69,9 +69,23 @@ std::vector<double> touch(uint8_t* ram, uint64_t first, uint64_t pages, bool wri
   return us;
 }
 
+// --json: every report() becomes one member of a single object printed at the end.
+bool g_json = false;
+std::string g_json_out;
+
 void report(const char* what, const std::vector<double>& us, uint64_t wire_bytes) {
   double total = 0;
   for (double u : us) total += u;
+  if (g_json) {
+    char b[512];
+    std::snprintf(b, sizeof b,
+                  ",\"%s\":{\"p50_us\":%.2f,\"p99_us\":%.2f,\"pages_per_s\":%.0f,"
+                  "\"wire_bytes\":%llu}",
+                  what, pct(us, 0.5), pct(us, 0.99), static_cast<double>(us.size()) / total * 1e6,
+                  static_cast<unsigned long long>(wire_bytes));
+    g_json_out += b;
+    return;
+  }
   std::printf("%-44s p50 %7.1f us  p99 %7.1f us  %9.0f pages/s  page bytes on the wire %llu\n",
               what, pct(us, 0.5), pct(us, 0.99), static_cast<double>(us.size()) / total * 1e6,
               static_cast<unsigned long long>(wire_bytes));
@@ -225,7 +239,18 @@ int run(uint64_t pages) {
 
 }  // namespace
 
+//   remote_faults [--json] [PAGES]
 int main(int argc, char** argv) {
-  const uint64_t pages = argc > 1 ? std::strtoull(argv[1], nullptr, 10) : 20000;
-  return run(std::max<uint64_t>(pages, 100));
+  uint64_t pages = 20000;
+  for (int i = 1; i < argc; ++i) {
+    if (std::string(argv[i]) == "--json")
+      g_json = true;
+    else
+      pages = std::strtoull(argv[i], nullptr, 10);
+  }
+  const int rc = run(std::max<uint64_t>(pages, 100));
+  if (g_json)
+    std::printf("{\"bench\":\"remote_faults\",\"pages\":%llu%s}\n",
+                static_cast<unsigned long long>(pages), g_json_out.c_str());
+  return rc;
 }

@@ -13,6 +13,9 @@ inline constexpr uint64_t KiB = 1024;
 inline constexpr uint64_t MiB = 1024 * KiB;
 inline constexpr uint64_t GiB = 1024 * MiB;
 inline constexpr uint64_t TiB = 1024 * GiB;
+// The one page size: guest pages, userfaultfd ranges, the zero pool and the coherence protocol
+// all work in 4 KiB pages (no huge pages in guest RAM, see memory.md).
+inline constexpr uint64_t kPageSize = 4 * KiB;
 
 // A number with an optional K/M/G/T suffix (binary units; "KiB"/"KB"/"k" also accepted).
 // A bare number means `bare_unit` bytes (MiB for --memory, as in QEMU's -m).

@@ -1,5 +1,5 @@
-// Little-endian fields in wire and file formats: a writer that appends and a reader that never reads
-// past the end (every get reports whether the bytes were there).
+// Little-endian fields in wire and file formats: a writer that appends and a reader that never
+// reads past the end (every get reports whether the bytes were there).
 #pragma once
 
 #include <cstdint>

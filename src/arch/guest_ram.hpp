@@ -7,6 +7,7 @@
 #include <utility>
 #include <vector>
 
+#include "shoal/size.hpp"
 #include "shoal/status.hpp"
 
 namespace shoal {
@@ -14,7 +15,6 @@ namespace shoal {
 // RAM stops at 3 GiB below 4 GiB; [3 GiB, 4 GiB) holds the IOAPIC, LAPIC and KVM's TSS pages.
 inline constexpr uint64_t kMmioHoleStart = 0xC000'0000;
 inline constexpr uint64_t kMmioHoleEnd = 0x1'0000'0000;
-inline constexpr uint64_t kPageSize = 4096;
 
 struct RamRegion {
   uint64_t gpa;

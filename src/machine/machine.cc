@@ -81,7 +81,7 @@ Result<std::unique_ptr<Machine>> Machine::create(Kvm kvm, const RunConfig& confi
   // Guest RAM reaches KVM one 1 GiB slot at a time (see ram_slots.hpp): now the slots holding
   // what the loader wrote, the rest on first access.
   early_slot.join();
-  SHOAL_TRY(early_slot_status, "map guest RAM");
+  if (!early_slot_status.ok()) return early_slot_status.error().context("map guest RAM");
   for (auto& s : m->ram_slots_) SHOAL_TRY(s->register_written(), "map guest RAM");
   step("devices and RAM slots");
   auto msrs = m->kvm_.msr_index_list();

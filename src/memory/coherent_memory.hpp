@@ -27,6 +27,7 @@
 #include "memory/coherence.hpp"
 #include "memory/userfaultfd.hpp"
 #include "memory/zero_pool.hpp"
+#include "shoal/size.hpp"
 #include "shoal/unique_fd.hpp"
 
 namespace shoal {
@@ -92,7 +93,7 @@ class CoherentMemory {
   Latencies take_latencies();
   std::string stats_report() const;
 
-  static constexpr uint64_t kPageBytes = 4096;
+  static constexpr uint64_t kPageBytes = kPageSize;
 
  private:
   class UffdPages;

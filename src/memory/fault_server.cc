@@ -16,7 +16,7 @@ namespace shoal {
 
 namespace {
 
-constexpr uint64_t kPage = 4096;
+constexpr uint64_t kPage = kPageSize;
 constexpr size_t kMaxEvents = 64;
 // Windows served ahead of a sequential stream (2 MiB each once the stream is established).
 constexpr int kPrefetchWindows = 2;

@@ -109,11 +109,11 @@ uint64_t ZeroPool::recycle(uint8_t* src, uint64_t pages) {
   if (target == nullptr) return 0;  // every recycling chunk is full or in use
   const uint64_t n = std::min(pages, kPoolChunkPages - target->populated);
   int64_t done = 0;
-  (void)uffd_->move(reinterpret_cast<uint64_t>(target->addr + target->populated * 4096),
-                    reinterpret_cast<uint64_t>(src), n * 4096, &done);
+  (void)uffd_->move(reinterpret_cast<uint64_t>(target->addr + target->populated * kPageSize),
+                    reinterpret_cast<uint64_t>(src), n * kPageSize, &done);
   // Whatever the kernel says, the pages it moved are in the chunk now; an error (a hole in
   // the source, say) just ends this run and the caller zaps the rest.
-  const uint64_t moved = static_cast<uint64_t>(done) / 4096;
+  const uint64_t moved = static_cast<uint64_t>(done) / kPageSize;
   target->populated += moved;
   populated_pages_ += moved;
   stats_.pages_recycled += moved;
@@ -147,7 +147,7 @@ uint64_t ZeroPool::full_chunks() const {
 bool ZeroPool::budget_allows_locked(uint64_t extra_pages) const {
   if (config_.budget_bytes == 0) return true;
   const uint64_t guest = config_.guest_present_pages ? config_.guest_present_pages->load() : 0;
-  return (guest + populated_pages_.load() + extra_pages) * 4096 <= config_.budget_bytes;
+  return (guest + populated_pages_.load() + extra_pages) * kPageSize <= config_.budget_bytes;
 }
 
 std::string ZeroPool::budget_error_locked(uint64_t wanted_pages) const {
@@ -309,7 +309,7 @@ Result<ZeroPool::Run> ZeroPool::take_run(uint64_t max_pages, bool wait) {
   }
   Chunk& c = chunks_[current_];
   const uint64_t n = std::min(max_pages, kPoolChunkPages - c.cursor);
-  Run run{c.addr + c.cursor * 4096, n, current_};
+  Run run{c.addr + c.cursor * kPageSize, n, current_};
   c.cursor += n;
   ++stats_.takes;
   if (refill_wanted_locked()) work_cv_.notify_one();

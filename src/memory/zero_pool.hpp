@@ -19,12 +19,13 @@
 #include <thread>
 #include <vector>
 
+#include "shoal/size.hpp"
 #include "shoal/status.hpp"
 
 namespace shoal {
 
 inline constexpr uint64_t kPoolChunkPages = 512;  // 2 MiB: the largest batch we move
-inline constexpr uint64_t kPoolChunkBytes = kPoolChunkPages * 4096;
+inline constexpr uint64_t kPoolChunkBytes = kPoolChunkPages * kPageSize;
 
 struct ZeroPoolConfig {
   uint64_t bytes = 64ull << 20;        // rounded up to whole chunks, at least two

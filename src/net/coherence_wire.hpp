@@ -14,11 +14,12 @@
 
 #include "memory/coherence.hpp"
 #include "net/frame.hpp"
+#include "shoal/size.hpp"
 
 namespace shoal::net {
 
 inline constexpr size_t kCoherenceHeaderBytes = 16;
-inline constexpr size_t kPageBytes = 4096;
+inline constexpr size_t kPageBytes = kPageSize;
 
 Frame encode_coherence(const CoherenceMessage& m);
 Result<CoherenceMessage> decode_coherence(const Frame& frame);

@@ -169,7 +169,7 @@ std::future<Status> VcpuThread::restore(VcpuState state) {
   return f;
 }
 
-void VcpuThread::run_jobs(std::deque<Job> jobs) {
+void VcpuThread::run_jobs(std::deque<Job>& jobs) {
   if (exit_pending_) {
     backend_->complete_pending_exit();
     exit_pending_ = false;
@@ -234,7 +234,7 @@ void VcpuThread::loop() {
       }
     }
     if (!jobs.empty()) {
-      run_jobs(std::move(jobs));
+      run_jobs(jobs);
       continue;
     }
     VcpuExit exit = backend_->run();
@@ -248,7 +248,8 @@ void VcpuThread::loop() {
     }
     ExitAction action = handle_exit(exit, buses_);
     if (std::holds_alternative<ExitContinue>(action)) {
-      exit_pending_ = std::holds_alternative<IoExit>(exit) || std::holds_alternative<MmioExit>(exit);
+      exit_pending_ =
+          std::holds_alternative<IoExit>(exit) || std::holds_alternative<MmioExit>(exit);
       continue;
     }
     std::deque<Job> orphans;

@@ -105,7 +105,7 @@ class VcpuThread {
   // A job gets the backend, or nullptr when the vCPU stopped before it could run.
   using Job = std::function<void(VcpuBackend*)>;
   void post(Job job);
-  void run_jobs(std::deque<Job> jobs);
+  void run_jobs(std::deque<Job>& jobs);
 
   std::unique_ptr<VcpuBackend> backend_;
   ExitBuses buses_;
