@@ -216,15 +216,7 @@ void Machine::on_vcpu_finished(int id, const ExitAction& action, const std::stri
 }
 
 void Machine::finish(std::optional<int> code, std::optional<Error> error, bool reset) {
-  {
-    std::lock_guard lock(mu_);
-    if (done_) return;  // the first outcome wins
-    done_ = true;
-    exit_code_ = code;
-    error_ = std::move(error);
-    reset_ = reset;
-  }
-  done_cv_.notify_all();
+  outcome_.offer(Outcome{code, std::move(error), reset});
 }
 
 Result<int> Machine::run() {
@@ -244,18 +236,11 @@ Result<int> Machine::run() {
   if (started_ns_ != 0)
     spdlog::debug("startup: vCPUs started {:.2f} ms after main()",
                   static_cast<double>(monotonic_ns() - started_ns_) / 1e6);
-  {
-    std::unique_lock lock(mu_);
-    while (!done_cv_.wait_for(lock, std::chrono::seconds(1), [&] { return done_; })) {
-      // A fault server stuck on one fault leaves a vCPU waiting in the kernel forever.
-      if (memory_ && memory_->stuck_ns() > kStuckFaultNs) {
-        lock.unlock();
-        finish(std::nullopt,
-               Error("guest memory: the fault server has been stuck on one fault for " +
-                     std::to_string(memory_->stuck_ns() / 1000000000) + " s"));
-        lock.lock();
-      }
-    }
+  while (!outcome_.wait_for(std::chrono::seconds(1))) {
+    // A fault server stuck on one fault leaves a vCPU waiting in the kernel forever.
+    if (memory_ && memory_->stuck_ns() > kStuckFaultNs)
+      finish(std::nullopt, Error("guest memory: the fault server has been stuck on one fault for " +
+                                 std::to_string(memory_->stuck_ns() / 1000000000) + " s"));
   }
   for (auto& v : vcpus_) v->send(VcpuCommand::kStop);
   // Before joining: a vCPU may wait on a fault the server will not serve (see stop_serving).
@@ -263,8 +248,9 @@ Result<int> Machine::run() {
   for (auto& v : vcpus_) v->join();
   console_input_.reset();  // restores the terminal before shoal prints its last words
   if (print_stats_) std::fprintf(stderr, "%s", memory_->stats_report().c_str());
-  if (error_) return *error_;
-  return exit_code_.value_or(0);
+  const Outcome& end = outcome_.get();
+  if (end.error) return *end.error;
+  return end.code.value_or(0);
 }
 
 }  // namespace shoal

@@ -15,6 +15,7 @@
 #include "kvm/kvm.hpp"
 #include "machine/run_config.hpp"
 #include "memory/memory_manager.hpp"
+#include "shoal/first_outcome.hpp"
 #include "shoal/status.hpp"
 #include "shoal/unique_fd.hpp"
 #include "vcpu/vcpu_thread.hpp"
@@ -50,7 +51,7 @@ class Machine {
   // `source` in place of the fresh boot, so that run() continues where the source paused.
   Status restore(const MachineState& state, const GuestRam& source);
   // After run(): whether the guest ended by asking for a reset rather than a power-off.
-  bool reset_requested() const { return reset_; }
+  bool reset_requested() const { return outcome_.decided() && outcome_.get().reset; }
 
  private:
   Machine(Kvm kvm, Vm vm, GuestRam ram);
@@ -77,12 +78,12 @@ class Machine {
   std::vector<std::unique_ptr<VcpuThread>> vcpus_;
   std::vector<std::future<Status>> restore_pending_;  // restore(): answered as the vCPUs start
 
-  std::mutex mu_;
-  std::condition_variable done_cv_;
-  bool done_ = false;
-  std::optional<int> exit_code_;
-  std::optional<Error> error_;
-  bool reset_ = false;
+  struct Outcome {
+    std::optional<int> code;  // the guest's exit code
+    std::optional<Error> error;
+    bool reset = false;  // the guest asked for a reset, not a power-off
+  };
+  FirstOutcome<Outcome> outcome_;
 };
 
 }  // namespace shoal

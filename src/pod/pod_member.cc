@@ -176,7 +176,7 @@ Status PodMember::run(const BootPlan& plan) {
               "configure vcpu " + std::to_string(id));
   }
   std::lock_guard lock(mu_);
-  if (done_) return Error("the pod is stopping");
+  if (outcome_.decided()) return Error("the pod is stopping");
   for (VcpuFd& fd : vcpu_fds_) {
     auto backend = std::make_unique<KvmVcpuBackend>(std::move(fd), kvm_->vcpu_mmap_size(), *msrs);
     vcpus_.push_back(
@@ -219,23 +219,17 @@ void PodMember::flush_console() {
 void PodMember::stop(const PodOutcome& outcome) {
   {
     std::lock_guard lock(mu_);
-    if (done_) return;  // the first outcome wins
-    done_ = true;
-    outcome_ = outcome;
+    if (!outcome_.offer(outcome)) return;
     state_ = "stopping";
   }
-  cv_.notify_all();
 }
 
 // Tears the pod down off the vCPU, mesh and fault threads (any of which may have called
 // stop()), in an order that cannot hang: vCPUs are kicked; the coherent memory stops and
 // closes its userfaultfd, which wakes any vCPU still waiting for a page from another host.
 void PodMember::monitor() {
-  {
-    std::unique_lock lock(mu_);
-    cv_.wait(lock, [&] { return done_.load(); });
-  }
-  const PodOutcome outcome = outcome_;
+  outcome_.wait();
+  const PodOutcome outcome = outcome_.get();
   spdlog::log(outcome.failed ? spdlog::level::warn : spdlog::level::info, "pod {}: stopping: {}",
               config_.spec.name, outcome.reason);
   if (tell_others_) mesh_->broadcast(encode_pod_outcome(net::MessageType::kPodLeave, outcome));

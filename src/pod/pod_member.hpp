@@ -24,6 +24,7 @@
 #include "net/tcp_link.hpp"
 #include "pod/pod_mesh.hpp"
 #include "pod/pod_spec.hpp"
+#include "shoal/first_outcome.hpp"
 #include "vcpu/vcpu_thread.hpp"
 
 namespace shoal {
@@ -54,7 +55,7 @@ class PodMember {
   Status run(const BootPlan& plan);
   // Stops the pod (idempotent, any thread); `outcome` is what is reported.
   void stop(const PodOutcome& outcome);
-  bool stopped() const { return done_.load(); }
+  bool stopped() const { return outcome_.decided(); }
   void wait_stopped();
   std::string status() const;
   const PodSpec& spec() const { return config_.spec; }
@@ -86,10 +87,11 @@ class PodMember {
   std::string console_line_;
 
   mutable std::mutex mu_;
-  std::condition_variable cv_;
-  std::atomic<bool> done_{false};
+  std::condition_variable cv_;  // torn_down_
+  // Offered under mu_, so run() (which checks it under mu_ before starting the vCPUs) and the
+  // monitor (which stops them once it is decided) cannot miss each other.
+  FirstOutcome<PodOutcome> outcome_;
   bool torn_down_ = false;
-  PodOutcome outcome_;
   std::atomic<bool> tell_others_{true};
   std::thread monitor_;
 };
