@@ -32,8 +32,8 @@ Status get_part(WireReader& r, T& part, const char* what, const char* kind) {
   return {};
 }
 
-Status check_header(WireReader& r, size_t bytes, uint32_t magic, uint32_t version,
-                    size_t max_bytes, const char* kind) {
+Status check_header(WireReader& r, size_t bytes, uint32_t magic, uint32_t version, size_t max_bytes,
+                    const char* kind) {
   if (bytes > max_bytes)
     return Error(std::string(kind) + ": " + std::to_string(bytes) + " bytes, at most " +
                  std::to_string(max_bytes));
@@ -118,8 +118,8 @@ Result<VmState> decode_vm_state(const std::vector<uint8_t>& bytes) {
   SHOAL_TRY(get_part(r, s.pic_master, "pic_master", kKind), "");
   SHOAL_TRY(get_part(r, s.pic_slave, "pic_slave", kKind), "");
   SHOAL_TRY(get_part(r, s.ioapic, "ioapic", kKind), "");
-  if (s.pic_master.chip_id != KVM_IRQCHIP_PIC_MASTER || s.pic_slave.chip_id != KVM_IRQCHIP_PIC_SLAVE ||
-      s.ioapic.chip_id != KVM_IRQCHIP_IOAPIC)
+  if (s.pic_master.chip_id != KVM_IRQCHIP_PIC_MASTER ||
+      s.pic_slave.chip_id != KVM_IRQCHIP_PIC_SLAVE || s.ioapic.chip_id != KVM_IRQCHIP_IOAPIC)
     return Error("vm state: irqchip ids do not match their places");
   SHOAL_TRY(get_part(r, s.pit, "pit", kKind), "");
   SHOAL_TRY(get_part(r, s.clock, "clock", kKind), "");
