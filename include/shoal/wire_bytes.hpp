@@ -19,6 +19,7 @@ class WireWriter {
     return *this;
   }
   WireWriter& put_bytes(const void* p, size_t n) {
+    if (n == 0) return *this;
     const auto* b = static_cast<const uint8_t*>(p);
     bytes_.insert(bytes_.end(), b, b + n);
     return *this;
@@ -41,6 +42,7 @@ class WireReader {
     return true;
   }
   bool get_bytes(void* p, size_t n) {
+    if (n == 0) return true;  // p may be an empty vector's null data(): no memcpy from or to it
     if (b_.size() - pos_ < n) return false;
     std::memcpy(p, b_.data() + pos_, n);
     pos_ += n;
