@@ -90,9 +90,6 @@ Status VcpuFd::set_mp_state(uint32_t state) const {
 Status VcpuFd::get_mp_state(kvm_mp_state& mp) const {
   return ioctl_status(fd_.get(), KVM_GET_MP_STATE, &mp, "KVM_GET_MP_STATE");
 }
-Status VcpuFd::get_fpu(kvm_fpu& fpu) const {
-  return ioctl_status(fd_.get(), KVM_GET_FPU, &fpu, "KVM_GET_FPU");
-}
 Status VcpuFd::get_xsave(std::array<uint32_t, 1024>& region) const {
   static_assert(sizeof(region) == sizeof(kvm_abi::Xsave));
   return ioctl_status(fd_.get(), kvm_abi::kGetXsave, region.data(), "KVM_GET_XSAVE");

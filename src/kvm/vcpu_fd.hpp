@@ -38,7 +38,6 @@ class VcpuFd {
   Status set_lapic(const kvm_lapic_state& lapic) const;
   Status set_mp_state(uint32_t state) const;
   Status get_mp_state(kvm_mp_state& mp) const;
-  Status get_fpu(kvm_fpu& fpu) const;
   Status get_xsave(std::array<uint32_t, 1024>& region) const;
   Status set_xsave(const std::array<uint32_t, 1024>& region) const;
   Status get_xcrs(kvm_xcrs& xcrs) const;

@@ -8,7 +8,6 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
-#include <thread>
 
 #include "arch/kernel_loader.hpp"
 #include "arch/x86_cpu.hpp"
@@ -55,11 +54,6 @@ Result<std::unique_ptr<Machine>> Machine::create(Kvm kvm, const RunConfig& confi
   auto slots = RamSlots::insert_all(m->vm_, m->ram_, m->mmio_);
   if (!slots) return slots.error();
   m->ram_slots_ = std::move(*slots);
-  // The first GiB always holds the boot structures and the kernel. Creating its KVM slot takes
-  // 1-7 ms on the nested development hosts (most of shoal's start-up), and nothing until the
-  // vCPUs run needs it: it is created on a thread of its own while the guest loads.
-  Status early_slot_status;
-  std::jthread early_slot([&] { early_slot_status = m->ram_slots_.front()->ensure(0, 1); });
   // Before anything writes to guest RAM: from here on even the loader's writes are first
   // touches served by the fault server.
   auto memory = GuestMemoryManager::create(m->ram_, config.memory_options, [self](const Error& e) {
@@ -80,8 +74,6 @@ Result<std::unique_ptr<Machine>> Machine::create(Kvm kvm, const RunConfig& confi
   SHOAL_TRY(m->build_devices(config), "devices");
   // Guest RAM reaches KVM one 1 GiB slot at a time (see ram_slots.hpp): now the slots holding
   // what the loader wrote, the rest on first access.
-  early_slot.join();
-  if (!early_slot_status.ok()) return early_slot_status.error().context("map guest RAM");
   for (auto& s : m->ram_slots_) SHOAL_TRY(s->register_written(), "map guest RAM");
   step("devices and RAM slots");
   auto msrs = m->kvm_.msr_index_list();

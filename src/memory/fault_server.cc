@@ -180,9 +180,7 @@ Status FaultServer::move_pages(uint64_t first, uint64_t count, bool wait) {
       // costs about a microsecond a page, waiting for a 2 MiB refill milliseconds. Unless the
       // budget is what keeps the pool empty: then the pool's wait names it.
       const uint64_t want = end - page;
-      const uint64_t pool_pages = pool_->populated_pages();
-      if (budget_bytes_ == 0 ||
-          (dir_.present_pages() + pool_pages + want) * kPage <= budget_bytes_) {
+      if (budget_allows(want)) {
         stats_.pages_copied_pool_empty += want;
         return copy_pages(page, want);
       }
@@ -232,13 +230,19 @@ Status FaultServer::move_pages(uint64_t first, uint64_t count, bool wait) {
   return {};
 }
 
+// Whether `pages` more guest pages fit the budget with what the guest and the pool hold now.
+bool FaultServer::budget_allows(uint64_t pages) const {
+  const uint64_t pool_pages = pool_ ? pool_->populated_pages() : 0;
+  return budget_bytes_ == 0 || (dir_.present_pages() + pool_pages + pages) * kPage <= budget_bytes_;
+}
+
 Status FaultServer::copy_pages(uint64_t first, uint64_t count) {
   uint64_t page = first;
   const uint64_t end = first + count;
   while (page < end) {
     const uint64_t chunk = std::min(end - page, kPoolChunkPages);
     const uint64_t pool_pages = pool_ ? pool_->populated_pages() : 0;
-    if (budget_bytes_ != 0 && (dir_.present_pages() + pool_pages + chunk) * kPage > budget_bytes_)
+    if (!budget_allows(chunk))
       return Error("memory budget of " + format_size(budget_bytes_) +
                    " exhausted: " + std::to_string(dir_.present_pages()) +
                    " guest pages present + " + std::to_string(pool_pages) + " in the zero pool, " +

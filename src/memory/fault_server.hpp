@@ -74,6 +74,7 @@ class FaultServer {
   Status prefetch_after(const PageWindow& w);
   bool fault_pending() const;
   bool page_resident(uint64_t page) const;
+  bool budget_allows(uint64_t pages) const;
   Status copy_pages(uint64_t first, uint64_t count);
   uint64_t addr(uint64_t page) const { return reinterpret_cast<uint64_t>(ram_.base) + page * 4096; }
 

@@ -21,10 +21,6 @@ ProcessResult run_guest(int vcpus, const std::string& workload,
       seconds(120));
 }
 
-std::string hex(uint64_t v) {
-  return hex64(v);
-}
-
 // What the guest's touch workload must report: the sum of the pattern over all pages.
 uint64_t expected_touch_checksum(uint64_t mib) {
   uint64_t sum = 0;
@@ -52,7 +48,7 @@ TEST_P(TestGuest, CounterTotalIsExact) {
 TEST_P(TestGuest, TouchChecksumMatches) {
   auto r = run_guest(GetParam(), "touch 64");
   EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
-  EXPECT_NE(r.out.find("touch mib=64 pages=16384 checksum=" + hex(expected_touch_checksum(64)) +
+  EXPECT_NE(r.out.find("touch mib=64 pages=16384 checksum=" + hex64(expected_touch_checksum(64)) +
                        " bad=0"),
             std::string::npos)
       << r.out;
@@ -61,7 +57,7 @@ TEST_P(TestGuest, TouchChecksumMatches) {
 TEST_P(TestGuest, ComputeIsDeterministic) {
   auto r = run_guest(GetParam(), "compute 3000000");
   EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
-  EXPECT_NE(r.out.find("compute n=3000000 result=" + hex(expected_compute(3000000))),
+  EXPECT_NE(r.out.find("compute n=3000000 result=" + hex64(expected_compute(3000000))),
             std::string::npos)
       << r.out;
 }
