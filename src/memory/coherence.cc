@@ -5,40 +5,103 @@ namespace shoal {
 using Msg = CoherenceMessage;
 using Type = CoherenceMessage::Type;
 
-const HomeDirectory::Entry* HomeDirectory::entry(uint64_t page) const {
-  auto it = pages_.find(page);
-  return it == pages_.end() ? nullptr : &it->second;
+// A page's packed directory word. All-zero is an uncached page nobody has touched.
+//   bits  0..31  sharers (one bit per host)     bits 48..49  State
+//   bits 32..47  owner (kExclusive)             bit  50      self_copy (see Entry)
+namespace {
+using State = HomeDirectory::State;
+constexpr uint64_t kSelfCopy = 1ull << 50;
+uint32_t sharers_of(uint64_t w) {
+  return static_cast<uint32_t>(w);
+}
+NodeId owner_of(uint64_t w) {
+  return static_cast<NodeId>(w >> 32);
+}
+State state_of(uint64_t w) {
+  return static_cast<State>((w >> 48) & 3);
+}
+bool self_copy_of(uint64_t w) {
+  return (w & kSelfCopy) != 0;
+}
+uint64_t pack(State s, NodeId owner, uint32_t sharers, bool self_copy) {
+  return sharers | (uint64_t{owner} << 32) | (uint64_t{static_cast<uint8_t>(s)} << 48) |
+         (self_copy ? kSelfCopy : 0);
+}
+uint32_t bit(NodeId n) {
+  return 1u << n;
+}
+}  // namespace
+
+Result<HomeDirectory> HomeDirectory::create(NodeId self, uint64_t pages, LocalPages& local) {
+  if (self >= kMaxPodHosts)
+    return Error("home directory: host " + std::to_string(self) + " of at most " +
+                 std::to_string(kMaxPodHosts));
+  auto words = SparseArray<uint64_t>::create(pages, "home directory");
+  if (!words) return words.error();
+  HomeDirectory d;
+  d.self_ = self;
+  d.local_ = &local;
+  d.words_ = std::move(*words);
+  return d;
+}
+
+HomeDirectory::Entry HomeDirectory::entry(uint64_t page) const {
+  Entry e;
+  const uint64_t w = words_[page];
+  e.state = state_of(w);
+  e.owner = owner_of(w);
+  e.self_copy = self_copy_of(w);
+  for (NodeId n = 0; n < kMaxPodHosts; ++n)
+    if (sharers_of(w) & bit(n)) e.sharers.insert(n);
+  if (auto c = home_copies_.find(page); c != home_copies_.end()) e.home_copy = c->second;
+  if (auto t = transactions_.find(page); t != transactions_.end()) {
+    e.busy = true;
+    e.requester = t->second.requester;
+    e.wanted = t->second.wanted;
+    e.acks_pending = t->second.acks_pending;
+    e.queue = t->second.queue;
+  }
+  return e;
 }
 
 bool HomeDirectory::claim_uncached(uint64_t page, NodeId r) {
-  auto it = pages_.find(page);
-  if (it != pages_.end()) {
-    Entry& e = it->second;
-    if (e.state != State::kUncached || e.busy || !e.queue.empty()) return false;
-  }
-  Entry& e = it != pages_.end() ? it->second : pages_[page];
-  e.state = State::kExclusive;
-  e.owner = r;
+  if (state_of(words_[page]) != State::kUncached || transactions_.count(page)) return false;
+  words_[page] = pack(State::kExclusive, r, 0, false);
   return true;
+}
+
+void HomeDirectory::self_copy_installed(uint64_t page) {
+  const uint64_t w = words_[page];
+  if (state_of(w) != State::kShared || !(sharers_of(w) & bit(self_))) return;
+  words_[page] = w | kSelfCopy;
+  home_copies_.erase(page);
+}
+
+PageBytes HomeDirectory::shared_data(uint64_t page, uint64_t word) const {
+  if (self_copy_of(word)) return local_->read(page);
+  auto c = home_copies_.find(page);
+  return c == home_copies_.end() ? PageBytes{} : c->second;
 }
 
 std::vector<Msg> HomeDirectory::on_message(const Msg& m) {
   std::vector<Msg> out;
-  Entry& e = pages_[m.page];
+  if (m.page >= words_.size() || m.from >= kMaxPodHosts) return out;  // checked by the wire
+  auto t = transactions_.find(m.page);
   switch (m.type) {
     case Type::kRequest:
-      if (e.busy)
-        e.queue.push_back(m);  // one transaction per page at a time
-      else
-        start(e, m, out);
+      if (t != transactions_.end())
+        t->second.queue.push_back(m);  // one transaction per page at a time
+      else if (start(m.page, transactions_[m.page], m, out))
+        finish(m.page, out);
       break;
     case Type::kInvalidateAck:
-      if (e.busy && e.acks_pending > 0 && --e.acks_pending == 0) finish(e, m.page, out);
+      if (t != transactions_.end() && t->second.acks_pending > 0 && --t->second.acks_pending == 0)
+        finish(m.page, out);
       break;
     case Type::kRecallAck:
-      if (!e.busy || e.state != State::kExclusive) break;
-      e.recalled = m.data;
-      finish(e, m.page, out);
+      if (t == transactions_.end() || state_of(words_[m.page]) != State::kExclusive) break;
+      t->second.recalled = m.data;
+      finish(m.page, out);
       break;
     default:
       break;  // grants, invalidates and recalls go to requesters, not here
@@ -46,128 +109,153 @@ std::vector<Msg> HomeDirectory::on_message(const Msg& m) {
   return out;
 }
 
-void HomeDirectory::start(Entry& e, const Msg& req, std::vector<Msg>& out) {
-  e.busy = true;
-  e.requester = req.from;
-  e.wanted = req.access;
-  if (e.state == State::kShared && req.access == Access::kWrite) {
-    for (NodeId s : e.sharers)
-      if (s != req.from) {
-        out.push_back(Msg{Type::kInvalidate, req.page, self_, s});
-        ++e.acks_pending;
+bool HomeDirectory::start(uint64_t page, Transaction& t, const Msg& req, std::vector<Msg>& out) {
+  t.requester = req.from;
+  t.wanted = req.access;
+  t.acks_pending = 0;
+  t.recalled.reset();
+  const uint64_t w = words_[page];
+  if (state_of(w) == State::kShared && req.access == Access::kWrite) {
+    // This host's copy goes with the invalidations: take the data the writer gets now.
+    if (self_copy_of(w) && !(sharers_of(w) & bit(req.from))) t.recalled = local_->read(page);
+    for (NodeId s = 0; s < kMaxPodHosts; ++s)
+      if ((sharers_of(w) & bit(s)) && s != req.from) {
+        out.push_back(Msg{Type::kInvalidate, page, self_, s});
+        ++t.acks_pending;
       }
-    if (e.acks_pending > 0) return;  // finish() on the last ack
-  } else if (e.state == State::kExclusive && e.owner != req.from) {
-    out.push_back(Msg{Type::kRecall, req.page, self_, e.owner, req.access});
-    return;  // finish() on the recall ack
+    return t.acks_pending == 0;  // else finish() on the last ack
   }
-  finish(e, req.page, out);
+  if (state_of(w) == State::kExclusive && owner_of(w) != req.from) {
+    out.push_back(Msg{Type::kRecall, page, self_, owner_of(w), req.access});
+    return false;  // finish() on the recall ack
+  }
+  return true;
 }
 
-void HomeDirectory::finish(Entry& e, uint64_t page, std::vector<Msg>& out) {
-  const NodeId r = e.requester;
-  Msg g{Type::kGrant, page, self_, r, e.wanted};
-  switch (e.state) {
+void HomeDirectory::finish(uint64_t page, std::vector<Msg>& out) {
+  auto it = transactions_.find(page);
+  Transaction& t = it->second;
+  grant(page, t, out);
+  // Serve what queued up behind this transaction, in order, until one has to wait.
+  while (!t.queue.empty()) {
+    Msg next = std::move(t.queue.front());
+    t.queue.pop_front();
+    if (!start(page, t, next, out)) return;
+    grant(page, t, out);
+  }
+  transactions_.erase(it);
+}
+
+void HomeDirectory::grant(uint64_t page, Transaction& t, std::vector<Msg>& out) {
+  const NodeId r = t.requester;
+  const uint64_t w = words_[page];
+  Msg g{Type::kGrant, page, self_, r, t.wanted};
+  uint32_t sharers = 0;  // besides r, when the page ends up shared
+  bool self_copy = false;
+  std::optional<PageBytes> keep;  // the data the home holds when the page ends up shared
+  switch (state_of(w)) {
     case State::kUncached:
       // Dormant: nobody has a copy; the requester serves it from its own zero pool, and no
       // page crosses the wire.
       g.payload = Msg::Payload::kZero;
-      e.home_copy.reset();
-      e.sharers.clear();
       break;
     case State::kShared:
-      if (e.sharers.count(r))
+      sharers = sharers_of(w);
+      self_copy = self_copy_of(w);
+      if (auto c = home_copies_.find(page); c != home_copies_.end()) keep = std::move(c->second);
+      if (sharers & bit(r)) {
         g.payload = Msg::Payload::kNone;  // an upgrade: keep the copy you have
-      else if (e.home_copy && !e.home_copy->empty())
-        g.payload = Msg::Payload::kData, g.data = *e.home_copy;
-      else
-        g.payload = Msg::Payload::kZero;  // shared but never written: still zeros
+      } else {
+        g.data = t.recalled  ? *t.recalled
+                 : self_copy ? local_->read(page)
+                             : keep.value_or(PageBytes{});
+        g.payload = g.data.empty() ? Msg::Payload::kZero : Msg::Payload::kData;  // empty: zeros
+      }
       break;
     case State::kExclusive:
-      if (e.owner == r) {
+      if (owner_of(w) == r) {
         // A stale request from the owner: it has everything already.
         g.access = Access::kWrite;
         g.payload = Msg::Payload::kNone;
-        e.wanted = Access::kWrite;
+        t.wanted = Access::kWrite;
       } else {
-        g.data = e.recalled.value_or(PageBytes{});
+        g.data = t.recalled.value_or(PageBytes{});
         g.payload = g.data.empty() ? Msg::Payload::kZero : Msg::Payload::kData;  // empty: zeros
-        if (e.wanted == Access::kRead) {
-          // The old owner kept a read-only copy; home keeps one too while the page is shared.
-          e.home_copy = e.recalled;
-          e.sharers = {e.owner};
+        if (t.wanted == Access::kRead) {
+          // The old owner kept a read-only copy. When that owner is this host, its mapped
+          // copy is the data; else the home keeps one while the page is shared.
+          sharers = bit(owner_of(w));
+          self_copy = owner_of(w) == self_;
+          if (!self_copy && !g.data.empty()) keep = g.data;
         }
       }
       break;
   }
-  if (e.wanted == Access::kRead) {
-    e.state = State::kShared;
-    e.sharers.insert(r);
+  home_copies_.erase(page);
+  if (t.wanted == Access::kRead) {
+    words_[page] = pack(State::kShared, 0, sharers | bit(r), self_copy);
+    if (!self_copy && keep && !keep->empty()) home_copies_[page] = std::move(*keep);
   } else {
-    e.state = State::kExclusive;
-    e.owner = r;
-    e.sharers.clear();
-    e.home_copy.reset();
+    words_[page] = pack(State::kExclusive, r, 0, false);
   }
-  e.recalled.reset();
-  e.busy = false;
-  e.acks_pending = 0;
   out.push_back(std::move(g));
-  // Serve what queued up behind this transaction, in order.
-  while (!e.busy && !e.queue.empty()) {
-    Msg next = std::move(e.queue.front());
-    e.queue.pop_front();
-    start(e, next, out);
-  }
 }
 
 Access PageRequester::access(uint64_t page) const {
-  auto it = pages_state_.find(page);
-  return it == pages_state_.end() ? Access::kNone : it->second.have;
+  switch (directory_.state(page)) {
+    case PageState::kShared:
+      return Access::kRead;
+    case PageState::kPresent:
+      return Access::kWrite;
+    default:
+      return Access::kNone;
+  }
+}
+
+void PageRequester::set_access(uint64_t page, Access a) {
+  const PageState s = a == Access::kWrite  ? PageState::kPresent
+                      : a == Access::kRead ? PageState::kShared
+                                           : PageState::kDormant;
+  directory_.set_range(page, 1, s);
 }
 
 PageRequester::View PageRequester::view(uint64_t page) const {
-  auto it = pages_state_.find(page);
-  if (it == pages_state_.end()) return {};
-  return {it->second.have, it->second.asked, it->second.upgrade_after};
-}
-
-bool PageRequester::pending(uint64_t page) const {
-  auto it = pages_state_.find(page);
-  return it != pages_state_.end() && it->second.asked != Access::kNone;
+  View v{access(page)};
+  if (auto it = in_flight_.find(page); it != in_flight_.end()) {
+    v.asked = it->second.asked;
+    v.upgrade_after = it->second.upgrade_after;
+  }
+  return v;
 }
 
 std::vector<Msg> PageRequester::on_fault(uint64_t page, Access access, NodeId home) {
-  Entry& e = pages_state_[page];
-  e.home = home;
-  if (e.have >= access) return {};
-  if (e.asked != Access::kNone) {
-    if (access > e.asked) e.upgrade_after = true;
+  if (this->access(page) >= access) return {};
+  if (auto it = in_flight_.find(page); it != in_flight_.end()) {
+    if (access > it->second.asked) it->second.upgrade_after = true;
     return {};
   }
-  e.asked = access;
+  in_flight_[page] = InFlight{access, false};
   return {Msg{Type::kRequest, page, self_, home, access}};
 }
 
 std::vector<Msg> PageRequester::on_message(const Msg& m) {
-  Entry& e = pages_state_[m.page];
   switch (m.type) {
     case Type::kGrant: {
       pages_.install(m.page, m.access, m.payload, m.data);
-      e.have = m.access;
-      e.asked = Access::kNone;
-      if (e.upgrade_after && e.have < Access::kWrite) {
-        e.upgrade_after = false;
-        e.asked = Access::kWrite;
+      set_access(m.page, m.access);
+      auto it = in_flight_.find(m.page);
+      const bool upgrade = it != in_flight_.end() && it->second.upgrade_after;
+      if (upgrade && m.access < Access::kWrite) {
+        it->second = InFlight{Access::kWrite, false};
         return {Msg{Type::kRequest, m.page, self_, m.from, Access::kWrite}};
       }
-      e.upgrade_after = false;
+      if (it != in_flight_.end()) in_flight_.erase(it);
       return {};
     }
     case Type::kInvalidate:
       // Also when this host already lost the copy: the ack is what the home waits for.
-      if (e.have != Access::kNone) pages_.drop(m.page);
-      e.have = Access::kNone;
+      if (access(m.page) != Access::kNone) pages_.drop(m.page);
+      set_access(m.page, Access::kNone);
       return {Msg{Type::kInvalidateAck, m.page, self_, m.from}};
     case Type::kRecall: {
       // Write-protect before reading out, so a racing local write cannot slip past the copy.
@@ -175,10 +263,10 @@ std::vector<Msg> PageRequester::on_message(const Msg& m) {
       ack.data = pages_.write_protect_and_read(m.page);
       ack.payload = ack.data.empty() ? Msg::Payload::kZero : Msg::Payload::kData;
       if (m.access == Access::kRead) {
-        e.have = Access::kRead;  // stays mapped, read-only
+        set_access(m.page, Access::kRead);  // stays mapped, read-only
       } else {
         pages_.drop(m.page);
-        e.have = Access::kNone;
+        set_access(m.page, Access::kNone);
       }
       return {ack};
     }

@@ -21,10 +21,14 @@
 
 #include <cstdint>
 #include <deque>
-#include <map>
 #include <optional>
 #include <set>
+#include <unordered_map>
 #include <vector>
+
+#include "memory/page_directory.hpp"
+#include "memory/sparse_array.hpp"
+#include "shoal/status.hpp"
 
 namespace shoal {
 
@@ -66,54 +70,95 @@ class LocalPages {
   virtual PageBytes write_protect_and_read(uint64_t page) = 0;
   // Removes the page (zap, or move it back into the pool).
   virtual void drop(uint64_t page) = 0;
+  // The contents of a read-only copy this host holds (empty: all zeros).
+  virtual PageBytes read(uint64_t page) = 0;
 };
 
+// A page's sharers are one bit each in a 32-bit mask, so a pod has at most this many hosts.
+inline constexpr size_t kMaxPodHosts = 32;
+
+// The home's directory entries: 8 packed bytes per page in a sparse array (nothing for pages
+// nobody homed here touched), plus side tables only for pages with a transaction in flight
+// and for shared pages whose data the home must hold without having them mapped itself.
 class HomeDirectory {
  public:
-  explicit HomeDirectory(NodeId self) : self_(self) {}
+  // `pages`: the whole guest. `local`: this host's own copies; when this host is a sharer of
+  // a page it homes, later readers are served from that mapped copy, not from a second one.
+  static Result<HomeDirectory> create(NodeId self, uint64_t pages, LocalPages& local);
+  HomeDirectory(HomeDirectory&&) noexcept = default;
+  HomeDirectory& operator=(HomeDirectory&&) noexcept = default;
+
   std::vector<CoherenceMessage> on_message(const CoherenceMessage& m);
 
   enum class State : uint8_t { kUncached, kShared, kExclusive };
+  // One page's entry, assembled from the packed word and the side tables (tests, diagnostics).
   struct Entry {
     State state = State::kUncached;
     std::set<NodeId> sharers;            // kShared
     NodeId owner = 0;                    // kExclusive
-    std::optional<PageBytes> home_copy;  // kShared: the data (nullopt: still all zeros)
-    std::optional<PageBytes> recalled;   // during a recall: what the owner sent back
-    // The transaction in flight, and what waits behind it.
+    bool self_copy = false;              // kShared: the data is this host's mapped copy
+    std::optional<PageBytes> home_copy;  // kShared: the data the home holds (none: zeros)
     bool busy = false;
     NodeId requester = 0;
     Access wanted = Access::kNone;
     size_t acks_pending = 0;
     std::deque<CoherenceMessage> queue;
   };
-  const Entry* entry(uint64_t page) const;
+  Entry entry(uint64_t page) const;
   // The home's own first touch of a dormant page, without a message: when nobody has the
   // page and no transaction is on it, `r` becomes its exclusive owner (true). Lets the home
   // serve a whole batch of its own dormant pages from its zero pool in one go.
   bool claim_uncached(uint64_t page, NodeId r);
+  // A grant this home sent to itself was installed: its mapped copy now holds the page's
+  // shared data, and the home stops keeping a copy of its own.
+  void self_copy_installed(uint64_t page);
+  // Memory the side tables hold, for the pod's metadata figures.
+  size_t transactions_in_flight() const { return transactions_.size(); }
+  size_t home_copies() const { return home_copies_.size(); }
 
  private:
-  void start(Entry& e, const CoherenceMessage& request, std::vector<CoherenceMessage>& out);
-  // Grants the transaction's request, updates the entry, then starts queued requests.
-  void finish(Entry& e, uint64_t page, std::vector<CoherenceMessage>& out);
+  struct Transaction {
+    NodeId requester = 0;
+    Access wanted = Access::kNone;
+    size_t acks_pending = 0;
+    // What the owner sent back, or this host's shared copy read before it was invalidated
+    // (empty: zeros).
+    std::optional<PageBytes> recalled;
+    std::deque<CoherenceMessage> queue;
+  };
+  HomeDirectory() = default;
+  // Begins a request's transaction; true when it can be granted at once (no acks to wait for).
+  bool start(uint64_t page, Transaction& t, const CoherenceMessage& request,
+             std::vector<CoherenceMessage>& out);
+  // Grants the transaction in flight, then runs queued requests until one has to wait.
+  void finish(uint64_t page, std::vector<CoherenceMessage>& out);
+  // Sends the grant for `t` and sets the page's entry to what it grants.
+  void grant(uint64_t page, Transaction& t, std::vector<CoherenceMessage>& out);
+  PageBytes shared_data(uint64_t page, uint64_t word) const;
 
-  NodeId self_;
-  std::map<uint64_t, Entry> pages_;
+  NodeId self_ = 0;
+  LocalPages* local_ = nullptr;
+  SparseArray<uint64_t> words_;  // packed: see coherence.cc
+  std::unordered_map<uint64_t, Transaction> transactions_;
+  std::unordered_map<uint64_t, PageBytes> home_copies_;  // never all-zero pages
 };
 
+// A host's side of the protocol: what it holds of each page lives in its PageDirectory
+// (dormant = nothing, shared = read copy, present = exclusive); a side table holds only the
+// pages with a request in flight.
 class PageRequester {
  public:
-  PageRequester(NodeId self, LocalPages& pages) : self_(self), pages_(pages) {}
+  PageRequester(NodeId self, PageDirectory& directory, LocalPages& pages)
+      : self_(self), directory_(directory), pages_(pages) {}
 
   // A local vCPU faulted on `page` wanting `access`; `home` is the page's home host. Returns
   // the request to send, or nothing when this host already has (or has asked for) enough.
   std::vector<CoherenceMessage> on_fault(uint64_t page, Access access, NodeId home);
   std::vector<CoherenceMessage> on_message(const CoherenceMessage& m);
   Access access(uint64_t page) const;
-  bool pending(uint64_t page) const;
+  bool pending(uint64_t page) const { return in_flight_.count(page) != 0; }
   // The home granted this host a dormant page directly (HomeDirectory::claim_uncached).
-  void granted_locally(uint64_t page) { pages_state_[page].have = Access::kWrite; }
+  void granted_locally(uint64_t page) { set_access(page, Access::kWrite); }
   // The whole per-page state, for tests and diagnostics.
   struct View {
     Access have = Access::kNone;
@@ -121,17 +166,19 @@ class PageRequester {
     bool upgrade_after = false;
   };
   View view(uint64_t page) const;
+  size_t requests_in_flight() const { return in_flight_.size(); }
 
  private:
-  struct Entry {
-    Access have = Access::kNone;
-    Access asked = Access::kNone;  // request in flight
-    bool upgrade_after = false;    // a write fault came while a read was in flight
-    NodeId home = 0;
+  struct InFlight {
+    Access asked = Access::kNone;
+    bool upgrade_after = false;  // a write fault came while a read was in flight
   };
+  void set_access(uint64_t page, Access a);
+
   NodeId self_;
+  PageDirectory& directory_;
   LocalPages& pages_;
-  std::map<uint64_t, Entry> pages_state_;
+  std::unordered_map<uint64_t, InFlight> in_flight_;
 };
 
 }  // namespace shoal

@@ -82,6 +82,14 @@ class CoherentMemory::UffdPages : public LocalPages {
     return out;
   }
 
+  PageBytes read(uint64_t page) override {
+    // Only called for a copy this host holds read-only: nothing writes it while it is read.
+    PageBytes out(kPageBytes);
+    std::memcpy(out.data(), m_.base_ + page * kPageBytes, kPageBytes);
+    if (std::all_of(out.begin(), out.end(), [](uint8_t b) { return b == 0; })) out.clear();
+    return out;
+  }
+
   void drop(uint64_t page) override {
     ++m_.stats_.pages_given_up;
     uint8_t* p = m_.base_ + page * kPageBytes;
@@ -110,8 +118,7 @@ CoherentMemory::CoherentMemory(uint8_t* base, uint64_t bytes, const CoherentMemo
       pages_(bytes / kPageBytes),
       config_(config),
       transport_(transport),
-      on_fatal_(std::move(on_fatal)),
-      directory_(config.self) {}
+      on_fatal_(std::move(on_fatal)) {}
 
 Result<std::unique_ptr<CoherentMemory>> CoherentMemory::create(
     uint8_t* base, uint64_t bytes, const CoherentMemoryConfig& config,
@@ -133,7 +140,13 @@ Result<std::unique_ptr<CoherentMemory>> CoherentMemory::create(
             "zero pool");
   SHOAL_TRY(m->pool_->start(), "zero pool");
   m->local_ = std::make_unique<UffdPages>(*m);
-  m->requester_ = std::make_unique<PageRequester>(config.self, *m->local_);
+  auto directory = PageDirectory::create(m->pages_);
+  if (!directory) return directory.error();
+  m->directory_.emplace(std::move(*directory));
+  auto home = HomeDirectory::create(config.self, m->pages_, *m->local_);
+  if (!home) return home.error();
+  m->home_.emplace(std::move(*home));
+  m->requester_ = std::make_unique<PageRequester>(config.self, *m->directory_, *m->local_);
   m->held_fd_ = UniqueFd(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   m->stop_fd_ = UniqueFd(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (!m->held_fd_.valid() || !m->stop_fd_.valid()) return errno_error("eventfd");
@@ -169,6 +182,9 @@ void CoherentMemory::deliver(CoherenceMessage m) {
   // two more thread wake-ups per round trip, the largest part of a remote fault's latency.
   std::lock_guard lock(proto_mu_);
   if (closed_) return;  // stopped: the pod is going away
+  if (m.page >= pages_ || m.from >= kMaxPodHosts || m.from == config_.self)
+    return fail(Error("message about page " + format_hex(m.page) + " from host " +
+                      std::to_string(m.from) + ": no such page or host"));
   const size_t held = held_.size();
   work_.push_back(std::move(m));
   run_queue();
@@ -248,12 +264,12 @@ bool CoherentMemory::serve_local_dormant(uint64_t page) {
     return home_of(p) == config_.self && requester_->access(p) == Access::kNone &&
            !requester_->pending(p);
   };
-  if (!directory_.claim_uncached(page, config_.self)) return false;
+  if (!home_->claim_uncached(page, config_.self)) return false;
   uint64_t lo = page, hi = page + 1;
-  while (hi < end && claimable(hi) && directory_.claim_uncached(hi, config_.self)) ++hi;
-  while (lo > first && claimable(lo - 1) && directory_.claim_uncached(lo - 1, config_.self)) --lo;
+  while (hi < end && claimable(hi) && home_->claim_uncached(hi, config_.self)) ++hi;
+  while (lo > first && claimable(lo - 1) && home_->claim_uncached(lo - 1, config_.self)) --lo;
   for (uint64_t p = lo; p < hi; ++p) requester_->granted_locally(p);
-  installed_at_ns_[page] = monotonic_ns();
+  note_installed(page);
   stats_.local_dormant_pages += hi - lo;
   // Move runs from the pool; whatever MOVE cannot do is copied from zeros.
   uint64_t p = lo;
@@ -283,6 +299,20 @@ bool CoherentMemory::serve_local_dormant(uint64_t page) {
   }
   uffd_.wake(addr(page), kPageBytes);  // MOVE woke the faulting range already; cheap if so
   return true;
+}
+
+// Remembers when a page arrived, for its hold; forgets pages whose hold is over, so the
+// table holds only what arrived within the last hold_ns.
+void CoherentMemory::note_installed(uint64_t page) {
+  const uint64_t now = monotonic_ns();
+  while (!installs_.empty() && installs_.front().first + config_.hold_ns <= now) {
+    auto it = installed_at_ns_.find(installs_.front().second);
+    if (it != installed_at_ns_.end() && it->second == installs_.front().first)
+      installed_at_ns_.erase(it);
+    installs_.pop_front();
+  }
+  installed_at_ns_[page] = now;
+  installs_.emplace_back(now, page);
 }
 
 void CoherentMemory::release_held() {
@@ -323,14 +353,15 @@ void CoherentMemory::run_queue() {
     }
     std::vector<CoherenceMessage> out;
     if (m.type == T::kRequest || m.type == T::kInvalidateAck || m.type == T::kRecallAck) {
-      out = directory_.on_message(m);
+      out = home_->on_message(m);
     } else {
       if (m.type == T::kGrant) {
-        installed_at_ns_[m.page] = monotonic_ns();
+        note_installed(m.page);
         if (m.payload == CoherenceMessage::Payload::kZero && m.from != config_.self)
           ++stats_.remote_dormant_pages;
       }
       out = requester_->on_message(m);
+      if (m.type == T::kGrant && m.from == config_.self) home_->self_copy_installed(m.page);
       if (m.type == T::kGrant) {
         auto w = waiting_.find(m.page);
         if (w != waiting_.end() && requester_->access(m.page) >= w->second.access) {

@@ -19,6 +19,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <unordered_map>
@@ -92,6 +93,8 @@ class CoherentMemory {
   };
   Latencies take_latencies();
   std::string stats_report() const;
+  // Pages this host has mapped (exclusive or shared copies).
+  uint64_t mapped_pages() const { return directory_->present_pages(); }
 
   static constexpr uint64_t kPageBytes = kPageSize;
 
@@ -104,6 +107,7 @@ class CoherentMemory {
   bool serve_local_dormant(uint64_t page);
   void run_queue();
   void release_held();
+  void note_installed(uint64_t page);
   void fail(const Error& e);
   uint64_t addr(uint64_t page) const {
     return reinterpret_cast<uint64_t>(base_) + page * kPageBytes;
@@ -117,7 +121,8 @@ class CoherentMemory {
   Userfaultfd uffd_;
   std::unique_ptr<ZeroPool> pool_;
   std::unique_ptr<UffdPages> local_;
-  HomeDirectory directory_;
+  std::optional<PageDirectory> directory_;  // what this host holds of every page
+  std::optional<HomeDirectory> home_;       // who holds the pages this host is home for
   std::unique_ptr<PageRequester> requester_;
 
   UniqueFd held_fd_, stop_fd_;  // eventfds: a message was held (the timer changed); stop
@@ -127,6 +132,7 @@ class CoherentMemory {
   std::deque<CoherenceMessage> work_;
   std::multimap<uint64_t, CoherenceMessage> held_;          // by the time its hold ends
   std::unordered_map<uint64_t, uint64_t> installed_at_ns_;  // pages still within their hold
+  std::deque<std::pair<uint64_t, uint64_t>> installs_;      // (time, page), oldest first
   struct Waiting {
     uint64_t since_ns;
     Access access;

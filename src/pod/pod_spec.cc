@@ -9,6 +9,7 @@
 #include <set>
 #include <sstream>
 
+#include "memory/coherence.hpp"
 #include "shoal/size.hpp"
 
 namespace shoal {
@@ -284,6 +285,10 @@ PodSpecResult parse_pod_spec(const std::string& yaml_text) {
     } else if (!hosts.IsSequence() || hosts.size() == 0) {
       c.error("spec.hosts", hosts,
               "expected a non-empty list of hosts, got " + Checker::kind_of(hosts));
+    } else if (hosts.size() > kMaxPodHosts) {
+      c.error("spec.hosts", hosts,
+              std::to_string(hosts.size()) + " hosts; a pod has at most " +
+                  std::to_string(kMaxPodHosts));
     } else {
       drafts.resize(hosts.size());
       for (size_t i = 0; i < hosts.size(); ++i)

@@ -13,6 +13,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <sstream>
 
@@ -49,6 +50,10 @@ class FakePages : public LocalPages {
     return encode(value);
   }
   void drop(uint64_t) override { mapped = Access::kNone; }
+  PageBytes read(uint64_t) override {
+    EXPECT_EQ(mapped, Access::kRead) << "the home read a copy it does not hold read-only";
+    return encode(value);
+  }
 
   Access mapped = Access::kNone;
   uint64_t value = 0;
@@ -62,14 +67,19 @@ struct Op {
 };
 
 struct World {
-  explicit World(int nodes) : home(kHome) {
+  explicit World(int nodes) {
     for (int n = 0; n < nodes; ++n) {
       pages.push_back(std::make_unique<FakePages>());
-      requesters.push_back(std::make_unique<PageRequester>(static_cast<NodeId>(n), *pages.back()));
+      directories.push_back(
+          std::make_unique<PageDirectory>(std::move(*PageDirectory::create(kPage + 1))));
+      requesters.push_back(std::make_unique<PageRequester>(static_cast<NodeId>(n),
+                                                           *directories.back(), *pages.back()));
     }
+    home.emplace(std::move(*HomeDirectory::create(kHome, kPage + 1, *pages[kHome])));
   }
-  HomeDirectory home;
   std::vector<std::unique_ptr<FakePages>> pages;
+  std::vector<std::unique_ptr<PageDirectory>> directories;
+  std::optional<HomeDirectory> home;
   std::vector<std::unique_ptr<PageRequester>> requesters;
   std::map<std::pair<NodeId, NodeId>, std::deque<CoherenceMessage>> channels;
   std::map<NodeId, std::deque<Access>> todo;  // per node, its operations in order
@@ -122,7 +132,11 @@ struct World {
         channels[k].pop_front();
         trace += "\n  deliver " + std::to_string(static_cast<int>(m.type)) + " " +
                  std::to_string(m.from) + "->" + std::to_string(m.to);
-        send(to_home(m) ? home.on_message(m) : requesters[m.to]->on_message(m));
+        send(to_home(m) ? home->on_message(m) : requesters[m.to]->on_message(m));
+        // As CoherentMemory does: the home's grant to itself is installed, so its copy holds
+        // the shared data from now on.
+        if (m.type == CoherenceMessage::Type::kGrant && m.to == kHome)
+          home->self_copy_installed(kPage);
       });
     }
     return acts;
@@ -131,13 +145,14 @@ struct World {
   // Everything that decides what can happen next, as text (for the visited set).
   std::string key() const {
     std::ostringstream k;
-    if (const auto* e = home.entry(kPage)) {
-      k << "H" << int(e->state) << "o" << e->owner << "b" << e->busy << "r" << e->requester << "w"
-        << int(e->wanted) << "a" << e->acks_pending << "c"
-        << (e->home_copy ? std::to_string(decode(*e->home_copy)) : "-") << "s";
-      for (NodeId n : e->sharers) k << n << ",";
+    {
+      const HomeDirectory::Entry e = home->entry(kPage);
+      k << "H" << int(e.state) << "o" << e.owner << "b" << e.busy << "r" << e.requester << "w"
+        << int(e.wanted) << "a" << e.acks_pending << "l" << e.self_copy << "c"
+        << (e.home_copy ? std::to_string(decode(*e.home_copy)) : "-") << "s";
+      for (NodeId n : e.sharers) k << n << ",";
       k << "q";
-      for (const auto& m : e->queue) k << m.from << int(m.access) << ",";
+      for (const auto& m : e.queue) k << m.from << int(m.access) << ",";
     }
     for (size_t n = 0; n < pages.size(); ++n) {
       const auto v = requesters[n]->view(kPage);
@@ -300,11 +315,36 @@ TEST(Coherence, ReadThenWriteOnOneHostAgainstAWriter) {
   explore({3, {}, {{1, R}, {1, W}, {2, W}}});
 }
 
+TEST(Coherence, SharedDataFromTheHomesOwnCopyOrItsTable) {
+  // The home serves shared data from its mapped copy when it is a sharer (its copy is
+  // invalidated alongside the others on a write), else from its table.
+  explore({3, {{0, W}, {1, R}}, {{2, R}, {1, W}}});
+  explore({3, {{0, W}, {1, R}}, {{2, W}, {0, R}}});
+  explore({3, {{1, W}, {2, R}}, {{0, R}, {2, W}}});
+}
+
+TEST(Coherence, TheHomeKeepsNoSecondCopyOfAPageItHoldsShared) {
+  // Host 1 writes a page homed at host 0, then host 0 reads it: host 0's mapped copy is the
+  // data; the home's table keeps nothing (it once kept a 4 KiB copy of every such page).
+  World w(2);
+  for (const Op& op : {Op{1, W}, Op{0, R}}) {
+    w.todo[op.node].push_back(op.access);
+    for (auto acts = w.actions(); !acts.empty(); acts = w.actions()) acts.front()();
+  }
+  const HomeDirectory::Entry e = w.home->entry(kPage);
+  EXPECT_EQ(e.state, HomeDirectory::State::kShared);
+  EXPECT_TRUE(e.self_copy);
+  EXPECT_FALSE(e.home_copy.has_value());
+  EXPECT_EQ(w.home->home_copies(), 0u);
+  EXPECT_EQ(w.home->transactions_in_flight(), 0u);
+  EXPECT_EQ(w.pages[0]->value, 1u);
+}
+
 TEST(Coherence, FirstTouchOfADormantPageSendsNoData) {
   World w(2);
   auto req = w.requesters[1]->on_fault(kPage, W, kHome);
   ASSERT_EQ(req.size(), 1u);
-  auto grant = w.home.on_message(req[0]);
+  auto grant = w.home->on_message(req[0]);
   ASSERT_EQ(grant.size(), 1u);
   EXPECT_EQ(grant[0].payload, CoherenceMessage::Payload::kZero);
   EXPECT_TRUE(grant[0].data.empty());

@@ -106,6 +106,14 @@ TEST(PodSpec, EachKindOfMistakeNamesItsField) {
   expect_error(edit("      memory: even", "      memry: even"), "spec.hosts[0].memry",
                "unknown field");
   expect_error(edit("  hosts:\n", "  hosts: []\n  oldhosts:\n"), "spec.hosts", "non-empty list");
+  {
+    std::string many = "  hosts:\n";
+    for (int i = 0; i < 33; ++i)
+      many += "    - {name: h" + std::to_string(i) + ", address: \"10.0.1." + std::to_string(i) +
+              ":7000\", vcpus: \"" + std::to_string(i % 4) + "\"}\n";
+    expect_error(kGood.substr(0, kGood.find("  hosts:\n")) + many, "spec.hosts",
+                 "33 hosts; a pod has at most 32");
+  }
   expect_error("spec: [1, 2", "line", "not valid YAML");
   expect_error("- just\n- a list\n", "(document)", "expected a mapping, got a list");
 }
