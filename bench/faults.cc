@@ -4,13 +4,19 @@
 // and as ratios: prefaulted (the lower bound), the kernel's own first touch (no userfaultfd,
 // what QEMU and Firecracker get), userfaultfd COPY one page per fault, pool + MOVE one page
 // per fault, and shoal's pool with adaptive batches (a pool that is full when the touching
-// starts, as its watermarks keep it between bursts, and the defaults from a cold start).
+// starts, as its watermarks keep it between bursts, and the defaults from a cold start). The
+// last row is a pod member serving first touches of its own dormant pages: a pod of one host
+// in a network namespace (scripts/netns-cluster; needs root), defaults, against the single
+// host's defaults.
 //   faults [--json] [RUNS]
+#include <sys/stat.h>
+#include <unistd.h>
 #include <x86intrin.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <fstream>
 #include <regex>
 #include <string>
 #include <thread>
@@ -34,7 +40,31 @@ double tsc_hz() {
 struct Variant {
   const char* name;
   std::vector<std::string> flags;
+  bool pod = false;  // run as a pod of one host, not `shoal run`
 };
+
+// A pod of one host running `workload` on 1 vCPU with 512 MiB and the default zero pool.
+std::vector<std::string> pod_argv(const std::string& workload) {
+  const std::string dir = "/tmp/shoal-faults-" + std::to_string(getpid());
+  mkdir(dir.c_str(), 0700);
+  const std::string secret = dir + "/secret", spec = dir + "/pod.yaml";
+  std::ofstream(secret) << "faults-bench-secret-0123456789abcdef\n";
+  std::ofstream(spec)
+      << "apiVersion: shoal/v1\nkind: Pod\nmetadata: {name: faults}\nspec:\n"
+         "  guest: {kernel: " SHOAL_TEST_GUEST ", cmdline: \""
+      << workload << "\"}\n  memory: 512M\n  vcpus: 1\n  transport: tcp\n  secretFile: " << secret
+      << "\n  hosts:\n    - {name: h0, address: \"127.77.0.1:7100\", vcpus: \"0\"}\n";
+  return {"/usr/bin/env",
+          "SHOAL_BIN=" SHOAL_BINARY,
+          SHOAL_SOURCE_DIR "/scripts/netns-cluster",
+          "1",
+          secret,
+          "--",
+          SHOAL_BINARY,
+          "pod",
+          "up",
+          spec};
+}
 
 // Median µs per page over `runs`, or -1 when a run failed.
 double measure(const Variant& v, const std::string& workload, uint64_t pages, double hz, int runs) {
@@ -45,6 +75,7 @@ double measure(const Variant& v, const std::string& workload, uint64_t pages, do
                                      "--memory",   "512M",   "--vcpus",     "1",
                                      "--cmdline",  workload, "--log-level", "warn"};
     argv.insert(argv.end(), v.flags.begin(), v.flags.end());
+    if (v.pod) argv = pod_argv(workload);
     auto r = run_process(argv, std::chrono::seconds(300));
     std::smatch m;
     if (r.exit_code != 0 || !std::regex_search(r.out, m, cycles_re)) {
@@ -81,7 +112,10 @@ int main(int argc, char** argv) {
       {"shoal: pool + batches", {"--zero-pool", "256M", "--zero-pool-ready"}},
       // Defaults, cold: the 64 MiB pool still filling while the guest touches 128 MiB.
       {"shoal: default pool, cold", {}},
+      // A pod member's own dormant pages (a pod of one), defaults: compare with the row above.
+      {"pod member: default pool, cold", {}, true},
   };
+  const bool pod_ok = geteuid() == 0;
   if (!json)
     std::printf("first touch of %llu MiB at CPL3, 1 vCPU, median of %d runs (TSC %.0f MHz)\n",
                 static_cast<unsigned long long>(mib), runs, hz / 1e6);
@@ -92,28 +126,36 @@ int main(int argc, char** argv) {
   for (const char* pattern : {"touch", "touch-random"}) {
     const std::string workload = std::string(pattern) + " " + std::to_string(mib);
     std::vector<double> us;
-    for (const auto& v : variants) us.push_back(measure(v, workload, pages, hz, runs));
+    for (const auto& v : variants)
+      us.push_back(v.pod && !pod_ok ? -2 : measure(v, workload, pages, hz, runs));
     if (json) {
       // One object: pattern -> variant -> µs per page (-1: failed).
       std::printf(",\"%s\":{", std::string(pattern) == "touch" ? "sequential" : "random");
       for (size_t i = 0; i < variants.size(); ++i) {
         std::printf("%s\"%s\":%.3f", i ? "," : "", variants[i].name, us[i]);
-        if (us[i] < 0) status = 1;
+        if (us[i] == -1) status = 1;
       }
       std::printf("}");
       continue;
     }
-    std::printf("\n%s\n%-28s %10s %14s %14s\n",
+    std::printf("\n%s\n%-30s %8s %14s %14s\n",
                 std::string(pattern) == "touch" ? "sequential" : "random", "", "us/page",
                 "vs prefaulted", "vs kernel");
     for (size_t i = 0; i < variants.size(); ++i) {
+      if (us[i] == -2) {
+        std::printf("%-30s skipped: needs root (ip netns)\n", variants[i].name);
+        continue;
+      }
       if (us[i] < 0) {
-        std::printf("%-28s %10s\n", variants[i].name, "failed");
+        std::printf("%-30s %8s\n", variants[i].name, "failed");
         status = 1;
         continue;
       }
-      std::printf("%-28s %10.2f %13.2fx %13.2fx\n", variants[i].name, us[i], us[i] / us[0],
+      std::printf("%-30s %8.2f %13.2fx %13.2fx", variants[i].name, us[i], us[i] / us[0],
                   us[i] / us[1]);
+      if (variants[i].pod && us[i - 1] > 0)
+        std::printf("   %.2fx the single host's", us[i] / us[i - 1]);
+      std::printf("\n");
     }
   }
   if (json) std::printf("}\n");

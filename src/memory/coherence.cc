@@ -64,8 +64,12 @@ HomeDirectory::Entry HomeDirectory::entry(uint64_t page) const {
   return e;
 }
 
+bool HomeDirectory::can_claim(uint64_t page) const {
+  return state_of(words_[page]) == State::kUncached && !transactions_.count(page);
+}
+
 bool HomeDirectory::claim_uncached(uint64_t page, NodeId r) {
-  if (state_of(words_[page]) != State::kUncached || transactions_.count(page)) return false;
+  if (!can_claim(page)) return false;
   words_[page] = pack(State::kExclusive, r, 0, false);
   return true;
 }

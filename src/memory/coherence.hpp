@@ -109,6 +109,8 @@ class HomeDirectory {
   // page and no transaction is on it, `r` becomes its exclusive owner (true). Lets the home
   // serve a whole batch of its own dormant pages from its zero pool in one go.
   bool claim_uncached(uint64_t page, NodeId r);
+  // Whether claim_uncached(page) would succeed now.
+  bool can_claim(uint64_t page) const;
   // A grant this home sent to itself was installed: its mapped copy now holds the page's
   // shared data, and the home stops keeping a copy of its own.
   void self_copy_installed(uint64_t page);

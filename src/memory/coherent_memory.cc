@@ -147,6 +147,17 @@ Result<std::unique_ptr<CoherentMemory>> CoherentMemory::create(
   if (!home) return home.error();
   m->home_.emplace(std::move(*home));
   m->requester_ = std::make_unique<PageRequester>(config.self, *m->directory_, *m->local_);
+  CoherentMemory* self = m.get();
+  DormantGate gate{[self](uint64_t page) { return self->may_serve_dormant(page); },
+                   [self](uint64_t first, uint64_t count) {
+                     for (uint64_t p = first; p < first + count; ++p)
+                       self->home_->claim_uncached(p, self->config_.self);
+                     self->stats_.local_dormant_pages += count;
+                   }};
+  auto dormant = DormantServer::create(m->uffd_, {base, m->pages_ * kPageBytes}, *m->directory_,
+                                       m->pool_.get(), FaultServing::kBatch, 0, std::move(gate));
+  if (!dormant) return dormant.error().context("coherent memory");
+  m->dormant_ = std::move(*dormant);
   m->held_fd_ = UniqueFd(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   m->stop_fd_ = UniqueFd(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (!m->held_fd_.valid() || !m->stop_fd_.valid()) return errno_error("eventfd");
@@ -171,6 +182,7 @@ void CoherentMemory::stop() {
   closed_ = true;
   // Closing the userfaultfd unregisters the mapping and wakes every waiting thread; their
   // faults are then ordinary ones. The pool goes first: its recycling chunks use the fd.
+  dormant_.reset();
   pool_.reset();
   uffd_ = Userfaultfd();
 }
@@ -243,9 +255,14 @@ void CoherentMemory::on_fault(uint64_t page, Access access) {
     return;
   }
   const NodeId home = home_of(page);
-  if (home == config_.self && requester_->access(page) == Access::kNone &&
-      !requester_->pending(page) && serve_local_dormant(page))
+  if (requester_->access(page) == Access::kNone && may_serve_dormant(page)) {
+    // This host's own first touch: no message, served (with the pages around it) from the
+    // pool; the gate records each page served as held by this host in the home directory.
+    if (Status s = dormant_->serve(page); !s.ok())
+      return fail(s.error().context("serve dormant page " + format_hex(page)));
+    note_installed(page);
     return;
+  }
   auto out = requester_->on_fault(page, access, home);
   if (!out.empty() && !waiting_.count(page)) waiting_[page] = {monotonic_ns(), access};
   for (auto& m : out) {
@@ -254,51 +271,10 @@ void CoherentMemory::on_fault(uint64_t page, Access access) {
   }
 }
 
-// A first touch of this host's own dormant page: claim the dormant pages around it in the
-// directory and move them in from the pool at once, as the single-host fault server does.
-bool CoherentMemory::serve_local_dormant(uint64_t page) {
-  const uint64_t n = config_.local_batch_pages;
-  const uint64_t first = page / n * n;
-  const uint64_t end = std::min(pages_, first + n);
-  auto claimable = [&](uint64_t p) {
-    return home_of(p) == config_.self && requester_->access(p) == Access::kNone &&
-           !requester_->pending(p);
-  };
-  if (!home_->claim_uncached(page, config_.self)) return false;
-  uint64_t lo = page, hi = page + 1;
-  while (hi < end && claimable(hi) && home_->claim_uncached(hi, config_.self)) ++hi;
-  while (lo > first && claimable(lo - 1) && home_->claim_uncached(lo - 1, config_.self)) --lo;
-  for (uint64_t p = lo; p < hi; ++p) requester_->granted_locally(p);
-  note_installed(page);
-  stats_.local_dormant_pages += hi - lo;
-  // Move runs from the pool; whatever MOVE cannot do is copied from zeros.
-  uint64_t p = lo;
-  while (p < hi) {
-    auto run = pool_->take(hi - p);
-    if (!run) {
-      fail(run.error());
-      return true;
-    }
-    int64_t done = 0;
-    const int rc = uffd_.has_move() ? uffd_.move(addr(p), reinterpret_cast<uint64_t>(run->addr),
-                                                 run->pages * kPageBytes, &done)
-                                    : -EINVAL;
-    const uint64_t moved = static_cast<uint64_t>(done) / kPageBytes;
-    pool_->consumed(*run, moved);
-    p += moved;
-    if (rc != 0 && rc != -EAGAIN) {
-      // EEXIST (something already mapped there) or MOVE refused: do this page the slow way.
-      const int c =
-          uffd_.copy(addr(p), reinterpret_cast<uint64_t>(kZeroPage.data()), kPageBytes, &done);
-      if (c != 0 && c != -EEXIST) {
-        fail(errno_error("serve dormant page: UFFDIO_COPY", -c));
-        return true;
-      }
-      ++p;
-    }
-  }
-  uffd_.wake(addr(page), kPageBytes);  // MOVE woke the faulting range already; cheap if so
-  return true;
+// A dormant page the DormantServer may serve here: homed here, held by nobody, with no
+// transaction or request in flight (its own check adds: dormant in this host's directory).
+bool CoherentMemory::may_serve_dormant(uint64_t page) const {
+  return home_of(page) == config_.self && !requester_->pending(page) && home_->can_claim(page);
 }
 
 // Remembers when a page arrived, for its hold; forgets pages whose hold is over, so the

@@ -7,7 +7,8 @@
 // mappings are flushed by the ioctl), reads it out, then moves it back into the zero pool or
 // zaps it. Dormant pages have no owner: the first touch on any host is served from that host's
 // zero pool, and no page crosses the wire. A first touch of a dormant page this host is home
-// for needs no message at all and is served in batches, as on a single host.
+// for needs no message at all: the same DormantServer as on a single host serves it, with its
+// adaptive batches and prefetch, gated to the pages this host homes and nobody holds.
 //
 // One thread reads faults; messages from other hosts are handled on the thread that delivers
 // them (the link's reader). Both take one lock around the home directory and the requester.
@@ -26,6 +27,7 @@
 #include <vector>
 
 #include "memory/coherence.hpp"
+#include "memory/dormant_server.hpp"
 #include "memory/userfaultfd.hpp"
 #include "memory/zero_pool.hpp"
 #include "shoal/size.hpp"
@@ -50,7 +52,6 @@ struct CoherentMemoryConfig {
   // A page that just arrived is kept at least this long before a recall or invalidation takes
   // it away, so the vCPU that faulted on it gets to use it (no ping-pong livelock).
   uint64_t hold_ns = 200'000;
-  uint64_t local_batch_pages = 64;  // first touches of this host's own dormant pages
 };
 
 struct CoherentMemoryStats {
@@ -104,7 +105,7 @@ class CoherentMemory {
                  CoherenceTransport& transport, std::function<void(const Error&)> on_fatal);
   void loop();
   void on_fault(uint64_t page, Access access);
-  bool serve_local_dormant(uint64_t page);
+  bool may_serve_dormant(uint64_t page) const;
   void run_queue();
   void release_held();
   void note_installed(uint64_t page);
@@ -121,6 +122,7 @@ class CoherentMemory {
   Userfaultfd uffd_;
   std::unique_ptr<ZeroPool> pool_;
   std::unique_ptr<UffdPages> local_;
+  std::unique_ptr<DormantServer> dormant_;  // first touches of this host's own dormant pages
   std::optional<PageDirectory> directory_;  // what this host holds of every page
   std::optional<HomeDirectory> home_;       // who holds the pages this host is home for
   std::unique_ptr<PageRequester> requester_;
