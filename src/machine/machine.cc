@@ -10,10 +10,8 @@
 #include <cstdio>
 
 #include "arch/kernel_loader.hpp"
-#include "arch/x86_cpu.hpp"
 #include "devices/platform_devices.hpp"
 #include "devices/simple_devices.hpp"
-#include "memory/ram_slots.hpp"
 #include "shoal/clock.hpp"
 #include "shoal/size.hpp"
 
@@ -25,12 +23,8 @@ constexpr uint64_t kStuckFaultNs = 10'000'000'000;
 
 }  // namespace
 
-Machine::Machine(Kvm kvm, Vm vm, GuestRam ram)
-    : kvm_(std::move(kvm)), vm_(std::move(vm)), ram_(std::move(ram)) {}
-
 Machine::~Machine() {
-  for (auto& v : vcpus_) v->send(VcpuCommand::kStop);
-  vcpus_.clear();   // joins
+  core_->stop_vcpus();
   memory_.reset();  // fault server and pool, before the RAM mapping goes
 }
 
@@ -42,28 +36,23 @@ Result<std::unique_ptr<Machine>> Machine::create(Kvm kvm, const RunConfig& confi
                     static_cast<double>(monotonic_ns() - config.started_ns) / 1e6);
   };
   step("creating the VM");
-  auto vm = Vm::create(kvm);
-  if (!vm) return vm.error();
-  SHOAL_TRY(vm->create_platform(), "create VM");
-  auto ram = GuestRam::reserve(config.memory, kvm.guest_phys_bits());
-  if (!ram) return ram.error();
-  std::unique_ptr<Machine> m(new Machine(std::move(kvm), std::move(*vm), std::move(*ram)));
+  auto core = MachineCore::create(std::move(kvm), config.memory);
+  if (!core) return core.error();
+  std::unique_ptr<Machine> m(new Machine(std::move(*core)));
   m->print_stats_ = config.print_stats;
   m->started_ns_ = config.started_ns;
   Machine* self = m.get();
-  auto slots = RamSlots::insert_all(m->vm_, m->ram_, m->mmio_);
-  if (!slots) return slots.error();
-  m->ram_slots_ = std::move(*slots);
+  GuestRam& ram = m->core_->ram();
   // Before anything writes to guest RAM: from here on even the loader's writes are first
   // touches served by the fault server.
-  auto memory = GuestMemoryManager::create(m->ram_, config.memory_options, [self](const Error& e) {
+  auto memory = GuestMemoryManager::create(ram, config.memory_options, [self](const Error& e) {
     self->finish(std::nullopt, e.context("guest memory"));
   });
   if (!memory) return memory.error();
   m->memory_ = std::move(*memory);
   step("guest memory served");
 
-  auto plan = load_guest_files(m->ram_, config.kernel, config.initrd, config.cmdline, config.vcpus);
+  auto plan = load_guest_files(ram, config.kernel, config.initrd, config.cmdline, config.vcpus);
   if (!plan) return plan.error();
   m->plan_ = std::move(*plan);
   step("guest loaded");
@@ -74,50 +63,39 @@ Result<std::unique_ptr<Machine>> Machine::create(Kvm kvm, const RunConfig& confi
   SHOAL_TRY(m->build_devices(config), "devices");
   // Guest RAM reaches KVM one 1 GiB slot at a time (see ram_slots.hpp): now the slots holding
   // what the loader wrote, the rest on first access.
-  for (auto& s : m->ram_slots_) SHOAL_TRY(s->register_written(), "map guest RAM");
+  SHOAL_TRY(m->core_->map_for_boot(), "");
   step("devices and RAM slots");
-  auto msrs = m->kvm_.msr_index_list();
-  if (!msrs) return msrs.error();
-  const std::vector<uint32_t>& msr_indices = *msrs;
-  for (int i = 0; i < config.vcpus; ++i) {
-    auto vcpu = m->vm_.create_vcpu(i, m->kvm_.vcpu_mmap_size());
-    if (!vcpu) return vcpu.error();
-    const bool enter_now = i == 0 || m->plan_.all_vcpus_at_entry;
-    SHOAL_TRY(configure_vcpu(*vcpu, m->plan_,
-                             guest_cpuid(m->kvm_.supported_cpuid(), i, config.vcpus), enter_now),
-              "configure");
-    auto backend =
-        std::make_unique<KvmVcpuBackend>(std::move(*vcpu), m->kvm_.vcpu_mmap_size(), msr_indices);
-    m->vcpus_.push_back(
-        std::make_unique<VcpuThread>(std::move(backend), ExitBuses{m->pio_, m->mmio_},
-                                     [self](int id, const ExitAction& a, const std::string& st) {
-                                       self->on_vcpu_finished(id, a, st);
-                                     }));
-  }
+  std::vector<int> ids(static_cast<size_t>(config.vcpus));
+  for (int i = 0; i < config.vcpus; ++i) ids[static_cast<size_t>(i)] = i;
+  SHOAL_TRY(m->core_->create_vcpus(ids, config.vcpus, m->plan_,
+                                   [self](int id, const ExitAction& a, const std::string& st) {
+                                     self->on_vcpu_finished(id, a, st);
+                                   }),
+            "");
   return m;
 }
 
 Result<MachineState> Machine::pause_and_save() {
-  for (auto& v : vcpus_) v->send(VcpuCommand::kPause);
-  for (auto& v : vcpus_) {
+  core_->command_vcpus(VcpuCommand::kPause);
+  for (auto& v : core_->vcpus()) {
     v->wait_for(VcpuRunState::kPaused);
     if (v->state() != VcpuRunState::kPaused) return Error("save: a vcpu stopped");
   }
   MachineState s;
-  for (auto& v : vcpus_) {
+  for (auto& v : core_->vcpus()) {
     auto vcpu = v->save().get();
     if (!vcpu) return vcpu.error().context("save");
     s.vcpus.push_back(std::move(*vcpu));
   }
-  auto vm = vm_.save_state();
+  auto vm = core_->vm().save_state();
   if (!vm) return vm.error().context("save VM");
   s.vm = *vm;
-  s.port_devices = pio_.save_state();
+  s.port_devices = core_->pio().save_state();
   return s;
 }
 
 void Machine::resume() {
-  for (auto& v : vcpus_) v->send(VcpuCommand::kResume);
+  core_->command_vcpus(VcpuCommand::kResume);
 }
 
 void Machine::stop() {
@@ -125,10 +103,11 @@ void Machine::stop() {
 }
 
 Status Machine::restore(const MachineState& state, const GuestRam& source) {
-  if (state.vcpus.size() != vcpus_.size())
+  if (state.vcpus.size() != core_->vcpus().size())
     return Error("restore: " + std::to_string(state.vcpus.size()) +
-                 " vcpus saved, this machine has " + std::to_string(vcpus_.size()));
-  if (source.size() != ram_.size()) return Error("restore: guest RAM sizes differ");
+                 " vcpus saved, this machine has " + std::to_string(core_->vcpus().size()));
+  GuestRam& ram = core_->ram();
+  if (source.size() != ram.size()) return Error("restore: guest RAM sizes differ");
   // Only what the source ever populated: mincore() tells resident from dormant, 2 MiB at a time
   // (a dormant page reads as zero, and so does the fresh machine's).
   constexpr uint64_t kRun = 2ull << 20;
@@ -142,18 +121,18 @@ Status Machine::restore(const MachineState& state, const GuestRam& source) {
       if (std::none_of(resident.begin(), resident.begin() + static_cast<long>(len / 4096),
                        [](unsigned char v) { return (v & 1) != 0; }))
         continue;
-      SHOAL_TRY(ram_.write(r.gpa + off, std::span<const uint8_t>(from, len)), "restore RAM");
+      SHOAL_TRY(ram.write(r.gpa + off, std::span<const uint8_t>(from, len)), "restore RAM");
     }
   }
-  for (auto& s : ram_slots_) SHOAL_TRY(s->register_written(), "restore: map guest RAM");
-  SHOAL_TRY(vm_.restore_state(state.vm), "restore VM");
-  SHOAL_TRY(pio_.restore_state(state.port_devices), "restore");
+  SHOAL_TRY(core_->map_for_boot(), "restore");
+  SHOAL_TRY(core_->vm().restore_state(state.vm), "restore VM");
+  SHOAL_TRY(core_->pio().restore_state(state.port_devices), "restore");
   // Posted before the threads start, behind a pause: each vCPU restores itself on its own
   // thread and waits; run() resumes them only if every restore succeeded.
   std::vector<std::future<Status>> done;
-  for (size_t i = 0; i < vcpus_.size(); ++i) {
-    vcpus_[i]->send(VcpuCommand::kPause);
-    done.push_back(vcpus_[i]->restore(state.vcpus[i]));
+  for (size_t i = 0; i < core_->vcpus().size(); ++i) {
+    core_->vcpus()[i]->send(VcpuCommand::kPause);
+    done.push_back(core_->vcpus()[i]->restore(state.vcpus[i]));
   }
   restore_pending_ = std::move(done);
   return {};
@@ -166,7 +145,7 @@ Status Machine::build_devices(const RunConfig& config) {
     if (!console_file_.valid()) return errno_error("--serial " + config.serial);
     console_fd_ = console_file_.get();
   }
-  auto uart = insert_platform_devices(pio_, vm_,
+  auto uart = insert_platform_devices(core_->pio(), core_->vm(),
                                       {[this](uint8_t b) { write_console(b); },
                                        [this](const GuestEnd& end) {
                                          spdlog::info("{}", end.why);
@@ -175,16 +154,16 @@ Status Machine::build_devices(const RunConfig& config) {
   if (!uart) return uart.error();
   uart_ = std::move(*uart);
   if (config.serial == "stdio") console_input_ = std::make_unique<ConsoleInput>(0, uart_);
-  SHOAL_TRY(pio_.insert(DiscardPort::kPort, 16,
-                        std::make_shared<DiscardPort>([this](uint64_t gpa, uint64_t bytes) {
-                          uint8_t* host = ram_.host(gpa, bytes);
-                          Status s = host == nullptr ? Status(Error("not guest RAM"))
-                                                     : memory_->discard(host, bytes);
-                          if (!s.ok())
-                            spdlog::warn("guest discard of {} bytes at 0x{:x}: {}", bytes, gpa,
-                                         s.error().message());
-                        }),
-                        "discard"),
+  SHOAL_TRY(core_->pio().insert(DiscardPort::kPort, 16,
+                                std::make_shared<DiscardPort>([this](uint64_t gpa, uint64_t bytes) {
+                                  uint8_t* host = core_->ram().host(gpa, bytes);
+                                  Status s = host == nullptr ? Status(Error("not guest RAM"))
+                                                             : memory_->discard(host, bytes);
+                                  if (!s.ok())
+                                    spdlog::warn("guest discard of {} bytes at 0x{:x}: {}", bytes,
+                                                 gpa, s.error().message());
+                                }),
+                                "discard"),
             "");
   return {};
 }
@@ -195,16 +174,10 @@ void Machine::write_console(uint8_t byte) {
 }
 
 void Machine::on_vcpu_finished(int id, const ExitAction& action, const std::string& state) {
-  if (const auto* f = std::get_if<ExitFail>(&action)) {
-    finish(std::nullopt,
-           Error("vcpu " + std::to_string(id) + ": " + f->reason + " (" + state + ")"));
-  } else if (std::holds_alternative<ExitReset>(action)) {
-    spdlog::info("vcpu {}: the guest asked for a reset", id);
-    finish(0, std::nullopt, true);
-  } else {
-    spdlog::info("vcpu {}: guest powered off", id);
-    finish(0, std::nullopt);
-  }
+  const VcpuEnd end = describe_vcpu_end(id, action, state);
+  if (end.failed) return finish(std::nullopt, Error(end.reason));
+  spdlog::info("{}", end.reason);
+  finish(0, std::nullopt, end.reset);
 }
 
 void Machine::finish(std::optional<int> code, std::optional<Error> error, bool reset) {
@@ -212,7 +185,7 @@ void Machine::finish(std::optional<int> code, std::optional<Error> error, bool r
 }
 
 Result<int> Machine::run() {
-  for (auto& v : vcpus_) v->start();
+  core_->start_vcpus();
   if (!restore_pending_.empty()) {
     bool restored = true;
     for (auto& f : restore_pending_)
@@ -234,10 +207,10 @@ Result<int> Machine::run() {
       finish(std::nullopt, Error("guest memory: the fault server has been stuck on one fault for " +
                                  std::to_string(memory_->stuck_ns() / 1000000000) + " s"));
   }
-  for (auto& v : vcpus_) v->send(VcpuCommand::kStop);
+  core_->command_vcpus(VcpuCommand::kStop);
   // Before joining: a vCPU may wait on a fault the server will not serve (see stop_serving).
   memory_->stop_serving();
-  for (auto& v : vcpus_) v->join();
+  core_->stop_vcpus();
   console_input_.reset();  // restores the terminal before shoal prints its last words
   if (print_stats_) std::fprintf(stderr, "%s", memory_->stats_report().c_str());
   const Outcome& end = outcome_.get();

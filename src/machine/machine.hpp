@@ -13,6 +13,7 @@
 #include "devices/io_bus.hpp"
 #include "devices/uart16550.hpp"
 #include "kvm/kvm.hpp"
+#include "machine/machine_core.hpp"
 #include "machine/run_config.hpp"
 #include "memory/memory_manager.hpp"
 #include "shoal/first_outcome.hpp"
@@ -39,7 +40,7 @@ class Machine {
   // Runs the guest until it exits; its exit code (0 on power-off/reset), or an error.
   Result<int> run();
   const BootPlan& plan() const { return plan_; }
-  const GuestRam& ram() const { return ram_; }
+  const GuestRam& ram() const { return core_->ram(); }
 
   // Pauses every vCPU (each completes a pending exit first) and saves them, the VM's in-kernel
   // devices and clock, and the port devices. The machine stays paused: resume() or stop().
@@ -54,28 +55,21 @@ class Machine {
   bool reset_requested() const { return outcome_.decided() && outcome_.get().reset; }
 
  private:
-  Machine(Kvm kvm, Vm vm, GuestRam ram);
+  explicit Machine(std::unique_ptr<MachineCore> core) : core_(std::move(core)) {}
   Status build_devices(const RunConfig& config);
-  Status build_vcpus(int count);
   void on_vcpu_finished(int id, const ExitAction& action, const std::string& state);
   void finish(std::optional<int> code, std::optional<Error> error, bool reset = false);
   void write_console(uint8_t byte);
 
-  Kvm kvm_;
-  Vm vm_;
-  GuestRam ram_;
+  std::unique_ptr<MachineCore> core_;  // VM, RAM, buses, vCPUs
   std::unique_ptr<GuestMemoryManager> memory_;
-  std::vector<std::shared_ptr<class RamSlots>> ram_slots_;
   bool print_stats_ = false;
   uint64_t started_ns_ = 0;
-  IoBus pio_{"port I/O"};
-  IoBus mmio_{"MMIO"};
   std::shared_ptr<Uart16550> uart_;
   std::unique_ptr<ConsoleInput> console_input_;  // stdin -> UART with --serial stdio
   UniqueFd console_file_;
   int console_fd_ = 1;
   BootPlan plan_;
-  std::vector<std::unique_ptr<VcpuThread>> vcpus_;
   std::vector<std::future<Status>> restore_pending_;  // restore(): answered as the vCPUs start
 
   struct Outcome {

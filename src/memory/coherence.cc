@@ -75,6 +75,10 @@ bool HomeDirectory::claim_uncached(uint64_t page, NodeId r) {
 }
 
 void HomeDirectory::self_copy_installed(uint64_t page) {
+  // Not while a transaction is on the page: it may have started (a write, say) while this
+  // grant was on its way, without reading this host's copy, and its invalidation may be about
+  // to drop that copy. The home keeps its own copy then.
+  if (transactions_.count(page)) return;
   const uint64_t w = words_[page];
   if (state_of(w) != State::kShared || !(sharers_of(w) & bit(self_))) return;
   words_[page] = w | kSelfCopy;

@@ -5,9 +5,7 @@
 #include <sstream>
 
 #include "arch/kernel_loader.hpp"
-#include "arch/x86_cpu.hpp"
 #include "devices/platform_devices.hpp"
-#include "memory/ram_slots.hpp"
 #include "shoal/size.hpp"
 
 namespace shoal {
@@ -30,14 +28,9 @@ Result<std::unique_ptr<PodMember>> PodMember::create(PodMemberConfig config) {
   const PodSpec& spec = m->config_.spec;
   auto kvm = Kvm::open();
   if (!kvm) return kvm.error();
-  m->kvm_ = std::make_unique<Kvm>(std::move(*kvm));
-  auto vm = Vm::create(*m->kvm_);
-  if (!vm) return vm.error();
-  m->vm_ = std::make_unique<Vm>(std::move(*vm));
-  SHOAL_TRY(m->vm_->create_platform(), "create VM");
-  auto ram = GuestRam::reserve(spec.memory, m->kvm_->guest_phys_bits());
-  if (!ram) return ram.error();
-  m->ram_ = std::make_unique<GuestRam>(std::move(*ram));
+  auto core = MachineCore::create(std::move(*kvm), spec.memory);
+  if (!core) return core.error();
+  m->core_ = std::move(*core);
 
   std::vector<std::string> names;
   for (const auto& h : spec.hosts) names.push_back(h.name);
@@ -67,30 +60,24 @@ Result<std::unique_ptr<PodMember>> PodMember::create(PodMemberConfig config) {
     for (const MemoryRange& r : spec.hosts[h].home)
       for (uint64_t a = r.start; a < r.start + r.size; a += kHomePieceBytes)
         mc.home_of_piece[a / kHomePieceBytes] = static_cast<NodeId>(h);
-  auto memory = CoherentMemory::create(m->ram_->base(), m->ram_->size(), mc, *m->mesh_,
-                                       [self](const Error& e) {
+  auto memory = CoherentMemory::create(m->core_->ram().base(), m->core_->ram().size(), mc,
+                                       *m->mesh_, [self](const Error& e) {
                                          self->stop({1, true, e.message()});
                                        });
   if (!memory) return memory.error();
   m->memory_ = std::move(*memory);
   SHOAL_TRY(m->build_devices(), "devices");
-  for (int id : m->me().vcpus) {
-    auto vcpu = m->vm_->create_vcpu(id, m->kvm_->vcpu_mmap_size());
-    if (!vcpu) return vcpu.error();
-    m->vcpu_fds_.push_back(std::move(*vcpu));
-  }
   m->monitor_ = std::thread([self] { self->monitor(); });
   return m;
 }
 
 Status PodMember::build_devices() {
-  auto slots = RamSlots::insert_all(*vm_, *ram_, mmio_);
-  if (!slots) return slots.error();
-  ram_slots_ = std::move(*slots);
+  IoBus& pio = core_->pio();
+  IoBus& mmio = core_->mmio();
   if (config_.self == 0) {
     // Guest discards (port 0x510) are a single-host feature so far: in a pod a discarded page
     // would have to be dropped on every host through its home. The port reads as open bus.
-    auto uart = insert_platform_devices(pio_, *vm_,
+    auto uart = insert_platform_devices(pio, core_->vm(),
                                         {[this](uint8_t b) { write_console(b); },
                                          [this](const GuestEnd& end) {
                                            stop({end.code, false, end.why});
@@ -99,17 +86,17 @@ Status PodMember::build_devices() {
   }
   // Devices live on host 0: every port, and every MMIO address that is not RAM, goes there.
   auto forward = [&](ForwardedExit::Space space, uint64_t base, uint64_t length) {
-    return (space == ForwardedExit::Space::kPort ? pio_ : mmio_)
+    return (space == ForwardedExit::Space::kPort ? pio : mmio)
         .insert(base, length, std::make_shared<ForwardingDevice>(*mesh_, space, base),
                 "forward to " + mesh_->name_of(0));
   };
   SHOAL_TRY(forward(ForwardedExit::Space::kPort, 0, 0x10000), "");
   uint64_t at = 0;
-  for (const RamRegion& r : ram_->regions()) {
+  for (const RamRegion& r : core_->ram().regions()) {
     if (r.gpa > at) SHOAL_TRY(forward(ForwardedExit::Space::kMmio, at, r.gpa - at), "");
     at = r.gpa + r.size;
   }
-  const uint64_t top = uint64_t{1} << kvm_->guest_phys_bits();
+  const uint64_t top = uint64_t{1} << core_->kvm().guest_phys_bits();
   if (at < top) SHOAL_TRY(forward(ForwardedExit::Space::kMmio, at, top - at), "");
   return {};
 }
@@ -117,7 +104,7 @@ Status PodMember::build_devices() {
 void PodMember::serve_forwarded(NodeId from, const ForwardedExit& e, uint32_t request) {
   std::array<uint8_t, 8> data{};
   std::span<uint8_t> bytes(data.data(), e.size);
-  const IoBus& bus = e.space == ForwardedExit::Space::kPort ? pio_ : mmio_;
+  const IoBus& bus = e.space == ForwardedExit::Space::kPort ? core_->pio() : core_->mmio();
   if (e.write) {
     std::copy(e.data.begin(), e.data.begin() + e.size, data.begin());
     bus.write(e.address, bytes);
@@ -154,51 +141,33 @@ Result<BootPlan> PodMember::load() {
   const PodSpec& spec = config_.spec;
   // The loader's writes are faults like any other: pages homed elsewhere are fetched from
   // their homes, so the mesh must be up.
-  auto plan = load_guest_files(*ram_, spec.kernel, spec.initrd, spec.cmdline, spec.vcpus);
+  auto plan = load_guest_files(core_->ram(), spec.kernel, spec.initrd, spec.cmdline, spec.vcpus);
   if (!plan) return plan.error();
-  for (auto& s : ram_slots_) SHOAL_TRY(s->register_written(), "map guest RAM");
+  SHOAL_TRY(core_->map_for_boot(), "");
   spdlog::info("pod {}: loaded {}: {}", spec.name, spec.kernel, plan->description);
   return plan;
 }
 
 Status PodMember::run(const BootPlan& plan) {
-  // Instruction fetches and page walks cannot take the lazy-slot MMIO path (ram_slots.hpp):
-  // the slots with the entry point and boot structures exist before any vCPU runs.
-  for (uint64_t gpa : {uint64_t{0}, plan.entry, plan.boot_info})
-    for (auto& s : ram_slots_) SHOAL_TRY(s->ensure(gpa, 1), "map guest RAM");
-  auto msrs = kvm_->msr_index_list();
-  if (!msrs) return msrs.error();
-  for (VcpuFd& fd : vcpu_fds_) {
-    const int id = fd.id();
-    const bool enter_now = id == 0 || plan.all_vcpus_at_entry;
-    SHOAL_TRY(configure_vcpu(fd, plan, guest_cpuid(kvm_->supported_cpuid(), id, config_.spec.vcpus),
-                             enter_now),
-              "configure vcpu " + std::to_string(id));
-  }
+  // The entry point and boot structures are on host 0's pages; their slots must exist here too.
+  SHOAL_TRY(core_->map_for_boot({0, plan.entry, plan.boot_info}), "");
+  // Under mu_: the monitor stops the vCPUs once the outcome is decided, so they are either
+  // all created before that or not at all.
   std::lock_guard lock(mu_);
   if (outcome_.decided()) return Error("the pod is stopping");
-  for (VcpuFd& fd : vcpu_fds_) {
-    auto backend = std::make_unique<KvmVcpuBackend>(std::move(fd), kvm_->vcpu_mmap_size(), *msrs);
-    vcpus_.push_back(
-        std::make_unique<VcpuThread>(std::move(backend), ExitBuses{pio_, mmio_},
-                                     [this](int id, const ExitAction& a, const std::string& st) {
-                                       on_vcpu_finished(id, a, st);
-                                     }));
-  }
-  vcpu_fds_.clear();
-  for (auto& v : vcpus_) v->start();
+  SHOAL_TRY(core_->create_vcpus(me().vcpus, config_.spec.vcpus, plan,
+                                [this](int id, const ExitAction& a, const std::string& st) {
+                                  on_vcpu_finished(id, a, st);
+                                }),
+            "");
+  core_->start_vcpus();
   state_ = "running";
   return {};
 }
 
 void PodMember::on_vcpu_finished(int id, const ExitAction& action, const std::string& state) {
-  if (const auto* f = std::get_if<ExitFail>(&action))
-    stop({1, true, "vcpu " + std::to_string(id) + ": " + f->reason + " (" + state + ")"});
-  else
-    stop({0, false,
-          "vcpu " + std::to_string(id) +
-              (std::holds_alternative<ExitReset>(action) ? ": the guest asked for a reset"
-                                                         : ": the guest powered off")});
+  const VcpuEnd end = describe_vcpu_end(id, action, state);
+  stop({end.failed ? 1 : 0, end.failed, end.reason});
 }
 
 void PodMember::write_console(uint8_t byte) {
@@ -233,10 +202,10 @@ void PodMember::monitor() {
   spdlog::log(outcome.failed ? spdlog::level::warn : spdlog::level::info, "pod {}: stopping: {}",
               config_.spec.name, outcome.reason);
   if (tell_others_) mesh_->broadcast(encode_pod_outcome(net::MessageType::kPodLeave, outcome));
-  for (auto& v : vcpus_) v->send(VcpuCommand::kStop);
+  core_->command_vcpus(VcpuCommand::kStop);
   memory_->stop();
   mesh_->close();  // also fails forwarded accesses still waiting
-  for (auto& v : vcpus_) v->join();
+  core_->stop_vcpus();
   flush_console();
   spdlog::info("pod {}: stopped after {} page faults", config_.spec.name,
                memory_->stats().faults.load());

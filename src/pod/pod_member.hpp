@@ -1,8 +1,8 @@
 // One host's part of a running pod: a KVM VM with this host's vCPUs, the whole guest RAM
 // mapping kept coherent with the other members (memory/coherent_memory.hpp), and the mesh.
 // Host 0 has the devices and loads the guest; the other hosts forward their device exits to
-// it. Built in phases that `shoal pod up` drives on every member: create (VM, memory, vCPUs),
-// connect_mesh, load (host 0), run. Any member stopping stops the whole pod: it tells the
+// it. Built in phases that `shoal pod up` drives on every member: create (VM, memory, devices),
+// connect_mesh, load (host 0), run (vCPUs). Any member stopping stops the whole pod: it tells the
 // others (kPodLeave), and a member whose link breaks stops too.
 #pragma once
 
@@ -17,15 +17,12 @@
 #include <vector>
 
 #include "arch/boot_plan.hpp"
-#include "arch/guest_ram.hpp"
-#include "devices/io_bus.hpp"
-#include "kvm/kvm.hpp"
+#include "machine/machine_core.hpp"
 #include "memory/coherent_memory.hpp"
 #include "net/tcp_link.hpp"
 #include "pod/pod_mesh.hpp"
 #include "pod/pod_spec.hpp"
 #include "shoal/first_outcome.hpp"
-#include "vcpu/vcpu_thread.hpp"
 
 namespace shoal {
 
@@ -71,16 +68,11 @@ class PodMember {
 
   PodMemberConfig config_;
   const PodHost& me() const { return config_.spec.hosts[config_.self]; }
-  std::unique_ptr<Kvm> kvm_;
-  std::unique_ptr<Vm> vm_;
-  std::unique_ptr<GuestRam> ram_;
+  // Teardown (monitor()): vCPUs stopped, memory, mesh, vCPUs joined; then, as members go,
+  // the memory stack and the mesh before the core (RAM, VM).
+  std::unique_ptr<MachineCore> core_;  // VM, RAM, buses, vCPUs: the same as `shoal run`'s
   std::unique_ptr<PodMesh> mesh_;
   std::unique_ptr<CoherentMemory> memory_;
-  std::vector<std::shared_ptr<class RamSlots>> ram_slots_;
-  IoBus pio_{"port I/O"};
-  IoBus mmio_{"MMIO"};
-  std::vector<VcpuFd> vcpu_fds_;  // until run() hands them to their threads
-  std::vector<std::unique_ptr<VcpuThread>> vcpus_;
   std::string state_ = "created";
 
   std::mutex console_mu_;

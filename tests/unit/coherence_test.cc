@@ -321,6 +321,10 @@ TEST(Coherence, SharedDataFromTheHomesOwnCopyOrItsTable) {
   explore({3, {{0, W}, {1, R}}, {{2, R}, {1, W}}});
   explore({3, {{0, W}, {1, R}}, {{2, W}, {0, R}}});
   explore({3, {{1, W}, {2, R}}, {{0, R}, {2, W}}});
+  // The home's read grant to itself is on its way when another host's write starts: the home
+  // must not then take its copy (about to be invalidated) for the data (a pod hung on this).
+  explore({3, {{1, W}}, {{0, R}, {2, W}}});
+  explore({3, {{1, W}}, {{0, R}, {2, R}, {1, W}}});
 }
 
 TEST(Coherence, TheHomeKeepsNoSecondCopyOfAPageItHoldsShared) {

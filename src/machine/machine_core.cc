@@ -1,0 +1,77 @@
+#include "machine/machine_core.hpp"
+
+#include "arch/x86_cpu.hpp"
+#include "memory/ram_slots.hpp"
+
+namespace shoal {
+
+VcpuEnd describe_vcpu_end(int id, const ExitAction& action, const std::string& state) {
+  const std::string vcpu = "vcpu " + std::to_string(id) + ": ";
+  if (const auto* f = std::get_if<ExitFail>(&action))
+    return {true, false, vcpu + f->reason + " (" + state + ")"};
+  if (std::holds_alternative<ExitReset>(action))
+    return {false, true, vcpu + "the guest asked for a reset"};
+  return {false, false, vcpu + "the guest powered off"};
+}
+
+MachineCore::MachineCore(Kvm kvm, Vm vm, GuestRam ram)
+    : kvm_(std::move(kvm)), vm_(std::move(vm)), ram_(std::move(ram)) {}
+
+MachineCore::~MachineCore() {
+  stop_vcpus();
+}
+
+Result<std::unique_ptr<MachineCore>> MachineCore::create(Kvm kvm, uint64_t memory_bytes) {
+  auto vm = Vm::create(kvm);
+  if (!vm) return vm.error();
+  SHOAL_TRY(vm->create_platform(), "create VM");
+  auto ram = GuestRam::reserve(memory_bytes, kvm.guest_phys_bits());
+  if (!ram) return ram.error();
+  std::unique_ptr<MachineCore> c(new MachineCore(std::move(kvm), std::move(*vm), std::move(*ram)));
+  auto slots = RamSlots::insert_all(c->vm_, c->ram_, c->mmio_);
+  if (!slots) return slots.error();
+  c->ram_slots_ = std::move(*slots);
+  return c;
+}
+
+Status MachineCore::map_for_boot(const std::vector<uint64_t>& gpas) {
+  for (auto& s : ram_slots_) {
+    SHOAL_TRY(s->register_written(), "map guest RAM");
+    for (uint64_t gpa : gpas) SHOAL_TRY(s->ensure(gpa, 1), "map guest RAM");
+  }
+  return {};
+}
+
+Status MachineCore::create_vcpus(const std::vector<int>& ids, int total, const BootPlan& plan,
+                                 VcpuFinished finished) {
+  auto msrs = kvm_.msr_index_list();
+  if (!msrs) return msrs.error();
+  for (int id : ids) {
+    auto fd = vm_.create_vcpu(id, kvm_.vcpu_mmap_size());
+    if (!fd) return fd.error();
+    // The boot vCPU starts at the entry point; the others wait for INIT/SIPI unless the boot
+    // protocol starts them all there.
+    const bool enter_now = id == 0 || plan.all_vcpus_at_entry;
+    SHOAL_TRY(configure_vcpu(*fd, plan, guest_cpuid(kvm_.supported_cpuid(), id, total), enter_now),
+              "configure vcpu " + std::to_string(id));
+    auto backend = std::make_unique<KvmVcpuBackend>(std::move(*fd), kvm_.vcpu_mmap_size(), *msrs);
+    vcpus_.push_back(
+        std::make_unique<VcpuThread>(std::move(backend), ExitBuses{pio_, mmio_}, finished));
+  }
+  return {};
+}
+
+void MachineCore::start_vcpus() {
+  for (auto& v : vcpus_) v->start();
+}
+
+void MachineCore::command_vcpus(VcpuCommand c) {
+  for (auto& v : vcpus_) v->send(c);
+}
+
+void MachineCore::stop_vcpus() {
+  command_vcpus(VcpuCommand::kStop);
+  for (auto& v : vcpus_) v->join();
+}
+
+}  // namespace shoal

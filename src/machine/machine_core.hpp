@@ -1,0 +1,81 @@
+// What every guest on this host is made of, whether it runs alone (`shoal run`, Machine) or as
+// one member of a pod (`shoal node`, PodMember): a single host is a pod of one, and both build
+// the VM with its in-kernel platform, guest RAM with its KVM slots, the two buses and the
+// vCPUs through this one type. Each adds on top only its memory stack (GuestMemoryManager or
+// CoherentMemory), its devices (the platform devices, or forwarding to the pod's host 0) and
+// how an outcome is reported.
+//
+// Teardown order (the owner calls stop_vcpus() first): vCPU threads are stopped and joined,
+// then the owner's memory stack goes (a vCPU may wait on one of its faults until then), then
+// this core: RAM slots, guest RAM, the VM, /dev/kvm.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "arch/boot_plan.hpp"
+#include "arch/guest_ram.hpp"
+#include "devices/io_bus.hpp"
+#include "kvm/kvm.hpp"
+#include "shoal/status.hpp"
+#include "vcpu/vcpu_thread.hpp"
+
+namespace shoal {
+
+class RamSlots;
+
+// What a vCPU's last exit means for the whole guest.
+struct VcpuEnd {
+  bool failed = false;
+  bool reset = false;  // the guest asked for a reset rather than a power-off
+  std::string reason;  // "vcpu 2: the guest powered off", "vcpu 0: KVM_RUN: ... (state)"
+};
+VcpuEnd describe_vcpu_end(int id, const ExitAction& action, const std::string& state);
+
+class MachineCore {
+ public:
+  // A VM with its platform (irqchip, PIT) and `memory_bytes` of dormant guest RAM whose KVM
+  // slots are created on first access (memory/ram_slots.hpp).
+  static Result<std::unique_ptr<MachineCore>> create(Kvm kvm, uint64_t memory_bytes);
+  MachineCore(const MachineCore&) = delete;
+  MachineCore& operator=(const MachineCore&) = delete;
+  ~MachineCore();  // stops the vCPUs if the owner has not
+
+  Kvm& kvm() { return kvm_; }
+  Vm& vm() { return vm_; }
+  GuestRam& ram() { return ram_; }
+  const GuestRam& ram() const { return ram_; }
+  IoBus& pio() { return pio_; }
+  IoBus& mmio() { return mmio_; }
+
+  // Creates the KVM slots holding what the VMM wrote and the pages at `gpas`: instruction
+  // fetches and page walks cannot take the lazy-slot MMIO path, so these exist before any
+  // vCPU runs.
+  Status map_for_boot(const std::vector<uint64_t>& gpas = {});
+
+  using VcpuFinished = VcpuThread::Finished;
+  // Creates vCPUs `ids` (of `total` in the guest), configured to start as `plan` says, each
+  // with its thread (not started).
+  Status create_vcpus(const std::vector<int>& ids, int total, const BootPlan& plan,
+                      VcpuFinished finished);
+  std::vector<std::unique_ptr<VcpuThread>>& vcpus() { return vcpus_; }
+  void start_vcpus();
+  void command_vcpus(VcpuCommand c);
+  // Stops every vCPU and joins its thread. Before the memory stack goes.
+  void stop_vcpus();
+
+ private:
+  MachineCore(Kvm kvm, Vm vm, GuestRam ram);
+
+  Kvm kvm_;
+  Vm vm_;
+  GuestRam ram_;
+  IoBus pio_{"port I/O"};
+  IoBus mmio_{"MMIO"};
+  std::vector<std::shared_ptr<RamSlots>> ram_slots_;
+  std::vector<std::unique_ptr<VcpuThread>> vcpus_;
+};
+
+}  // namespace shoal
