@@ -43,7 +43,7 @@ Status MachineCore::map_for_boot(const std::vector<uint64_t>& gpas) {
 }
 
 Status MachineCore::create_vcpus(const std::vector<int>& ids, int total, const BootPlan& plan,
-                                 VcpuFinished finished) {
+                                 const VcpuFinished& finished) {
   auto msrs = kvm_.msr_index_list();
   if (!msrs) return msrs.error();
   for (int id : ids) {

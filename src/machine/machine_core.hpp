@@ -59,7 +59,7 @@ class MachineCore {
   // Creates vCPUs `ids` (of `total` in the guest), configured to start as `plan` says, each
   // with its thread (not started).
   Status create_vcpus(const std::vector<int>& ids, int total, const BootPlan& plan,
-                      VcpuFinished finished);
+                      const VcpuFinished& finished);
   std::vector<std::unique_ptr<VcpuThread>>& vcpus() { return vcpus_; }
   void start_vcpus();
   void command_vcpus(VcpuCommand c);
