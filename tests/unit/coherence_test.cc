@@ -344,6 +344,39 @@ TEST(Coherence, TheHomeKeepsNoSecondCopyOfAPageItHoldsShared) {
   EXPECT_EQ(w.pages[0]->value, 1u);
 }
 
+TEST(Coherence, AWriteThatStartsWhileTheHomesOwnReadGrantTravelsGetsTheData) {
+  // The interleaving that hung a 3-host pod, step by step: host 1 owns the page; the home
+  // (host 0) reads it and host 2 writes it; the write starts while the home's read grant to
+  // itself is still on its way, and its invalidation drops that copy again.
+  World w(3);
+  w.todo[1].push_back(W);
+  for (auto acts = w.actions(); !acts.empty(); acts = w.actions()) acts.front()();
+  auto deliver = [&](NodeId from, NodeId to) {
+    auto& q = w.channels[{from, to}];
+    ASSERT_FALSE(q.empty()) << from << "->" << to;
+    CoherenceMessage m = q.front();
+    q.pop_front();
+    w.send(World::to_home(m) ? w.home->on_message(m) : w.requesters[m.to]->on_message(m));
+    if (m.type == CoherenceMessage::Type::kGrant && m.to == kHome)
+      w.home->self_copy_installed(kPage);
+  };
+  w.send(w.requesters[0]->on_fault(kPage, R, kHome));
+  w.send(w.requesters[2]->on_fault(kPage, W, kHome));
+  deliver(0, 0);  // the home's read request: recall from host 1
+  deliver(2, 0);  // host 2's write waits behind it
+  deliver(0, 1);  // host 1 downgrades and sends the data
+  deliver(1, 0);  // the home grants itself, then starts the write: invalidate 1 and 0
+  deliver(0, 0);  // the home's grant to itself arrives
+  deliver(0, 0);  // then its invalidation
+  deliver(0, 1);
+  deliver(1, 0);
+  deliver(0, 0);  // the last ack: host 2 is granted
+  auto& to2 = w.channels[{kHome, 2}];
+  ASSERT_EQ(to2.size(), 1u);
+  EXPECT_EQ(to2.front().payload, CoherenceMessage::Payload::kData);
+  EXPECT_EQ(decode(to2.front().data), 1u) << "host 2 must get host 1's write";
+}
+
 TEST(Coherence, FirstTouchOfADormantPageSendsNoData) {
   World w(2);
   auto req = w.requesters[1]->on_fault(kPage, W, kHome);
