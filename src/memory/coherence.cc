@@ -85,12 +85,6 @@ void HomeDirectory::self_copy_installed(uint64_t page) {
   home_copies_.erase(page);
 }
 
-PageBytes HomeDirectory::shared_data(uint64_t page, uint64_t word) const {
-  if (self_copy_of(word)) return local_->read(page);
-  auto c = home_copies_.find(page);
-  return c == home_copies_.end() ? PageBytes{} : c->second;
-}
-
 std::vector<Msg> HomeDirectory::on_message(const Msg& m) {
   std::vector<Msg> out;
   if (m.page >= words_.size() || m.from >= kMaxPodHosts) return out;  // checked by the wire

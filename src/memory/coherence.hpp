@@ -136,7 +136,6 @@ class HomeDirectory {
   void finish(uint64_t page, std::vector<CoherenceMessage>& out);
   // Sends the grant for `t` and sets the page's entry to what it grants.
   void grant(uint64_t page, Transaction& t, std::vector<CoherenceMessage>& out);
-  PageBytes shared_data(uint64_t page, uint64_t word) const;
 
   NodeId self_ = 0;
   LocalPages* local_ = nullptr;

@@ -74,14 +74,11 @@ class CoherentMemory::UffdPages : public LocalPages {
     // the copy below is the page's final contents until it comes back.
     const int rc = m_.uffd_.write_protect(a, kPageBytes, true);
     if (rc != 0) m_.fail(errno_error("give up page: UFFDIO_WRITEPROTECT", -rc));
-    PageBytes out(kPageBytes);
-    std::memcpy(out.data(), m_.base_ + page * kPageBytes, kPageBytes);
-    // A page that is still all zeros (one a batch claimed but the guest never wrote, say)
-    // travels as "zero": no page on the wire.
-    if (std::all_of(out.begin(), out.end(), [](uint8_t b) { return b == 0; })) out.clear();
-    return out;
+    return read(page);
   }
 
+  // A page that is still all zeros (one a batch claimed but the guest never wrote, say)
+  // travels as "zero": no page on the wire.
   PageBytes read(uint64_t page) override {
     // Only called for a copy this host holds read-only: nothing writes it while it is read.
     PageBytes out(kPageBytes);
