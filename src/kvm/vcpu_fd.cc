@@ -184,7 +184,9 @@ Status VcpuFd::restore_state(const VcpuState& s) const {
   SHOAL_TRY(set_regs(s.regs), "");
   SHOAL_TRY(set_sregs(s.sregs), "");
   SHOAL_TRY(set_xsave(s.xsave), "");
-  SHOAL_TRY(set_xcrs(s.xcrs), "");
+  // A host CPU without XSAVE (QEMU's qemu64 model, older hardware): KVM_GET_XCRS reports zero
+  // registers, and KVM_SET_XCRS fails with EINVAL whatever it is given.
+  if (s.xcrs.nr_xcrs > 0) SHOAL_TRY(set_xcrs(s.xcrs), "");
   SHOAL_TRY(set_debugregs(s.debugregs), "");
   SHOAL_TRY(set_lapic(s.lapic), "");
   SHOAL_TRY(set_msrs(s.msrs), "");
