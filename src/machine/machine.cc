@@ -17,12 +17,6 @@
 
 namespace shoal {
 
-namespace {
-
-constexpr uint64_t kStuckFaultNs = 10'000'000'000;
-
-}  // namespace
-
 Machine::~Machine() {
   core_->stop_vcpus();
   memory_.reset();  // fault server and pool, before the RAM mapping goes

@@ -91,6 +91,7 @@ std::vector<Msg> HomeDirectory::on_message(const Msg& m) {
   auto t = transactions_.find(m.page);
   switch (m.type) {
     case Type::kRequest:
+    case Type::kDiscard:
       if (t != transactions_.end())
         t->second.queue.push_back(m);  // one transaction per page at a time
       else if (start(m.page, transactions_[m.page], m, out))
@@ -114,9 +115,27 @@ std::vector<Msg> HomeDirectory::on_message(const Msg& m) {
 bool HomeDirectory::start(uint64_t page, Transaction& t, const Msg& req, std::vector<Msg>& out) {
   t.requester = req.from;
   t.wanted = req.access;
+  t.discard = req.type == Type::kDiscard;
   t.acks_pending = 0;
   t.recalled.reset();
   const uint64_t w = words_[page];
+  if (t.discard) {
+    // Every copy goes, the discarding host's and this host's included; the data does not
+    // matter (a recall's ack carries it anyway, and it is dropped).
+    if (state_of(w) == State::kShared) {
+      for (NodeId s = 0; s < kMaxPodHosts; ++s)
+        if (sharers_of(w) & bit(s)) {
+          out.push_back(Msg{Type::kInvalidate, page, self_, s});
+          ++t.acks_pending;
+        }
+      return t.acks_pending == 0;
+    }
+    if (state_of(w) == State::kExclusive) {
+      out.push_back(Msg{Type::kRecall, page, self_, owner_of(w), Access::kNone});
+      return false;
+    }
+    return true;  // dormant already
+  }
   if (state_of(w) == State::kShared && req.access == Access::kWrite) {
     // This host's copy goes with the invalidations: take the data the writer gets now.
     if (self_copy_of(w) && !(sharers_of(w) & bit(req.from))) t.recalled = local_->read(page);
@@ -137,15 +156,22 @@ bool HomeDirectory::start(uint64_t page, Transaction& t, const Msg& req, std::ve
 void HomeDirectory::finish(uint64_t page, std::vector<Msg>& out) {
   auto it = transactions_.find(page);
   Transaction& t = it->second;
-  grant(page, t, out);
+  complete(page, t, out);
   // Serve what queued up behind this transaction, in order, until one has to wait.
   while (!t.queue.empty()) {
     Msg next = std::move(t.queue.front());
     t.queue.pop_front();
     if (!start(page, t, next, out)) return;
-    grant(page, t, out);
+    complete(page, t, out);
   }
   transactions_.erase(it);
+}
+
+void HomeDirectory::complete(uint64_t page, Transaction& t, std::vector<Msg>& out) {
+  if (!t.discard) return grant(page, t, out);
+  words_[page] = pack(State::kUncached, 0, 0, false);
+  home_copies_.erase(page);
+  out.push_back(Msg{Type::kDiscardAck, page, self_, t.requester});
 }
 
 void HomeDirectory::grant(uint64_t page, Transaction& t, std::vector<Msg>& out) {

@@ -15,6 +15,10 @@
 //   Exclusive{O}                        read  -> recall from O (O downgrades to shared and
 //                                                returns the data), grant R; Shared{O, R}
 //                                       write -> recall from O (O gives it up), grant R
+// A discard (the guest gave the page back) takes every copy away, the home's own included:
+// Shared{S} invalidates all of S, Exclusive{O} recalls from O; then the page is Uncached
+// (dormant) again, its next touch anywhere is a first touch from a zero pool, and the
+// discarding host gets an ack.
 // A request that arrives while the page has a transaction in flight waits in the page's
 // queue, so transactions on one page never interleave.
 #pragma once
@@ -45,6 +49,8 @@ struct CoherenceMessage {
     kInvalidateAck,  // sharer -> home
     kRecall,         // home -> owner: write-protect, return the data, downgrade or give up
     kRecallAck,      // owner -> home, with the data
+    kDiscard,        // any host -> home: the guest gave the page back
+    kDiscardAck,     // home -> that host: every copy is gone, the page is dormant
   };
   enum class Payload : uint8_t { kNone, kZero, kData };
 
@@ -122,6 +128,7 @@ class HomeDirectory {
   struct Transaction {
     NodeId requester = 0;
     Access wanted = Access::kNone;
+    bool discard = false;  // ends with the page dormant, not with a grant
     size_t acks_pending = 0;
     // What the owner sent back, or this host's shared copy read before it was invalidated
     // (empty: zeros).
@@ -136,6 +143,8 @@ class HomeDirectory {
   void finish(uint64_t page, std::vector<CoherenceMessage>& out);
   // Sends the grant for `t` and sets the page's entry to what it grants.
   void grant(uint64_t page, Transaction& t, std::vector<CoherenceMessage>& out);
+  // Ends `t`: a grant, or for a discard the page back to dormant.
+  void complete(uint64_t page, Transaction& t, std::vector<CoherenceMessage>& out);
 
   NodeId self_ = 0;
   LocalPages* local_ = nullptr;

@@ -52,6 +52,7 @@ class CoherentMemory::UffdPages : public LocalPages {
       if (rc != 0) m_.fail(errno_error("install page: UFFDIO_WRITEPROTECT", -rc));
       return;
     }
+    if (!m_.budget_allows_one_more()) return;
     const bool read_only = access != Access::kWrite;
     if (payload == CoherenceMessage::Payload::kZero && !read_only && move_zero_page(a)) return;
     const uint8_t* src = payload == CoherenceMessage::Payload::kData && data.size() == kPageBytes
@@ -152,7 +153,8 @@ Result<std::unique_ptr<CoherentMemory>> CoherentMemory::create(
                      self->stats_.local_dormant_pages += count;
                    }};
   auto dormant = DormantServer::create(m->uffd_, {base, m->pages_ * kPageBytes}, *m->directory_,
-                                       m->pool_.get(), FaultServing::kBatch, 0, std::move(gate));
+                                       m->pool_.get(), FaultServing::kBatch, config.budget_bytes,
+                                       std::move(gate));
   if (!dormant) return dormant.error().context("coherent memory");
   m->dormant_ = std::move(*dormant);
   m->held_fd_ = UniqueFd(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
@@ -177,6 +179,7 @@ void CoherentMemory::stop() {
   // end of a pod in the test machine, where other hosts still recall pages.)
   std::lock_guard lock(proto_mu_);
   closed_ = true;
+  discard_cv_.notify_all();
   // Closing the userfaultfd unregisters the mapping and wakes every waiting thread; their
   // faults are then ordinary ones. The pool goes first: its recycling chunks use the fd.
   dormant_.reset();
@@ -194,14 +197,70 @@ void CoherentMemory::deliver(CoherenceMessage m) {
   if (m.page >= pages_ || m.from >= kMaxPodHosts || m.from == config_.self)
     return fail(Error("message about page " + format_hex(m.page) + " from host " +
                       std::to_string(m.from) + ": no such page or host"));
+  using T = CoherenceMessage::Type;
+  const bool for_home = m.type == T::kRequest || m.type == T::kInvalidateAck ||
+                        m.type == T::kRecallAck || m.type == T::kDiscard;
+  if (m.to != config_.self || (for_home && home_of(m.page) != config_.self))
+    return fail(Error("message about page " + format_hex(m.page) + " from host " +
+                      std::to_string(m.from) + ": sent to host " + std::to_string(m.to) +
+                      ", home " + std::to_string(home_of(m.page)) + ", not this one"));
   const size_t held = held_.size();
   work_.push_back(std::move(m));
   run_queue();
   if (held_.size() > held) signal_eventfd(held_fd_.get());  // the fault thread's timer
 }
 
+// A page arriving from another host needs one more page of host memory (an upgrade of a
+// mapped copy does not). Over the budget the pod stops, as a single host does, with the
+// numbers: a grant cannot be refused or deferred once the home has given the page away.
+bool CoherentMemory::budget_allows_one_more() {
+  if (config_.budget_bytes == 0) return true;
+  const uint64_t pool_pages = pool_->populated_pages();
+  const uint64_t present = directory_->present_pages();
+  if ((present + pool_pages + 1) * kPageBytes <= config_.budget_bytes) return true;
+  fail(Error("memory budget of " + format_size(config_.budget_bytes) + " exhausted: " +
+             std::to_string(present) + " guest pages present + " + std::to_string(pool_pages) +
+             " in the zero pool, a page from another host arrived (raise memoryBudget)"));
+  return false;
+}
+
+Status CoherentMemory::discard(uint64_t offset, uint64_t bytes, bool wait) {
+  if (offset % kPageBytes != 0 || bytes % kPageBytes != 0)
+    return Error("discard: range is not page-aligned");
+  if (offset > pages_ * kPageBytes || bytes > pages_ * kPageBytes - offset)
+    return Error("discard: range is outside guest RAM");
+  std::unique_lock lock(proto_mu_);
+  if (closed_ || failed_) return {};  // the pod is going down
+  const uint64_t pages = bytes / kPageBytes;
+  if (wait) discard_acks_pending_ += pages;
+  for (uint64_t p = offset / kPageBytes; p < offset / kPageBytes + pages; ++p)
+    work_.push_back(
+        CoherenceMessage{CoherenceMessage::Type::kDiscard, p, config_.self, home_of(p)});
+  run_queue();
+  if (!wait) return {};
+  // Other discards waiting at the same time count in the same total: each waits for all.
+  const bool acked = discard_cv_.wait_for(lock, std::chrono::nanoseconds(kDiscardWaitNs), [&] {
+    return discard_acks_pending_ == 0 || closed_ || failed_;
+  });
+  if (!acked)
+    return Error("discard: " + std::to_string(discard_acks_pending_) +
+                 " pages not acked by their homes after " +
+                 std::to_string(kDiscardWaitNs / 1'000'000'000) + " s");
+  return {};
+}
+
+uint64_t CoherentMemory::stuck_ns() {
+  const uint64_t now = monotonic_ns();
+  const uint64_t busy = busy_since_ns_.load(std::memory_order_relaxed);
+  uint64_t oldest = busy == 0 ? now : busy;
+  std::lock_guard lock(proto_mu_);
+  for (const auto& [page, w] : waiting_) oldest = std::min(oldest, w.since_ns);
+  return now - oldest;
+}
+
 void CoherentMemory::fail(const Error& e) {
   if (failed_.exchange(true)) return;
+  discard_cv_.notify_all();
   on_fatal_(e.context("coherent memory"));
 }
 
@@ -223,6 +282,7 @@ void CoherentMemory::loop() {
     if (fds[2].revents) return;
     if (fds[1].revents) drain_eventfd(held_fd_.get());
     std::lock_guard lock(proto_mu_);
+    busy_since_ns_.store(monotonic_ns(), std::memory_order_relaxed);
     if (fds[0].revents) {
       const ssize_t n = read(uffd_.fd(), msgs, sizeof msgs);
       if (n < 0 && errno != EAGAIN && errno != EINTR) return fail(errno_error("read userfaultfd"));
@@ -241,6 +301,7 @@ void CoherentMemory::loop() {
       run_queue();
     }
     release_held();
+    busy_since_ns_.store(0, std::memory_order_relaxed);
   }
 }
 
@@ -325,7 +386,8 @@ void CoherentMemory::run_queue() {
       }
     }
     std::vector<CoherenceMessage> out;
-    if (m.type == T::kRequest || m.type == T::kInvalidateAck || m.type == T::kRecallAck) {
+    if (m.type == T::kRequest || m.type == T::kInvalidateAck || m.type == T::kRecallAck ||
+        m.type == T::kDiscard) {
       out = home_->on_message(m);
     } else {
       if (m.type == T::kGrant) {
@@ -334,6 +396,8 @@ void CoherentMemory::run_queue() {
           ++stats_.remote_dormant_pages;
       }
       out = requester_->on_message(m);
+      if (m.type == T::kDiscardAck && discard_acks_pending_ > 0 && --discard_acks_pending_ == 0)
+        discard_cv_.notify_all();
       if (m.type == T::kGrant && m.from == config_.self) home_->self_copy_installed(m.page);
       if (m.type == T::kGrant) {
         auto w = waiting_.find(m.page);

@@ -15,6 +15,7 @@
 #pragma once
 
 #include <atomic>
+#include <condition_variable>
 #include <deque>
 #include <functional>
 #include <map>
@@ -49,6 +50,9 @@ struct CoherentMemoryConfig {
   NodeId self = 0;
   std::vector<NodeId> home_of_piece;  // per 2 MiB piece of the mapping
   uint64_t pool_bytes = 64ull << 20;
+  // Host memory the guest pages this host holds and its pool may take (0: no bound). First
+  // touches served here and pages that arrive from other hosts both count.
+  uint64_t budget_bytes = 0;
   // A page that just arrived is kept at least this long before a recall or invalidation takes
   // it away, so the vCPU that faulted on it gets to use it (no ping-pong livelock).
   uint64_t hold_ns = 200'000;
@@ -80,6 +84,14 @@ class CoherentMemory {
 
   // A message from another host; any thread.
   void deliver(CoherenceMessage m);
+  // The guest gave [offset, offset + bytes) of its RAM back: each page's home takes every
+  // copy away (this host's, the home's, any other's) and makes it dormant again, so the
+  // memory returns to the hosts' pools and the next touch is a first touch. With `wait`, it
+  // returns once every home has acked (the range reads as zero, as on a single host), or
+  // fails after kDiscardWaitNs; without, once the discards are on their way. Never waits
+  // while holding the protocol lock.
+  Status discard(uint64_t offset, uint64_t bytes, bool wait);
+  static constexpr uint64_t kDiscardWaitNs = 10'000'000'000;
   // Stops the coherence thread and unregisters the mapping: a thread still waiting on a fault
   // is woken and the kernel serves it (the pod is going down; nothing of it is used again).
   void stop();
@@ -96,6 +108,10 @@ class CoherentMemory {
   std::string stats_report() const;
   // Pages this host has mapped (exclusive or shared copies).
   uint64_t mapped_pages() const { return directory_->present_pages(); }
+  // Nanoseconds the oldest fault still unserved has waited: one waiting for a page from
+  // another host, or one the fault thread is stuck serving here (0: none). The pod's
+  // watchdog reads it: a vCPU waiting on guest memory waits in the kernel, unkillable.
+  uint64_t stuck_ns();
 
   static constexpr uint64_t kPageBytes = kPageSize;
 
@@ -106,6 +122,7 @@ class CoherentMemory {
   void loop();
   void on_fault(uint64_t page, Access access);
   bool may_serve_dormant(uint64_t page) const;
+  bool budget_allows_one_more();
   void run_queue();
   void release_held();
   void note_installed(uint64_t page);
@@ -141,6 +158,9 @@ class CoherentMemory {
   };
   std::unordered_map<uint64_t, Waiting> waiting_;  // remote faults in flight
   std::atomic<bool> failed_{false};
+  uint64_t discard_acks_pending_ = 0;  // under proto_mu_; acks of this host's waiting discards
+  std::condition_variable discard_cv_;
+  std::atomic<uint64_t> busy_since_ns_{0};  // the fault thread is serving a fault (0: idle)
 
   std::mutex latency_mu_;
   Latencies latencies_;

@@ -20,6 +20,10 @@
 
 namespace shoal {
 
+// A fault unserved for this long means the server is stuck: the machine (or the pod) stops
+// with an error rather than leave a vCPU waiting in the kernel for good.
+inline constexpr uint64_t kStuckFaultNs = 10'000'000'000;
+
 enum class FaultServing {
   kBatch,       // pool + UFFDIO_MOVE with adaptive batches (shoal's default)
   kSingleMove,  // pool + UFFDIO_MOVE, one page per fault (for comparison)

@@ -22,7 +22,7 @@
 namespace shoal::net {
 
 inline constexpr uint32_t kFrameMagic = 0x014c4853;
-inline constexpr uint16_t kWireVersion = 1;
+inline constexpr uint16_t kWireVersion = 2;  // 2: coherence DISCARD
 inline constexpr size_t kHeaderBytes = 16;
 // A batch of 64 guest pages plus its metadata fits; nothing legitimate is larger.
 inline constexpr uint32_t kMaxPayload = 512 * 1024;

@@ -1,14 +1,21 @@
 #include "pod/pod_member.hpp"
 
 #include <spdlog/spdlog.h>
+#include <unistd.h>
 
 #include <sstream>
 
 #include "arch/kernel_loader.hpp"
 #include "devices/platform_devices.hpp"
+#include "devices/simple_devices.hpp"
 #include "shoal/size.hpp"
 
 namespace shoal {
+
+namespace {
+// Set while a link's reader thread runs a device for another host's vCPU.
+thread_local bool serving_forwarded = false;
+}  // namespace
 
 namespace {
 
@@ -55,6 +62,10 @@ Result<std::unique_ptr<PodMember>> PodMember::create(PodMemberConfig config) {
   CoherentMemoryConfig mc;
   mc.self = m->config_.self;
   mc.pool_bytes = m->me().zero_pool_bytes;
+  mc.budget_bytes = m->me().memory_budget_bytes != 0
+                        ? m->me().memory_budget_bytes
+                        : static_cast<uint64_t>(sysconf(_SC_PHYS_PAGES)) *
+                              static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
   mc.home_of_piece.assign((spec.memory + kHomePieceBytes - 1) / kHomePieceBytes, 0);
   for (size_t h = 0; h < spec.hosts.size(); ++h)
     for (const MemoryRange& r : spec.hosts[h].home)
@@ -75,14 +86,26 @@ Status PodMember::build_devices() {
   IoBus& pio = core_->pio();
   IoBus& mmio = core_->mmio();
   if (config_.self == 0) {
-    // Guest discards (port 0x510) are a single-host feature so far: in a pod a discarded page
-    // would have to be dropped on every host through its home. The port reads as open bus.
     auto uart = insert_platform_devices(pio, core_->vm(),
                                         {[this](uint8_t b) { write_console(b); },
                                          [this](const GuestEnd& end) {
                                            stop({end.code, false, end.why});
                                          }});
-    return uart ? Status{} : Status(uart.error());
+    if (!uart) return uart.error();
+    // Guest discards: every page goes back to dormant at its home, on every host. A vCPU's
+    // own discard waits for the homes' acks, so the range reads as zero afterwards, as on a
+    // single host. One forwarded from another host's vCPU runs on a link's reader thread,
+    // which must not wait for acks that may come through that very link: it only sends.
+    auto discard = [this](uint64_t gpa, uint64_t bytes) {
+      const uint8_t* host = core_->ram().host(gpa, bytes);
+      Status s = host == nullptr
+                     ? Status(Error("not guest RAM"))
+                     : memory_->discard(static_cast<uint64_t>(host - core_->ram().base()), bytes,
+                                        !serving_forwarded);
+      if (!s.ok())
+        spdlog::warn("guest discard of {} bytes at 0x{:x}: {}", bytes, gpa, s.error().message());
+    };
+    return pio.insert(DiscardPort::kPort, 16, std::make_shared<DiscardPort>(discard), "discard");
   }
   // Devices live on host 0: every port, and every MMIO address that is not RAM, goes there.
   auto forward = [&](ForwardedExit::Space space, uint64_t base, uint64_t length) {
@@ -102,6 +125,10 @@ Status PodMember::build_devices() {
 }
 
 void PodMember::serve_forwarded(NodeId from, const ForwardedExit& e, uint32_t request) {
+  serving_forwarded = true;
+  struct Reset {
+    ~Reset() { serving_forwarded = false; }
+  } reset;
   std::array<uint8_t, 8> data{};
   std::span<uint8_t> bytes(data.data(), e.size);
   const IoBus& bus = e.space == ForwardedExit::Space::kPort ? core_->pio() : core_->mmio();
@@ -197,7 +224,14 @@ void PodMember::stop(const PodOutcome& outcome) {
 // stop()), in an order that cannot hang: vCPUs are kicked; the coherent memory stops and
 // closes its userfaultfd, which wakes any vCPU still waiting for a page from another host.
 void PodMember::monitor() {
-  outcome_.wait();
+  // The watchdog, as on a single host: a vCPU waiting on guest memory waits in the kernel,
+  // so a fault nobody serves would hang the pod for good.
+  while (!outcome_.wait_for(std::chrono::seconds(1))) {
+    if (const uint64_t ns = memory_->stuck_ns(); ns > kStuckFaultNs)
+      stop({1, true,
+            "guest memory: a page fault has waited " + std::to_string(ns / 1'000'000'000) +
+                " s to be served"});
+  }
   const PodOutcome outcome = outcome_.get();
   spdlog::log(outcome.failed ? spdlog::level::warn : spdlog::level::info, "pod {}: stopping: {}",
               config_.spec.name, outcome.reason);

@@ -148,7 +148,7 @@ struct HostDraft {
 
 void parse_host(Checker& c, const YAML::Node& h, const std::string& path, HostDraft& d) {
   if (!c.map(h, path)) return;
-  c.only_keys(h, path, {"name", "address", "vcpus", "memory", "zeroPool"});
+  c.only_keys(h, path, {"name", "address", "vcpus", "memory", "zeroPool", "memoryBudget"});
   if (auto v = c.text(h, path, "name", true)) d.host.name = *v;
   if (auto v = c.text(h, path, "address", true)) {
     const auto colon = v->rfind(':');
@@ -192,6 +192,15 @@ void parse_host(Checker& c, const YAML::Node& h, const std::string& path, HostDr
   }
   if (h["zeroPool"].IsDefined())
     if (auto v = c.size(h["zeroPool"], path + ".zeroPool")) d.host.zero_pool_bytes = *v;
+  if (h["memoryBudget"].IsDefined()) {
+    if (auto v = c.size(h["memoryBudget"], path + ".memoryBudget")) {
+      if (*v < d.host.zero_pool_bytes + (2ull << 20))
+        c.error(path + ".memoryBudget", h["memoryBudget"],
+                "must hold the zero pool and at least 2 MiB of guest pages");
+      else
+        d.host.memory_budget_bytes = *v;
+    }
+  }
 }
 
 bool valid_name(const std::string& s) {

@@ -39,6 +39,9 @@ struct PodHost {
   std::vector<int> vcpus;         // sorted
   std::vector<MemoryRange> home;  // the guest memory this host is home for
   uint64_t zero_pool_bytes = 64ull << 20;
+  // Host memory this member may populate: guest pages it holds plus its zero pool. 0: the
+  // host's physical memory (what `shoal run` assumes without --memory-budget).
+  uint64_t memory_budget_bytes = 0;
 };
 
 enum class PodTransport { kTcp, kRdma };

@@ -72,6 +72,17 @@ TEST(Pod, TwoAndThreeHostsCountExactlyOneMillion) {
   }
 }
 
+TEST(Pod, DiscardedPagesReadAsZeroOnEveryHomeAndRefault) {
+  SHOAL_REQUIRE_POD_HOSTS();
+  // vCPU 0 (host h0) fills 16..136 MiB: pages homed on h0 (below 128 MiB) and on h1. The
+  // discard sends each page to its home, which takes every copy away; the guest then reads
+  // zeros and fills the range again from the pools.
+  auto r = in_cluster(2, spec(2, "discard 120"), "$SHOAL pod up $SPEC");
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("discard mib=120 nonzero-after-discard=0 bad=0"), std::string::npos)
+      << r.out << r.err;
+}
+
 TEST(Pod, HandOffSeesEveryValueAndChecksumsAgreeAcrossHosts) {
   SHOAL_REQUIRE_POD_HOSTS();
   // Inside the emulated test machine (scripts/test-vm sets SHOAL_TEST_VM) a hand-off costs

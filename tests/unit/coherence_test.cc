@@ -63,7 +63,7 @@ class FakePages : public LocalPages {
 
 struct Op {
   NodeId node;
-  Access access;
+  Access access;  // kNone: the node's guest discards the page
 };
 
 struct World {
@@ -85,6 +85,7 @@ struct World {
   std::map<NodeId, std::deque<Access>> todo;  // per node, its operations in order
   uint64_t writes_done = 0;
   std::map<NodeId, uint64_t> last_read;
+  bool discards = false;  // a discard makes the page zero again: reads may go back to 0
   std::string trace;
 
   void send(const std::vector<CoherenceMessage>& msgs) {
@@ -92,7 +93,8 @@ struct World {
   }
   static bool to_home(const CoherenceMessage& m) {
     using T = CoherenceMessage::Type;
-    return m.type == T::kRequest || m.type == T::kInvalidateAck || m.type == T::kRecallAck;
+    return m.type == T::kRequest || m.type == T::kInvalidateAck || m.type == T::kRecallAck ||
+           m.type == T::kDiscard;
   }
 
   // Every action enabled now: local steps of nodes with work left, and channel deliveries.
@@ -103,14 +105,22 @@ struct World {
       const NodeId n = node;
       const Access want = ops.front();
       PageRequester& r = *requesters[n];
-      if (r.access(kPage) >= want) {
+      if (want == Access::kNone) {
+        acts.push_back([this, n] {
+          send({CoherenceMessage{CoherenceMessage::Type::kDiscard, kPage, n, kHome}});
+          discards = true;
+          todo[n].pop_front();
+          trace += "\n  node " + std::to_string(n) + " discards";
+        });
+      } else if (r.access(kPage) >= want) {
         acts.push_back([this, n, want] {
           FakePages& p = *pages[n];
           if (want == Access::kWrite) {
             ++p.value;  // the write: an increment, so a lost one shows in the total
             ++writes_done;
           } else {
-            EXPECT_GE(p.value, last_read[n]) << "node " << n << " read went backwards" << trace;
+            if (!discards)
+              EXPECT_GE(p.value, last_read[n]) << "node " << n << " read went backwards" << trace;
             last_read[n] = p.value;
           }
           todo[n].pop_front();
@@ -253,12 +263,27 @@ struct Explorer {
       if (!pruned) {
         for (const auto& [node, ops] : w->todo)
           EXPECT_TRUE(ops.empty()) << "deadlock: node " << node << " never finished" << w->trace;
+        // With a discard, the writes ordered before it at the home are gone by design: every
+        // copy still agrees, and holds no more than the writes made.
+        std::optional<uint64_t> seen;
         for (size_t n = 0; n < w->pages.size(); ++n)
           if (w->requesters[n]->access(kPage) != Access::kNone) {
-            EXPECT_EQ(w->pages[n]->value, expected_writes)
-                << "lost write at node " << n << w->trace;
+            if (w->discards) {
+              EXPECT_LE(w->pages[n]->value, expected_writes) << w->trace;
+              if (seen) EXPECT_EQ(w->pages[n]->value, *seen) << "copies differ" << w->trace;
+              seen = w->pages[n]->value;
+            } else {
+              EXPECT_EQ(w->pages[n]->value, expected_writes)
+                  << "lost write at node " << n << w->trace;
+            }
           }
         EXPECT_EQ(w->writes_done, expected_writes);
+        if (w->discards) {
+          // Quiescent: the home has handled every discard; it must not still hold state
+          // for a page nobody maps.
+          const auto e = w->home->entry(kPage);
+          EXPECT_FALSE(e.busy) << w->trace;
+        }
       }
       if (::testing::Test::HasFailure() || executions >= max_executions) return;
       // Next execution: depth-first, the last choice point with an untried branch.
@@ -325,6 +350,50 @@ TEST(Coherence, SharedDataFromTheHomesOwnCopyOrItsTable) {
   // must not then take its copy (about to be invalidated) for the data (a pod hung on this).
   explore({3, {{1, W}}, {{0, R}, {2, W}}});
   explore({3, {{1, W}}, {{0, R}, {2, R}, {1, W}}});
+}
+
+constexpr Access D = Access::kNone;  // a discard
+
+TEST(Coherence, DiscardsAgainstReadersAndWritersOnEveryHost) {
+  // From each starting state, a discard by the home, by a sharer/owner and by a bystander,
+  // racing with reads and writes.
+  for (NodeId d : {0, 1, 2}) {
+    explore({3, {}, {{d, D}, {1, W}}});
+    explore({3, {{1, W}}, {{d, D}, {2, R}}});
+    explore({3, {{1, W}}, {{d, D}, {2, W}}});
+    explore({3, {{1, R}, {2, R}, {0, R}}, {{d, D}, {1, W}}});
+    explore({3, {{0, W}, {1, R}}, {{d, D}, {2, R}, {1, W}}});
+  }
+}
+
+TEST(Coherence, ADiscardLeavesThePageDormantEverywhere) {
+  // Shared by all three hosts (the home's own mapped copy included), then discarded by a
+  // sharer: every copy goes, the home forgets the page, and the next touch is a first touch.
+  World w(3);
+  auto settle = [&] {
+    for (auto acts = w.actions(); !acts.empty(); acts = w.actions()) acts.front()();
+  };
+  w.todo[1].push_back(W);
+  settle();
+  for (NodeId n : {0, 2, 1}) w.todo[n].push_back(R);
+  settle();
+  ASSERT_EQ(w.home->entry(kPage).state, HomeDirectory::State::kShared);
+  ASSERT_EQ(w.home->entry(kPage).sharers.size(), 3u);
+  w.todo[2].push_back(D);
+  settle();
+  const auto e = w.home->entry(kPage);
+  EXPECT_EQ(e.state, HomeDirectory::State::kUncached);
+  EXPECT_FALSE(e.home_copy.has_value());
+  EXPECT_FALSE(e.self_copy);
+  for (NodeId n = 0; n < 3; ++n) {
+    EXPECT_EQ(w.pages[n]->mapped, Access::kNone) << n;
+    EXPECT_EQ(w.directories[n]->state(kPage), PageState::kDormant) << n;
+  }
+  const int zeros_before = w.pages[2]->zero_installs;
+  w.todo[2].push_back(R);
+  settle();
+  EXPECT_EQ(w.pages[2]->value, 0u);
+  EXPECT_EQ(w.pages[2]->zero_installs, zeros_before + 1);  // a zero grant: no data sent
 }
 
 TEST(Coherence, TheHomeKeepsNoSecondCopyOfAPageItHoldsShared) {

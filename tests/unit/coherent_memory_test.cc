@@ -7,11 +7,13 @@
 
 #include <array>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstring>
 #include <deque>
 #include <mutex>
 #include <thread>
+#include <utility>
 
 namespace shoal {
 namespace {
@@ -24,6 +26,7 @@ constexpr uint64_t kPage = 4096;
 struct Wire : CoherenceTransport {
   std::array<CoherentMemory*, 2> hosts{};
   std::atomic<uint64_t> data_frames{0};
+  std::atomic<bool> lose_all{false};  // a partition: every message is lost
   std::mutex mu;
   std::condition_variable cv;
   std::deque<CoherenceMessage> queue;
@@ -51,6 +54,7 @@ struct Wire : CoherenceTransport {
   }
   Status send(const CoherenceMessage& m) override {
     if (m.payload == CoherenceMessage::Payload::kData) ++data_frames;
+    if (lose_all) return {};
     std::lock_guard lock(mu);
     queue.push_back(m);
     cv.notify_all();
@@ -70,8 +74,11 @@ class TwoHosts : public ::testing::Test {
       c.self = static_cast<NodeId>(i);
       c.home_of_piece = {0, 0, 1, 1};  // first 4 MiB homed on host 0, the rest on host 1
       c.pool_bytes = 4ull << 20;
-      auto m = CoherentMemory::create(ram[i], kBytes, c, wire,
-                                      [this](const Error& e) { fatal = e.message(); });
+      c.budget_bytes = budget[i];
+      auto m = CoherentMemory::create(ram[i], kBytes, c, wire, [this](const Error& e) {
+        std::lock_guard lock(fatal_mu);
+        fatal = e.message();
+      });
       if (!m.ok() && m.error().message().find("not permitted") != std::string::npos)
         GTEST_SKIP() << "userfaultfd not permitted here: " << m.error().message();
       ASSERT_TRUE(m.ok()) << m.error().message();
@@ -93,9 +100,16 @@ class TwoHosts : public ::testing::Test {
     t.join();
   }
 
+  std::string take_fatal() {
+    std::lock_guard lock(fatal_mu);
+    return std::exchange(fatal, "");
+  }
+
   Wire wire;
+  std::array<uint64_t, 2> budget{};
   std::array<uint8_t*, 2> ram{};
   std::array<std::unique_ptr<CoherentMemory>, 2> mem;
+  std::mutex fatal_mu;
   std::string fatal;
 };
 
@@ -156,6 +170,69 @@ TEST_F(TwoHosts, ConcurrentAtomicIncrementsFromBothHostsAreExact) {
   EXPECT_EQ(total, 4 * kPerThread);
   auto lat = mem[0]->take_latencies();
   EXPECT_GT(lat.write_us.size() + lat.read_us.size(), 0u);
+}
+
+TEST_F(TwoHosts, ADiscardTakesEveryCopyAwayAndThePagesReadZero) {
+  // Host 1 writes pages of both homes; host 0 reads some of them (shared copies on both).
+  on_thread([&] {
+    for (uint64_t off = 0; off < kBytes; off += 8 * kPage) std::memset(ram[1] + off, 0x77, 64);
+  });
+  on_thread([&] {
+    for (uint64_t off = 0; off < kBytes; off += 16 * kPage) EXPECT_EQ(ram[0][off], 0x77);
+  });
+  const uint64_t mapped_before = mem[0]->mapped_pages() + mem[1]->mapped_pages();
+  ASSERT_GT(mapped_before, 0u);
+  ASSERT_TRUE(mem[0]->discard(0, kBytes, true).ok());
+  // Every copy is gone on both hosts, back into the pools.
+  EXPECT_EQ(mem[0]->mapped_pages(), 0u);
+  EXPECT_EQ(mem[1]->mapped_pages(), 0u);
+  EXPECT_GT(mem[0]->stats().pages_given_up + mem[1]->stats().pages_given_up, 0u);
+  uint64_t nonzero = 0;
+  on_thread([&] {
+    for (uint64_t off = 0; off < kBytes; off += 8 * kPage) nonzero += ram[1][off] != 0;
+    for (uint64_t off = 0; off < kBytes; off += 8 * kPage) nonzero += ram[0][off] != 0;
+  });
+  EXPECT_EQ(nonzero, 0u);
+  EXPECT_FALSE(mem[0]->discard(1, kPage, true).ok());       // not page-aligned
+  EXPECT_FALSE(mem[0]->discard(kBytes, kPage, true).ok());  // outside guest RAM
+}
+
+TEST_F(TwoHosts, AFaultWaitingOnALostHostIsSeenAsStuck) {
+  EXPECT_EQ(mem[1]->stuck_ns(), 0u);
+  wire.lose_all = true;
+  // A read of a page homed on host 0: the request is lost, the thread waits in the kernel.
+  std::thread reader([&] { (void)*static_cast<volatile uint8_t*>(ram[1] + kPage); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  EXPECT_GE(mem[1]->stuck_ns(), 250'000'000u);
+  EXPECT_EQ(mem[0]->stuck_ns(), 0u);
+  mem[1]->stop();  // the kernel serves the waiter from here on
+  reader.join();
+}
+
+class TwoHostsOneWithABudget : public TwoHosts {
+ protected:
+  TwoHostsOneWithABudget() { budget[1] = 6ull << 20; }  // its 4 MiB pool + 2 MiB of pages
+};
+
+TEST_F(TwoHostsOneWithABudget, PagesFromTheOtherHostBeyondTheBudgetStopWithTheNumbers) {
+  std::atomic<bool> done{false};
+  // Reads of host 0's half arrive as zero grants: each is a page of host 1's memory.
+  std::thread reader([&] {
+    uint64_t sum = 0;
+    for (uint64_t off = 0; off < kBytes / 2; off += kPage) sum += ram[1][off];
+    EXPECT_EQ(sum, 0u);
+    done = true;
+  });
+  std::string why;
+  for (int i = 0; i < 1000 && why.empty() && !done; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    std::lock_guard lock(fatal_mu);
+    why = fatal;
+  }
+  mem[1]->stop();  // releases the reader the budget stopped
+  reader.join();
+  EXPECT_NE(take_fatal().find("memory budget of 6 MiB exhausted"), std::string::npos) << why;
+  EXPECT_LE(mem[1]->mapped_pages() * kPage, 6ull << 20);
 }
 
 }  // namespace

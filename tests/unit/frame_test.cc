@@ -55,11 +55,13 @@ TEST(Frame, GarbledMagicIsRefused) {
 
 TEST(Frame, OtherWireVersionIsRefused) {
   auto b = encode_frame(frame(MessageType::kPing, 0, 0, 0));
-  b[4] = 2;
+  b[4] = static_cast<uint8_t>(kWireVersion + 1);
   FrameDecoder d;
   auto s = d.feed(b);
   ASSERT_FALSE(s.ok());
-  EXPECT_NE(s.error().message().find("wire version 2 is not supported"), std::string::npos);
+  EXPECT_NE(s.error().message().find("wire version " + std::to_string(kWireVersion + 1) +
+                                     " is not supported"),
+            std::string::npos);
 }
 
 TEST(Frame, OversizedFrameIsRefusedFromItsHeaderAlone) {

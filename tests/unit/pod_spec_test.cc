@@ -63,6 +63,17 @@ TEST(PodSpec, GoodSpecResolvesHostsVcpusAndAnEvenSplit) {
   EXPECT_EQ(s.hosts[0].home[0].size, 512 * MiB);
   EXPECT_EQ(s.hosts[1].home[0].start, 512 * MiB);
   EXPECT_EQ(s.hosts[0].zero_pool_bytes, 64 * MiB);
+  EXPECT_EQ(s.hosts[0].memory_budget_bytes, 0u);  // the host's physical memory
+}
+
+TEST(PodSpec, MemoryBudgetPerHost) {
+  const std::string even = "      memory: even\n";
+  auto r = parse_pod_spec(edit(even, even + "      memoryBudget: 2G\n"));
+  ASSERT_TRUE(r.spec.has_value()) << (r.errors.empty() ? "" : r.errors[0]);
+  EXPECT_EQ(r.spec->hosts[0].memory_budget_bytes, 2 * GiB);
+  expect_error(edit(even, even + "      memoryBudget: 65M\n"), "spec.hosts[0].memoryBudget",
+               "must hold the zero pool and at least 2 MiB");
+  expect_error(edit(even, even + "      memoryBudget: lots\n"), "spec.hosts[0].memoryBudget", "");
 }
 
 TEST(PodSpec, ExplicitRangesAreKept) {
