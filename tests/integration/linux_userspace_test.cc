@@ -68,7 +68,8 @@ constexpr const char* kPrompt = "~ # ";
 void expect_shell(PtySession& s, int vcpus) {
   ASSERT_TRUE(
       s.expect("shoal-guest: userspace up, " + std::to_string(vcpus) + " cpus", kBootTimeout))
-      << s.output();
+      << s.output() << "\n"
+      << s.threads();
   ASSERT_TRUE(s.expect(kPrompt, kCommandTimeout)) << s.output();
 }
 

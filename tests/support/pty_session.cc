@@ -9,6 +9,9 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
 
 namespace shoal::test {
 
@@ -28,6 +31,31 @@ std::unique_ptr<PtySession> PtySession::spawn(const std::vector<std::string>& ar
     _exit(127);
   }
   return std::unique_ptr<PtySession>(new PtySession(pid, master));
+}
+
+std::string PtySession::threads() const {
+  namespace fs = std::filesystem;
+  auto slurp = [](const fs::path& p) {
+    std::ifstream in(p);
+    std::ostringstream s;
+    s << in.rdbuf();
+    return s.str();
+  };
+  std::string out = "threads of pid " + std::to_string(pid_) + ":\n";
+  std::error_code ec;
+  for (const auto& t : fs::directory_iterator("/proc/" + std::to_string(pid_) + "/task", ec)) {
+    std::string comm = slurp(t.path() / "comm");
+    if (!comm.empty() && comm.back() == '\n') comm.pop_back();
+    const std::string stat = slurp(t.path() / "stat");
+    const auto paren = stat.rfind(')');
+    const char state =
+        paren != std::string::npos && paren + 2 < stat.size() ? stat[paren + 2] : '?';
+    out += "  " + t.path().filename().string() + " " + comm + " " + state + " wchan " +
+           slurp(t.path() / "wchan") + "\n";
+    std::istringstream stack(slurp(t.path() / "stack"));
+    for (std::string line; std::getline(stack, line);) out += "      " + line + "\n";
+  }
+  return out;
 }
 
 PtySession::~PtySession() {

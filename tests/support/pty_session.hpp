@@ -28,6 +28,10 @@ class PtySession {
   int wait_exit(std::chrono::milliseconds timeout);
   // Everything the program printed so far.
   const std::string& output() const { return out_; }
+  // What each of the program's threads is doing now (name, state, kernel stack when
+  // readable): for a test that timed out, whether the vCPUs were halted, waiting on a page
+  // or running.
+  std::string threads() const;
 
  private:
   PtySession(pid_t pid, int master) : pid_(pid), master_(master) {}
