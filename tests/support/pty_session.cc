@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <vector>
 
 namespace shoal::test {
 
@@ -48,9 +49,16 @@ std::string PtySession::threads() const {
     if (!comm.empty() && comm.back() == '\n') comm.pop_back();
     const std::string stat = slurp(t.path() / "stat");
     const auto paren = stat.rfind(')');
-    const char state =
-        paren != std::string::npos && paren + 2 < stat.size() ? stat[paren + 2] : '?';
-    out += "  " + t.path().filename().string() + " " + comm + " " + state + " wchan " +
+    // After the comm: state (field 3), utime and stime (14, 15), guest_time (43), in ticks:
+    // a vCPU thread that runs tells guest time (the guest spins) from user time (shoal does).
+    std::vector<std::string> f;
+    if (paren != std::string::npos) {
+      std::istringstream rest(stat.substr(paren + 2));
+      for (std::string w; rest >> w;) f.push_back(w);
+    }
+    auto field = [&](size_t n) { return n - 3 < f.size() ? f[n - 3] : std::string("?"); };
+    out += "  " + t.path().filename().string() + " " + comm + " " + field(3) + " user " +
+           field(14) + " system " + field(15) + " guest " + field(43) + " ticks, wchan " +
            slurp(t.path() / "wchan") + "\n";
     std::istringstream stack(slurp(t.path() / "stack"));
     for (std::string line; std::getline(stack, line);) out += "      " + line + "\n";
