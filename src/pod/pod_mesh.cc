@@ -52,7 +52,7 @@ Status PodMesh::send_to(NodeId to, const Frame& frame) {
 Status PodMesh::send(const CoherenceMessage& m) {
   return send_to(m.to, net::encode_coherence(m)).ok()
              ? Status{}
-             : Status(Error("link to " + name_of(m.to) + " is down"));
+             : Status(Error("lost host " + name_of(m.to) + ": the link is down"));
 }
 
 void PodMesh::broadcast(const Frame& frame) {
