@@ -121,7 +121,8 @@ int run(uint64_t pages) {
                           [](NodeId, const PodOutcome&) {},
                           [&](NodeId, const Error& e) {
                             if (!finishing) error = e.message();
-                          }});
+                          }},
+        std::chrono::milliseconds(1000));
     CoherentMemoryConfig c;
     c.self = static_cast<NodeId>(i);
     c.home_of_piece.assign(bytes / kHomePieceBytes, 1);  // every page homed on B

@@ -161,6 +161,8 @@ int pod_up(const PodSpec& spec, const std::string& yaml, std::vector<Host>& host
   for (size_t i = 0; i < hosts.size(); ++i)
     if (Status s = request(hosts[i], encode_pod_start({static_cast<uint16_t>(i), yaml})); !s.ok())
       return abort_all("host " + hosts[i].spec->name + ": start: " + s.error().message());
+  // As the members do: a host silent for the pod's failure timeout is lost.
+  for (auto& h : hosts) h.link->watch_liveness(std::chrono::milliseconds(spec.failure_timeout_ms));
   // Every member connects its part of the mesh at once; then collect the answers.
   for (auto& h : hosts)
     if (Status s = h.link->send(Frame{MessageType::kPodConnect, 0, {}}); !s.ok())
@@ -223,6 +225,7 @@ int control_pod(const PodControlCommand& command) {
       hosts.push_back({&h, nullptr, {}, {}});
       continue;
     }
+    (*link)->watch_liveness(kControlLinkTimeout);
     hosts.push_back({&h, std::move(*link), {}, {}});
   }
   using Action = PodControlCommand::Action;

@@ -79,6 +79,7 @@ int ping_pod(const PodPingCommand& command) {
       ++failures;
       continue;
     }
+    (*link)->watch_liveness(kControlLinkTimeout);
     double best_us = 1e18;
     bool ok = true;
     for (int i = 0; i < command.count && ok; ++i) {

@@ -231,12 +231,22 @@ Status CoherentMemory::discard(uint64_t offset, uint64_t bytes, bool wait) {
     return Error("discard: range is outside guest RAM");
   std::unique_lock lock(proto_mu_);
   if (closed_ || failed_) return {};  // the pod is going down
-  const uint64_t pages = bytes / kPageBytes;
+  const uint64_t first = offset / kPageBytes, pages = bytes / kPageBytes;
   if (wait) discard_acks_pending_ += pages;
-  for (uint64_t p = offset / kPageBytes; p < offset / kPageBytes + pages; ++p)
-    work_.push_back(
-        CoherenceMessage{CoherenceMessage::Type::kDiscard, p, config_.self, home_of(p)});
-  run_queue();
+  // In slices, letting go of the lock between them: a large discard's local work (zapping
+  // pages homed here) takes seconds, and the links' readers must keep serving meanwhile.
+  constexpr uint64_t kSlice = 256;
+  for (uint64_t at = first; at < first + pages; at += kSlice) {
+    if (at != first) {
+      lock.unlock();
+      lock.lock();
+      if (closed_ || failed_) return {};
+    }
+    for (uint64_t p = at; p < std::min(first + pages, at + kSlice); ++p)
+      work_.push_back(
+          CoherenceMessage{CoherenceMessage::Type::kDiscard, p, config_.self, home_of(p)});
+    run_queue();
+  }
   if (!wait) return {};
   // Other discards waiting at the same time count in the same total: each waits for all.
   const bool acked = discard_cv_.wait_for(lock, std::chrono::nanoseconds(kDiscardWaitNs), [&] {

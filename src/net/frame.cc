@@ -8,10 +8,6 @@ namespace shoal::net {
 namespace {
 
 template <class T>
-void put(std::vector<uint8_t>& b, size_t at, T v) {
-  std::memcpy(b.data() + at, &v, sizeof v);
-}
-template <class T>
 T get(const uint8_t* p) {
   T v;
   std::memcpy(&v, p, sizeof v);
@@ -20,19 +16,30 @@ T get(const uint8_t* p) {
 
 }  // namespace
 
+void encode_header(MessageType type, uint32_t length, uint32_t request, uint8_t* out) {
+  const uint32_t magic = kFrameMagic;
+  const uint16_t version = kWireVersion;
+  const auto t = static_cast<uint16_t>(type);
+  std::memcpy(out, &magic, 4);
+  std::memcpy(out + 4, &version, 2);
+  std::memcpy(out + 6, &t, 2);
+  std::memcpy(out + 8, &length, 4);
+  std::memcpy(out + 12, &request, 4);
+}
+
 std::vector<uint8_t> encode_frame(const Frame& frame) {
   std::vector<uint8_t> b(kHeaderBytes + frame.payload.size());
-  put<uint32_t>(b, 0, kFrameMagic);
-  put<uint16_t>(b, 4, kWireVersion);
-  put<uint16_t>(b, 6, static_cast<uint16_t>(frame.type));
-  put<uint32_t>(b, 8, static_cast<uint32_t>(frame.payload.size()));
-  put<uint32_t>(b, 12, frame.request);
+  encode_header(frame.type, static_cast<uint32_t>(frame.payload.size()), frame.request, b.data());
   if (!frame.payload.empty())
     std::memcpy(b.data() + kHeaderBytes, frame.payload.data(), frame.payload.size());
   return b;
 }
 
 namespace {
+
+uint32_t limit_of(uint16_t type) {
+  return type == static_cast<uint16_t>(MessageType::kSealed) ? kMaxFrameBody : kMaxPayload;
+}
 
 // Why a complete header is unacceptable, or nothing.
 std::optional<Error> check_header(const uint8_t* h) {
@@ -42,9 +49,9 @@ std::optional<Error> check_header(const uint8_t* h) {
   else if (get<uint16_t>(h + 4) != kWireVersion)
     why << "wire version " << get<uint16_t>(h + 4) << " is not supported (this node speaks "
         << kWireVersion << ")";
-  else if (get<uint32_t>(h + 8) > kMaxPayload)
-    why << "frame of " << get<uint32_t>(h + 8) << " bytes exceeds the " << kMaxPayload
-        << "-byte limit";
+  else if (get<uint32_t>(h + 8) > limit_of(get<uint16_t>(h + 6)))
+    why << "frame of " << get<uint32_t>(h + 8) << " bytes exceeds the "
+        << limit_of(get<uint16_t>(h + 6)) << "-byte limit";
   else
     return std::nullopt;
   return Error(why.str());

@@ -4,7 +4,7 @@
 //   offset 0  u32 magic    "SHL\x01" (0x014c4853)
 //          4  u16 version  kWireVersion; a peer speaking another version is refused
 //          6  u16 type     MessageType
-//          8  u32 length   payload bytes, at most kMaxPayload
+//          8  u32 length   payload bytes, at most kMaxPayload (kMaxFrameBody when sealed)
 //         12  u32 request  matches a reply to its request (0: none)
 //
 // FrameDecoder takes bytes as they arrive from a stream and yields whole frames; anything
@@ -22,18 +22,23 @@
 namespace shoal::net {
 
 inline constexpr uint32_t kFrameMagic = 0x014c4853;
-inline constexpr uint16_t kWireVersion = 2;  // 2: coherence DISCARD
+// 2: coherence DISCARD; 3: every frame after the handshake sealed (net/frame_cipher.hpp)
+inline constexpr uint16_t kWireVersion = 3;
 inline constexpr size_t kHeaderBytes = 16;
 // A batch of 64 guest pages plus its metadata fits; nothing legitimate is larger.
 inline constexpr uint32_t kMaxPayload = 512 * 1024;
+// A sealed frame's payload: an inner frame of at most kMaxPayload, its type, request and tag.
+inline constexpr uint32_t kMaxFrameBody = kMaxPayload + 6 + 16;
 
 enum class MessageType : uint16_t {
   kHello = 1,     // handshake: version, nonce, node name
   kHelloAck = 2,  // handshake: nonce, proof of the secret
   kAuth = 3,      // handshake: proof of the secret
   kAuthOk = 4,    // handshake done
+  kSealed = 8,    // after the handshake, every frame: another frame, encrypted and authenticated
   kPing = 16,
   kPong = 17,
+  kHeartbeat = 18,      // liveness (net/link.hpp); consumed by the link, never handed up
   kCoherence = 32,      // a CoherenceMessage (net/coherence_wire.hpp)
   kForwardedExit = 48,  // a port/MMIO exit forwarded to the devices' host
   kForwardedExitDone = 49,
@@ -59,6 +64,8 @@ struct Frame {
   std::vector<uint8_t> payload;
 };
 
+// The 16-byte header of a frame of `length` payload bytes.
+void encode_header(MessageType type, uint32_t length, uint32_t request, uint8_t* out);
 // Header + payload, ready to send. The payload must be at most kMaxPayload.
 std::vector<uint8_t> encode_frame(const Frame& frame);
 

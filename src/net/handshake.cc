@@ -73,6 +73,13 @@ std::array<uint8_t, 32> Handshake::proof(const char* label, std::span<const uint
   return out;
 }
 
+SessionKeys Handshake::session_keys() const {
+  const bool client = role_ == Role::kClient;
+  return derive_session_keys(secret_, client ? my_nonce_ : peer_nonce_,
+                             client ? peer_nonce_ : my_nonce_, client ? name_ : peer_name_,
+                             client ? peer_name_ : name_, client);
+}
+
 std::vector<Frame> Handshake::fail(std::string why) {
   state_ = State::kFailed;
   failure_ = std::move(why);

@@ -14,7 +14,8 @@
 // Each side proves it knows the secret over the other's fresh nonce, so neither proof can be
 // replayed; proofs are compared in constant time. The transport passes no other frame in
 // either direction until the handshake is done: a peer that fails it never gets a byte of
-// guest memory. Pure logic over frames, so tests drive it without sockets.
+// guest memory, and every frame after it is sealed with keys derived from the secret and
+// both nonces (net/frame_cipher.hpp). Pure logic over frames, so tests drive it without sockets.
 #pragma once
 
 #include <array>
@@ -24,6 +25,7 @@
 #include <vector>
 
 #include "net/frame.hpp"
+#include "net/frame_cipher.hpp"
 
 namespace shoal::net {
 
@@ -52,6 +54,8 @@ class Handshake {
   bool failed() const { return state_ == State::kFailed; }
   const std::string& failure() const { return failure_; }
   const std::string& peer_name() const { return peer_name_; }
+  // After done(): this connection's keys (net/frame_cipher.hpp), from the secret and both nonces.
+  SessionKeys session_keys() const;
 
  private:
   std::vector<Frame> fail(std::string why);

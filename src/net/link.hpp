@@ -3,6 +3,8 @@
 // transport can be added as another Link without touching it.
 #pragma once
 
+#include <chrono>
+
 #include "net/frame.hpp"
 #include "shoal/status.hpp"
 
@@ -17,6 +19,12 @@ class Link {
   // or oversized frame, or the link was closed.
   virtual Result<Frame> receive() = 0;
   virtual void close() = 0;
+  // Delivers what was sent (waiting at most `timeout`), then ends this direction: the peer
+  // reads every frame sent before. Receiving goes on until close().
+  virtual void finish(std::chrono::milliseconds timeout) = 0;
+  // Heartbeats both ways: a link that hears nothing for `timeout` breaks ("no heartbeat for
+  // 1.0 s"), and this end sends one every timeout / 4 while it has nothing else to send.
+  virtual void watch_liveness(std::chrono::milliseconds timeout) = 0;
   virtual const std::string& peer_name() const = 0;
 };
 

@@ -1,7 +1,10 @@
 #include "net/tcp_link.hpp"
 
+#include <poll.h>
 #include <spdlog/spdlog.h>
 #include <sys/socket.h>
+
+#include <cstdio>
 
 namespace shoal::net {
 
@@ -17,6 +20,12 @@ void set_timeouts(tcp::socket& s, std::chrono::milliseconds t) {
   tv.tv_usec = static_cast<suseconds_t>((t.count() % 1000) * 1000);
   setsockopt(s.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
   setsockopt(s.native_handle(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+}
+
+int64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
 }
 
 std::string endpoint_text(const tcp::socket& s) {
@@ -36,7 +45,13 @@ TcpLink::TcpLink(std::unique_ptr<asio::io_context> io, tcp::socket socket)
 }
 
 TcpLink::~TcpLink() {
+  // A link dropped by its owner still delivers what it queued (a CLI's last request, a
+  // member's leave notice), unless the peer is gone.
+  finish(std::chrono::milliseconds(1000));
   close();
+  if (writer_.joinable()) writer_.join();
+  boost::system::error_code ec;
+  socket_.close(ec);
 }
 
 Result<std::unique_ptr<TcpLink>> TcpLink::connect(const std::string& host, uint16_t port,
@@ -73,9 +88,18 @@ Result<std::unique_ptr<TcpLink>> TcpLink::accept(tcp::socket socket, const LinkI
   return link;
 }
 
+Status TcpLink::write_blocking(const std::vector<uint8_t>& bytes) {
+  boost::system::error_code ec;
+  asio::write(socket_, asio::buffer(bytes), ec);
+  if (ec) return Error("send to " + who() + ": " + ec.message());
+  return {};
+}
+
+// The handshake's few frames go out with plain blocking writes (bounded by the handshake
+// timeout); the writer thread and sealing start once it is done.
 Status TcpLink::handshake(Handshake& hs) {
   auto send_all = [&](const std::vector<Frame>& frames) -> Status {
-    for (const auto& f : frames) SHOAL_TRY(send(f), "handshake");
+    for (const auto& f : frames) SHOAL_TRY(write_blocking(encode_frame(f)), "handshake");
     return {};
   };
   SHOAL_TRY(send_all(hs.start()), "");
@@ -90,28 +114,133 @@ Status TcpLink::handshake(Handshake& hs) {
     SHOAL_TRY(send_all(replies), "");
   }
   peer_name_ = hs.peer_name();
+  const SessionKeys keys = hs.session_keys();
+  {
+    std::lock_guard lock(send_mu_);
+    sealer_ = std::make_unique<FrameSealer>(keys.send);
+    opener_ = std::make_unique<FrameOpener>(keys.receive);
+    last_sent_ns_ = now_ns();
+  }
+  writer_ = std::thread([this] { write_loop(); });
   return {};
 }
 
 Status TcpLink::send(const Frame& frame) {
   if (frame.payload.size() > kMaxPayload)
     return Error("frame of " + std::to_string(frame.payload.size()) + " bytes exceeds the limit");
-  const auto bytes = encode_frame(frame);
   std::lock_guard lock(send_mu_);
-  boost::system::error_code ec;
-  asio::write(socket_, asio::buffer(bytes), ec);
-  if (ec)
-    return Error("send to " + (peer_name_.empty() ? peer_address_ : peer_name_) + ": " +
-                 ec.message());
-  return {};
+  if (!sealer_) return Error("send to " + who() + ": the link is not authenticated");
+  return push_locked(sealer_->seal(frame));
 }
 
 Status TcpLink::send_raw_for_test(const std::vector<uint8_t>& bytes) {
   std::lock_guard lock(send_mu_);
-  boost::system::error_code ec;
-  asio::write(socket_, asio::buffer(bytes), ec);
-  if (ec) return Error("send: " + ec.message());
+  if (!sealer_) return write_blocking(bytes);
+  return push_locked(bytes);
+}
+
+Status TcpLink::push_locked(std::vector<uint8_t> bytes) {
+  if (broken_) return broken_->context("send to " + who());
+  if (closed_) return Error("send to " + who() + ": the link is closed");
+  last_sent_ns_ = now_ns();
+  if (queued_from_ == queued_.size()) {
+    // Straight into the socket. MSG_DONTWAIT: the caller may be a link's reader or the
+    // fault thread, which must never block on a peer that does not read.
+    const ssize_t n =
+        ::send(socket_.native_handle(), bytes.data(), bytes.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+      break_locked(errno_error("send"));
+      return broken_->context("send to " + who());
+    }
+    const size_t sent = n > 0 ? static_cast<size_t>(n) : 0;
+    if (sent == bytes.size()) return {};
+    queued_.assign(bytes.begin() + static_cast<std::ptrdiff_t>(sent), bytes.end());
+    queued_from_ = 0;
+  } else {
+    queued_.insert(queued_.end(), bytes.begin(), bytes.end());
+    if (queued_.size() - queued_from_ > kMaxQueuedBytes) {
+      break_locked(Error("more than " + std::to_string(kMaxQueuedBytes >> 20) +
+                         " MiB waiting to be sent: the peer does not read"));
+      return broken_->context("send to " + who());
+    }
+  }
+  send_cv_.notify_all();
   return {};
+}
+
+void TcpLink::flush_locked() {
+  while (queued_from_ < queued_.size() && !closed_) {
+    const ssize_t n = ::send(socket_.native_handle(), queued_.data() + queued_from_,
+                             queued_.size() - queued_from_, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno != EAGAIN && errno != EWOULDBLOCK) break_locked(errno_error("send"));
+      return;
+    }
+    queued_from_ += static_cast<size_t>(n);
+  }
+  if (queued_from_ == queued_.size()) {
+    queued_.clear();
+    queued_from_ = 0;
+    send_cv_.notify_all();  // finish() waits for an empty queue
+  }
+}
+
+void TcpLink::break_locked(Error why) {
+  if (!broken_ && !closed_) broken_ = std::move(why);
+  closed_ = true;
+  // Wakes the reader (its read fails, and receive() reports broken_) and the writer.
+  ::shutdown(socket_.native_handle(), SHUT_RDWR);
+  send_cv_.notify_all();
+}
+
+void TcpLink::write_loop() {
+  std::unique_lock lock(send_mu_);
+  while (!closed_) {
+    const auto timeout = failure_timeout_;
+    if (queued_from_ == queued_.size()) {
+      if (timeout.count() == 0)
+        send_cv_.wait(lock);
+      else
+        send_cv_.wait_for(lock, timeout / 8);
+    }
+    if (closed_) break;
+    if (timeout.count() > 0) {
+      const int64_t now = now_ns();
+      // Silence counts only while the reader waits for bytes: a reader busy with a frame
+      // (a long local operation) says nothing about the peer, whose bytes wait unread.
+      const int64_t waiting_since = reader_waiting_since_ns_.load();
+      if (waiting_since != 0 && now - waiting_since > timeout.count()) {
+        char text[64];
+        std::snprintf(text, sizeof text, "no heartbeat for %.1f s",
+                      static_cast<double>(timeout.count()) / 1e9);
+        break_locked(Error(text));
+        break;
+      }
+      if (now - last_sent_ns_ >= timeout.count() / 4 && queued_from_ == queued_.size())
+        (void)push_locked(sealer_->seal(Frame{MessageType::kHeartbeat, 0, {}}));
+    }
+    if (queued_from_ < queued_.size()) {
+      // Wait for room without the lock, so senders keep queueing meanwhile.
+      lock.unlock();
+      pollfd p{socket_.native_handle(), POLLOUT, 0};
+      (void)::poll(&p, 1, 50);
+      lock.lock();
+      flush_locked();
+    }
+  }
+}
+
+void TcpLink::watch_liveness(std::chrono::milliseconds timeout) {
+  std::lock_guard lock(send_mu_);
+  failure_timeout_ = timeout;
+  send_cv_.notify_all();
+}
+
+void TcpLink::finish(std::chrono::milliseconds timeout) {
+  std::unique_lock lock(send_mu_);
+  send_cv_.wait_for(lock, timeout, [&] { return closed_ || queued_from_ == queued_.size(); });
+  if (!closed_) ::shutdown(socket_.native_handle(), SHUT_WR);
 }
 
 Result<Frame> TcpLink::read_frame() {
@@ -120,7 +249,9 @@ Result<Frame> TcpLink::read_frame() {
     if (decoder_.error()) return *decoder_.error();
     uint8_t buf[64 * 1024];
     boost::system::error_code ec;
+    reader_waiting_since_ns_ = now_ns();
     const size_t n = socket_.read_some(asio::buffer(buf), ec);
+    reader_waiting_since_ns_ = 0;
     if (ec == asio::error::eof)
       return Error(decoder_.buffered() > 0 ? "peer closed the connection mid-frame"
                                            : "peer closed the connection");
@@ -130,15 +261,25 @@ Result<Frame> TcpLink::read_frame() {
 }
 
 Result<Frame> TcpLink::receive() {
-  auto f = read_frame();
-  if (!f) return f.error().context(peer_name_.empty() ? peer_address_ : peer_name_);
-  return f;
+  for (;;) {
+    auto f = read_frame();
+    if (f && opener_) f = opener_->open(*f);
+    if (!f) {
+      std::lock_guard lock(send_mu_);
+      // The writer broke the link (silence, a full queue): that is the cause, not the EOF.
+      // Callers name the peer ("lost host h1: no heartbeat for 1.0 s").
+      if (broken_) return *broken_;
+      return f.error();
+    }
+    if (f->type != MessageType::kHeartbeat) return f;
+  }
 }
 
 void TcpLink::close() {
-  boost::system::error_code ec;
-  socket_.shutdown(tcp::socket::shutdown_both, ec);
-  socket_.close(ec);
+  std::lock_guard lock(send_mu_);
+  closed_ = true;
+  ::shutdown(socket_.native_handle(), SHUT_RDWR);
+  send_cv_.notify_all();
 }
 
 Result<std::unique_ptr<TcpListener>> TcpListener::listen(const std::string& host, uint16_t port) {

@@ -81,6 +81,7 @@ void NodeService::serve(std::shared_ptr<net::TcpLink> link) {
     live_.push_back(link.get());
   }
   ++served_;
+  link->watch_liveness(kControlLinkTimeout);
   spdlog::info("peer '{}' authenticated", link->peer_name());
   auto forget = [&] {
     std::lock_guard lock(mu_);
@@ -170,8 +171,10 @@ net::Frame NodeService::start_pod(const net::Frame& request,
     (void)client->send(encode_pod_outcome(net::MessageType::kPodExit, o));
     notify_service_manager("STATUS=pod " + name + " stopped: " + o.reason);
   };
+  const auto failure_timeout = std::chrono::milliseconds(c.spec.failure_timeout_ms);
   auto member = PodMember::create(std::move(c));
   if (!member) return fail(member.error().message());
+  client->watch_liveness(failure_timeout);  // `pod up` notices this host's loss as fast
   pod_ = std::move(*member);
   notify_service_manager("STATUS=running pod " + name);
   spdlog::info("pod {}: this node is host {} of {}", name,

@@ -49,15 +49,16 @@ Result<std::unique_ptr<PodMember>> PodMember::create(PodMemberConfig config) {
           [self](NodeId from, const ForwardedExit& e, uint32_t request) {
             self->serve_forwarded(from, e, request);
           },
-          [self](NodeId from, const PodOutcome& o) {
-            PodOutcome mine = o;
-            if (o.failed) mine.reason = "host " + self->mesh_->name_of(from) + ": " + o.reason;
-            self->tell_others_ = false;  // the leaver told everyone already
-            self->stop(mine);
+          // The notice names the host where the pod's stop began (see monitor()).
+          [self](NodeId, const PodOutcome& o) {
+            PodOutcome relayed = o;
+            relayed.relayed = true;
+            self->stop(relayed);
           },
           [self](NodeId from, const Error& e) {
             self->stop({1, true, "lost host " + self->mesh_->name_of(from) + ": " + e.message()});
-          }});
+          }},
+      std::chrono::milliseconds(spec.failure_timeout_ms));
 
   CoherentMemoryConfig mc;
   mc.self = m->config_.self;
@@ -235,7 +236,13 @@ void PodMember::monitor() {
   const PodOutcome outcome = outcome_.get();
   spdlog::log(outcome.failed ? spdlog::level::warn : spdlog::level::info, "pod {}: stopping: {}",
               config_.spec.name, outcome.reason);
-  if (tell_others_) mesh_->broadcast(encode_pod_outcome(net::MessageType::kPodLeave, outcome));
+  // Every member tells every other, also one that stops because it got a notice: otherwise a
+  // member that has not read the first notice yet would see this one's links end and report
+  // an orderly stop as a lost host. A failure that began here is named after this host.
+  PodOutcome notice = outcome;
+  if (outcome.failed && !outcome.relayed)
+    notice.reason = "host " + me().name + ": " + outcome.reason;
+  mesh_->broadcast(encode_pod_outcome(net::MessageType::kPodLeave, notice));
   core_->command_vcpus(VcpuCommand::kStop);
   memory_->stop();
   mesh_->close();  // also fails forwarded accesses still waiting

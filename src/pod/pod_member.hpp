@@ -84,7 +84,6 @@ class PodMember {
   // monitor (which stops them once it is decided) cannot miss each other.
   FirstOutcome<PodOutcome> outcome_;
   bool torn_down_ = false;
-  std::atomic<bool> tell_others_{true};
   std::thread monitor_;
 };
 

@@ -13,8 +13,12 @@ namespace shoal {
 using net::Frame;
 using net::MessageType;
 
-PodMesh::PodMesh(NodeId self, std::vector<std::string> host_names, Handlers handlers)
-    : self_(self), names_(std::move(host_names)), handlers_(std::move(handlers)) {
+PodMesh::PodMesh(NodeId self, std::vector<std::string> host_names, Handlers handlers,
+                 std::chrono::milliseconds failure_timeout)
+    : self_(self),
+      names_(std::move(host_names)),
+      handlers_(std::move(handlers)),
+      failure_timeout_(failure_timeout) {
   links_.resize(names_.size());
 }
 
@@ -26,6 +30,9 @@ bool PodMesh::attach(NodeId from, std::shared_ptr<net::Link> link) {
   std::lock_guard lock(mu_);
   if (closed_ || from == self_ || from >= links_.size() || links_[from]) return false;
   net::Link* raw = link.get();
+  // Both ends watch: a member that goes silent (partitioned, frozen) is lost after the timeout
+  // even while nothing else is being sent, e.g. while vCPUs wait for its pages.
+  raw->watch_liveness(failure_timeout_);
   links_[from] = std::move(link);
   ++attached_;
   readers_.emplace_back([this, from, raw] { read_loop(from, raw); });
@@ -50,9 +57,9 @@ Status PodMesh::send_to(NodeId to, const Frame& frame) {
 }
 
 Status PodMesh::send(const CoherenceMessage& m) {
-  return send_to(m.to, net::encode_coherence(m)).ok()
-             ? Status{}
-             : Status(Error("lost host " + name_of(m.to) + ": the link is down"));
+  if (Status s = send_to(m.to, net::encode_coherence(m)); !s.ok())
+    return s.error().context("lost host " + name_of(m.to));
+  return {};
 }
 
 void PodMesh::broadcast(const Frame& frame) {
@@ -85,14 +92,25 @@ void PodMesh::reply_forwarded(NodeId to, uint32_t request, const std::array<uint
 
 void PodMesh::close() {
   std::vector<std::thread> readers;
+  std::vector<std::shared_ptr<net::Link>> links;
   {
     std::lock_guard lock(mu_);
     closed_ = true;
-    for (auto& l : links_)
-      if (l) l->close();
+    links = links_;
     readers.swap(readers_);
   }
   cv_.notify_all();
+  // Teardown order: what was sent is delivered (every member reads a leave notice before the
+  // end of its link, so an orderly stop never looks like a lost host), the sockets shut
+  // down, which wakes the readers, then they are joined.
+  const auto deadline = std::chrono::steady_clock::now() + kFinishGrace;
+  for (auto& l : links)
+    if (l)
+      l->finish(std::max(std::chrono::milliseconds(0),
+                         std::chrono::duration_cast<std::chrono::milliseconds>(
+                             deadline - std::chrono::steady_clock::now())));
+  for (auto& l : links)
+    if (l) l->close();
   for (auto& t : readers)
     if (t.joinable()) t.join();
 }

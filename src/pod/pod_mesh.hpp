@@ -29,7 +29,9 @@ class PodMesh : public CoherenceTransport {
     std::function<void(NodeId from, const Error&)> lost;        // the link broke
   };
 
-  PodMesh(NodeId self, std::vector<std::string> host_names, Handlers handlers);
+  // A link silent for `failure_timeout` is lost (heartbeats, net/link.hpp).
+  PodMesh(NodeId self, std::vector<std::string> host_names, Handlers handlers,
+          std::chrono::milliseconds failure_timeout);
   ~PodMesh() override;  // close()
 
   // Takes an authenticated link to `from`; false when that slot is taken or out of range.
@@ -42,8 +44,10 @@ class PodMesh : public CoherenceTransport {
   // Sends a device access to host 0 and waits for the answer (a read's data).
   Result<std::array<uint8_t, 8>> forward(const ForwardedExit& e);
   void reply_forwarded(NodeId to, uint32_t request, const std::array<uint8_t, 8>& data);
-  // Closes every link, fails forwarded accesses still waiting, joins the readers.
+  // Delivers what was sent (a leave notice) for at most kFinishGrace, then closes every link,
+  // fails forwarded accesses still waiting, and joins the readers.
   void close();
+  static constexpr auto kFinishGrace = std::chrono::milliseconds(500);
   const std::string& name_of(NodeId n) const { return names_.at(n); }
 
  private:
@@ -52,6 +56,7 @@ class PodMesh : public CoherenceTransport {
   NodeId self_;
   std::vector<std::string> names_;
   Handlers handlers_;
+  std::chrono::milliseconds failure_timeout_;
   std::mutex mu_;
   std::condition_variable cv_;
   std::vector<std::shared_ptr<net::Link>> links_;

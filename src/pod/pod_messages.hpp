@@ -12,6 +12,8 @@
 //   kForwardedExitDone  8 data bytes
 #pragma once
 
+#include <chrono>
+
 #include <array>
 #include <cstdint>
 #include <string>
@@ -36,10 +38,16 @@ struct PodReply {
 net::Frame encode_pod_reply(const PodReply& r, uint32_t request = 0);
 Result<PodReply> decode_pod_reply(const net::Frame& f);
 
+// Control links (`shoal pod ...` to a node) watch each other with heartbeats too: a node or a
+// CLI that goes silent this long is gone. Once a pod starts, its links to the `pod up` that
+// started it use the pod's spec.failureTimeout instead.
+inline constexpr std::chrono::milliseconds kControlLinkTimeout{5000};
+
 struct PodOutcome {
   int exit_code = 0;
   bool failed = false;
   std::string reason;
+  bool relayed = false;  // not on the wire: this member stops because another told it to
 };
 net::Frame encode_pod_outcome(net::MessageType type, const PodOutcome& o);
 Result<PodOutcome> decode_pod_outcome(const net::Frame& f);

@@ -100,6 +100,22 @@ class Checker {
     return *r;
   }
 
+  // "1s", "1.5s", "500ms".
+  std::optional<uint64_t> millis(const YAML::Node& n, const std::string& path) {
+    const std::string t = n.IsScalar() ? n.Scalar() : "";
+    const bool ms = t.size() > 2 && t.ends_with("ms");
+    const bool sec = !ms && t.size() > 1 && t.ends_with("s");
+    if (ms || sec) {
+      const std::string num = t.substr(0, t.size() - (ms ? 2 : 1));
+      double v = 0;
+      auto [end, ec] = std::from_chars(num.data(), num.data() + num.size(), v);
+      if (ec == std::errc() && end == num.data() + num.size() && v >= 0 && v < 1e9)
+        return static_cast<uint64_t>(ms ? v : v * 1000.0);
+    }
+    error(path, n, "expected a duration such as 1s or 500ms, got " + kind_of(n));
+    return std::nullopt;
+  }
+
   static std::string join(const std::string& path, const std::string& key) {
     return path.empty() ? key : path + "." + key;
   }
@@ -257,7 +273,8 @@ PodSpecResult parse_pod_spec(const std::string& yaml_text) {
   if (!s.IsDefined()) {
     c.error("spec", root, "required field is missing");
   } else if (c.map(s, "spec")) {
-    c.only_keys(s, "spec", {"guest", "memory", "vcpus", "hosts", "transport", "secretFile"});
+    c.only_keys(s, "spec",
+                {"guest", "memory", "vcpus", "hosts", "transport", "secretFile", "failureTimeout"});
     if (!s["guest"].IsDefined()) {
       c.error("spec.guest", s, "required field is missing");
     } else if (c.map(s["guest"], "spec.guest")) {
@@ -288,6 +305,14 @@ PodSpecResult parse_pod_spec(const std::string& yaml_text) {
         c.error("spec.transport", s["transport"], "expected tcp or rdma, got '" + *v + "'");
     }
     if (auto v = c.text(s, "spec", "secretFile", true)) spec.secret_file = *v;
+    if (s["failureTimeout"].IsDefined()) {
+      if (auto v = c.millis(s["failureTimeout"], "spec.failureTimeout")) {
+        if (*v < 100 || *v > 60'000)
+          c.error("spec.failureTimeout", s["failureTimeout"], "expected 100ms to 60s");
+        else
+          spec.failure_timeout_ms = *v;
+      }
+    }
     const YAML::Node hosts = s["hosts"];
     if (!hosts.IsDefined()) {
       c.error("spec.hosts", s, "required field is missing");

@@ -9,6 +9,7 @@
 //     vcpus: 4
 //     transport: tcp
 //     secretFile: /etc/shoal/demo.secret
+//     failureTimeout: 1s          # a member silent this long is lost (100ms .. 60s)
 //     hosts:
 //       - {name: a, address: "10.0.0.1:7000", vcpus: [0, 1], memory: even, zeroPool: 64M}
 //       - {name: b, address: "10.0.0.2:7000", vcpus: "2-3", memory: even}
@@ -53,6 +54,7 @@ struct PodSpec {
   int vcpus = 0;
   PodTransport transport = PodTransport::kTcp;
   std::string secret_file;
+  uint64_t failure_timeout_ms = 1000;
   std::vector<PodHost> hosts;
 };
 

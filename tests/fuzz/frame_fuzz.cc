@@ -1,10 +1,11 @@
 // libFuzzer target: the frame decoder, coherence message decoding, every pod control and
-// member-to-member payload decoder (pod/pod_messages.hpp), and a server-side handshake on
-// arbitrary bytes.
+// member-to-member payload decoder (pod/pod_messages.hpp), the sealed-frame opener, and a
+// server-side handshake on arbitrary bytes.
 #include <cstddef>
 #include <cstdint>
 
 #include "net/coherence_wire.hpp"
+#include "net/frame_cipher.hpp"
 #include "net/handshake.hpp"
 #include "pod/pod_messages.hpp"
 
@@ -19,6 +20,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
        {std::span<const uint8_t>(data, half), std::span<const uint8_t>(data + half, size - half)}) {
     if (!decoder.feed(piece).ok()) break;
     while (auto f = decoder.next()) {
+      // A sealed frame's opener on whatever arrives (it must refuse, never crash).
+      shoal::net::FrameOpener opener(shoal::net::Key{});
+      (void)opener.open(*f);
       (void)shoal::net::decode_coherence(*f);
       (void)shoal::decode_pod_start(*f);
       (void)shoal::decode_pod_reply(*f);

@@ -125,6 +125,33 @@ TEST(Pod, LosingAMemberStopsThePodOnEveryHost) {
   EXPECT_NE(r.out.find("h2: pod podtest host h2 (3/3): stopped"), std::string::npos) << r.out;
 }
 
+TEST(Pod, APartitionedMemberIsLostWithinTheFailureTimeout) {
+  SHOAL_REQUIRE_POD_HOSTS();
+  // h1's interface goes down mid-run: no FIN, no RST, only silence. Every other member and
+  // `pod up` notice it by the missing heartbeats (spec.failureTimeout, 1 s by default).
+  auto r =
+      in_cluster(3, spec(3, "handoff 10000000"),
+                 "$SHOAL pod up $SPEC & up=$!; sleep 3; t0=$(date +%s%N); "
+                 "ip -n $SHOAL_NETNS_PREFIX-h1 link set eth0 down; wait $up; echo up-exit=$?; "
+                 "echo took-ms=$(( ($(date +%s%N) - t0) / 1000000 )); "
+                 "ip -n $SHOAL_NETNS_PREFIX-h1 link set eth0 up; sleep 1; $SHOAL pod status $SPEC");
+  EXPECT_FALSE(r.timed_out) << r.out << r.err;
+  EXPECT_NE(r.out.find("up-exit=1"), std::string::npos) << r.out << r.err;
+  EXPECT_NE(r.err.find("lost host h1: "), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("no heartbeat for 1.0 s"), std::string::npos) << r.err;
+  // The acceptance bound, timeout + 2 s: a deadline of the protocol, not a speed figure. The
+  // emulated test machine runs ~50x slower and only checks the outcome.
+  const auto at = r.out.find("took-ms=");
+  ASSERT_NE(at, std::string::npos) << r.out;
+  if (!std::getenv("SHOAL_TEST_VM")) EXPECT_LE(std::stoi(r.out.substr(at + 8)), 3000) << r.out;
+  // Every member stopped its part, h1 too (it lost both others), and none hangs.
+  for (int i = 0; i < 3; ++i)
+    EXPECT_NE(r.out.find("h" + std::to_string(i) + ": pod podtest host h" + std::to_string(i) +
+                         " (" + std::to_string(i + 1) + "/3): stopped"),
+              std::string::npos)
+        << r.out << r.err;
+}
+
 TEST(Pod, NodeWithTheWrongSecretIsRefusedAndNothingStarts) {
   SHOAL_REQUIRE_POD_HOSTS();
   const auto wrong = write_temp_file("wrong.secret", "a-different-secret-entirely-42\n");

@@ -76,6 +76,22 @@ TEST(PodSpec, MemoryBudgetPerHost) {
   expect_error(edit(even, even + "      memoryBudget: lots\n"), "spec.hosts[0].memoryBudget", "");
 }
 
+TEST(PodSpec, FailureTimeout) {
+  EXPECT_EQ(parse_pod_spec(kGood).spec->failure_timeout_ms, 1000u);  // the default
+  const std::string tcp = "  transport: tcp\n";
+  for (auto [text, ms] : {std::pair{"2s", 2000}, {"500ms", 500}, {"1.5s", 1500}, {"60s", 60000}}) {
+    auto r = parse_pod_spec(edit(tcp, tcp + "  failureTimeout: " + text + "\n"));
+    ASSERT_TRUE(r.spec.has_value()) << text << ": " << (r.errors.empty() ? "" : r.errors[0]);
+    EXPECT_EQ(r.spec->failure_timeout_ms, static_cast<uint64_t>(ms)) << text;
+  }
+  for (const char* bad : {"50ms", "61s", "0s"})
+    expect_error(edit(tcp, tcp + "  failureTimeout: " + bad + "\n"), "spec.failureTimeout",
+                 "expected 100ms to 60s");
+  for (const char* bad : {"1", "soon", "-1s", "1h", "[1]"})
+    expect_error(edit(tcp, tcp + "  failureTimeout: " + bad + "\n"), "spec.failureTimeout",
+                 "expected a duration such as 1s or 500ms");
+}
+
 TEST(PodSpec, ExplicitRangesAreKept) {
   auto r = parse_pod_spec(edit("      memory: even\n", "      memory: [{start: 0, size: 256M}]\n") +
                           "      memory: [{start: 256M, size: 768M}]\n");
