@@ -13,15 +13,6 @@ using asio::ip::tcp;
 
 namespace {
 
-// Bounds the blocking handshake reads/writes so a silent peer cannot hold a node forever.
-void set_timeouts(tcp::socket& s, std::chrono::milliseconds t) {
-  timeval tv{};
-  tv.tv_sec = static_cast<time_t>(t.count() / 1000);
-  tv.tv_usec = static_cast<suseconds_t>((t.count() % 1000) * 1000);
-  setsockopt(s.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  setsockopt(s.native_handle(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-}
-
 int64_t now_ns() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(
              std::chrono::steady_clock::now().time_since_epoch())
@@ -65,26 +56,29 @@ Result<std::unique_ptr<TcpLink>> TcpLink::connect(const std::string& host, uint1
   if (ec) return Error("connect " + host + ":" + std::to_string(port) + ": " + ec.message());
   std::unique_ptr<TcpLink> link(new TcpLink(std::move(io), std::move(socket)));
   Handshake hs(Handshake::Role::kClient, me.node_name, me.secret);
-  set_timeouts(link->socket_, me.handshake_timeout);
-  SHOAL_TRY(link->handshake(hs), "connect " + host + ":" + std::to_string(port));
-  set_timeouts(link->socket_, std::chrono::milliseconds(0));
+  SHOAL_TRY(link->handshake(hs, me.handshake_timeout),
+            "connect " + host + ":" + std::to_string(port));
   return link;
 }
 
 Result<std::unique_ptr<TcpLink>> TcpLink::accept(tcp::socket socket, const LinkIdentity& me) {
-  // The accepted socket belongs to the listener's io_context; give it one of its own.
+  // The accepted socket belongs to the listener's io_context; the link gets one of its own.
+  return accept_fd(socket.release(), me);
+}
+
+Result<std::unique_ptr<TcpLink>> TcpLink::accept_fd(int fd, const LinkIdentity& me) {
   auto io = std::make_unique<asio::io_context>();
-  const auto protocol = socket.local_endpoint().protocol();
-  const int fd = socket.release();
+  sockaddr_storage local{};
+  socklen_t len = sizeof local;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&local), &len);
+  const auto protocol = local.ss_family == AF_INET6 ? tcp::v6() : tcp::v4();
   tcp::socket own(*io, protocol, fd);
   std::unique_ptr<TcpLink> link(new TcpLink(std::move(io), std::move(own)));
   Handshake hs(Handshake::Role::kServer, me.node_name, me.secret);
-  set_timeouts(link->socket_, me.handshake_timeout);
-  if (auto s = link->handshake(hs); !s.ok()) {
+  if (auto s = link->handshake(hs, me.handshake_timeout); !s.ok()) {
     spdlog::warn("refused connection from {}: {}", link->peer_address_, s.error().message());
     return s.error().context("accept from " + link->peer_address_);
   }
-  set_timeouts(link->socket_, std::chrono::milliseconds(0));
   return link;
 }
 
@@ -97,7 +91,8 @@ Status TcpLink::write_blocking(const std::vector<uint8_t>& bytes) {
 
 // The handshake's few frames go out with plain blocking writes (bounded by the handshake
 // timeout); the writer thread and sealing start once it is done.
-Status TcpLink::handshake(Handshake& hs) {
+Status TcpLink::handshake(Handshake& hs, std::chrono::milliseconds timeout) {
+  handshake_deadline_ns_ = now_ns() + std::chrono::nanoseconds(timeout).count();
   auto send_all = [&](const std::vector<Frame>& frames) -> Status {
     for (const auto& f : frames) SHOAL_TRY(write_blocking(encode_frame(f)), "handshake");
     return {};
@@ -113,6 +108,7 @@ Status TcpLink::handshake(Handshake& hs) {
     }
     SHOAL_TRY(send_all(replies), "");
   }
+  handshake_deadline_ns_ = 0;
   peer_name_ = hs.peer_name();
   const SessionKeys keys = hs.session_keys();
   {
@@ -249,6 +245,15 @@ Result<Frame> TcpLink::read_frame() {
     if (decoder_.error()) return *decoder_.error();
     uint8_t buf[64 * 1024];
     boost::system::error_code ec;
+    if (handshake_deadline_ns_ != 0) {
+      // The handshake has a deadline for the whole exchange, so a peer that trickles bytes
+      // cannot hold the connection. (SO_RCVTIMEO would not do: asio's blocking read polls
+      // again after the EAGAIN it causes.)
+      const int64_t left = handshake_deadline_ns_ - now_ns();
+      pollfd p{socket_.native_handle(), POLLIN, 0};
+      if (left <= 0 || ::poll(&p, 1, static_cast<int>((left + 999'999) / 1'000'000)) == 0)
+        return Error("no handshake within the deadline");
+    }
     reader_waiting_since_ns_ = now_ns();
     const size_t n = socket_.read_some(asio::buffer(buf), ec);
     reader_waiting_since_ns_ = 0;

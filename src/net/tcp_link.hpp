@@ -46,6 +46,8 @@ class TcpLink : public Link {
   // the handshake's own messages, and the attempt is logged.
   static Result<std::unique_ptr<TcpLink>> accept(boost::asio::ip::tcp::socket socket,
                                                  const LinkIdentity& me);
+  // The same for a bare connected socket descriptor, which the link then owns.
+  static Result<std::unique_ptr<TcpLink>> accept_fd(int fd, const LinkIdentity& me);
   ~TcpLink() override;
 
   Status send(const Frame& frame) override;
@@ -60,7 +62,7 @@ class TcpLink : public Link {
 
  private:
   TcpLink(std::unique_ptr<boost::asio::io_context> io, boost::asio::ip::tcp::socket socket);
-  Status handshake(Handshake& hs);
+  Status handshake(Handshake& hs, std::chrono::milliseconds timeout);
   Status write_blocking(const std::vector<uint8_t>& bytes);
   Result<Frame> read_frame();
   // Under send_mu_.
@@ -84,6 +86,7 @@ class TcpLink : public Link {
   // When the reader started waiting in read (0: it is not waiting, e.g. busy with a frame).
   std::atomic<int64_t> reader_waiting_since_ns_{0};
   std::thread writer_;
+  int64_t handshake_deadline_ns_ = 0;  // while the handshake runs (reader's thread only)
   // Set once the handshake is done; from then on every frame is sealed and opened.
   std::unique_ptr<FrameSealer> sealer_;
   std::unique_ptr<FrameOpener> opener_;

@@ -2,6 +2,8 @@
 #include "shoal/service_notify.hpp"
 
 #include <spdlog/spdlog.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <charconv>
@@ -42,11 +44,11 @@ void NodeService::stop() {
   listener_->close();  // wakes the accept loop
   if (acceptor_.joinable()) acceptor_.join();
   {
-    std::lock_guard lock(mu_);
+    std::unique_lock lock(mu_);
     for (auto* l : live_) l->close();
+    for (auto& p : pending_) ::shutdown(p.fd.get(), SHUT_RDWR);
+    workers_done_.wait(lock, [&] { return workers_ == 0; });
   }
-  for (auto& w : workers_)
-    if (w.joinable()) w.join();
   std::shared_ptr<PodMember> pod;
   {
     std::lock_guard lock(pod_mu_);
@@ -59,17 +61,35 @@ void NodeService::accept_loop() {
   while (!stopping_) {
     auto socket = listener_->accept();
     if (!socket || stopping_) return;
-    std::lock_guard lock(mu_);
-    workers_.emplace_back([this, s = std::move(*socket)]() mutable {
-      auto link = net::TcpLink::accept(
-          std::move(s),
-          net::LinkIdentity{config_.name, config_.secret, std::chrono::milliseconds(5000)});
-      if (!link) {
-        ++refused_;  // TcpLink::accept logged who and why
-        return;
+    uint64_t id = 0;
+    {
+      std::lock_guard lock(mu_);
+      if (pending_.size() >= kMaxPendingHandshakes) {
+        // The oldest has had the longest to answer; its thread sees the shutdown at once.
+        ::shutdown(pending_.front().fd.get(), SHUT_RDWR);
+        pending_.pop_front();
       }
-      serve(std::shared_ptr<net::TcpLink>(std::move(*link)));
-    });
+      id = next_pending_++;
+      pending_.push_back({id, UniqueFd(::dup(socket->native_handle()))});
+      ++workers_;
+    }
+    // The thread gets the bare descriptor: nothing of the listener's io_context may outlive
+    // the service, and a detached thread's captures are destroyed after it says it is done.
+    std::thread([this, id, fd = socket->release()] {
+      auto link = net::TcpLink::accept_fd(
+          fd, net::LinkIdentity{config_.name, config_.secret, kHandshakeDeadline});
+      {
+        std::lock_guard lock(mu_);
+        std::erase_if(pending_, [&](const Pending& p) { return p.id == id; });
+      }
+      if (link)
+        serve(std::shared_ptr<net::TcpLink>(std::move(*link)));
+      else
+        ++refused_;  // TcpLink::accept logged who and why
+      std::lock_guard lock(mu_);
+      --workers_;
+      workers_done_.notify_all();
+    }).detach();
   }
 }
 

@@ -1,11 +1,14 @@
 // `shoal node`: the per-host service of a pod. It listens, authenticates every peer with the
 // pod secret, answers pings, and runs this host's member of a pod (pod/pod_member.hpp) as
-// `shoal pod up/status/down` ask: one pod at a time. A member's mesh links arrive here too
+// `shoal pod up/status/down` ask: one pod at a time. Admission is bounded (see
+// kMaxPendingHandshakes). A member's mesh links arrive here too
 // (kMeshJoin) and are handed to the member. Reports readiness and status to systemd
 // (Type=notify).
 #pragma once
 
 #include <atomic>
+#include <condition_variable>
+#include <deque>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -14,6 +17,7 @@
 
 #include "net/tcp_link.hpp"
 #include "pod/pod_member.hpp"
+#include "shoal/unique_fd.hpp"
 
 namespace shoal {
 
@@ -32,6 +36,12 @@ class NodeService {
   void stop();
   uint64_t peers_served() const { return served_.load(); }
   uint64_t peers_refused() const { return refused_.load(); }
+  // A peer has this long to authenticate, and at most kMaxPendingHandshakes connections may be
+  // unauthenticated at once: beyond that, the oldest is cut off, so a flood of silent or
+  // garbage connections holds a bounded number of threads and descriptors, and a real peer
+  // still gets through (its handshake takes about a millisecond).
+  static constexpr auto kHandshakeDeadline = std::chrono::milliseconds(2000);
+  static constexpr size_t kMaxPendingHandshakes = 16;
 
  private:
   NodeService() = default;
@@ -46,7 +56,16 @@ class NodeService {
   std::unique_ptr<net::TcpListener> listener_;
   std::thread acceptor_;
   std::mutex mu_;
-  std::vector<std::thread> workers_;
+  std::condition_variable workers_done_;
+  size_t workers_ = 0;  // connection threads still running (detached; stop() waits for 0)
+  // Connections still in the handshake, oldest first: a duplicate of each socket's fd, owned
+  // here, so cutting one off (shutdown) can never hit a descriptor that was closed and reused.
+  struct Pending {
+    uint64_t id;
+    UniqueFd fd;
+  };
+  std::deque<Pending> pending_;
+  uint64_t next_pending_ = 1;
   std::vector<net::TcpLink*> live_;
   std::atomic<bool> stopping_{false};
   std::mutex pod_mu_;  // one control request at a time changes the pod

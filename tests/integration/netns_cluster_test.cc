@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "support/cluster.hpp"
+#include "support/kvm_available.hpp"
 #include "support/process.hpp"
 
 namespace shoal::test {
@@ -54,6 +55,30 @@ TEST(NetnsCluster, WrongSecretIsRefusedAndNothingIsLeftBehind) {
   EXPECT_NE(r.out.find("failed authentication"), std::string::npos) << r.out;
   auto ns = run_process({"/usr/bin/env", "ip", "netns", "list"}, seconds(10));
   EXPECT_EQ(ns.out.find("shl"), std::string::npos) << "namespaces left behind:\n" << ns.out;
+}
+
+TEST(NetnsCluster, AFloodOfSilentConnectionsStaysBoundedAndAPodStillStarts) {
+  SHOAL_REQUIRE_NETNS();
+  SHOAL_REQUIRE_KVM();
+  const auto secret = write_temp_file("pod.secret", "netns-test-secret-0123456789\n");
+  const auto spec = write_temp_file("pod.yaml", pod_spec(2, secret));
+  // 1000 connections to h0 that never say a word, held open while a pod starts; then, after
+  // the handshake deadline, h0's threads and descriptors.
+  const std::string script =
+      "ulimit -n 4096; for i in $(seq 1000); do exec {fd}<>/dev/tcp/127.77.0.1/7100 || "
+      "echo open-failed; done; " SHOAL_BINARY " pod up " +
+      spec +
+      "; echo up-exit=$?; sleep 2.5; node=${SHOAL_NODE_PIDS%% *}; "
+      "echo threads=$(ls /proc/$node/task | wc -l) fds=$(ls /proc/$node/fd | wc -l)";
+  auto r = cluster(2, secret, {"/bin/bash", "-c", script});
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_EQ(r.out.find("open-failed"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("up-exit=0"), std::string::npos) << r.out << r.err;
+  const auto t = r.out.find("threads="), f = r.out.find("fds=");
+  ASSERT_NE(t, std::string::npos) << r.out;
+  ASSERT_NE(f, std::string::npos) << r.out;
+  EXPECT_LE(std::stoi(r.out.substr(t + 8)), 32) << r.out;
+  EXPECT_LE(std::stoi(r.out.substr(f + 4)), 256) << r.out;
 }
 
 }  // namespace
