@@ -1,5 +1,7 @@
 #include "memory/coherence.hpp"
 
+#include <algorithm>
+
 namespace shoal {
 
 using Msg = CoherenceMessage;
@@ -96,6 +98,16 @@ std::vector<Msg> HomeDirectory::on_message(const Msg& m) {
         t->second.queue.push_back(m);  // one transaction per page at a time
       else if (start(m.page, transactions_[m.page], m, out))
         finish(m.page, out);
+      break;
+    case Type::kPrefetch:
+      // Only a dormant page with nothing in flight; never queued, never takes a page away.
+      if (t != transactions_.end() || state_of(words_[m.page]) != State::kUncached) {
+        out.push_back(Msg{Type::kDecline, m.page, self_, m.from});
+      } else {
+        words_[m.page] = pack(State::kExclusive, m.from, 0, false);
+        out.push_back(
+            Msg{Type::kGrant, m.page, self_, m.from, Access::kWrite, Msg::Payload::kZero});
+      }
       break;
     case Type::kInvalidateAck:
       if (t != transactions_.end() && t->second.acks_pending > 0 && --t->second.acks_pending == 0)
@@ -252,6 +264,8 @@ PageRequester::View PageRequester::view(uint64_t page) const {
   if (auto it = in_flight_.find(page); it != in_flight_.end()) {
     v.asked = it->second.asked;
     v.upgrade_after = it->second.upgrade_after;
+    v.prefetch = it->second.prefetch;
+    v.faulted = it->second.faulted;
   }
   return v;
 }
@@ -259,11 +273,20 @@ PageRequester::View PageRequester::view(uint64_t page) const {
 std::vector<Msg> PageRequester::on_fault(uint64_t page, Access access, NodeId home) {
   if (this->access(page) >= access) return {};
   if (auto it = in_flight_.find(page); it != in_flight_.end()) {
-    if (access > it->second.asked) it->second.upgrade_after = true;
+    if (it->second.prefetch)
+      it->second.faulted = std::max(it->second.faulted, access);  // wait for the answer
+    else if (access > it->second.asked)
+      it->second.upgrade_after = true;
     return {};
   }
   in_flight_[page] = InFlight{access, false};
   return {Msg{Type::kRequest, page, self_, home, access}};
+}
+
+std::vector<Msg> PageRequester::prefetch(uint64_t page, NodeId home) {
+  if (access(page) != Access::kNone || in_flight_.count(page)) return {};
+  in_flight_[page] = InFlight{Access::kWrite, false, true, Access::kNone};
+  return {Msg{Type::kPrefetch, page, self_, home, Access::kWrite}};
 }
 
 std::vector<Msg> PageRequester::on_message(const Msg& m) {
@@ -279,6 +302,17 @@ std::vector<Msg> PageRequester::on_message(const Msg& m) {
       }
       if (it != in_flight_.end()) in_flight_.erase(it);
       return {};
+    }
+    case Type::kDecline: {
+      auto it = in_flight_.find(m.page);
+      if (it == in_flight_.end() || !it->second.prefetch) return {};
+      const Access wanted = it->second.faulted;
+      if (wanted == Access::kNone) {
+        in_flight_.erase(it);
+        return {};
+      }
+      it->second = InFlight{wanted, false};  // a vCPU waits: ask for it properly now
+      return {Msg{Type::kRequest, m.page, self_, m.from, wanted}};
     }
     case Type::kInvalidate:
       // Also when this host already lost the copy: the ack is what the home waits for.

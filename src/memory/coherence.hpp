@@ -21,6 +21,11 @@
 // discarding host gets an ack.
 // A request that arrives while the page has a transaction in flight waits in the page's
 // queue, so transactions on one page never interleave.
+// A prefetch (a requester reading ahead of a sequential run of first touches) asks for a page
+// only if it is dormant: Uncached with nothing in flight -> an exclusive zero grant, as a
+// request would get; anything else -> a decline, and the page is left alone (a prefetch never
+// takes a page from a host using it). A requester whose vCPU faults on a page while its
+// prefetch is out waits for the answer and, on a decline, asks again with a request.
 #pragma once
 
 #include <cstdint>
@@ -51,6 +56,8 @@ struct CoherenceMessage {
     kRecallAck,      // owner -> home, with the data
     kDiscard,        // any host -> home: the guest gave the page back
     kDiscardAck,     // home -> that host: every copy is gone, the page is dormant
+    kPrefetch,       // requester -> home: the page, exclusive, only if it is dormant
+    kDecline,        // home -> requester: a prefetched page is not dormant
   };
   enum class Payload : uint8_t { kNone, kZero, kData };
 
@@ -62,6 +69,13 @@ struct CoherenceMessage {
   Payload payload = Payload::kNone;
   PageBytes data;  // when payload == kData (4096 bytes)
 };
+
+// Whether the page's home handles `t` (else the host it is sent to, as a requester).
+inline bool is_for_home(CoherenceMessage::Type t) {
+  using T = CoherenceMessage::Type;
+  return t == T::kRequest || t == T::kInvalidateAck || t == T::kRecallAck || t == T::kDiscard ||
+         t == T::kPrefetch;
+}
 
 // This host's copies of pages, as the protocol needs them.
 class LocalPages {
@@ -164,6 +178,8 @@ class PageRequester {
   // A local vCPU faulted on `page` wanting `access`; `home` is the page's home host. Returns
   // the request to send, or nothing when this host already has (or has asked for) enough.
   std::vector<CoherenceMessage> on_fault(uint64_t page, Access access, NodeId home);
+  // Reading ahead: asks for `page` if this host has nothing of it and nothing in flight.
+  std::vector<CoherenceMessage> prefetch(uint64_t page, NodeId home);
   std::vector<CoherenceMessage> on_message(const CoherenceMessage& m);
   Access access(uint64_t page) const;
   bool pending(uint64_t page) const { return in_flight_.count(page) != 0; }
@@ -174,6 +190,8 @@ class PageRequester {
     Access have = Access::kNone;
     Access asked = Access::kNone;
     bool upgrade_after = false;
+    bool prefetch = false;
+    Access faulted = Access::kNone;
   };
   View view(uint64_t page) const;
   size_t requests_in_flight() const { return in_flight_.size(); }
@@ -181,7 +199,9 @@ class PageRequester {
  private:
   struct InFlight {
     Access asked = Access::kNone;
-    bool upgrade_after = false;  // a write fault came while a read was in flight
+    bool upgrade_after = false;      // a write fault came while a read was in flight
+    bool prefetch = false;           // asked by a kPrefetch, which may be declined
+    Access faulted = Access::kNone;  // prefetch: a local fault waits for the answer
   };
   void set_access(uint64_t page, Access a);
 

@@ -331,12 +331,48 @@ void CoherentMemory::on_fault(uint64_t page, Access access) {
     note_installed(page);
     return;
   }
+  const bool first_touch = requester_->access(page) == Access::kNone;
   auto out = requester_->on_fault(page, access, home);
-  if (!out.empty() && !waiting_.count(page)) waiting_[page] = {monotonic_ns(), access};
+  // Also a fault on a page whose prefetch is out: it waits for that answer.
+  if ((!out.empty() || requester_->pending(page)) && !waiting_.count(page))
+    waiting_[page] = {monotonic_ns(), access};
   for (auto& m : out) {
     ++stats_.requests_sent;
     work_.push_back(std::move(m));
   }
+  if (first_touch) read_ahead(page, home);
+}
+
+// Reads ahead of a sequential run of first touches of pages homed on another host: each
+// fault in the run asks for the next `window_` pages with kPrefetch (granted only where the
+// page is dormant), doubling up to kMaxReadAhead, so the vCPU finds most pages mapped and a
+// round trip is paid once per run instead of once per page. A fault outside the run, or a
+// decline (the run reached pages in use), starts over.
+void CoherentMemory::read_ahead(uint64_t page, NodeId home) {
+  const bool sequential = home == run_home_ && page >= run_start_ && page <= run_next_;
+  if (!sequential) {
+    window_ = 0;
+    run_home_ = home;
+    run_start_ = page;
+    run_next_ = page + 1;
+    return;
+  }
+  window_ = std::min<uint64_t>(window_ == 0 ? 4 : 2 * window_, kMaxReadAhead);
+  if (config_.budget_bytes != 0) {
+    // Never read ahead into the budget: pages that arrive count against it.
+    const uint64_t used =
+        directory_->present_pages() + pool_->populated_pages() + requester_->requests_in_flight();
+    const uint64_t limit = config_.budget_bytes / kPageBytes;
+    window_ = std::min(window_, limit > used + kMaxReadAhead ? limit - used - kMaxReadAhead : 0);
+  }
+  uint64_t q = std::max(run_next_, page + 1);
+  for (const uint64_t end = q + window_; q < end && q < pages_ && home_of(q) == home; ++q)
+    for (auto& m : requester_->prefetch(q, home)) {
+      ++stats_.prefetches_sent;
+      work_.push_back(std::move(m));
+    }
+  run_start_ = page;
+  run_next_ = q;
 }
 
 // A dormant page the DormantServer may serve here: homed here, held by nobody, with no
@@ -396,8 +432,7 @@ void CoherentMemory::run_queue() {
       }
     }
     std::vector<CoherenceMessage> out;
-    if (m.type == T::kRequest || m.type == T::kInvalidateAck || m.type == T::kRecallAck ||
-        m.type == T::kDiscard) {
+    if (is_for_home(m.type)) {
       out = home_->on_message(m);
     } else {
       if (m.type == T::kGrant) {
@@ -406,6 +441,10 @@ void CoherentMemory::run_queue() {
           ++stats_.remote_dormant_pages;
       }
       out = requester_->on_message(m);
+      if (m.type == T::kDecline) {
+        ++stats_.prefetches_declined;
+        window_ = 0;  // the run has reached pages in use: stop reading ahead
+      }
       if (m.type == T::kDiscardAck && discard_acks_pending_ > 0 && --discard_acks_pending_ == 0)
         discard_cv_.notify_all();
       if (m.type == T::kGrant && m.from == config_.self) home_->self_copy_installed(m.page);

@@ -69,7 +69,9 @@ struct CoherentMemoryStats {
   std::atomic<uint64_t> page_bytes_sent{0};  // page contents on the wire, out
   std::atomic<uint64_t> page_bytes_received{0};
   std::atomic<uint64_t> pages_given_up{0};
-  std::atomic<uint64_t> held_back{0};  // recalls/invalidations that waited for the hold
+  std::atomic<uint64_t> held_back{0};            // recalls/invalidations that waited for the hold
+  std::atomic<uint64_t> prefetches_sent{0};      // read-ahead of remotely homed first touches
+  std::atomic<uint64_t> prefetches_declined{0};  // of those, pages that were not dormant
 };
 
 class CoherentMemory {
@@ -121,6 +123,7 @@ class CoherentMemory {
                  CoherenceTransport& transport, std::function<void(const Error&)> on_fatal);
   void loop();
   void on_fault(uint64_t page, Access access);
+  void read_ahead(uint64_t page, NodeId home);
   bool may_serve_dormant(uint64_t page) const;
   bool budget_allows_one_more();
   void run_queue();
@@ -161,6 +164,10 @@ class CoherentMemory {
   uint64_t discard_acks_pending_ = 0;  // under proto_mu_; acks of this host's waiting discards
   std::condition_variable discard_cv_;
   std::atomic<uint64_t> busy_since_ns_{0};  // the fault thread is serving a fault (0: idle)
+  // Read-ahead (under proto_mu_): the current run of first touches homed on run_home_.
+  static constexpr uint64_t kMaxReadAhead = 64;
+  NodeId run_home_ = 0;
+  uint64_t run_start_ = 0, run_next_ = 0, window_ = 0;
 
   std::mutex latency_mu_;
   Latencies latencies_;

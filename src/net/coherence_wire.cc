@@ -23,7 +23,7 @@ Result<Msg> decode_coherence(const Frame& f) {
   const auto& p = f.payload;
   if (f.type != MessageType::kCoherence) return Error("not a coherence frame");
   if (p.size() < kCoherenceHeaderBytes) return Error("coherence message is truncated");
-  if (p[0] > static_cast<uint8_t>(Msg::Type::kDiscardAck))
+  if (p[0] > static_cast<uint8_t>(Msg::Type::kDecline))
     return Error("coherence message type " + std::to_string(p[0]) + " is unknown");
   if (p[1] > static_cast<uint8_t>(Access::kWrite))
     return Error("coherence access " + std::to_string(p[1]) + " is unknown");

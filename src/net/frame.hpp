@@ -22,7 +22,8 @@
 namespace shoal::net {
 
 inline constexpr uint32_t kFrameMagic = 0x014c4853;
-// 2: coherence DISCARD; 3: every frame after the handshake sealed (net/frame_cipher.hpp)
+// 2: coherence DISCARD; 3: every frame after the handshake sealed (net/frame_cipher.hpp),
+// coherence PREFETCH and DECLINE
 inline constexpr uint16_t kWireVersion = 3;
 inline constexpr size_t kHeaderBytes = 16;
 // A batch of 64 guest pages plus its metadata fits; nothing legitimate is larger.

@@ -47,18 +47,31 @@ TcpLink::~TcpLink() {
 
 Result<std::unique_ptr<TcpLink>> TcpLink::connect(const std::string& host, uint16_t port,
                                                   const LinkIdentity& me) {
-  auto io = std::make_unique<asio::io_context>();
-  tcp::socket socket(*io);
+  const std::string where = "connect " + host + ":" + std::to_string(port);
   boost::system::error_code ec;
   const auto address = asio::ip::make_address(host, ec);
-  if (ec) return Error("connect " + host + ":" + std::to_string(port) + ": not an IP address");
-  socket.connect(tcp::endpoint(address, port), ec);
-  if (ec) return Error("connect " + host + ":" + std::to_string(port) + ": " + ec.message());
-  std::unique_ptr<TcpLink> link(new TcpLink(std::move(io), std::move(socket)));
-  Handshake hs(Handshake::Role::kClient, me.node_name, me.secret);
-  SHOAL_TRY(link->handshake(hs, me.handshake_timeout),
-            "connect " + host + ":" + std::to_string(port));
-  return link;
+  if (ec) return Error(where + ": not an IP address");
+  // A node under a flood of connections may cut a handshake off (it holds a bounded number):
+  // one that ends without an answer is tried again, with backoff, within the handshake
+  // timeout. A refused connection or a failed authentication is final at once.
+  const int64_t deadline = now_ns() + std::chrono::nanoseconds(me.handshake_timeout).count();
+  auto backoff = std::chrono::milliseconds(20);
+  for (;;) {
+    auto io = std::make_unique<asio::io_context>();
+    tcp::socket socket(*io);
+    socket.connect(tcp::endpoint(address, port), ec);
+    if (ec) return Error(where + ": " + ec.message());
+    std::unique_ptr<TcpLink> link(new TcpLink(std::move(io), std::move(socket)));
+    Handshake hs(Handshake::Role::kClient, me.node_name, me.secret);
+    const int64_t left = deadline - now_ns();
+    Status s =
+        link->handshake(hs, std::chrono::milliseconds(std::max<int64_t>(left / 1'000'000, 1)));
+    if (s.ok()) return link;
+    if (hs.failed() || now_ns() + std::chrono::nanoseconds(backoff).count() >= deadline)
+      return s.error().context(where);
+    std::this_thread::sleep_for(backoff);
+    backoff = std::min(backoff * 2, std::chrono::milliseconds(400));
+  }
 }
 
 Result<std::unique_ptr<TcpLink>> TcpLink::accept(tcp::socket socket, const LinkIdentity& me) {

@@ -64,13 +64,18 @@ void NodeService::accept_loop() {
     uint64_t id = 0;
     {
       std::lock_guard lock(mu_);
+      const auto now = std::chrono::steady_clock::now();
       if (pending_.size() >= kMaxPendingHandshakes) {
+        if (now - pending_.front().since < kHandshakeGrace) {
+          ++refused_;  // every slot is young: the newcomer goes (the socket closes here)
+          continue;
+        }
         // The oldest has had the longest to answer; its thread sees the shutdown at once.
         ::shutdown(pending_.front().fd.get(), SHUT_RDWR);
         pending_.pop_front();
       }
       id = next_pending_++;
-      pending_.push_back({id, UniqueFd(::dup(socket->native_handle()))});
+      pending_.push_back({id, UniqueFd(::dup(socket->native_handle())), now});
       ++workers_;
     }
     // The thread gets the bare descriptor: nothing of the listener's io_context may outlive

@@ -37,11 +37,13 @@ class NodeService {
   uint64_t peers_served() const { return served_.load(); }
   uint64_t peers_refused() const { return refused_.load(); }
   // A peer has this long to authenticate, and at most kMaxPendingHandshakes connections may be
-  // unauthenticated at once: beyond that, the oldest is cut off, so a flood of silent or
-  // garbage connections holds a bounded number of threads and descriptors, and a real peer
-  // still gets through (its handshake takes about a millisecond).
+  // unauthenticated at once: beyond that, the oldest is cut off if it has had kHandshakeGrace
+  // (else the newcomer is), so a flood of silent or garbage connections holds a bounded number
+  // of threads and descriptors, and a real peer still gets through. The cap leaves room for a
+  // whole pod's members connecting at once (31 at host 0 of a 32-host pod).
   static constexpr auto kHandshakeDeadline = std::chrono::milliseconds(2000);
-  static constexpr size_t kMaxPendingHandshakes = 16;
+  static constexpr auto kHandshakeGrace = std::chrono::milliseconds(200);
+  static constexpr size_t kMaxPendingHandshakes = 64;
 
  private:
   NodeService() = default;
@@ -63,6 +65,7 @@ class NodeService {
   struct Pending {
     uint64_t id;
     UniqueFd fd;
+    std::chrono::steady_clock::time_point since;
   };
   std::deque<Pending> pending_;
   uint64_t next_pending_ = 1;

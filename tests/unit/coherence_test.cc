@@ -63,8 +63,10 @@ class FakePages : public LocalPages {
 
 struct Op {
   NodeId node;
-  Access access;  // kNone: the node's guest discards the page
+  Access access;  // kNone: the node's guest discards the page; kPrefetchOp: reads ahead
 };
+// Not an access: the node's memory prefetches the page (a sequential run of first touches).
+constexpr Access kPrefetchOp = static_cast<Access>(3);
 
 struct World {
   explicit World(int nodes) {
@@ -85,17 +87,14 @@ struct World {
   std::map<NodeId, std::deque<Access>> todo;  // per node, its operations in order
   uint64_t writes_done = 0;
   std::map<NodeId, uint64_t> last_read;
-  bool discards = false;  // a discard makes the page zero again: reads may go back to 0
+  std::map<NodeId, bool> asleep;  // the node's vCPU faulted and waits for an install
+  bool discards = false;          // a discard makes the page zero again: reads may go back to 0
   std::string trace;
 
   void send(const std::vector<CoherenceMessage>& msgs) {
     for (const auto& m : msgs) channels[{m.from, m.to}].push_back(m);
   }
-  static bool to_home(const CoherenceMessage& m) {
-    using T = CoherenceMessage::Type;
-    return m.type == T::kRequest || m.type == T::kInvalidateAck || m.type == T::kRecallAck ||
-           m.type == T::kDiscard;
-  }
+  static bool to_home(const CoherenceMessage& m) { return is_for_home(m.type); }
 
   // Every action enabled now: local steps of nodes with work left, and channel deliveries.
   std::vector<std::function<void()>> actions() {
@@ -105,7 +104,13 @@ struct World {
       const NodeId n = node;
       const Access want = ops.front();
       PageRequester& r = *requesters[n];
-      if (want == Access::kNone) {
+      if (want == kPrefetchOp) {
+        acts.push_back([this, n] {
+          send(requesters[n]->prefetch(kPage, kHome));
+          todo[n].pop_front();
+          trace += "\n  node " + std::to_string(n) + " prefetches";
+        });
+      } else if (want == Access::kNone) {
         acts.push_back([this, n] {
           send({CoherenceMessage{CoherenceMessage::Type::kDiscard, kPage, n, kHome}});
           discards = true;
@@ -127,8 +132,11 @@ struct World {
           trace +=
               "\n  node " + std::to_string(n) + (want == Access::kWrite ? " writes" : " reads");
         });
-      } else if (!r.pending(kPage)) {
+      } else if (!asleep[n] && (!r.pending(kPage) || r.view(kPage).prefetch)) {
+        // A fault puts the vCPU to sleep until a grant installs the page (the kernel wakes
+        // it); a fault on a page whose prefetch is out waits for that answer too.
         acts.push_back([this, n, want] {
+          asleep[n] = true;
           send(requesters[n]->on_fault(kPage, want, kHome));
           trace += "\n  node " + std::to_string(n) + " faults";
         });
@@ -143,6 +151,7 @@ struct World {
         trace += "\n  deliver " + std::to_string(static_cast<int>(m.type)) + " " +
                  std::to_string(m.from) + "->" + std::to_string(m.to);
         send(to_home(m) ? home->on_message(m) : requesters[m.to]->on_message(m));
+        if (m.type == CoherenceMessage::Type::kGrant) asleep[m.to] = false;
         // As CoherentMemory does: the home's grant to itself is installed, so its copy holds
         // the shared data from now on.
         if (m.type == CoherenceMessage::Type::kGrant && m.to == kHome)
@@ -166,11 +175,13 @@ struct World {
     }
     for (size_t n = 0; n < pages.size(); ++n) {
       const auto v = requesters[n]->view(kPage);
-      k << "|N" << int(v.have) << int(v.asked) << v.upgrade_after << int(pages[n]->mapped) << ":"
-        << pages[n]->value;
+      k << "|N" << int(v.have) << int(v.asked) << v.upgrade_after << v.prefetch << int(v.faulted)
+        << int(pages[n]->mapped) << ":" << pages[n]->value;
       auto t = todo.find(static_cast<NodeId>(n));
       if (t != todo.end())
         for (Access a : t->second) k << int(a);
+      auto as = asleep.find(static_cast<NodeId>(n));
+      k << "s" << (as != asleep.end() && as->second);
       auto lr = last_read.find(static_cast<NodeId>(n));
       k << "r" << (lr == last_read.end() ? 0 : lr->second);
     }
@@ -364,6 +375,21 @@ TEST(Coherence, DiscardsAgainstReadersAndWritersOnEveryHost) {
     explore({3, {{1, R}, {2, R}, {0, R}}, {{d, D}, {1, W}}});
     explore({3, {{0, W}, {1, R}}, {{d, D}, {2, R}, {1, W}}});
   }
+}
+
+TEST(Coherence, PrefetchesAgainstRequestsDiscardsAndEachOther) {
+  // A prefetch is granted only for a dormant page and never takes one away; a fault that
+  // comes while it is out waits and, on a decline, asks properly.
+  constexpr Access P = kPrefetchOp;
+  for (NodeId n : {1, 0}) {
+    explore({3, {}, {{n, P}, {n, W}, {2, W}}});
+    explore({3, {}, {{n, P}, {n, R}, {2, R}}});
+    explore({3, {{2, W}}, {{n, P}, {n, R}}});          // not dormant: declined
+    explore({3, {{2, R}, {1, R}}, {{n, P}, {n, W}}});  // shared: declined
+    explore({3, {}, {{n, P}, {2, D}, {n, W}}});
+    explore({3, {{2, W}}, {{2, D}, {n, P}, {n, R}}});  // dormant again after a discard
+  }
+  explore({3, {}, {{1, P}, {2, P}, {1, W}, {2, W}}});
 }
 
 TEST(Coherence, ADiscardLeavesThePageDormantEverywhere) {
