@@ -13,11 +13,6 @@
 namespace shoal {
 
 namespace {
-// Set while a link's reader thread runs a device for another host's vCPU.
-thread_local bool serving_forwarded = false;
-}  // namespace
-
-namespace {
 
 constexpr auto kMeshTimeout = std::chrono::seconds(15);
 
@@ -28,6 +23,7 @@ PodMember::PodMember(PodMemberConfig config) : config_(std::move(config)) {}
 PodMember::~PodMember() {
   stop({0, true, "the node is shutting down"});
   if (monitor_.joinable()) monitor_.join();
+  stop_device_thread();  // done by the monitor already, unless it never ran
 }
 
 Result<std::unique_ptr<PodMember>> PodMember::create(PodMemberConfig config) {
@@ -46,8 +42,12 @@ Result<std::unique_ptr<PodMember>> PodMember::create(PodMemberConfig config) {
       m->config_.self, names,
       PodMesh::Handlers{
           [self](CoherenceMessage msg) { self->memory_->deliver(std::move(msg)); },
+          // Device exits leave the link's reader for the device thread: a device that waits
+          // (a discard for its acks) must not stop the link it waits on.
           [self](NodeId from, const ForwardedExit& e, uint32_t request) {
-            self->serve_forwarded(from, e, request);
+            std::lock_guard lock(self->device_mu_);
+            self->device_queue_.push_back({from, e, request});
+            self->device_cv_.notify_one();
           },
           // The notice names the host where the pod's stop began (see monitor()).
           [self](NodeId, const PodOutcome& o) {
@@ -79,6 +79,7 @@ Result<std::unique_ptr<PodMember>> PodMember::create(PodMemberConfig config) {
   if (!memory) return memory.error();
   m->memory_ = std::move(*memory);
   SHOAL_TRY(m->build_devices(), "devices");
+  if (m->config_.self == 0) m->device_thread_ = std::thread([self] { self->device_loop(); });
   m->monitor_ = std::thread([self] { self->monitor(); });
   return m;
 }
@@ -93,16 +94,16 @@ Status PodMember::build_devices() {
                                            stop({end.code, false, end.why});
                                          }});
     if (!uart) return uart.error();
-    // Guest discards: every page goes back to dormant at its home, on every host. A vCPU's
-    // own discard waits for the homes' acks, so the range reads as zero afterwards, as on a
-    // single host. One forwarded from another host's vCPU runs on a link's reader thread,
-    // which must not wait for acks that may come through that very link: it only sends.
+    // Guest discards: every page goes back to dormant at its home, on every host. The discard
+    // waits for the homes' acks, so the range reads as zero afterwards, as on a single host;
+    // one forwarded from another host's vCPU runs on the device thread, never on a link's
+    // reader, whose link may carry those acks.
     auto discard = [this](uint64_t gpa, uint64_t bytes) {
       const uint8_t* host = core_->ram().host(gpa, bytes);
-      Status s = host == nullptr
-                     ? Status(Error("not guest RAM"))
-                     : memory_->discard(static_cast<uint64_t>(host - core_->ram().base()), bytes,
-                                        !serving_forwarded);
+      Status s =
+          host == nullptr
+              ? Status(Error("not guest RAM"))
+              : memory_->discard(static_cast<uint64_t>(host - core_->ram().base()), bytes, true);
       if (!s.ok())
         spdlog::warn("guest discard of {} bytes at 0x{:x}: {}", bytes, gpa, s.error().message());
     };
@@ -125,11 +126,32 @@ Status PodMember::build_devices() {
   return {};
 }
 
+// Host 0's device thread: other hosts' port and MMIO accesses, one at a time in arrival order
+// (each vCPU waits for its answer, so its own accesses stay in order).
+void PodMember::device_loop() {
+  std::unique_lock lock(device_mu_);
+  for (;;) {
+    device_cv_.wait(lock, [&] { return device_stop_ || !device_queue_.empty(); });
+    if (device_queue_.empty()) return;
+    ForwardedWork w = std::move(device_queue_.front());
+    device_queue_.pop_front();
+    lock.unlock();
+    serve_forwarded(w.from, w.exit, w.request);
+    lock.lock();
+  }
+}
+
+void PodMember::stop_device_thread() {
+  {
+    std::lock_guard lock(device_mu_);
+    device_stop_ = true;
+    device_queue_.clear();  // the pod is stopping: nobody waits for these answers any more
+  }
+  device_cv_.notify_all();
+  if (device_thread_.joinable()) device_thread_.join();
+}
+
 void PodMember::serve_forwarded(NodeId from, const ForwardedExit& e, uint32_t request) {
-  serving_forwarded = true;
-  struct Reset {
-    ~Reset() { serving_forwarded = false; }
-  } reset;
   std::array<uint8_t, 8> data{};
   std::span<uint8_t> bytes(data.data(), e.size);
   const IoBus& bus = e.space == ForwardedExit::Space::kPort ? core_->pio() : core_->mmio();
@@ -244,8 +266,9 @@ void PodMember::monitor() {
     notice.reason = "host " + me().name + ": " + outcome.reason;
   mesh_->broadcast(encode_pod_outcome(net::MessageType::kPodLeave, notice));
   core_->command_vcpus(VcpuCommand::kStop);
-  memory_->stop();
-  mesh_->close();  // also fails forwarded accesses still waiting
+  memory_->stop();  // also ends a discard waiting for acks on the device thread
+  mesh_->close();   // also fails forwarded accesses still waiting; no more device work
+  stop_device_thread();
   core_->stop_vcpus();
   flush_console();
   spdlog::info("pod {}: stopped after {} page faults", config_.spec.name,

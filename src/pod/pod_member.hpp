@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -61,6 +62,8 @@ class PodMember {
   explicit PodMember(PodMemberConfig config);
   Status build_devices();
   void serve_forwarded(NodeId from, const ForwardedExit& e, uint32_t request);
+  void device_loop();
+  void stop_device_thread();
   void on_vcpu_finished(int id, const ExitAction& action, const std::string& state);
   void write_console(uint8_t byte);
   void flush_console();
@@ -74,6 +77,18 @@ class PodMember {
   std::unique_ptr<PodMesh> mesh_;
   std::unique_ptr<CoherentMemory> memory_;
   std::string state_ = "created";
+
+  // Host 0: other hosts' device exits, served on the device thread (never on a link reader).
+  struct ForwardedWork {
+    NodeId from;
+    ForwardedExit exit;
+    uint32_t request;
+  };
+  std::mutex device_mu_;
+  std::condition_variable device_cv_;
+  std::deque<ForwardedWork> device_queue_;
+  bool device_stop_ = false;
+  std::thread device_thread_;
 
   std::mutex console_mu_;
   std::string console_line_;
