@@ -133,7 +133,7 @@ void PodMember::device_loop() {
   for (;;) {
     device_cv_.wait(lock, [&] { return device_stop_ || !device_queue_.empty(); });
     if (device_queue_.empty()) return;
-    ForwardedWork w = std::move(device_queue_.front());
+    const ForwardedWork w = device_queue_.front();
     device_queue_.pop_front();
     lock.unlock();
     serve_forwarded(w.from, w.exit, w.request);
