@@ -23,7 +23,8 @@ class Link {
   // reads every frame sent before. Receiving goes on until close().
   virtual void finish(std::chrono::milliseconds timeout) = 0;
   // Heartbeats both ways: a link that hears nothing for `timeout` breaks ("no heartbeat for
-  // 1.0 s"), and this end sends one every timeout / 4 while it has nothing else to send.
+  // 1.0 s"), and this end sends one every min(timeout / 4, 100 ms) while it has nothing else
+  // to send.
   virtual void watch_liveness(std::chrono::milliseconds timeout) = 0;
   virtual const std::string& peer_name() const = 0;
 };

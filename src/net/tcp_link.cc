@@ -13,6 +13,13 @@ using asio::ip::tcp;
 
 namespace {
 
+// Every end that watches at all sends at least this often, whatever its own timeout: the two
+// ends of a link may watch with different timeouts (a node's control link and `pod up`), and
+// neither may go quiet for longer than the stricter one allows.
+std::chrono::nanoseconds heartbeat_period(std::chrono::nanoseconds timeout) {
+  return std::min<std::chrono::nanoseconds>(timeout / 4, kMaxHeartbeatPeriod);
+}
+
 int64_t now_ns() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(
              std::chrono::steady_clock::now().time_since_epoch())
@@ -211,7 +218,7 @@ void TcpLink::write_loop() {
       if (timeout.count() == 0)
         send_cv_.wait(lock);
       else
-        send_cv_.wait_for(lock, timeout / 8);
+        send_cv_.wait_for(lock, heartbeat_period(timeout) / 2);
     }
     if (closed_) break;
     if (timeout.count() > 0) {
@@ -226,7 +233,8 @@ void TcpLink::write_loop() {
         break_locked(Error(text));
         break;
       }
-      if (now - last_sent_ns_ >= timeout.count() / 4 && queued_from_ == queued_.size())
+      if (now - last_sent_ns_ >= heartbeat_period(timeout).count() &&
+          queued_from_ == queued_.size())
         (void)push_locked(sealer_->seal(Frame{MessageType::kHeartbeat, 0, {}}));
     }
     if (queued_from_ < queued_.size()) {

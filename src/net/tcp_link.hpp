@@ -5,8 +5,9 @@
 // Sending never blocks: a frame goes straight into the socket when it takes it (the common
 // case, no thread hand-off on the fault path), and otherwise waits, in order, in the link's
 // queue for its writer thread; more than kMaxQueuedBytes waiting breaks the link. The writer
-// thread also keeps the link alive: with watch_liveness(T) it sends a heartbeat every T/4 and
-// breaks the link when nothing has arrived for T. A broken link's receive() fails with why.
+// thread also keeps the link alive: with watch_liveness(T) it sends a heartbeat every
+// min(T/4, 100 ms) and breaks the link when nothing has arrived for T. A broken link's receive()
+// fails with why.
 #pragma once
 
 // Boost 1.74's asio/awaitable.hpp uses std::exchange without including <utility> (C++20).
@@ -37,6 +38,9 @@ struct LinkIdentity {
 
 // What a link may hold unsent before it counts as broken (its peer no longer reads).
 inline constexpr size_t kMaxQueuedBytes = 64u << 20;
+// A watching end sends a heartbeat every min(timeout / 4, this); so any timeout of 500 ms or
+// more is met by every peer, whatever timeout that peer watches with.
+inline constexpr std::chrono::milliseconds kMaxHeartbeatPeriod{100};
 
 class TcpLink : public Link {
  public:

@@ -307,8 +307,8 @@ PodSpecResult parse_pod_spec(const std::string& yaml_text) {
     if (auto v = c.text(s, "spec", "secretFile", true)) spec.secret_file = *v;
     if (s["failureTimeout"].IsDefined()) {
       if (auto v = c.millis(s["failureTimeout"], "spec.failureTimeout")) {
-        if (*v < 100 || *v > 60'000)
-          c.error("spec.failureTimeout", s["failureTimeout"], "expected 100ms to 60s");
+        if (*v < 500 || *v > 60'000)
+          c.error("spec.failureTimeout", s["failureTimeout"], "expected 500ms to 60s");
         else
           spec.failure_timeout_ms = *v;
       }

@@ -9,7 +9,7 @@
 //     vcpus: 4
 //     transport: tcp
 //     secretFile: /etc/shoal/demo.secret
-//     failureTimeout: 1s          # a member silent this long is lost (100ms .. 60s)
+//     failureTimeout: 1s          # a member silent this long is lost (500ms .. 60s)
 //     hosts:
 //       - {name: a, address: "10.0.0.1:7000", vcpus: [0, 1], memory: even, zeroPool: 64M}
 //       - {name: b, address: "10.0.0.2:7000", vcpus: "2-3", memory: even}

@@ -84,9 +84,9 @@ TEST(PodSpec, FailureTimeout) {
     ASSERT_TRUE(r.spec.has_value()) << text << ": " << (r.errors.empty() ? "" : r.errors[0]);
     EXPECT_EQ(r.spec->failure_timeout_ms, static_cast<uint64_t>(ms)) << text;
   }
-  for (const char* bad : {"50ms", "61s", "0s"})
+  for (const char* bad : {"400ms", "61s", "0s"})
     expect_error(edit(tcp, tcp + "  failureTimeout: " + bad + "\n"), "spec.failureTimeout",
-                 "expected 100ms to 60s");
+                 "expected 500ms to 60s");
   for (const char* bad : {"1", "soon", "-1s", "1h", "[1]"})
     expect_error(edit(tcp, tcp + "  failureTimeout: " + bad + "\n"), "spec.failureTimeout",
                  "expected a duration such as 1s or 500ms");
