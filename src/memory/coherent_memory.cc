@@ -365,8 +365,10 @@ void CoherentMemory::read_ahead(uint64_t page, NodeId home) {
     const uint64_t limit = config_.budget_bytes / kPageBytes;
     window_ = std::min(window_, limit > used + kMaxReadAhead ? limit - used - kMaxReadAhead : 0);
   }
+  // At most window_ pages ahead of this fault: a vCPU that catches up with grants still on
+  // their way faults on each, and must not push the run further ahead every time.
   uint64_t q = std::max(run_next_, page + 1);
-  for (const uint64_t end = q + window_; q < end && q < pages_ && home_of(q) == home; ++q)
+  for (const uint64_t end = page + 1 + window_; q < end && q < pages_ && home_of(q) == home; ++q)
     for (auto& m : requester_->prefetch(q, home)) {
       ++stats_.prefetches_sent;
       work_.push_back(std::move(m));
