@@ -54,7 +54,10 @@ class CoherentMemory::UffdPages : public LocalPages {
     }
     if (!m_.budget_allows_one_more()) return;
     const bool read_only = access != Access::kWrite;
-    if (payload == CoherenceMessage::Payload::kZero && !read_only && move_zero_page(a)) return;
+    // A zero grant is copied from a static zero page, not moved in from the pool: a
+    // one-page UFFDIO_MOVE flushes the pool mapping's TLB on every CPU (an IPI per page, most
+    // of a remotely homed first touch's cost on this nested host: 30 -> 9-15 us per page in
+    // bench/remote_faults). The pool serves this host's own dormant pages, in batches.
     const uint8_t* src = payload == CoherenceMessage::Payload::kData && data.size() == kPageBytes
                              ? data.data()
                              : kZeroPage.data();
@@ -97,15 +100,6 @@ class CoherentMemory::UffdPages : public LocalPages {
   }
 
  private:
-  bool move_zero_page(uint64_t a) {
-    ZeroPool::Run run = m_.pool_->try_take(1);
-    if (run.pages == 0 || !m_.uffd_.has_move()) return false;
-    int64_t done = 0;
-    const int rc = m_.uffd_.move(a, reinterpret_cast<uint64_t>(run.addr), kPageBytes, &done);
-    m_.pool_->consumed(run, rc == 0 ? 1 : 0);
-    return rc == 0;
-  }
-
   CoherentMemory& m_;
 };
 
