@@ -6,6 +6,8 @@
 
 #include <cstdio>
 
+#include "shoal/clock.hpp"
+
 namespace shoal::net {
 
 namespace asio = boost::asio;
@@ -18,12 +20,6 @@ namespace {
 // neither may go quiet for longer than the stricter one allows.
 std::chrono::nanoseconds heartbeat_period(std::chrono::nanoseconds timeout) {
   return std::min<std::chrono::nanoseconds>(timeout / 4, kMaxHeartbeatPeriod);
-}
-
-int64_t now_ns() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
 }
 
 std::string endpoint_text(const tcp::socket& s) {
@@ -61,7 +57,9 @@ Result<std::unique_ptr<TcpLink>> TcpLink::connect(const std::string& host, uint1
   // A node under a flood of connections may cut a handshake off (it holds a bounded number):
   // one that ends without an answer is tried again, with backoff, within the handshake
   // timeout. A refused connection or a failed authentication is final at once.
-  const int64_t deadline = now_ns() + std::chrono::nanoseconds(me.handshake_timeout).count();
+  const uint64_t deadline =
+      monotonic_ns() +
+      static_cast<uint64_t>(std::chrono::nanoseconds(me.handshake_timeout).count());
   auto backoff = std::chrono::milliseconds(20);
   for (;;) {
     auto io = std::make_unique<asio::io_context>();
@@ -70,11 +68,13 @@ Result<std::unique_ptr<TcpLink>> TcpLink::connect(const std::string& host, uint1
     if (ec) return Error(where + ": " + ec.message());
     std::unique_ptr<TcpLink> link(new TcpLink(std::move(io), std::move(socket)));
     Handshake hs(Handshake::Role::kClient, me.node_name, me.secret);
-    const int64_t left = deadline - now_ns();
-    Status s =
-        link->handshake(hs, std::chrono::milliseconds(std::max<int64_t>(left / 1'000'000, 1)));
+    const uint64_t now = monotonic_ns();
+    const uint64_t left_ms = now < deadline ? (deadline - now) / 1'000'000 : 0;
+    Status s = link->handshake(hs, std::chrono::milliseconds(std::max<uint64_t>(left_ms, 1)));
     if (s.ok()) return link;
-    if (hs.failed() || now_ns() + std::chrono::nanoseconds(backoff).count() >= deadline)
+    if (hs.failed() ||
+        monotonic_ns() + static_cast<uint64_t>(std::chrono::nanoseconds(backoff).count()) >=
+            deadline)
       return s.error().context(where);
     std::this_thread::sleep_for(backoff);
     backoff = std::min(backoff * 2, std::chrono::milliseconds(400));
@@ -112,7 +112,8 @@ Status TcpLink::write_blocking(const std::vector<uint8_t>& bytes) {
 // The handshake's few frames go out with plain blocking writes (bounded by the handshake
 // timeout); the writer thread and sealing start once it is done.
 Status TcpLink::handshake(Handshake& hs, std::chrono::milliseconds timeout) {
-  handshake_deadline_ns_ = now_ns() + std::chrono::nanoseconds(timeout).count();
+  handshake_deadline_ns_ =
+      monotonic_ns() + static_cast<uint64_t>(std::chrono::nanoseconds(timeout).count());
   auto send_all = [&](const std::vector<Frame>& frames) -> Status {
     for (const auto& f : frames) SHOAL_TRY(write_blocking(encode_frame(f)), "handshake");
     return {};
@@ -135,7 +136,7 @@ Status TcpLink::handshake(Handshake& hs, std::chrono::milliseconds timeout) {
     std::lock_guard lock(send_mu_);
     sealer_ = std::make_unique<FrameSealer>(keys.send);
     opener_ = std::make_unique<FrameOpener>(keys.receive);
-    last_sent_ns_ = now_ns();
+    last_sent_ns_ = monotonic_ns();
   }
   writer_ = std::thread([this] { write_loop(); });
   return {};
@@ -158,7 +159,7 @@ Status TcpLink::send_raw_for_test(const std::vector<uint8_t>& bytes) {
 Status TcpLink::push_locked(std::vector<uint8_t> bytes) {
   if (broken_) return broken_->context("send to " + who());
   if (closed_) return Error("send to " + who() + ": the link is closed");
-  last_sent_ns_ = now_ns();
+  last_sent_ns_ = monotonic_ns();
   if (queued_from_ == queued_.size()) {
     // Straight into the socket. MSG_DONTWAIT: the caller may be a link's reader or the
     // fault thread, which must never block on a peer that does not read.
@@ -222,18 +223,20 @@ void TcpLink::write_loop() {
     }
     if (closed_) break;
     if (timeout.count() > 0) {
-      const int64_t now = now_ns();
+      const uint64_t now = monotonic_ns();
+      const auto timeout_ns = static_cast<uint64_t>(timeout.count());
       // Silence counts only while the reader waits for bytes: a reader busy with a frame
       // (a long local operation) says nothing about the peer, whose bytes wait unread.
-      const int64_t waiting_since = reader_waiting_since_ns_.load();
-      if (waiting_since != 0 && now - waiting_since > timeout.count()) {
+      const uint64_t waiting_since = reader_waiting_since_ns_.load();
+      // (The reader may have started waiting after `now` was read.)
+      if (waiting_since != 0 && now > waiting_since && now - waiting_since > timeout_ns) {
         char text[64];
         std::snprintf(text, sizeof text, "no heartbeat for %.1f s",
                       static_cast<double>(timeout.count()) / 1e9);
         break_locked(Error(text));
         break;
       }
-      if (now - last_sent_ns_ >= heartbeat_period(timeout).count() &&
+      if (now - last_sent_ns_ >= static_cast<uint64_t>(heartbeat_period(timeout).count()) &&
           queued_from_ == queued_.size())
         (void)push_locked(sealer_->seal(Frame{MessageType::kHeartbeat, 0, {}}));
     }
@@ -270,12 +273,14 @@ Result<Frame> TcpLink::read_frame() {
       // The handshake has a deadline for the whole exchange, so a peer that trickles bytes
       // cannot hold the connection. (SO_RCVTIMEO would not do: asio's blocking read polls
       // again after the EAGAIN it causes.)
-      const int64_t left = handshake_deadline_ns_ - now_ns();
+      const uint64_t now = monotonic_ns();
       pollfd p{socket_.native_handle(), POLLIN, 0};
-      if (left <= 0 || ::poll(&p, 1, static_cast<int>((left + 999'999) / 1'000'000)) == 0)
+      if (now >= handshake_deadline_ns_ ||
+          ::poll(&p, 1, static_cast<int>((handshake_deadline_ns_ - now + 999'999) / 1'000'000)) ==
+              0)
         return Error("no handshake within the deadline");
     }
-    reader_waiting_since_ns_ = now_ns();
+    reader_waiting_since_ns_ = monotonic_ns();
     const size_t n = socket_.read_some(asio::buffer(buf), ec);
     reader_waiting_since_ns_ = 0;
     if (ec == asio::error::eof)

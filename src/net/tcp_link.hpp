@@ -86,11 +86,11 @@ class TcpLink : public Link {
   bool closed_ = false;
   std::optional<Error> broken_;  // why the link ended, first cause only
   std::chrono::nanoseconds failure_timeout_{0};
-  int64_t last_sent_ns_ = 0;
+  uint64_t last_sent_ns_ = 0;
   // When the reader started waiting in read (0: it is not waiting, e.g. busy with a frame).
-  std::atomic<int64_t> reader_waiting_since_ns_{0};
+  std::atomic<uint64_t> reader_waiting_since_ns_{0};
   std::thread writer_;
-  int64_t handshake_deadline_ns_ = 0;  // while the handshake runs (reader's thread only)
+  uint64_t handshake_deadline_ns_ = 0;  // while the handshake runs (reader's thread only)
   // Set once the handshake is done; from then on every frame is sealed and opened.
   std::unique_ptr<FrameSealer> sealer_;
   std::unique_ptr<FrameOpener> opener_;
