@@ -36,16 +36,32 @@ std::array<uint8_t, 12> nonce_of(uint64_t counter) {
   return iv;
 }
 
-EVP_CIPHER_CTX* new_gcm(const Key& key, bool encrypt) {
+}  // namespace
+
+// The EVP context itself; a null one (allocation or key setup failed) makes every seal carry
+// a tag that cannot verify and every open fail.
+struct GcmContext {
+  EVP_CIPHER_CTX* ctx;
+};
+
+void GcmContextFree::operator()(GcmContext* c) const {
+  EVP_CIPHER_CTX_free(c->ctx);
+  delete c;
+}
+
+namespace {
+
+GcmContextPtr new_gcm(const Key& key, bool encrypt) {
   EVP_CIPHER_CTX* ctx = EVP_CIPHER_CTX_new();
-  if (ctx == nullptr) return nullptr;
-  const int ok = encrypt ? EVP_EncryptInit_ex(ctx, EVP_aes_256_gcm(), nullptr, key.data(), nullptr)
-                         : EVP_DecryptInit_ex(ctx, EVP_aes_256_gcm(), nullptr, key.data(), nullptr);
+  const int ok = ctx == nullptr ? 0
+                 : encrypt
+                     ? EVP_EncryptInit_ex(ctx, EVP_aes_256_gcm(), nullptr, key.data(), nullptr)
+                     : EVP_DecryptInit_ex(ctx, EVP_aes_256_gcm(), nullptr, key.data(), nullptr);
   if (ok != 1) {
     EVP_CIPHER_CTX_free(ctx);
-    return nullptr;
+    ctx = nullptr;
   }
-  return ctx;
+  return GcmContextPtr(new GcmContext{ctx});
 }
 
 }  // namespace
@@ -63,13 +79,7 @@ SessionKeys derive_session_keys(std::span<const uint8_t> secret,
   return is_client ? SessionKeys{c2s, s2c} : SessionKeys{s2c, c2s};
 }
 
-struct FrameSealer::Ctx {
-  EVP_CIPHER_CTX* gcm;
-  ~Ctx() { EVP_CIPHER_CTX_free(gcm); }
-};
-
-FrameSealer::FrameSealer(const Key& key) : ctx_(new Ctx{new_gcm(key, true)}) {}
-FrameSealer::~FrameSealer() = default;
+FrameSealer::FrameSealer(const Key& key) : gcm_(new_gcm(key, true)) {}
 
 std::vector<uint8_t> FrameSealer::seal(const Frame& frame) {
   const size_t inner = kSealedHeadBytes + frame.payload.size();
@@ -83,7 +93,7 @@ std::vector<uint8_t> FrameSealer::seal(const Frame& frame) {
   const auto iv = nonce_of(counter_++);
   uint8_t* body = out.data() + kHeaderBytes;
   int n = 0;
-  EVP_CIPHER_CTX* c = ctx_->gcm;
+  EVP_CIPHER_CTX* c = gcm_->ctx;
   // Any failure here leaves a frame whose tag cannot verify: the peer ends the link.
   bool ok = c != nullptr && EVP_EncryptInit_ex(c, nullptr, nullptr, nullptr, iv.data()) == 1 &&
             EVP_EncryptUpdate(c, nullptr, &n, out.data(), kHeaderBytes) == 1 &&
@@ -97,13 +107,7 @@ std::vector<uint8_t> FrameSealer::seal(const Frame& frame) {
   return out;
 }
 
-struct FrameOpener::Ctx {
-  EVP_CIPHER_CTX* gcm;
-  ~Ctx() { EVP_CIPHER_CTX_free(gcm); }
-};
-
-FrameOpener::FrameOpener(const Key& key) : ctx_(new Ctx{new_gcm(key, false)}) {}
-FrameOpener::~FrameOpener() = default;
+FrameOpener::FrameOpener(const Key& key) : gcm_(new_gcm(key, false)) {}
 
 Result<Frame> FrameOpener::open(const Frame& sealed) {
   const uint64_t index = counter_;
@@ -124,7 +128,7 @@ Result<Frame> FrameOpener::open(const Frame& sealed) {
   std::vector<uint8_t> plain(inner);
   const auto iv = nonce_of(counter_++);
   int n = 0;
-  EVP_CIPHER_CTX* c = ctx_->gcm;
+  EVP_CIPHER_CTX* c = gcm_->ctx;
   std::array<uint8_t, kTagBytes> tag{};
   std::memcpy(tag.data(), p.data() + inner, kTagBytes);
   const bool ok = c != nullptr &&

@@ -43,35 +43,33 @@ SessionKeys derive_session_keys(std::span<const uint8_t> secret,
                                 const std::string& client_name, const std::string& server_name,
                                 bool is_client);
 
+// One OpenSSL AES-256-GCM context, keyed for one direction (defined in frame_cipher.cc).
+struct GcmContext;
+struct GcmContextFree {
+  void operator()(GcmContext* c) const;
+};
+using GcmContextPtr = std::unique_ptr<GcmContext, GcmContextFree>;
+
 class FrameSealer {
  public:
   explicit FrameSealer(const Key& key);
-  ~FrameSealer();
-  FrameSealer(const FrameSealer&) = delete;
-  FrameSealer& operator=(const FrameSealer&) = delete;
   // The sealed frame's bytes, ready for the wire. Callers serialize: the counter is the nonce.
   std::vector<uint8_t> seal(const Frame& frame);
-  uint64_t sealed() const { return counter_; }
 
  private:
-  struct Ctx;
-  std::unique_ptr<Ctx> ctx_;
+  GcmContextPtr gcm_;
   uint64_t counter_ = 0;
 };
 
 class FrameOpener {
  public:
   explicit FrameOpener(const Key& key);
-  ~FrameOpener();
-  FrameOpener(const FrameOpener&) = delete;
-  FrameOpener& operator=(const FrameOpener&) = delete;
   // The inner frame of the next sealed frame from the stream. Any failure is final.
   Result<Frame> open(const Frame& sealed);
   uint64_t opened() const { return counter_; }
 
  private:
-  struct Ctx;
-  std::unique_ptr<Ctx> ctx_;
+  GcmContextPtr gcm_;
   uint64_t counter_ = 0;
   bool failed_ = false;
 };
