@@ -207,18 +207,22 @@ void CoherentMemory::deliver(CoherenceMessage m) {
 // A page arriving from another host needs one more page of host memory (an upgrade of a
 // mapped copy does not). Over the budget the pod stops, as a single host does, with the
 // numbers: a grant cannot be refused or deferred once the home has given the page away.
+uint64_t CoherentMemory::held_pages() const {
+  return directory_->present_pages() + pool_->populated_pages();
+}
+
 bool CoherentMemory::budget_allows_one_more() {
   if (config_.budget_bytes == 0) return true;
+  if ((held_pages() + 1) * kPageBytes <= config_.budget_bytes) return true;
   const uint64_t pool_pages = pool_->populated_pages();
   const uint64_t present = directory_->present_pages();
-  if ((present + pool_pages + 1) * kPageBytes <= config_.budget_bytes) return true;
   fail(Error("memory budget of " + format_size(config_.budget_bytes) + " exhausted: " +
              std::to_string(present) + " guest pages present + " + std::to_string(pool_pages) +
              " in the zero pool, a page from another host arrived (raise memoryBudget)"));
   return false;
 }
 
-Status CoherentMemory::discard(uint64_t offset, uint64_t bytes, bool wait) {
+Status CoherentMemory::discard(uint64_t offset, uint64_t bytes) {
   if (offset % kPageBytes != 0 || bytes % kPageBytes != 0)
     return Error("discard: range is not page-aligned");
   if (offset > pages_ * kPageBytes || bytes > pages_ * kPageBytes - offset)
@@ -226,7 +230,7 @@ Status CoherentMemory::discard(uint64_t offset, uint64_t bytes, bool wait) {
   std::unique_lock lock(proto_mu_);
   if (closed_ || failed_) return {};  // the pod is going down
   const uint64_t first = offset / kPageBytes, pages = bytes / kPageBytes;
-  if (wait) discard_acks_pending_ += pages;
+  discard_acks_pending_ += pages;
   // In slices, letting go of the lock between them: a large discard's local work (zapping
   // pages homed here) takes seconds, and the links' readers must keep serving meanwhile.
   constexpr uint64_t kSlice = 256;
@@ -241,7 +245,6 @@ Status CoherentMemory::discard(uint64_t offset, uint64_t bytes, bool wait) {
           CoherenceMessage{CoherenceMessage::Type::kDiscard, p, config_.self, home_of(p)});
     run_queue();
   }
-  if (!wait) return {};
   // Other discards waiting at the same time count in the same total: each waits for all.
   const bool acked = discard_cv_.wait_for(lock, std::chrono::nanoseconds(kDiscardWaitNs), [&] {
     return discard_acks_pending_ == 0 || closed_ || failed_;
@@ -317,7 +320,8 @@ void CoherentMemory::on_fault(uint64_t page, Access access) {
     return;
   }
   const NodeId home = home_of(page);
-  if (requester_->access(page) == Access::kNone && may_serve_dormant(page)) {
+  const bool first_touch = requester_->access(page) == Access::kNone;
+  if (first_touch && may_serve_dormant(page)) {
     // This host's own first touch: no message, served (with the pages around it) from the
     // pool; the gate records each page served as held by this host in the home directory.
     if (Status s = dormant_->serve(page); !s.ok())
@@ -325,7 +329,6 @@ void CoherentMemory::on_fault(uint64_t page, Access access) {
     note_installed(page);
     return;
   }
-  const bool first_touch = requester_->access(page) == Access::kNone;
   auto out = requester_->on_fault(page, access, home);
   // Also a fault on a page whose prefetch is out: it waits for that answer.
   if ((!out.empty() || requester_->pending(page)) && !waiting_.count(page))
@@ -334,7 +337,8 @@ void CoherentMemory::on_fault(uint64_t page, Access access) {
     ++stats_.requests_sent;
     work_.push_back(std::move(m));
   }
-  if (first_touch) read_ahead(page, home);
+  // Pages homed here have the DormantServer's batches and prefetch instead.
+  if (first_touch && home != config_.self) read_ahead(page, home);
 }
 
 // Reads ahead of a sequential run of first touches of pages homed on another host: each
@@ -354,8 +358,7 @@ void CoherentMemory::read_ahead(uint64_t page, NodeId home) {
   window_ = std::min<uint64_t>(window_ == 0 ? 4 : 2 * window_, kMaxReadAhead);
   if (config_.budget_bytes != 0) {
     // Never read ahead into the budget: pages that arrive count against it.
-    const uint64_t used =
-        directory_->present_pages() + pool_->populated_pages() + requester_->requests_in_flight();
+    const uint64_t used = held_pages() + requester_->requests_in_flight();
     const uint64_t limit = config_.budget_bytes / kPageBytes;
     window_ = std::min(window_, limit > used + kMaxReadAhead ? limit - used - kMaxReadAhead : 0);
   }

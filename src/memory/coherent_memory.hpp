@@ -88,11 +88,11 @@ class CoherentMemory {
   void deliver(CoherenceMessage m);
   // The guest gave [offset, offset + bytes) of its RAM back: each page's home takes every
   // copy away (this host's, the home's, any other's) and makes it dormant again, so the
-  // memory returns to the hosts' pools and the next touch is a first touch. With `wait`, it
-  // returns once every home has acked (the range reads as zero, as on a single host), or
-  // fails after kDiscardWaitNs; without, once the discards are on their way. Never waits
-  // while holding the protocol lock.
-  Status discard(uint64_t offset, uint64_t bytes, bool wait);
+  // memory returns to the hosts' pools and the next touch is a first touch. Returns once
+  // every home has acked (the range reads as zero, as on a single host), or fails after
+  // kDiscardWaitNs. Never waits while holding the protocol lock; never call it on a link's
+  // reader, whose link may carry the acks.
+  Status discard(uint64_t offset, uint64_t bytes);
   static constexpr uint64_t kDiscardWaitNs = 10'000'000'000;
   // Stops the coherence thread and unregisters the mapping: a thread still waiting on a fault
   // is woken and the kernel serves it (the pod is going down; nothing of it is used again).
@@ -125,6 +125,8 @@ class CoherentMemory {
   void on_fault(uint64_t page, Access access);
   void read_ahead(uint64_t page, NodeId home);
   bool may_serve_dormant(uint64_t page) const;
+  // Host pages this member populates: guest pages it maps plus its pool (the budget's count).
+  uint64_t held_pages() const;
   bool budget_allows_one_more();
   void run_queue();
   void release_held();

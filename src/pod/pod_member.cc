@@ -100,10 +100,9 @@ Status PodMember::build_devices() {
     // reader, whose link may carry those acks.
     auto discard = [this](uint64_t gpa, uint64_t bytes) {
       const uint8_t* host = core_->ram().host(gpa, bytes);
-      Status s =
-          host == nullptr
-              ? Status(Error("not guest RAM"))
-              : memory_->discard(static_cast<uint64_t>(host - core_->ram().base()), bytes, true);
+      Status s = host == nullptr
+                     ? Status(Error("not guest RAM"))
+                     : memory_->discard(static_cast<uint64_t>(host - core_->ram().base()), bytes);
       if (!s.ok())
         spdlog::warn("guest discard of {} bytes at 0x{:x}: {}", bytes, gpa, s.error().message());
     };

@@ -182,7 +182,7 @@ TEST_F(TwoHosts, ADiscardTakesEveryCopyAwayAndThePagesReadZero) {
   });
   const uint64_t mapped_before = mem[0]->mapped_pages() + mem[1]->mapped_pages();
   ASSERT_GT(mapped_before, 0u);
-  ASSERT_TRUE(mem[0]->discard(0, kBytes, true).ok());
+  ASSERT_TRUE(mem[0]->discard(0, kBytes).ok());
   // Every copy is gone on both hosts, back into the pools.
   EXPECT_EQ(mem[0]->mapped_pages(), 0u);
   EXPECT_EQ(mem[1]->mapped_pages(), 0u);
@@ -193,8 +193,8 @@ TEST_F(TwoHosts, ADiscardTakesEveryCopyAwayAndThePagesReadZero) {
     for (uint64_t off = 0; off < kBytes; off += 8 * kPage) nonzero += ram[0][off] != 0;
   });
   EXPECT_EQ(nonzero, 0u);
-  EXPECT_FALSE(mem[0]->discard(1, kPage, true).ok());       // not page-aligned
-  EXPECT_FALSE(mem[0]->discard(kBytes, kPage, true).ok());  // outside guest RAM
+  EXPECT_FALSE(mem[0]->discard(1, kPage).ok());       // not page-aligned
+  EXPECT_FALSE(mem[0]->discard(kBytes, kPage).ok());  // outside guest RAM
 }
 
 TEST_F(TwoHosts, AFaultWaitingOnALostHostIsSeenAsStuck) {
