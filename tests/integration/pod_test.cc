@@ -43,33 +43,26 @@ const char* failure_timeout() {
   return kSanitized ? "5s" : "1s";
 }
 
-// A pod of `hosts` hosts with 2 vCPUs each, guest memory split evenly.
-std::string spec(int hosts, const std::string& cmdline) {
+// A pod of `hosts` hosts with `vcpus_each` vCPUs each, `memory_mib` of guest memory split
+// evenly, and a zero pool of `pool` per host.
+std::string spec(int hosts, const std::string& cmdline, int vcpus_each = 2, int memory_mib = 256,
+                 const std::string& pool = "8M") {
   std::string s =
       "apiVersion: shoal/v1\nkind: Pod\nmetadata: {name: podtest}\nspec:\n"
       "  guest: {kernel: " SHOAL_TEST_GUEST ", cmdline: \"" +
-      cmdline + "\"}\n  memory: 256M\n  vcpus: " + std::to_string(2 * hosts) +
+      cmdline + "\"}\n  memory: " + std::to_string(memory_mib) +
+      "M\n  vcpus: " + std::to_string(vcpus_each * hosts) +
       "\n  transport: tcp\n  secretFile: " + secret() + "\n  failureTimeout: " + failure_timeout() +
       "\n  hosts:\n";
-  for (int i = 0; i < hosts; ++i)
+  for (int i = 0; i < hosts; ++i) {
+    const int first = vcpus_each * i, last = first + vcpus_each - 1;
+    const std::string vcpus =
+        std::to_string(first) + (last > first ? "-" + std::to_string(last) : "");
     s += "    - {name: h" + std::to_string(i) + ", address: \"127.77.0." + std::to_string(i + 1) +
-         ":7100\", vcpus: \"" + std::to_string(2 * i) + "-" + std::to_string(2 * i + 1) +
-         "\", memory: even, zeroPool: 8M}\n";
-  return write_temp_file("pod-" + std::to_string(hosts) + ".yaml", s);
-}
-
-// A pod of `hosts` hosts with one vCPU each and small pools, for the large pods.
-std::string spec_one_vcpu_each(int hosts, const std::string& cmdline) {
-  std::string s =
-      "apiVersion: shoal/v1\nkind: Pod\nmetadata: {name: podtest}\nspec:\n"
-      "  guest: {kernel: " SHOAL_TEST_GUEST ", cmdline: \"" +
-      cmdline + "\"}\n  memory: " + std::to_string(8 * hosts) +
-      "M\n  vcpus: " + std::to_string(hosts) + "\n  secretFile: " + secret() +
-      "\n  failureTimeout: " + failure_timeout() + "\n  hosts:\n";
-  for (int i = 0; i < hosts; ++i)
-    s += "    - {name: h" + std::to_string(i) + ", address: \"127.77.0." + std::to_string(i + 1) +
-         ":7100\", vcpus: \"" + std::to_string(i) + "\", zeroPool: 2M}\n";
-  return write_temp_file("pod-1x" + std::to_string(hosts) + ".yaml", s);
+         ":7100\", vcpus: \"" + vcpus + "\", memory: even, zeroPool: " + pool + "}\n";
+  }
+  return write_temp_file(
+      "pod-" + std::to_string(hosts) + "x" + std::to_string(vcpus_each) + ".yaml", s);
 }
 
 // Runs `script` (bash) in host 0's namespace of a fresh cluster; $SPEC is the pod spec.
@@ -108,7 +101,8 @@ TEST(Pod, ThirtyTwoHostsCountExactlyAndStopInOrder) {
   // The largest pod (kMaxPodHosts), one vCPU per host. Every member must report an orderly
   // stop: members that got the leave notice once closed their links before the others had
   // read it, and those reported `lost host ...: peer closed the connection`.
-  auto r = in_cluster(32, spec_one_vcpu_each(32, "counter-total 1000000"), "$SHOAL pod up $SPEC");
+  auto r =
+      in_cluster(32, spec(32, "counter-total 1000000", 1, 8 * 32, "2M"), "$SHOAL pod up $SPEC");
   EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
   EXPECT_NE(r.out.find("counter vcpus=32 total=1000000 expected=1000000"), std::string::npos)
       << r.out << r.err;
