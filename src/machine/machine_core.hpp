@@ -5,14 +5,15 @@
 // CoherentMemory), its devices (the platform devices, or forwarding to the pod's host 0) and
 // how an outcome is reported.
 //
-// Teardown order (the owner calls stop_vcpus() first): vCPU threads are stopped and joined,
-// then the owner's memory stack goes (a vCPU may wait on one of its faults until then), then
-// this core: RAM slots, guest RAM, the VM, /dev/kvm.
+// Teardown order (the owner calls stop_vcpus() first): vCPU threads and the PIT thread are
+// stopped and joined, then the owner's memory stack goes (a vCPU may wait on one of its faults
+// until then), then this core: RAM slots, guest RAM, the VM, /dev/kvm.
 #pragma once
 
 #include <functional>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "arch/boot_plan.hpp"
@@ -76,6 +77,10 @@ class MachineCore {
   IoBus mmio_{"MMIO"};
   std::vector<std::shared_ptr<RamSlots>> ram_slots_;
   std::vector<std::unique_ptr<VcpuThread>> vcpus_;
+  // Turns the PIT's tick reinjection off beside the running guest, started with the vCPUs
+  // (Vm::disable_pit_reinjection says why; started earlier, its grace periods slowed the
+  // vCPUs' start). Joined by stop_vcpus().
+  std::thread pit_thread_;
 };
 
 }  // namespace shoal

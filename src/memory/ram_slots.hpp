@@ -5,6 +5,10 @@
 // until then the access is an MMIO exit, which lands here (this device covers guest RAM on the
 // MMIO bus), creates the slot, and completes the access against the host mapping. From then on
 // KVM maps the slot directly. A slot is never created for memory the guest never touches.
+//
+// The region at GPA 0 starts with a 64 MiB boot slot instead (then 1 GiB slots from 1 GiB on):
+// it holds what the loader writes, it is created before every vCPU starts, and KVM's per-page
+// metadata for a whole 1 GiB slot costs ~0.45 ms of that start here, a 64 MiB one ~0.05 ms.
 #pragma once
 
 #include <atomic>
@@ -22,6 +26,7 @@ namespace shoal {
 class RamSlots : public BusDevice {
  public:
   static constexpr uint64_t kSlotBytes = 1ull << 30;
+  static constexpr uint64_t kBootSlotBytes = 64ull << 20;
 
   // `base_gpa` is where this device sits on the MMIO bus (offsets are relative to it).
   RamSlots(Vm& vm, const GuestRam& ram, uint64_t base_gpa, uint32_t first_slot_id);
@@ -41,11 +46,16 @@ class RamSlots : public BusDevice {
 
  private:
   Status create_slot(size_t index);
+  // Slot `index` covers [slot_start(index), slot_start(index + 1)) of this region, clipped.
+  uint64_t slot_start(size_t index) const;
+  size_t slot_index(uint64_t offset) const;
+  size_t slot_count() const { return slot_index(bytes_ - 1) + 1; }
 
   Vm& vm_;
   const GuestRam& ram_;
   uint64_t base_gpa_;
   uint64_t bytes_;
+  bool boot_slot_;  // region at GPA 0: slot 0 is the 64 MiB boot slot
   uint32_t first_slot_id_;
   std::mutex mu_;
   std::vector<bool> created_;
