@@ -73,6 +73,8 @@ std::vector<double> touch(uint8_t* ram, uint64_t first, uint64_t pages, bool wri
 // --json: every report() becomes one member of a single object printed at the end.
 bool g_json = false;
 std::string g_json_out;
+// The lines for people: stdout, or stderr with --json so that stdout is the one JSON object.
+FILE* g_text = stdout;
 
 void report(const char* what, const std::vector<double>& us, uint64_t wire_bytes) {
   double total = 0;
@@ -263,8 +265,8 @@ int run(uint64_t pages) {
   auto remote_w = touch(A.ram, r3, pages, true, &sink);
   const uint64_t write_wire = wire_bytes(A, B) - w0;
 
-  std::printf("remote faults between two netns hosts over TCP, %llu pages per case\n",
-              static_cast<unsigned long long>(pages));
+  std::fprintf(g_text, "remote faults between two netns hosts over TCP, %llu pages per case\n",
+               static_cast<unsigned long long>(pages));
   report("floor: sealed round trip, 4 KiB answer", rtt_us, 0);
   report("baseline: kernel first touch (no uffd)", kernel, 0);
   report("baseline: first touch served by own pool", local, 0);
@@ -273,12 +275,13 @@ int run(uint64_t pages) {
   report("remote 4 KiB read fault (page moves)", remote_r, read_wire);
   report("remote 4 KiB write fault (page moves)", remote_w, write_wire);
   report("AES-256-GCM seal + open of a 4 KiB page", aead_page_us(pages), 0);
-  std::printf(
-      "ratios to the kernel's first touch (p50): remote read %.1fx, remote write %.1fx, "
-      "dormant page homed remotely %.1fx\n",
-      pct(remote_r, 0.5) / pct(kernel, 0.5), pct(remote_w, 0.5) / pct(kernel, 0.5),
-      pct(dormant_w, 0.5) / pct(kernel, 0.5));
-  std::printf(
+  std::fprintf(g_text,
+               "ratios to the kernel's first touch (p50): remote read %.1fx, remote write %.1fx, "
+               "dormant page homed remotely %.1fx\n",
+               pct(remote_r, 0.5) / pct(kernel, 0.5), pct(remote_w, 0.5) / pct(kernel, 0.5),
+               pct(dormant_w, 0.5) / pct(kernel, 0.5));
+  std::fprintf(
+      g_text,
       "ratios to the sealed round trip (p50): remote read %.1fx, remote write %.1fx; dormant "
       "pages homed remotely, amortized: read %.1f us/page, write %.1f us/page\n",
       pct(remote_r, 0.5) / pct(rtt_us, 0.5), pct(remote_w, 0.5) / pct(rtt_us, 0.5), mean(dormant_r),
@@ -289,21 +292,22 @@ int run(uint64_t pages) {
                   mean(dormant_r), mean(dormant_w));
     g_json_out += b;
   }
-  std::printf("bytes on the wire for first touches of dormant pages: %llu (must be 0)\n",
-              static_cast<unsigned long long>(dormant_wire));
+  std::fprintf(g_text, "bytes on the wire for first touches of dormant pages: %llu (must be 0)\n",
+               static_cast<unsigned long long>(dormant_wire));
   auto lat = A.memory->take_latencies();
-  std::printf(
-      "inside host A's fault handler (fault read -> page mapped): read p50 %.1f us p99 "
-      "%.1f us, write p50 %.1f us p99 %.1f us\n",
-      pct(lat.read_us, 0.5), pct(lat.read_us, 0.99), pct(lat.write_us, 0.5),
-      pct(lat.write_us, 0.99));
+  std::fprintf(g_text,
+               "inside host A's fault handler (fault read -> page mapped): read p50 %.1f us p99 "
+               "%.1f us, write p50 %.1f us p99 %.1f us\n",
+               pct(lat.read_us, 0.5), pct(lat.read_us, 0.99), pct(lat.write_us, 0.5),
+               pct(lat.write_us, 0.99));
   finishing = true;
   for (auto& h : hosts) {
     h.memory->stop();
     h.mesh->close();
   }
   if (!error.empty()) std::fprintf(stderr, "remote_faults: %s\n", error.c_str());
-  std::printf("(checksum of what was read: %llu)\n", static_cast<unsigned long long>(sink));
+  std::fprintf(g_text, "(checksum of what was read: %llu)\n",
+               static_cast<unsigned long long>(sink));
   return error.empty() && dormant_wire == 0 ? 0 : 1;
 }
 
@@ -313,10 +317,12 @@ int run(uint64_t pages) {
 int main(int argc, char** argv) {
   uint64_t pages = 20000;
   for (int i = 1; i < argc; ++i) {
-    if (std::string(argv[i]) == "--json")
+    if (std::string(argv[i]) == "--json") {
       g_json = true;
-    else
+      g_text = stderr;
+    } else {
       pages = std::strtoull(argv[i], nullptr, 10);
+    }
   }
   const int rc = run(std::max<uint64_t>(pages, 100));
   if (g_json)

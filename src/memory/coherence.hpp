@@ -36,6 +36,7 @@
 #include <vector>
 
 #include "memory/page_directory.hpp"
+#include "memory/page_source.hpp"
 #include "memory/sparse_array.hpp"
 #include "shoal/status.hpp"
 
@@ -43,8 +44,6 @@ namespace shoal {
 
 using NodeId = uint16_t;
 using PageBytes = std::vector<uint8_t>;
-
-enum class Access : uint8_t { kNone = 0, kRead = 1, kWrite = 2 };
 
 struct CoherenceMessage {
   enum class Type : uint8_t {

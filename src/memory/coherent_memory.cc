@@ -103,6 +103,32 @@ class CoherentMemory::UffdPages : public LocalPages {
   CoherentMemory& m_;
 };
 
+// The page source for pages homed or held elsewhere: asks the home (its grant is installed
+// on a link's reader) and reads ahead. Under proto_mu_, on the fault thread; never waits.
+class CoherentMemory::RemoteHome final : public PageSource {
+ public:
+  explicit RemoteHome(CoherentMemory& m) : m_(m) {}
+  const char* name() const override { return "remote home"; }
+  Status serve_fault(uint64_t page, Access access) override {
+    const NodeId home = m_.home_of(page);
+    const bool first_touch = m_.requester_->access(page) == Access::kNone;
+    auto out = m_.requester_->on_fault(page, access, home);
+    // Also a fault on a page whose prefetch is out: it waits for that answer.
+    if ((!out.empty() || m_.requester_->pending(page)) && !m_.waiting_.count(page))
+      m_.waiting_[page] = {monotonic_ns(), access};
+    for (auto& msg : out) {
+      ++m_.stats_.requests_sent;
+      m_.work_.push_back(std::move(msg));
+    }
+    // Pages homed here have the DormantServer's batches and prefetch instead.
+    if (first_touch && home != m_.config_.self) m_.read_ahead(page, home);
+    return {};
+  }
+
+ private:
+  CoherentMemory& m_;
+};
+
 CoherentMemory::CoherentMemory(uint8_t* base, uint64_t bytes, const CoherentMemoryConfig& config,
                                CoherenceTransport& transport,
                                std::function<void(const Error&)> on_fatal)
@@ -151,6 +177,7 @@ Result<std::unique_ptr<CoherentMemory>> CoherentMemory::create(
                                        std::move(gate));
   if (!dormant) return dormant.error().context("coherent memory");
   m->dormant_ = std::move(*dormant);
+  m->remote_ = std::make_unique<RemoteHome>(*m);
   m->held_fd_ = UniqueFd(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   m->stop_fd_ = UniqueFd(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (!m->held_fd_.valid() || !m->stop_fd_.valid()) return errno_error("eventfd");
@@ -319,26 +346,13 @@ void CoherentMemory::on_fault(uint64_t page, Access access) {
     uffd_.wake(addr(page), kPageBytes);
     return;
   }
-  const NodeId home = home_of(page);
-  const bool first_touch = requester_->access(page) == Access::kNone;
-  if (first_touch && may_serve_dormant(page)) {
-    // This host's own first touch: no message, served (with the pages around it) from the
-    // pool; the gate records each page served as held by this host in the home directory.
-    if (Status s = dormant_->serve(page); !s.ok())
-      return fail(s.error().context("serve dormant page " + format_hex(page)));
-    note_installed(page);
-    return;
-  }
-  auto out = requester_->on_fault(page, access, home);
-  // Also a fault on a page whose prefetch is out: it waits for that answer.
-  if ((!out.empty() || requester_->pending(page)) && !waiting_.count(page))
-    waiting_[page] = {monotonic_ns(), access};
-  for (auto& m : out) {
-    ++stats_.requests_sent;
-    work_.push_back(std::move(m));
-  }
-  // Pages homed here have the DormantServer's batches and prefetch instead.
-  if (first_touch && home != config_.self) read_ahead(page, home);
+  // The page's source: for this host's own first touch the zero pool (no message; the gate
+  // records each page served as held here in the home directory), else its home.
+  const bool local = requester_->access(page) == Access::kNone && may_serve_dormant(page);
+  PageSource& source = local ? static_cast<PageSource&>(*dormant_) : *remote_;
+  if (Status s = source.serve_fault(page, access); !s.ok())
+    return fail(s.error().context("serve page " + format_hex(page) + " from the " + source.name()));
+  if (local) note_installed(page);
 }
 
 // Reads ahead of a sequential run of first touches of pages homed on another host: each

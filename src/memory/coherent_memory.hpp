@@ -119,6 +119,7 @@ class CoherentMemory {
 
  private:
   class UffdPages;
+  class RemoteHome;
   CoherentMemory(uint8_t* base, uint64_t bytes, const CoherentMemoryConfig& config,
                  CoherenceTransport& transport, std::function<void(const Error&)> on_fatal);
   void loop();
@@ -144,7 +145,10 @@ class CoherentMemory {
   Userfaultfd uffd_;
   std::unique_ptr<ZeroPool> pool_;
   std::unique_ptr<UffdPages> local_;
-  std::unique_ptr<DormantServer> dormant_;  // first touches of this host's own dormant pages
+  // The page sources (memory/page_source.hpp): first touches of this host's own dormant
+  // pages, and everything else.
+  std::unique_ptr<DormantServer> dormant_;
+  std::unique_ptr<RemoteHome> remote_;
   std::optional<PageDirectory> directory_;  // what this host holds of every page
   std::optional<HomeDirectory> home_;       // who holds the pages this host is home for
   std::unique_ptr<PageRequester> requester_;

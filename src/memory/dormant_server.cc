@@ -60,7 +60,7 @@ void DormantServer::mark_present(uint64_t first, uint64_t count) {
   if (gate_.served) gate_.served(first, count);
 }
 
-Status DormantServer::serve(uint64_t page) {
+Status DormantServer::serve_fault(uint64_t page, Access /*access*/) {
   ++stats_.faults;
   if (dir_.state(page) == PageState::kPresent) {
     // Another vCPU's fault on the same page, or one that raced our last batch: the page is

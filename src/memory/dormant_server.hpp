@@ -1,4 +1,5 @@
-// Serves first touches of dormant guest pages from the zero pool: picks a batch around the
+// The page source for dormant pages (memory/page_source.hpp). Serves first touches of
+// dormant guest pages from the zero pool: picks a batch around the
 // faulting page (BatchPolicy), UFFDIO_MOVEs that many zero pages in, falls back to
 // UFFDIO_COPY where MOVE is missing or refuses, and prefetches ahead of a sequential stream.
 // Never overwrites a present page: the page directory says which pages are dormant, and the
@@ -14,6 +15,7 @@
 
 #include "memory/batch_policy.hpp"
 #include "memory/page_directory.hpp"
+#include "memory/page_source.hpp"
 #include "memory/userfaultfd.hpp"
 #include "memory/zero_pool.hpp"
 #include "shoal/status.hpp"
@@ -53,7 +55,7 @@ struct DormantGate {
   std::function<void(uint64_t first, uint64_t count)> served;
 };
 
-class DormantServer {
+class DormantServer final : public PageSource {
  public:
   struct Target {
     uint8_t* base;  // guest RAM mapping
@@ -68,11 +70,13 @@ class DormantServer {
                                                        DormantGate gate = {});
   DormantServer(const DormantServer&) = delete;
   DormantServer& operator=(const DormantServer&) = delete;
-  ~DormantServer();
+  ~DormantServer() override;
 
+  const char* name() const override { return "zero pool"; }
   // A fault on `page`: serves the batch around it (the page itself must be dormant and, with
-  // a gate, one the gate lets this server serve), or wakes the waiter when it is present.
-  Status serve(uint64_t page);
+  // a gate, one the gate lets this server serve), or wakes the waiter when it is present. A
+  // dormant page is installed writable whatever the access: it is this host's alone.
+  Status serve_fault(uint64_t page, Access access) override;
   const FaultServerStats& stats() const { return stats_; }
 
  private:

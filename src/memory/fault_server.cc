@@ -87,12 +87,16 @@ void FaultServer::loop() {
         on_fatal_(Error("fault server: fault at " + format_hex(address) + " outside guest RAM"));
         return;
       }
+      const bool write = (msgs[i].arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WRITE) != 0;
+      // One host has one source: every page it has not mapped is dormant.
+      PageSource& source = *server_;
       busy_since_ns_.store(monotonic_ns(), std::memory_order_relaxed);
-      Status s = server_->serve(offset / kPage);
+      Status s = source.serve_fault(offset / kPage, write ? Access::kWrite : Access::kRead);
       busy_since_ns_.store(0, std::memory_order_relaxed);
       if (!s.ok()) {
-        on_fatal_(
-            s.error().context("serve guest page at offset " + format_hex(offset & ~(kPage - 1))));
+        on_fatal_(s.error().context("serve guest page at offset " +
+                                    format_hex(offset & ~(kPage - 1)) + " from the " +
+                                    source.name()));
         return;
       }
     }

@@ -91,6 +91,8 @@ TEST_F(DormantMemory, BudgetSmallerThanTheTouchSetFailsWithTheNamedError) {
     auto r = shoal_run("touch 128", {"--memory-budget", "64M", "--fault-serving", mode});
     EXPECT_EQ(r.exit_code, 1) << mode << "\n" << r.out << r.err;
     EXPECT_NE(r.err.find("memory budget of 64 MiB exhausted"), std::string::npos) << r.err;
+    // The fault path names the page source that could not serve (memory/page_source.hpp).
+    EXPECT_NE(r.err.find("from the zero pool"), std::string::npos) << r.err;
     EXPECT_EQ(r.out.find("result ok"), std::string::npos);
   }
 }
