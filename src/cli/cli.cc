@@ -89,10 +89,16 @@ CliOutcome parse_cli(int argc, const char* const* argv) {
   ping->add_option("--count", ping_cmd.count, "round trips per host")->check(CLI::Range(1, 1000));
 
   PodControlCommand control_cmd;
-  CLI::App* control[3] = {
+  CLI::App* control[4] = {
       pod->add_subcommand("up", "Start a pod on its hosts and follow it (status, guest console)"),
       pod->add_subcommand("status", "Show what every host of a pod is doing"),
-      pod->add_subcommand("down", "Stop a pod on every host")};
+      pod->add_subcommand("down", "Stop a pod on every host"),
+      pod->add_subcommand("move", "Move a running vCPU to another host of its pod")};
+  control[3]
+      ->add_option("--vcpu", control_cmd.vcpu, "the vCPU to move")
+      ->required()
+      ->check(CLI::Range(0, 253));
+  control[3]->add_option("--to", control_cmd.to_host, "the host to move it to")->required();
   for (auto* c : control) {
     c->add_option("SPEC", control_cmd.spec, "pod spec (YAML)")->required();
     c->add_option("--secret-file", control_cmd.secret_file,
@@ -122,7 +128,7 @@ CliOutcome parse_cli(int argc, const char* const* argv) {
     out.validate_pod_spec = spec_path;
     return out;
   }
-  for (int i = 0; i < 3; ++i)
+  for (int i = 0; i < 4; ++i)
     if (control[i]->parsed()) {
       control_cmd.action = static_cast<PodControlCommand::Action>(i);
       out.pod_control = control_cmd;

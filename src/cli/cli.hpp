@@ -27,11 +27,13 @@ struct PodPingCommand {
   int count = 3;
 };
 
-// `shoal pod up|status|down SPEC`.
+// `shoal pod up|status|down SPEC`, `shoal pod move SPEC --vcpu N --to HOST`.
 struct PodControlCommand {
-  enum class Action { kUp, kStatus, kDown } action = Action::kUp;
+  enum class Action { kUp, kStatus, kDown, kMove } action = Action::kUp;
   std::string spec;
   std::string secret_file;  // default: the spec's secretFile
+  int vcpu = 0;             // kMove
+  std::string to_host;      // kMove: a host's name in the spec
 };
 
 struct CliOutcome {
@@ -39,7 +41,7 @@ struct CliOutcome {
   std::optional<std::string> validate_pod_spec;  // `shoal pod validate SPEC`
   std::optional<NodeCommand> node;               // `shoal node ...`
   std::optional<PodPingCommand> pod_ping;        // `shoal pod ping SPEC`
-  std::optional<PodControlCommand> pod_control;  // `shoal pod up|status|down SPEC`
+  std::optional<PodControlCommand> pod_control;  // `shoal pod up|status|down|move SPEC`
   int exit_code = 0;
   std::string message;
 };

@@ -3,6 +3,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
@@ -193,6 +194,34 @@ int pod_up(const PodSpec& spec, const std::string& yaml, std::vector<Host>& host
   return follow(hosts, spec.name);
 }
 
+// Host 0 runs the move (pod/vcpu_mover.hpp): only its node is asked.
+int move_vcpu(const PodControlCommand& command, const PodSpec& spec,
+              const std::vector<uint8_t>& secret) {
+  const auto to = std::find_if(spec.hosts.begin(), spec.hosts.end(),
+                               [&](const PodHost& h) { return h.name == command.to_host; });
+  if (to == spec.hosts.end())
+    return report_error(kExitUsage,
+                        "--to " + command.to_host + ": no such host in pod " + spec.name);
+  if (command.vcpu >= spec.vcpus)
+    return report_error(kExitUsage, "--vcpu " + std::to_string(command.vcpu) + ": pod " +
+                                        spec.name + " has " + std::to_string(spec.vcpus) +
+                                        " vCPUs");
+  const PodHost& h0 = spec.hosts[0];
+  auto link = net::TcpLink::connect(h0.host, h0.port,
+                                    {"shoal-cli", secret, std::chrono::milliseconds(5000)});
+  if (!link) return report_error(kExitVmmError, "host " + h0.name + ": " + link.error().message());
+  (*link)->watch_liveness(kControlLinkTimeout);
+  Host host{&h0, std::move(*link), {}, {}};
+  const VcpuMove m{
+      static_cast<uint32_t>(command.vcpu), static_cast<uint16_t>(to - spec.hosts.begin()), 0, {}};
+  auto r = ask(host, encode_vcpu_move(MessageType::kPodMove, m));
+  (void)host.link->send(Frame{MessageType::kBye, 0, {}});
+  if (!r) return report_error(kExitVmmError, r.error().message());
+  if (!r->ok) return report_error(kExitVmmError, r->text);
+  std::printf("%s\n", r->text.c_str());
+  return 0;
+}
+
 }  // namespace
 
 int control_pod(const PodControlCommand& command) {
@@ -213,6 +242,8 @@ int control_pod(const PodControlCommand& command) {
   sigaddset(&sigs, SIGUSR1);
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
 
+  using Action = PodControlCommand::Action;
+  if (command.action == Action::kMove) return move_vcpu(command, spec, *secret);
   std::vector<Host> hosts;
   int unreachable = 0;
   for (const auto& h : spec.hosts) {
@@ -228,7 +259,6 @@ int control_pod(const PodControlCommand& command) {
     (*link)->watch_liveness(kControlLinkTimeout);
     hosts.push_back({&h, std::move(*link), {}, {}});
   }
-  using Action = PodControlCommand::Action;
   if (command.action == Action::kUp) {
     if (unreachable) return report_error(kExitVmmError, "not every host of the pod is reachable");
     return pod_up(spec, *yaml, hosts);

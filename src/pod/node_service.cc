@@ -148,6 +148,7 @@ void NodeService::serve(std::shared_ptr<net::TcpLink> link) {
       case MessageType::kPodRun:
       case MessageType::kPodStop:
       case MessageType::kPodStatus:
+      case MessageType::kPodMove:
         reply = pod_request(*f);
         break;
       default:
@@ -229,6 +230,11 @@ net::Frame NodeService::pod_request(const net::Frame& request) {
       auto plan = decode_boot_plan(request);
       Status s = plan ? pod->run(*plan) : Status(plan.error());
       return encode_pod_reply({s.ok(), s.ok() ? "running" : s.error().message()});
+    }
+    case MessageType::kPodMove: {
+      auto m = decode_vcpu_move(request);
+      auto r = m ? pod->move_vcpu(m->vcpu, m->host) : Result<std::string>(m.error());
+      return encode_pod_reply({r.ok(), r ? *r : r.error().message()});
     }
     case MessageType::kPodStop:
       pod->stop({0, false, "stopped by shoal pod down"});

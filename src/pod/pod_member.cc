@@ -57,6 +57,9 @@ Result<std::unique_ptr<PodMember>> PodMember::create(PodMemberConfig config) {
           },
           [self](NodeId from, const Error& e) {
             self->stop({1, true, "lost host " + self->mesh_->name_of(from) + ": " + e.message()});
+          },
+          [self](NodeId from, net::MessageType type, VcpuMove m) {
+            self->mover_->deliver(from, type, std::move(m));
           }},
       std::chrono::milliseconds(spec.failure_timeout_ms));
 
@@ -78,6 +81,31 @@ Result<std::unique_ptr<PodMember>> PodMember::create(PodMemberConfig config) {
                                        });
   if (!memory) return memory.error();
   m->memory_ = std::move(*memory);
+  VcpuMover::Config mv;
+  mv.self = m->config_.self;
+  mv.total_vcpus = spec.vcpus;
+  mv.host_of_vcpu.assign(static_cast<size_t>(spec.vcpus), 0);
+  for (size_t h = 0; h < spec.hosts.size(); ++h) {
+    for (int v : spec.hosts[h].vcpus)
+      mv.host_of_vcpu[static_cast<size_t>(v)] = static_cast<NodeId>(h);
+    // What the placement spec will make configurable (hosts[].maxVcpus): one more.
+    mv.capacity.push_back(static_cast<int>(spec.hosts[h].vcpus.size()) + 1);
+  }
+  mv.host_names = names;
+  m->mover_ = std::make_unique<VcpuMover>(
+      std::move(mv), *m->core_, *m->mesh_,
+      [self](int id, const ExitAction& a, const std::string& st) {
+        self->on_vcpu_finished(id, a, st);
+      },
+      [self](const std::function<Status()>& create) {
+        std::lock_guard lock(self->mu_);
+        if (self->outcome_.decided()) return false;
+        (void)create();
+        return true;
+      },
+      [self](const Error& e) {
+        self->stop({1, true, e.message()});
+      });
   SHOAL_TRY(m->build_devices(), "devices");
   if (m->config_.self == 0) m->device_thread_ = std::thread([self] { self->device_loop(); });
   m->monitor_ = std::thread([self] { self->monitor(); });
@@ -210,8 +238,13 @@ Status PodMember::run(const BootPlan& plan) {
                                 }),
             "");
   core_->start_vcpus();
+  mover_->set_plan(plan);
   state_ = "running";
   return {};
+}
+
+Result<std::string> PodMember::move_vcpu(uint32_t vcpu, NodeId to) {
+  return mover_->move(vcpu, to, std::chrono::seconds(10));
 }
 
 void PodMember::on_vcpu_finished(int id, const ExitAction& action, const std::string& state) {
@@ -267,6 +300,7 @@ void PodMember::monitor() {
   core_->command_vcpus(VcpuCommand::kStop);
   memory_->stop();  // also ends a discard waiting for acks on the device thread
   mesh_->close();   // also fails forwarded accesses still waiting; no more device work
+  mover_->stop();   // its pause of a vCPU ends with the vCPU's stop; it creates no more vCPUs
   stop_device_thread();
   core_->stop_vcpus();
   flush_console();
@@ -290,14 +324,17 @@ void PodMember::wait_stopped() {
 std::string PodMember::status() const {
   std::ostringstream s;
   std::string vcpus;
-  for (int v : me().vcpus) vcpus += (vcpus.empty() ? "" : ",") + std::to_string(v);
+  for (uint32_t v : mover_->vcpus_here()) vcpus += (vcpus.empty() ? "" : ",") + std::to_string(v);
+  if (vcpus.empty()) vcpus = "none";
+  const std::string placement = mover_->describe();
   std::lock_guard lock(mu_);
   const auto& st = memory_->stats();
   s << "pod " << config_.spec.name << " host " << me().name << " (" << config_.self + 1 << "/"
     << config_.spec.hosts.size() << "): " << state_ << "; vcpus " << vcpus << "; faults "
     << st.faults << ", dormant pages served here "
     << st.local_dormant_pages + st.remote_dormant_pages << ", requests " << st.requests_sent
-    << ", page bytes out/in " << st.page_bytes_sent << "/" << st.page_bytes_received;
+    << ", page bytes out/in " << st.page_bytes_sent << "/" << st.page_bytes_received
+    << "; placement " << placement;
   return s.str();
 }
 

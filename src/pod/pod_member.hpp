@@ -23,6 +23,7 @@
 #include "net/tcp_link.hpp"
 #include "pod/pod_mesh.hpp"
 #include "pod/pod_spec.hpp"
+#include "pod/vcpu_mover.hpp"
 #include "shoal/first_outcome.hpp"
 
 namespace shoal {
@@ -51,6 +52,8 @@ class PodMember {
   // Host 0: loads the guest into (coherent) RAM; the plan is what every member's vCPUs need.
   Result<BootPlan> load();
   Status run(const BootPlan& plan);
+  // Host 0: moves a running vCPU to host `to` (`shoal pod move`; pod/vcpu_mover.hpp).
+  Result<std::string> move_vcpu(uint32_t vcpu, NodeId to);
   // Stops the pod (idempotent, any thread); `outcome` is what is reported.
   void stop(const PodOutcome& outcome);
   bool stopped() const { return outcome_.decided(); }
@@ -76,6 +79,7 @@ class PodMember {
   std::unique_ptr<MachineCore> core_;  // VM, RAM, buses, vCPUs: the same as `shoal run`'s
   std::unique_ptr<PodMesh> mesh_;
   std::unique_ptr<CoherentMemory> memory_;
+  std::unique_ptr<VcpuMover> mover_;  // after the mesh and the core it uses; stopped first
   std::string state_ = "created";
 
   // Host 0: other hosts' device exits, served on the device thread (never on a link reader).

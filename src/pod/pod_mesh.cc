@@ -158,6 +158,18 @@ void PodMesh::read_loop(NodeId from, net::Link* link) {
         }
         break;
       }
+      case MessageType::kVcpuMigrate:
+      case MessageType::kVcpuArrive:
+      case MessageType::kVcpuPlaced: {
+        auto m = decode_vcpu_move(*f);
+        if (!m || !handlers_.vcpu) {
+          handlers_.lost(from, m ? Error("a vCPU move sent to a mesh that takes none") : m.error());
+          link->close();
+          return;
+        }
+        handlers_.vcpu(from, f->type, std::move(*m));
+        break;
+      }
       case MessageType::kPodLeave: {
         auto o = decode_pod_outcome(*f);
         handlers_.leave(from, o ? *o : PodOutcome{1, true, "left with a garbled notice"});

@@ -1,5 +1,7 @@
 #include "pod/pod_messages.hpp"
 
+#include "kvm/vcpu_state.hpp"
+#include "memory/coherence.hpp"
 #include "shoal/wire_bytes.hpp"
 
 namespace shoal {
@@ -133,6 +135,38 @@ Result<ForwardedExit> decode_forwarded_exit(const Frame& f) {
   e.space = static_cast<ForwardedExit::Space>(space);
   e.write = write == 1;
   return e;
+}
+
+Frame encode_vcpu_move(MessageType type, const VcpuMove& m) {
+  return Frame{type, 0,
+               WireWriter()
+                   .put<uint32_t>(m.vcpu)
+                   .put<uint16_t>(m.host)
+                   .put<uint16_t>(0)
+                   .put<uint64_t>(m.version)
+                   .put_bytes(m.state.data(), m.state.size())
+                   .take()};
+}
+
+Result<VcpuMove> decode_vcpu_move(const Frame& f) {
+  const bool arrive = f.type == MessageType::kVcpuArrive;
+  if (!arrive && f.type != MessageType::kPodMove && f.type != MessageType::kVcpuMigrate &&
+      f.type != MessageType::kVcpuPlaced)
+    return bad("vcpu move", "got message type " + std::to_string(static_cast<int>(f.type)));
+  WireReader r(f.payload);
+  VcpuMove m;
+  uint16_t zero = 0;
+  if (!r.get(m.vcpu) || !r.get(m.host) || !r.get(zero) || !r.get(m.version))
+    return bad("vcpu move", "shorter than its header");
+  if (m.vcpu >= kMaxPodVcpus) return bad("vcpu move", "vcpu " + std::to_string(m.vcpu));
+  if (m.host >= kMaxPodHosts) return bad("vcpu move", "host " + std::to_string(m.host));
+  const size_t state_bytes = f.payload.size() - 16;
+  if (!arrive && state_bytes != 0) return bad("vcpu move", "unexpected state bytes");
+  if (arrive && (state_bytes == 0 || state_bytes > kMaxVcpuStateBytes))
+    return bad("vcpu move", "state of " + std::to_string(state_bytes) + " bytes");
+  m.state.resize(state_bytes);
+  if (!r.get_bytes(m.state.data(), state_bytes)) return bad("vcpu move", "truncated state");
+  return m;
 }
 
 }  // namespace shoal

@@ -10,6 +10,10 @@
 //   kForwardedExit  u8 space (0 port, 1 MMIO), u8 write, u8 size (1/2/4/8), u8 0, u32 vCPU,
 //                   u64 address, 8 data bytes
 //   kForwardedExitDone  8 data bytes
+//   kPodMove, kVcpuMigrate, kVcpuArrive, kVcpuPlaced
+//                   u32 vCPU, u16 host (the destination; for kVcpuArrive the source), u16 0,
+//                   u64 location version, then (kVcpuArrive only) the vCPU's saved state
+//                   (kvm/vcpu_state.hpp's encoding, at most kMaxVcpuStateBytes)
 #pragma once
 
 #include <chrono>
@@ -17,6 +21,7 @@
 #include <array>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "arch/boot_plan.hpp"
 #include "net/frame.hpp"
@@ -73,5 +78,20 @@ struct ForwardedExit {
 };
 net::Frame encode_forwarded_exit(const ForwardedExit& e, uint32_t request);
 Result<ForwardedExit> decode_forwarded_exit(const net::Frame& f);
+
+// A vCPU moving between hosts (docs/vcpu-migration.md): the request (kPodMove), host 0's order
+// to the vCPU's host (kVcpuMigrate), the state on its way (kVcpuArrive), and the new location
+// announced to every member (kVcpuPlaced). `version` numbers the pod's location table.
+struct VcpuMove {
+  uint32_t vcpu = 0;
+  uint16_t host = 0;
+  uint64_t version = 0;
+  std::vector<uint8_t> state;  // kVcpuArrive only
+};
+inline constexpr uint32_t kMaxPodVcpus = 254;  // spec.vcpus' limit (the MP table's)
+net::Frame encode_vcpu_move(net::MessageType type, const VcpuMove& m);
+// Checks the type is one of the four, the vCPU and host ranges, and that only kVcpuArrive
+// carries a state (its size within kMaxVcpuStateBytes; its contents are decode_vcpu_state's).
+Result<VcpuMove> decode_vcpu_move(const net::Frame& f);
 
 }  // namespace shoal

@@ -1,9 +1,10 @@
 // libFuzzer target: the frame decoder, coherence message decoding, every pod control and
-// member-to-member payload decoder (pod/pod_messages.hpp), the sealed-frame opener, and a
-// server-side handshake on arbitrary bytes.
+// member-to-member payload decoder (pod/pod_messages.hpp, the vCPU moves included), the
+// sealed-frame opener, and a server-side handshake on arbitrary bytes.
 #include <cstddef>
 #include <cstdint>
 
+#include "kvm/vcpu_state.hpp"
 #include "net/coherence_wire.hpp"
 #include "net/frame_cipher.hpp"
 #include "net/handshake.hpp"
@@ -29,6 +30,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       (void)shoal::decode_pod_outcome(*f);
       (void)shoal::decode_boot_plan(*f);
       (void)shoal::decode_mesh_join(*f);
+      if (auto m = shoal::decode_vcpu_move(*f);
+          m.ok() && (m->vcpu >= shoal::kMaxPodVcpus || m->state.size() > shoal::kMaxVcpuStateBytes))
+        __builtin_trap();
       if (auto e = shoal::decode_forwarded_exit(*f); e.ok() && e->size > 8) __builtin_trap();
       auto replies = server.on_frame(*f);
       // Nothing but the handshake's own frames ever leaves an unauthenticated server.

@@ -211,5 +211,75 @@ TEST(Pod, NodeWithTheWrongSecretIsRefusedAndNothingStarts) {
   EXPECT_NE(r.out.find("h0: idle: no pod"), std::string::npos) << r.out;
 }
 
+// Waits (up to 10 s) until host 0 says the pod runs.
+const char* kWaitRunning =
+    "for i in $(seq 100); do $SHOAL pod status $SPEC 2>/dev/null | grep -q 'h0 (1/3): running' "
+    "&& break; sleep 0.1; done; ";
+
+TEST(PodMove, AVcpuMovedAHundredTimesKeepsTheCounterExact) {
+  SHOAL_REQUIRE_POD_HOSTS();
+  // vCPU 1 starts on h0 and goes h1, h2, h0, h1, ...: onto hosts that run other vCPUs, and
+  // back to ones whose KVM holds its parked fd, while all six vCPUs share one counter.
+  auto r = in_cluster(3, spec(3, "counter-total 600000000"),
+                      std::string("$SHOAL pod up $SPEC & up=$!; ") + kWaitRunning +
+                          "ok=0; for i in $(seq 100); do "
+                          "$SHOAL pod move $SPEC --vcpu 1 --to h$((i % 3)) && ok=$((ok + 1)); "
+                          "done; echo moves-ok=$ok; $SHOAL pod status $SPEC; "
+                          "wait $up; echo up-exit=$?");
+  EXPECT_FALSE(r.timed_out) << r.out << r.err;
+  EXPECT_NE(r.out.find("moves-ok=100"), std::string::npos) << r.out << r.err;
+  EXPECT_NE(r.out.find("vcpu 1 moved from h0 to h1 in "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("vcpu 1 moved from h2 to h0 in "), std::string::npos) << r.out;
+  // The pod-wide location table, as host 0 knows it after the hundredth move.
+  EXPECT_NE(r.out.find("placement 0@h0 1@h1 2@h1 3@h1 4@h2 5@h2 (v100)"), std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find("h1: pod podtest host h1 (2/3): running; vcpus 1,2,3;"), std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find("counter vcpus=6 total=600000000 expected=600000000"), std::string::npos)
+      << r.out << r.err;
+  EXPECT_NE(r.out.find("up-exit=0"), std::string::npos) << r.out << r.err;
+}
+
+TEST(PodMove, BadMovesAreRefusedAndThePodRunsOn) {
+  SHOAL_REQUIRE_POD_HOSTS();
+  // Each host may run one vCPU more than its spec gives it: h1 takes vCPU 0, not also vCPU 1.
+  auto r = in_cluster(3, spec(3, "counter-total 20000000"),
+                      std::string("$SHOAL pod up $SPEC & up=$!; ") + kWaitRunning +
+                          "$SHOAL pod move $SPEC --vcpu 0 --to h1; echo a=$?; "
+                          "$SHOAL pod move $SPEC --vcpu 1 --to h1; echo b=$?; "
+                          "$SHOAL pod move $SPEC --vcpu 2 --to h9; echo c=$?; "
+                          "$SHOAL pod move $SPEC --vcpu 6 --to h0; echo d=$?; "
+                          "$SHOAL pod move $SPEC --vcpu 4 --to h2; echo e=$?; "
+                          "wait $up; echo up-exit=$?");
+  EXPECT_FALSE(r.timed_out) << r.out << r.err;
+  EXPECT_NE(r.out.find("vcpu 0 moved from h0 to h1"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("a=0"), std::string::npos) << r.out;
+  EXPECT_NE(r.err.find("host h1 already runs 3 vCPUs, its most"), std::string::npos) << r.err;
+  EXPECT_NE(r.out.find("b=1"), std::string::npos) << r.out;
+  EXPECT_NE(r.err.find("--to h9: no such host in pod podtest"), std::string::npos) << r.err;
+  EXPECT_NE(r.out.find("c=2"), std::string::npos) << r.out;
+  EXPECT_NE(r.err.find("--vcpu 6: pod podtest has 6 vCPUs"), std::string::npos) << r.err;
+  EXPECT_NE(r.out.find("d=2"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("vcpu 4 already runs on h2"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("counter vcpus=6 total=20000000 expected=20000000"), std::string::npos)
+      << r.out << r.err;
+  EXPECT_NE(r.out.find("up-exit=0"), std::string::npos) << r.out << r.err;
+}
+
+TEST(PodMove, AMoveToAHostKilledMeanwhileStopsThePodWithTheLostHost) {
+  SHOAL_REQUIRE_POD_HOSTS();
+  auto r = in_cluster(3, spec(3, "handoff 10000000"),
+                      std::string("$SHOAL pod up $SPEC & up=$!; ") + kWaitRunning +
+                          "ip netns pids $SHOAL_NETNS_PREFIX-h2 | xargs kill -9; "
+                          "$SHOAL pod move $SPEC --vcpu 1 --to h2; echo move=$?; "
+                          "wait $up; echo up-exit=$?; $SHOAL pod status $SPEC");
+  EXPECT_FALSE(r.timed_out) << r.out << r.err;
+  EXPECT_NE(r.out.find("move=1"), std::string::npos) << r.out << r.err;
+  EXPECT_NE(r.out.find("up-exit=1"), std::string::npos) << r.out << r.err;
+  EXPECT_NE(r.err.find("lost host h2"), std::string::npos) << r.err;
+  EXPECT_NE(r.out.find("h0: pod podtest host h0 (1/3): stopped"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("h1: pod podtest host h1 (2/3): stopped"), std::string::npos) << r.out;
+}
+
 }  // namespace
 }  // namespace shoal::test

@@ -1,0 +1,231 @@
+#include "pod/vcpu_mover.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cstdio>
+
+#include "kvm/vcpu_state.hpp"
+#include "shoal/clock.hpp"
+
+namespace shoal {
+
+using net::MessageType;
+
+VcpuMover::VcpuMover(Config config, MachineCore& core, PodMesh& mesh,
+                     MachineCore::VcpuFinished finished, MayCreate may_create,
+                     std::function<void(const Error&)> fail)
+    : config_(std::move(config)),
+      core_(core),
+      mesh_(mesh),
+      finished_(std::move(finished)),
+      may_create_(std::move(may_create)),
+      fail_(std::move(fail)),
+      host_of_vcpu_(config_.host_of_vcpu),
+      version_of_vcpu_(host_of_vcpu_.size(), 0) {
+  thread_ = std::thread([this] { loop(); });
+}
+
+VcpuMover::~VcpuMover() {
+  stop();
+}
+
+void VcpuMover::stop() {
+  {
+    std::lock_guard lock(mu_);
+    stop_ = true;
+    work_.clear();
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+void VcpuMover::set_plan(const BootPlan& plan) {
+  std::lock_guard lock(mu_);
+  plan_ = plan;
+}
+
+Result<std::string> VcpuMover::move(uint32_t vcpu, NodeId to, std::chrono::milliseconds timeout) {
+  if (config_.self != 0) return Error("moves go through host " + config_.host_names[0]);
+  if (vcpu >= static_cast<uint32_t>(config_.total_vcpus))
+    return Error("--vcpu " + std::to_string(vcpu) + ": the pod has " +
+                 std::to_string(config_.total_vcpus) + " vCPUs");
+  if (to >= config_.host_names.size()) return Error("no such host");
+  std::unique_lock lock(mu_);
+  if (stop_) return Error("the pod is stopping");
+  if (!plan_) return Error("the pod's vCPUs have not started yet");
+  if (moving_) return Error("vcpu " + std::to_string(*moving_) + " is moving; one move at a time");
+  const NodeId from = host_of_vcpu_[vcpu];
+  if (from == to)
+    return "vcpu " + std::to_string(vcpu) + " already runs on " + config_.host_names[to];
+  const auto here = std::count(host_of_vcpu_.begin(), host_of_vcpu_.end(), to);
+  if (here >= config_.capacity[to])
+    return Error("host " + config_.host_names[to] + " already runs " + std::to_string(here) +
+                 " vCPUs, its most");
+  const uint64_t version = version_ + 1;
+  moving_ = vcpu;
+  move_error_.clear();
+  const uint64_t started = monotonic_ns();
+  const VcpuMove order{vcpu, to, version, {}};
+  if (from == config_.self) {
+    work_.push_back({config_.self, MessageType::kVcpuMigrate, order});
+    cv_.notify_all();
+  } else {
+    lock.unlock();
+    Status s = mesh_.send_to(from, encode_vcpu_move(MessageType::kVcpuMigrate, order));
+    lock.lock();
+    if (!s.ok()) {
+      moving_.reset();
+      return s.error().context("move vcpu " + std::to_string(vcpu));
+    }
+  }
+  const bool done = cv_.wait_for(
+      lock, timeout, [&] { return stop_ || !move_error_.empty() || version_ >= version; });
+  moving_.reset();
+  if (!move_error_.empty()) return Error(move_error_);
+  if (!done || version_ < version)
+    return Error(stop_ ? "the pod stopped during the move"
+                       : "vcpu " + std::to_string(vcpu) + " did not arrive within " +
+                             std::to_string(timeout.count()) + " ms");
+  char took[32];
+  std::snprintf(took, sizeof took, "%.1f", static_cast<double>(monotonic_ns() - started) / 1e6);
+  return "vcpu " + std::to_string(vcpu) + " moved from " + config_.host_names[from] + " to " +
+         config_.host_names[to] + " in " + took + " ms (location version " +
+         std::to_string(version) + ")";
+}
+
+void VcpuMover::deliver(NodeId from, MessageType type, VcpuMove m) {
+  {
+    std::lock_guard lock(mu_);
+    if (stop_) return;
+    work_.push_back({from, type, std::move(m)});
+  }
+  cv_.notify_all();
+}
+
+void VcpuMover::loop() {
+  pthread_setname_np(pthread_self(), "vcpu-mover");
+  std::unique_lock lock(mu_);
+  for (;;) {
+    cv_.wait(lock, [&] { return stop_ || !work_.empty(); });
+    if (stop_) return;
+    Work w = std::move(work_.front());
+    work_.pop_front();
+    lock.unlock();
+    if (w.type == MessageType::kVcpuMigrate)
+      migrate(w.move);
+    else if (w.type == MessageType::kVcpuArrive)
+      arrive(w.from, w.move);
+    else
+      place(w.move.vcpu, w.move.host, w.move.version);
+    lock.lock();
+  }
+}
+
+VcpuThread* VcpuMover::find(uint32_t vcpu) {
+  for (auto& v : core_.vcpus())
+    if (v->backend().id() == static_cast<int>(vcpu)) return v.get();
+  return nullptr;
+}
+
+// On the vCPU's host: pause, save, park, send the state on.
+void VcpuMover::migrate(const VcpuMove& m) {
+  const std::string what = "move vcpu " + std::to_string(m.vcpu);
+  {
+    std::lock_guard lock(mu_);
+    if (host_of_vcpu_[m.vcpu] != config_.self)
+      return fail_(Error(what + ": it does not run on " + config_.host_names[config_.self]));
+  }
+  VcpuThread* v = find(m.vcpu);
+  if (v == nullptr) return fail_(Error(what + ": no such vCPU here"));
+  // The pause completes a pending I/O exit first (VcpuThread); an exit forwarded to host 0 or
+  // a page on its way from another host arrives before the vCPU thread takes the command.
+  v->send(VcpuCommand::kPause);
+  v->wait_for(VcpuRunState::kPaused);
+  if (v->state() != VcpuRunState::kPaused) return;  // stopped: the pod is going down
+  auto state = v->save().get();
+  if (!state) return fail_(state.error().context(what));
+  VcpuMove arrive{m.vcpu, config_.self, m.version, encode_vcpu_state(*state)};
+  // Parked from here on: its thread and fd stay for a return (VcpuThread keeps it paused).
+  if (Status s = mesh_.send_to(m.host, encode_vcpu_move(MessageType::kVcpuArrive, arrive)); !s.ok())
+    return fail_(s.error().context(what + " to " + config_.host_names[m.host]));
+  spdlog::info("vcpu {}: paused and sent to {} ({} bytes of state)", m.vcpu,
+               config_.host_names[m.host], arrive.state.size());
+}
+
+// On the destination: restore into the parked vCPU or a new one, resume, announce.
+void VcpuMover::arrive(NodeId from, const VcpuMove& m) {
+  const std::string what = "vcpu " + std::to_string(m.vcpu) + " from " + config_.host_names[from];
+  auto state = decode_vcpu_state(m.state);
+  if (!state) return fail_(state.error().context(what));
+  if (state->id != m.vcpu)
+    return fail_(Error(what + ": the state is vcpu " + std::to_string(state->id) + "'s"));
+  VcpuThread* v = find(m.vcpu);
+  const bool created = v == nullptr;
+  if (created) {
+    std::optional<BootPlan> plan;
+    {
+      std::lock_guard lock(mu_);
+      plan = plan_;
+    }
+    if (!plan) return fail_(Error(what + ": this host has not started its vCPUs"));
+    Status made{};
+    const bool allowed = may_create_([&] {
+      made = core_.create_vcpus({static_cast<int>(m.vcpu)}, config_.total_vcpus, *plan, finished_);
+      return made;
+    });
+    if (!allowed) return;  // the pod is stopping
+    if (!made.ok()) return fail_(made.error().context(what));
+    v = find(m.vcpu);
+    if (v == nullptr) return fail_(Error(what + ": created, then not found"));
+    v->send(VcpuCommand::kPause);  // before its thread starts: restored before it ever runs
+  }
+  auto restored = v->restore(std::move(*state));
+  if (created) v->start();
+  if (Status s = restored.get(); !s.ok()) return fail_(s.error().context(what));
+  v->send(VcpuCommand::kResume);
+  place(m.vcpu, config_.self, m.version);
+  mesh_.broadcast(
+      encode_vcpu_move(MessageType::kVcpuPlaced, {m.vcpu, config_.self, m.version, {}}));
+  spdlog::info("vcpu {}: arrived from {} and runs here ({})", m.vcpu, config_.host_names[from],
+               created ? "new vCPU fd" : "its parked fd");
+}
+
+void VcpuMover::place(uint32_t vcpu, NodeId host, uint64_t version) {
+  {
+    std::lock_guard lock(mu_);
+    if (vcpu >= host_of_vcpu_.size() || host >= config_.host_names.size())
+      return fail_(Error("vcpu " + std::to_string(vcpu) + " placed on host " +
+                         std::to_string(host) + ": out of range"));
+    // Announcements of different moves come over different links and may cross: each vCPU's
+    // entry keeps the version that set it, and only a newer one changes it.
+    if (version <= version_of_vcpu_[vcpu]) return;
+    host_of_vcpu_[vcpu] = host;
+    version_of_vcpu_[vcpu] = version;
+    version_ = std::max(version_, version);
+  }
+  cv_.notify_all();
+}
+
+std::string VcpuMover::describe() const {
+  std::lock_guard lock(mu_);
+  std::string s;
+  for (size_t v = 0; v < host_of_vcpu_.size(); ++v)
+    s += (s.empty() ? "" : " ") + std::to_string(v) + "@" + config_.host_names[host_of_vcpu_[v]];
+  return s + " (v" + std::to_string(version_) + ")";
+}
+
+std::vector<uint32_t> VcpuMover::vcpus_here() const {
+  std::lock_guard lock(mu_);
+  std::vector<uint32_t> out;
+  for (size_t v = 0; v < host_of_vcpu_.size(); ++v)
+    if (host_of_vcpu_[v] == config_.self) out.push_back(static_cast<uint32_t>(v));
+  return out;
+}
+
+uint64_t VcpuMover::version() const {
+  std::lock_guard lock(mu_);
+  return version_;
+}
+
+}  // namespace shoal

@@ -1,0 +1,100 @@
+// Moves a running vCPU from one pod member to another (docs/vcpu-migration.md).
+//
+//   `shoal pod move` -> host 0: kPodMove
+//   host 0 -> the vCPU's host: kVcpuMigrate (the location version the move makes)
+//   there:  pause the vCPU (a pending I/O exit completes first; a forwarded exit or a page it
+//           waits for arrives first), save its VcpuState, park its thread and fd for a return,
+//           kVcpuArrive with the state -> the destination
+//   there:  reuse the vCPU's parked fd or KVM_CREATE_VCPU it now, restore, resume, then
+//           kVcpuPlaced -> every member (the location table), and host 0 answers the request
+//
+// Where each vCPU runs is a pod-wide table with a version; one move at a time (host 0 refuses
+// a second while one is under way). Pausing waits on the vCPU, so the work runs on this
+// type's own thread, never on a link's reader. A move that fails half-way stops the pod: a
+// vCPU whose state left its host cannot be half-resumed anywhere.
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "arch/boot_plan.hpp"
+#include "machine/machine_core.hpp"
+#include "pod/pod_mesh.hpp"
+
+namespace shoal {
+
+class VcpuMover {
+ public:
+  struct Config {
+    NodeId self = 0;
+    int total_vcpus = 0;
+    std::vector<NodeId> host_of_vcpu;  // where each vCPU starts (the spec)
+    std::vector<int> capacity;         // per host: how many vCPUs it may run at once
+    std::vector<std::string> host_names;
+  };
+  // `may_create` runs `create` under the owner's lock unless the pod is stopping (then it
+  // returns false and nothing is created): vCPUs appear only while the teardown cannot be
+  // iterating them. `fail` stops the pod.
+  using MayCreate = std::function<bool(const std::function<Status()>& create)>;
+  VcpuMover(Config config, MachineCore& core, PodMesh& mesh, MachineCore::VcpuFinished finished,
+            MayCreate may_create, std::function<void(const Error&)> fail);
+  VcpuMover(const VcpuMover&) = delete;
+  VcpuMover& operator=(const VcpuMover&) = delete;
+  ~VcpuMover();  // stop()
+
+  // The plan the vCPUs booted with: a vCPU created here later is configured from it.
+  void set_plan(const BootPlan& plan);
+  // Host 0, on a control link's thread: moves `vcpu` to host `to` and waits until it runs there
+  // (or the move fails, or `timeout` passes). Returns what `pod move` prints.
+  Result<std::string> move(uint32_t vcpu, NodeId to, std::chrono::milliseconds timeout);
+  // From a link's reader: queued for the mover's thread.
+  void deliver(NodeId from, net::MessageType type, VcpuMove m);
+  // Ends the thread; a move under way is abandoned (the pod is stopping). After the vCPUs
+  // were told to stop: a pause waiting on one then returns.
+  void stop();
+
+  // "0@h0 1@h1 ... (v3)": the location table as this member knows it.
+  std::string describe() const;
+  std::vector<uint32_t> vcpus_here() const;
+  uint64_t version() const;
+
+ private:
+  struct Work {
+    NodeId from;
+    net::MessageType type;
+    VcpuMove move;
+  };
+  void loop();
+  void migrate(const VcpuMove& m);
+  void arrive(NodeId from, const VcpuMove& m);
+  void place(uint32_t vcpu, NodeId host, uint64_t version);
+  VcpuThread* find(uint32_t vcpu);
+
+  Config config_;
+  MachineCore& core_;
+  PodMesh& mesh_;
+  MachineCore::VcpuFinished finished_;
+  MayCreate may_create_;
+  std::function<void(const Error&)> fail_;
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;  // work_, and the table for move()
+  std::deque<Work> work_;
+  bool stop_ = false;
+  std::optional<BootPlan> plan_;
+  std::vector<NodeId> host_of_vcpu_;
+  std::vector<uint64_t> version_of_vcpu_;  // the version of the move that set each entry
+  uint64_t version_ = 0;                   // the newest version seen
+  std::optional<uint32_t> moving_;         // host 0: the move under way
+  std::string move_error_;                 // host 0: why it failed, if it did
+  std::thread thread_;
+};
+
+}  // namespace shoal

@@ -1,0 +1,63 @@
+// The vCPU move messages (pod/pod_messages.hpp): what each of the four carries, and bad input
+// answered with an error naming what was wrong.
+#include <gtest/gtest.h>
+
+#include "kvm/vcpu_state.hpp"
+#include "pod/pod_messages.hpp"
+
+namespace shoal {
+namespace {
+
+using net::MessageType;
+
+TEST(VcpuMoveMessage, EveryKindRoundTrips) {
+  for (MessageType t :
+       {MessageType::kPodMove, MessageType::kVcpuMigrate, MessageType::kVcpuPlaced}) {
+    auto m = decode_vcpu_move(encode_vcpu_move(t, {7, 2, 41, {}}));
+    ASSERT_TRUE(m.ok()) << m.error().message();
+    EXPECT_EQ(m->vcpu, 7u);
+    EXPECT_EQ(m->host, 2u);
+    EXPECT_EQ(m->version, 41u);
+    EXPECT_TRUE(m->state.empty());
+  }
+  VcpuState state;
+  state.id = 7;
+  state.regs.rip = 0x123456;
+  auto m = decode_vcpu_move(
+      encode_vcpu_move(MessageType::kVcpuArrive, {7, 1, 42, encode_vcpu_state(state)}));
+  ASSERT_TRUE(m.ok()) << m.error().message();
+  auto back = decode_vcpu_state(m->state);
+  ASSERT_TRUE(back.ok()) << back.error().message();
+  EXPECT_EQ(back->regs.rip, 0x123456u);
+}
+
+std::string error_of(const net::Frame& f) {
+  auto m = decode_vcpu_move(f);
+  return m.ok() ? "accepted" : m.error().message();
+}
+
+TEST(VcpuMoveMessage, BadInputIsRefusedWithTheReason) {
+  EXPECT_NE(error_of(encode_vcpu_move(MessageType::kPodMove, {254, 0, 0, {}})).find("vcpu 254"),
+            std::string::npos);
+  EXPECT_NE(error_of(encode_vcpu_move(MessageType::kPodMove, {0, 32, 0, {}})).find("host 32"),
+            std::string::npos);
+  // Only an arrival carries a state, and it always does, within the limit.
+  EXPECT_NE(error_of(encode_vcpu_move(MessageType::kVcpuPlaced, {0, 1, 1, {1, 2, 3}}))
+                .find("unexpected state bytes"),
+            std::string::npos);
+  EXPECT_NE(error_of(encode_vcpu_move(MessageType::kVcpuArrive, {0, 1, 1, {}})).find("state of 0"),
+            std::string::npos);
+  EXPECT_NE(error_of(encode_vcpu_move(MessageType::kVcpuArrive,
+                                      {0, 1, 1, std::vector<uint8_t>(kMaxVcpuStateBytes + 1)}))
+                .find("state of"),
+            std::string::npos);
+  net::Frame short_frame = encode_vcpu_move(MessageType::kVcpuMigrate, {0, 1, 1, {}});
+  short_frame.payload.resize(15);
+  EXPECT_NE(error_of(short_frame).find("shorter than its header"), std::string::npos);
+  EXPECT_NE(error_of(net::Frame{MessageType::kPodStatus, 0, std::vector<uint8_t>(16)})
+                .find("message type"),
+            std::string::npos);
+}
+
+}  // namespace
+}  // namespace shoal
