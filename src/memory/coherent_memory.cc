@@ -8,7 +8,6 @@
 
 #include <algorithm>
 #include <cstring>
-#include <sstream>
 
 #include "shoal/clock.hpp"
 #include "shoal/size.hpp"
@@ -284,12 +283,14 @@ Status CoherentMemory::discard(uint64_t offset, uint64_t bytes) {
 }
 
 uint64_t CoherentMemory::stuck_ns() {
+  // Now is read under the lock every timestamp below is written under (read before it, a
+  // newer fault made the difference wrap: "a page fault has waited 18446744073 s").
+  std::lock_guard lock(proto_mu_);
   const uint64_t now = monotonic_ns();
   const uint64_t busy = busy_since_ns_.load(std::memory_order_relaxed);
   uint64_t oldest = busy == 0 ? now : busy;
-  std::lock_guard lock(proto_mu_);
   for (const auto& [page, w] : waiting_) oldest = std::min(oldest, w.since_ns);
-  return now - oldest;
+  return oldest < now ? now - oldest : 0;
 }
 
 void CoherentMemory::fail(const Error& e) {
@@ -474,27 +475,6 @@ void CoherentMemory::run_queue() {
     }
     for (auto& o : out) work_.push_back(std::move(o));
   }
-}
-
-CoherentMemory::Latencies CoherentMemory::take_latencies() {
-  std::lock_guard lock(latency_mu_);
-  Latencies out = std::move(latencies_);
-  latencies_ = {};
-  return out;
-}
-
-std::string CoherentMemory::stats_report() const {
-  std::ostringstream s;
-  s << "faults: " << stats_.faults << " (write-protect: " << stats_.wp_faults << ")\n"
-    << "dormant pages served locally: " << stats_.local_dormant_pages << "\n"
-    << "dormant pages granted by another home: " << stats_.remote_dormant_pages << "\n"
-    << "requests sent: " << stats_.requests_sent << "\n"
-    << "messages sent/received: " << stats_.messages_sent << "/" << stats_.messages_received << "\n"
-    << "page bytes sent/received: " << stats_.page_bytes_sent << "/" << stats_.page_bytes_received
-    << "\n"
-    << "pages given up: " << stats_.pages_given_up << "\n"
-    << "recalls held back: " << stats_.held_back << "\n";
-  return s.str();
 }
 
 }  // namespace shoal

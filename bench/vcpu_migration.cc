@@ -1,0 +1,187 @@
+// What moving a vCPU costs (docs/vcpu-migration.md), in one run:
+// - on this host, with real KVM: saving a vCPU's whole state (VcpuState: registers, FPU/XSAVE,
+//   MSRs, LAPIC, events, ...), its encoded size (what travels in kVcpuArrive), and restoring it
+//   into a vCPU of a second VM; the two ends of a move without the network;
+// - a whole move in a 2-host pod over TCP between network namespaces, as host 0 times it:
+//   its order to the vCPU's host, the pause, the save, the state on the wire, the restore and
+//   resume on the other host, and the announcement back (`shoal pod move` prints it). The
+//   first arrival on a host also creates the vCPU there (KVM_CREATE_VCPU); it is reported
+//   apart. Needs root (ip netns).
+// Not here yet: `wander` with placement static vs auto (no placement policy exists yet).
+//   vcpu_migration [--json] [MOVES]
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "kvm/kvm.hpp"
+#include "kvm/vcpu_state.hpp"
+#include "support/process.hpp"
+#include "vcpu/vcpu_thread.hpp"
+
+namespace {
+
+using shoal::test::ProcessResult;
+using shoal::test::run_process;
+
+double now_us() {
+  return std::chrono::duration<double, std::micro>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+double pct(std::vector<double> v, double p) {
+  if (v.empty()) return -1;
+  std::sort(v.begin(), v.end());
+  return v[std::min(v.size() - 1, static_cast<size_t>(p * static_cast<double>(v.size())))];
+}
+
+struct Local {
+  std::vector<double> save_us, restore_us;
+  size_t state_bytes = 0;
+  std::string error;
+};
+
+// Two VMs on this host, one vCPU each: save on the first, restore on the second.
+Local local_round_trips(int n) {
+  Local out;
+  auto kvm = shoal::Kvm::open();
+  if (!kvm) return {{}, {}, 0, kvm.error().message()};
+  auto msrs = kvm->msr_index_list();
+  if (!msrs) return {{}, {}, 0, msrs.error().message()};
+  std::vector<shoal::Vm> vms;
+  std::vector<std::unique_ptr<shoal::KvmVcpuBackend>> vcpus;
+  for (int i = 0; i < 2; ++i) {
+    auto vm = shoal::Vm::create(*kvm);
+    if (!vm) return {{}, {}, 0, vm.error().message()};
+    if (auto s = vm->create_platform(); !s.ok()) return {{}, {}, 0, s.error().message()};
+    auto fd = vm->create_vcpu(0, kvm->vcpu_mmap_size());
+    if (!fd) return {{}, {}, 0, fd.error().message()};
+    vcpus.push_back(
+        std::make_unique<shoal::KvmVcpuBackend>(std::move(*fd), kvm->vcpu_mmap_size(), *msrs));
+    vms.push_back(std::move(*vm));
+  }
+  for (int i = 0; i < n; ++i) {
+    const double t0 = now_us();
+    auto state = vcpus[0]->save_state();
+    const double t1 = now_us();
+    if (!state) return {{}, {}, 0, state.error().message()};
+    const std::vector<uint8_t> bytes = shoal::encode_vcpu_state(*state);
+    out.state_bytes = bytes.size();
+    auto decoded = shoal::decode_vcpu_state(bytes);
+    if (!decoded) return {{}, {}, 0, decoded.error().message()};
+    const double t2 = now_us();
+    if (auto s = vcpus[1]->restore_state(*decoded); !s.ok())
+      return {{}, {}, 0, s.error().message()};
+    const double t3 = now_us();
+    out.save_us.push_back(t1 - t0);
+    out.restore_us.push_back(t3 - t2);
+  }
+  return out;
+}
+
+struct Pod {
+  std::vector<double> first_ms, again_ms;  // onto a host that never ran it / back again
+  std::string error;
+};
+
+std::string write_file(const std::string& name, const std::string& text) {
+  const std::string path = "/tmp/shoal-vcpu-migration-" + std::to_string(getpid()) + "-" + name;
+  std::ofstream(path) << text;
+  return path;
+}
+
+// vCPU 0 goes h0 -> h1 -> h0 ... `moves` times while both vCPUs count.
+Pod pod_moves(int moves) {
+  Pod out;
+  if (geteuid() != 0) return {{}, {}, "skipped: needs root (ip netns)"};
+  const std::string secret = write_file("secret", "vcpu-migration-bench-secret-0123456789\n");
+  std::string spec =
+      "apiVersion: shoal/v1\nkind: Pod\nmetadata: {name: vmove}\nspec:\n"
+      "  guest: {kernel: " SHOAL_TEST_GUEST
+      ", cmdline: \"counter-total 4000000000\"}\n"
+      "  memory: 256M\n  vcpus: 2\n  transport: tcp\n  secretFile: " +
+      secret + "\n  hosts:\n";
+  for (int i = 0; i < 2; ++i)
+    spec += "    - {name: h" + std::to_string(i) + ", address: \"127.77.0." +
+            std::to_string(i + 1) + ":7100\", vcpus: \"" + std::to_string(i) +
+            "\", memory: even, zeroPool: 8M}\n";
+  const std::string spec_path = write_file("pod.yaml", spec);
+  const std::string shoal = SHOAL_BINARY;
+  const std::string script =
+      shoal + " pod up " + spec_path + " >/dev/null 2>&1 & up=$!; for i in $(seq 100); do " +
+      shoal + " pod status " + spec_path +
+      " 2>/dev/null | grep -q 'h0 (1/2): running' && break; sleep 0.1; done; "
+      "for i in $(seq " +
+      std::to_string(moves) + "); do " + shoal + " pod move " + spec_path +
+      " --vcpu 0 --to h$((i % 2)); done; " + shoal + " pod down " + spec_path +
+      " >/dev/null; wait $up";
+  ProcessResult r = run_process(
+      {"/usr/bin/env", "SHOAL_BIN=" SHOAL_BINARY, SHOAL_SOURCE_DIR "/scripts/netns-cluster", "2",
+       secret, "--", "/bin/bash", "-c", script},
+      std::chrono::seconds(300));
+  unlink(secret.c_str());
+  unlink(spec_path.c_str());
+  std::istringstream in(r.out);
+  std::string line;
+  int seen = 0;
+  while (std::getline(in, line)) {
+    const auto at = line.find(" in ");
+    if (line.rfind("vcpu 0 moved from", 0) != 0 || at == std::string::npos) continue;
+    const double ms = std::atof(line.c_str() + at + 4);
+    // The first move to h1 and the first back to h0 (whose vCPU fd is parked, not new) differ:
+    // only the very first creates a vCPU.
+    (seen++ == 0 ? out.first_ms : out.again_ms).push_back(ms);
+  }
+  if (seen != moves)
+    out.error = std::to_string(seen) + " of " + std::to_string(moves) +
+                " moves reported: " + r.err.substr(0, 400);
+  return out;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  bool json = false;
+  int moves = 100;
+  for (int i = 1; i < argc; ++i) {
+    if (std::string(argv[i]) == "--json")
+      json = true;
+    else
+      moves = std::max(2, std::atoi(argv[i]));
+  }
+  const Local local = local_round_trips(200);
+  const Pod pod = pod_moves(moves);
+  if (json) {
+    std::printf(
+        "{\"bench\":\"vcpu_migration\",\"state_bytes\":%zu,\"save_us\":{\"p50\":%.1f,\"p99\":%.1f},"
+        "\"restore_us\":{\"p50\":%.1f,\"p99\":%.1f},\"moves\":%zu,\"first_move_ms\":%.2f,"
+        "\"move_ms\":{\"p50\":%.2f,\"p99\":%.2f}}\n",
+        local.state_bytes, pct(local.save_us, 0.5), pct(local.save_us, 0.99),
+        pct(local.restore_us, 0.5), pct(local.restore_us, 0.99), pod.again_ms.size() + 1,
+        pod.first_ms.empty() ? -1.0 : pod.first_ms[0], pct(pod.again_ms, 0.5),
+        pct(pod.again_ms, 0.99));
+  } else {
+    std::printf("vCPU state on this host (real KVM, 200 round trips between two VMs)\n");
+    std::printf("  encoded state:  %zu bytes\n", local.state_bytes);
+    std::printf("  save:    p50 %7.1f us  p99 %7.1f us\n", pct(local.save_us, 0.5),
+                pct(local.save_us, 0.99));
+    std::printf("  restore: p50 %7.1f us  p99 %7.1f us\n", pct(local.restore_us, 0.5),
+                pct(local.restore_us, 0.99));
+    std::printf("a whole move, 2 netns hosts over TCP, as host 0 times it (%d moves)\n", moves);
+    if (!pod.first_ms.empty())
+      std::printf("  first (creates the vCPU on h1): %.2f ms\n", pod.first_ms[0]);
+    std::printf("  the others:  p50 %.2f ms  p99 %.2f ms\n", pct(pod.again_ms, 0.5),
+                pct(pod.again_ms, 0.99));
+  }
+  if (!local.error.empty())
+    std::fprintf(stderr, "vcpu_migration: local: %s\n", local.error.c_str());
+  if (!pod.error.empty()) std::fprintf(stderr, "vcpu_migration: pod: %s\n", pod.error.c_str());
+  return local.error.empty() && pod.error.empty() ? 0 : 1;
+}
