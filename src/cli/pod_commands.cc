@@ -55,8 +55,9 @@ int validate_pod(const std::string& path) {
     for (const auto& m : h.home)
       home += (home.empty() ? "" : " ") +
               ("[" + format_size(m.start) + ", " + format_size(m.start + m.size) + ")");
-    std::printf("  %s %s:%u  vcpus %s  home %s  zero pool %s\n", h.name.c_str(), h.host.c_str(),
-                h.port, vcpus.c_str(), home.c_str(), format_size(h.zero_pool_bytes).c_str());
+    std::printf("  %s %s:%u  vcpus %s (at most %d)  home %s  zero pool %s\n", h.name.c_str(),
+                h.host.c_str(), h.port, vcpus.c_str(), h.max_vcpus, home.c_str(),
+                format_size(h.zero_pool_bytes).c_str());
   }
   return 0;
 }

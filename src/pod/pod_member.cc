@@ -88,8 +88,7 @@ Result<std::unique_ptr<PodMember>> PodMember::create(PodMemberConfig config) {
   for (size_t h = 0; h < spec.hosts.size(); ++h) {
     for (int v : spec.hosts[h].vcpus)
       mv.host_of_vcpu[static_cast<size_t>(v)] = static_cast<NodeId>(h);
-    // What the placement spec will make configurable (hosts[].maxVcpus): one more.
-    mv.capacity.push_back(static_cast<int>(spec.hosts[h].vcpus.size()) + 1);
+    mv.capacity.push_back(spec.hosts[h].max_vcpus);
   }
   mv.host_names = names;
   m->mover_ = std::make_unique<VcpuMover>(

@@ -164,7 +164,8 @@ struct HostDraft {
 
 void parse_host(Checker& c, const YAML::Node& h, const std::string& path, HostDraft& d) {
   if (!c.map(h, path)) return;
-  c.only_keys(h, path, {"name", "address", "vcpus", "memory", "zeroPool", "memoryBudget"});
+  c.only_keys(h, path,
+              {"name", "address", "vcpus", "memory", "zeroPool", "memoryBudget", "maxVcpus"});
   if (auto v = c.text(h, path, "name", true)) d.host.name = *v;
   if (auto v = c.text(h, path, "address", true)) {
     const auto colon = v->rfind(':');
@@ -183,6 +184,16 @@ void parse_host(Checker& c, const YAML::Node& h, const std::string& path, HostDr
     d.host.vcpus = parse_vcpu_list(c, h["vcpus"], path + ".vcpus");
   else
     c.error(path + ".vcpus", h, "required field is missing");
+  d.host.max_vcpus = static_cast<int>(d.host.vcpus.size()) + 1;
+  if (h["maxVcpus"].IsDefined())
+    if (auto v = c.integer(h["maxVcpus"], path + ".maxVcpus")) {
+      if (*v < static_cast<int64_t>(d.host.vcpus.size()) || *v > 254)
+        c.error(path + ".maxVcpus", h["maxVcpus"],
+                "expected " + std::to_string(d.host.vcpus.size()) +
+                    " (this host's vcpus) to 254, got " + std::to_string(*v));
+      else
+        d.host.max_vcpus = static_cast<int>(*v);
+    }
   if (const YAML::Node m = h["memory"]; m.IsDefined() && !(m.IsScalar() && m.Scalar() == "even")) {
     if (!m.IsSequence()) {
       c.error(path + ".memory", m,

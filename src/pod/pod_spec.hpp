@@ -43,6 +43,9 @@ struct PodHost {
   // Host memory this member may populate: guest pages it holds plus its zero pool. 0: the
   // host's physical memory (what `shoal run` assumes without --memory-budget).
   uint64_t memory_budget_bytes = 0;
+  // The most vCPUs this host runs at once, counting ones moved here (docs/vcpu-migration.md).
+  // 0 in a spec means the default: its spec'd vCPUs + 1.
+  int max_vcpus = 0;
 };
 
 enum class PodTransport { kTcp, kRdma };

@@ -140,10 +140,11 @@ void VcpuMover::migrate(const VcpuMove& m) {
   if (v == nullptr) return fail_(Error(what + ": no such vCPU here"));
   // The pause completes a pending I/O exit first (VcpuThread); an exit forwarded to host 0 or
   // a page on its way from another host arrives before the vCPU thread takes the command.
+  // The save is posted right behind it: the thread applies commands before it runs jobs, so
+  // it saves the paused vCPU in the same wake-up (one hand-off each way instead of two).
   v->send(VcpuCommand::kPause);
-  v->wait_for(VcpuRunState::kPaused);
-  if (v->state() != VcpuRunState::kPaused) return;  // stopped: the pod is going down
   auto state = v->save().get();
+  if (v->state() == VcpuRunState::kStopped) return;  // the pod is going down
   if (!state) return fail_(state.error().context(what));
   VcpuMove arrive{m.vcpu, config_.self, m.version, encode_vcpu_state(*state)};
   // Parked from here on: its thread and fd stay for a return (VcpuThread keeps it paused).

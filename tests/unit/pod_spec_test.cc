@@ -76,6 +76,23 @@ TEST(PodSpec, MemoryBudgetPerHost) {
   expect_error(edit(even, even + "      memoryBudget: lots\n"), "spec.hosts[0].memoryBudget", "");
 }
 
+TEST(PodSpec, MaxVcpusPerHost) {
+  auto good = parse_pod_spec(kGood);
+  ASSERT_TRUE(good.spec.has_value());
+  EXPECT_EQ(good.spec->hosts[0].max_vcpus, 3);  // the default: its two vCPUs + 1
+  EXPECT_EQ(good.spec->hosts[1].max_vcpus, 3);
+  const std::string even = "      memory: even\n";
+  auto r = parse_pod_spec(edit(even, even + "      maxVcpus: 4\n"));
+  ASSERT_TRUE(r.spec.has_value()) << (r.errors.empty() ? "" : r.errors[0]);
+  EXPECT_EQ(r.spec->hosts[0].max_vcpus, 4);
+  expect_error(edit(even, even + "      maxVcpus: 1\n"), "spec.hosts[0].maxVcpus",
+               "expected 2 (this host's vcpus) to 254, got 1");
+  expect_error(edit(even, even + "      maxVcpus: 255\n"), "spec.hosts[0].maxVcpus",
+               "expected 2 (this host's vcpus) to 254, got 255");
+  expect_error(edit(even, even + "      maxVcpus: many\n"), "spec.hosts[0].maxVcpus",
+               "expected an integer");
+}
+
 TEST(PodSpec, FailureTimeout) {
   EXPECT_EQ(parse_pod_spec(kGood).spec->failure_timeout_ms, 1000u);  // the default
   const std::string tcp = "  transport: tcp\n";
