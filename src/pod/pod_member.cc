@@ -83,7 +83,6 @@ Result<std::unique_ptr<PodMember>> PodMember::create(PodMemberConfig config) {
   m->memory_ = std::move(*memory);
   VcpuMover::Config mv;
   mv.self = m->config_.self;
-  mv.total_vcpus = spec.vcpus;
   mv.host_of_vcpu.assign(static_cast<size_t>(spec.vcpus), 0);
   for (size_t h = 0; h < spec.hosts.size(); ++h) {
     for (int v : spec.hosts[h].vcpus)

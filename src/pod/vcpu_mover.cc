@@ -47,9 +47,9 @@ void VcpuMover::set_plan(const BootPlan& plan) {
 
 Result<std::string> VcpuMover::move(uint32_t vcpu, NodeId to, std::chrono::milliseconds timeout) {
   if (config_.self != 0) return Error("moves go through host " + config_.host_names[0]);
-  if (vcpu >= static_cast<uint32_t>(config_.total_vcpus))
+  if (vcpu >= host_of_vcpu_.size())
     return Error("--vcpu " + std::to_string(vcpu) + ": the pod has " +
-                 std::to_string(config_.total_vcpus) + " vCPUs");
+                 std::to_string(host_of_vcpu_.size()) + " vCPUs");
   if (to >= config_.host_names.size()) return Error("no such host");
   std::unique_lock lock(mu_);
   if (stop_) return Error("the pod is stopping");
@@ -172,7 +172,8 @@ void VcpuMover::arrive(NodeId from, const VcpuMove& m) {
     if (!plan) return fail_(Error(what + ": this host has not started its vCPUs"));
     Status made{};
     const bool allowed = may_create_([&] {
-      made = core_.create_vcpus({static_cast<int>(m.vcpu)}, config_.total_vcpus, *plan, finished_);
+      made = core_.create_vcpus({static_cast<int>(m.vcpu)}, static_cast<int>(host_of_vcpu_.size()),
+                                *plan, finished_);
       return made;
     });
     if (!allowed) return;  // the pod is stopping

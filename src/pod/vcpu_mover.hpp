@@ -34,8 +34,7 @@ class VcpuMover {
  public:
   struct Config {
     NodeId self = 0;
-    int total_vcpus = 0;
-    std::vector<NodeId> host_of_vcpu;  // where each vCPU starts (the spec)
+    std::vector<NodeId> host_of_vcpu;  // where each vCPU starts (the spec); one per vCPU
     std::vector<int> capacity;         // per host: how many vCPUs it may run at once
     std::vector<std::string> host_names;
   };
