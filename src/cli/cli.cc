@@ -40,8 +40,19 @@ CliOutcome parse_cli(int argc, const char* const* argv) {
   RunConfig cfg;
   std::string memory = "512M";
   auto* run = app.add_subcommand("run", "Boot a guest on this host");
-  run->add_option("--kernel", cfg.kernel, "bzImage, or ELF kernel with a PVH entry note")
-      ->required();
+  auto* kernel_opt =
+      run->add_option("--kernel", cfg.kernel, "bzImage, or ELF kernel with a PVH entry note");
+  std::string restore;
+  bool restore_eager = false;
+  run->add_option(
+      "--restore", restore,
+      "resume a snapshot (shoal ctl ... snapshot FILE) instead of booting: memory is loaded "
+      "lazily as the guest touches it, and in the background");
+  run->add_flag("--restore-eager", restore_eager,
+                "with --restore: load all memory before the guest runs (for comparison)");
+  run->add_option("--api-socket", cfg.api_socket,
+                  "serve the control API (pause, resume, status, metrics, snapshot) on this Unix "
+                  "socket; see shoal ctl");
   run->add_option("--initrd", cfg.initrd, "initial ramdisk");
   run->add_option("--cmdline", cfg.cmdline, "kernel command line");
   run->add_option("--memory", memory, "guest RAM, e.g. 512M, 4G, 1T (bare number: MiB)")
@@ -105,6 +116,15 @@ CliOutcome parse_cli(int argc, const char* const* argv) {
                   "pod secret (default: the spec's secretFile)");
   }
 
+  CtlCommand ctl_cmd;
+  auto* ctl = app.add_subcommand("ctl", "Send a request to a running shoal's --api-socket");
+  ctl->add_option("SOCKET", ctl_cmd.socket, "the --api-socket path")->required();
+  ctl->add_option("COMMAND", ctl_cmd.command, "pause, resume, status, metrics or snapshot")
+      ->required()
+      ->check(CLI::IsMember({"pause", "resume", "status", "metrics", "snapshot"}));
+  ctl->add_option("FILE", ctl_cmd.path, "snapshot: the file to write");
+  ctl->add_flag("--stop", ctl_cmd.stop, "snapshot: leave the guest paused afterwards");
+
   NodeCommand node_cmd;
   auto* node = app.add_subcommand("node", "Run this host's pod node service");
   node->add_option("--listen", node_cmd.listen, "HOST:PORT to listen on")->required();
@@ -134,6 +154,20 @@ CliOutcome parse_cli(int argc, const char* const* argv) {
       out.pod_control = control_cmd;
       return out;
     }
+  if (ctl->parsed()) {
+    if (ctl_cmd.command == "snapshot" && ctl_cmd.path.empty()) {
+      out.exit_code = kExitUsage;
+      out.message = usage_error("ctl snapshot", "FILE is required");
+      return out;
+    }
+    if (ctl_cmd.command != "snapshot" && (!ctl_cmd.path.empty() || ctl_cmd.stop)) {
+      out.exit_code = kExitUsage;
+      out.message = usage_error("ctl " + ctl_cmd.command, "takes no FILE or --stop");
+      return out;
+    }
+    out.ctl = ctl_cmd;
+    return out;
+  }
   if (ping->parsed()) {
     out.pod_ping = ping_cmd;
     return out;
@@ -180,6 +214,20 @@ CliOutcome parse_cli(int argc, const char* const* argv) {
   }
   if (cfg.vcpus < 1)
     return fail(usage_error("--vcpus " + std::to_string(cfg.vcpus), "at least 1 vCPU is needed"));
+  if (!restore.empty()) {
+    for (const char* given : {"--kernel", "--initrd", "--cmdline", "--memory", "--vcpus"})
+      if (run->count(given) > 0)
+        return fail(usage_error(given, "not with --restore: the snapshot decides the guest"));
+    if (auto e = check_readable("--restore", restore); !e.empty()) return fail(e);
+    out.restore = restore;
+    out.restore_eager = restore_eager;
+    if (cfg.serial.empty()) return fail(usage_error("--serial", "expected stdio or a file path"));
+    out.run = std::move(cfg);
+    return out;
+  }
+  if (restore_eager) return fail(usage_error("--restore-eager", "needs --restore FILE"));
+  if (kernel_opt->count() == 0)
+    return fail(usage_error("--kernel", "required (or --restore FILE)"));
   if (auto e = check_readable("--kernel", cfg.kernel); !e.empty()) return fail(e);
   if (!cfg.initrd.empty())
     if (auto e = check_readable("--initrd", cfg.initrd); !e.empty()) return fail(e);

@@ -36,14 +36,27 @@ struct PodControlCommand {
   std::string to_host;      // kMove: a host's name in the spec
 };
 
+// `shoal ctl SOCKET pause|resume|status|metrics|snapshot FILE [--stop]`.
+struct CtlCommand {
+  std::string socket;
+  std::string command;
+  std::string path;  // snapshot
+  bool stop = false;
+};
+
 struct CliOutcome {
   std::optional<RunConfig> run;
   std::optional<std::string> validate_pod_spec;  // `shoal pod validate SPEC`
   std::optional<NodeCommand> node;               // `shoal node ...`
   std::optional<PodPingCommand> pod_ping;        // `shoal pod ping SPEC`
   std::optional<PodControlCommand> pod_control;  // `shoal pod up|status|down|move SPEC`
+  std::optional<CtlCommand> ctl;                 // `shoal ctl SOCKET COMMAND`
   int exit_code = 0;
   std::string message;
+  // `shoal run --restore FILE`: the file, opened by main() (the guest's size and vCPUs come
+  // from it, so --kernel, --memory and --vcpus are not given).
+  std::string restore;
+  bool restore_eager = false;
 };
 
 CliOutcome parse_cli(int argc, const char* const* argv);

@@ -9,10 +9,12 @@
 #include "arch/guest_ram.hpp"
 #include "arch/mptable.hpp"
 #include "cli/cli.hpp"
+#include "cli/machine_control.hpp"
 #include "cli/pod_client.hpp"
 #include "cli/pod_commands.hpp"
 #include "kvm/kvm.hpp"
 #include "machine/machine.hpp"
+#include "memory/snapshot_file.hpp"
 #include "shoal/clock.hpp"
 #include "shoal/size.hpp"
 
@@ -36,6 +38,7 @@ int run_main(int argc, char** argv) {
   if (cli.validate_pod_spec) return validate_pod(*cli.validate_pod_spec);
   if (cli.pod_ping) return ping_pod(*cli.pod_ping);
   if (cli.pod_control) return control_pod(*cli.pod_control);
+  if (cli.ctl) return control_machine(*cli.ctl);
   if (cli.node) {
     setup_logging("info");
     return run_node(*cli.node);
@@ -47,6 +50,14 @@ int run_main(int argc, char** argv) {
   RunConfig& cfg = *cli.run;
   cfg.started_ns = started_ns;
   setup_logging(cfg.log_level);
+  if (!cli.restore.empty()) {
+    auto file = SnapshotFile::open(cli.restore);
+    if (!file) return report_error(kExitVmmError, file.error().message());
+    cfg.memory = (*file)->header().ram_bytes;
+    cfg.vcpus = static_cast<int>((*file)->header().vcpus);
+    cfg.memory_options.restore_from = std::move(*file);
+    cfg.memory_options.restore_eager = cli.restore_eager;
+  }
 
   auto kvm = Kvm::open();
   if (!kvm) return report_error(kExitVmmError, kvm.error().message());
@@ -69,6 +80,10 @@ int run_main(int argc, char** argv) {
     if (!code) return report_error(kExitVmmError, code.error().message());
     if (!(*machine)->reset_requested() || cfg.on_reboot != RunConfig::OnReboot::kRestart)
       return *code;
+    if (cfg.memory_options.restore_from)
+      return report_error(kExitVmmError,
+                          "the restored guest asked for a reset: --on-reboot "
+                          "restart needs a kernel to boot, and --restore has none");
     // A reset is a new boot from the same files: a fresh VM, RAM and devices (the old
     // machine is torn down first, so its RAM is returned before the new one is touched).
     machine->reset();

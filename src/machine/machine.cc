@@ -46,6 +46,12 @@ Result<std::unique_ptr<Machine>> Machine::create(Kvm kvm, const RunConfig& confi
   m->memory_ = std::move(*memory);
   step("guest memory served");
 
+  if (config.memory_options.restore_from) {
+    SHOAL_TRY(m->restore_from_file(config),
+              "restore from " + config.memory_options.restore_from->path());
+    step("restored");
+    return m;
+  }
   auto plan = load_guest_files(ram, config.kernel, config.initrd, config.cmdline, config.vcpus);
   if (!plan) return plan.error();
   m->plan_ = std::move(*plan);
@@ -59,22 +65,33 @@ Result<std::unique_ptr<Machine>> Machine::create(Kvm kvm, const RunConfig& confi
   // what the loader wrote, the rest on first access.
   SHOAL_TRY(m->core_->map_for_boot(), "");
   step("devices and RAM slots");
-  std::vector<int> ids(static_cast<size_t>(config.vcpus));
-  for (int i = 0; i < config.vcpus; ++i) ids[static_cast<size_t>(i)] = i;
-  SHOAL_TRY(m->core_->create_vcpus(ids, config.vcpus, m->plan_,
-                                   [self](int id, const ExitAction& a, const std::string& st) {
-                                     self->on_vcpu_finished(id, a, st);
-                                   }),
-            "");
+  SHOAL_TRY(m->create_vcpus(config), "");
   return m;
 }
 
-Result<MachineState> Machine::pause_and_save() {
-  core_->command_vcpus(VcpuCommand::kPause);
-  for (auto& v : core_->vcpus()) {
-    v->wait_for(VcpuRunState::kPaused);
-    if (v->state() != VcpuRunState::kPaused) return Error("save: a vcpu stopped");
+Status Machine::create_vcpus(const RunConfig& config) {
+  std::vector<int> ids(static_cast<size_t>(config.vcpus));
+  for (int i = 0; i < config.vcpus; ++i) ids[static_cast<size_t>(i)] = i;
+  SHOAL_TRY(core_->create_vcpus(ids, config.vcpus, plan_,
+                                [this](int id, const ExitAction& a, const std::string& st) {
+                                  on_vcpu_finished(id, a, st);
+                                }),
+            "");
+  if (!config.api_socket.empty()) {
+    auto api =
+        ApiServer::start(config.api_socket, [this](const ApiRequest& r) { return handle_api(r); });
+    if (!api) return api.error();
+    api_ = std::move(*api);
   }
+  return {};
+}
+
+Result<MachineState> Machine::pause_and_save() {
+  SHOAL_TRY(pause_vcpus(), "save");
+  return save_paused();
+}
+
+Result<MachineState> Machine::save_paused() {
   MachineState s;
   for (auto& v : core_->vcpus()) {
     auto vcpu = v->save().get();
@@ -119,6 +136,13 @@ Status Machine::restore(const MachineState& state, const GuestRam& source) {
     }
   }
   SHOAL_TRY(core_->map_for_boot(), "restore");
+  return queue_restore(state);
+}
+
+Status Machine::queue_restore(const MachineState& state) {
+  if (state.vcpus.size() != core_->vcpus().size())
+    return Error("restore: " + std::to_string(state.vcpus.size()) +
+                 " vcpus saved, this machine has " + std::to_string(core_->vcpus().size()));
   SHOAL_TRY(core_->vm().restore_state(state.vm), "restore VM");
   SHOAL_TRY(core_->pio().restore_state(state.port_devices), "restore");
   // Posted before the threads start, behind a pause: each vCPU restores itself on its own
@@ -179,6 +203,7 @@ void Machine::finish(std::optional<int> code, std::optional<Error> error, bool r
 }
 
 Result<int> Machine::run() {
+  run_started_ns_ = monotonic_ns();
   core_->start_vcpus();
   if (!restore_pending_.empty()) {
     bool restored = true;
@@ -196,12 +221,14 @@ Result<int> Machine::run() {
     spdlog::debug("startup: vCPUs started {:.2f} ms after main()",
                   static_cast<double>(monotonic_ns() - started_ns_) / 1e6);
   if (Status s = memory_->start_background(); !s.ok()) finish(std::nullopt, s.error());
+  vcpus_started_ = true;
   while (!outcome_.wait_for(std::chrono::seconds(1))) {
     // A fault server stuck on one fault leaves a vCPU waiting in the kernel forever.
     if (memory_ && memory_->stuck_ns() > kStuckFaultNs)
       finish(std::nullopt, Error("guest memory: the fault server has been stuck on one fault for " +
                                  std::to_string(memory_->stuck_ns() / 1000000000) + " s"));
   }
+  if (api_) api_->stop();  // no request may pause or save the machine as it stops
   core_->command_vcpus(VcpuCommand::kStop);
   // Before joining: a vCPU may wait on a fault the server will not serve (see stop_serving).
   memory_->stop_serving();

@@ -1,6 +1,7 @@
 // One guest on this host: the VM, its RAM, devices and vCPU threads, from boot to exit.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <memory>
 #include <mutex>
@@ -13,22 +14,18 @@
 #include "devices/io_bus.hpp"
 #include "devices/uart16550.hpp"
 #include "kvm/kvm.hpp"
+#include "machine/api_server.hpp"
 #include "machine/machine_core.hpp"
+#include "machine/machine_state.hpp"
 #include "machine/run_config.hpp"
 #include "memory/memory_manager.hpp"
+#include "memory/snapshot_writer.hpp"
 #include "shoal/first_outcome.hpp"
 #include "shoal/status.hpp"
 #include "shoal/unique_fd.hpp"
 #include "vcpu/vcpu_thread.hpp"
 
 namespace shoal {
-
-// A paused machine, as values: enough, with its RAM, to resume it in a fresh VM.
-struct MachineState {
-  VmState vm;
-  std::vector<VcpuState> vcpus;
-  std::vector<uint8_t> port_devices;  // IoBus::save_state of the port bus
-};
 
 class Machine {
  public:
@@ -46,6 +43,11 @@ class Machine {
   // devices and clock, and the port devices. The machine stays paused: resume() or stop().
   Result<MachineState> pause_and_save();
   void resume();
+  // Writes a snapshot file of the guest (memory/snapshot_format.hpp): pauses it unless it is
+  // paused already, saves, and resumes it unless `stay_paused` or it was paused before.
+  Result<SnapshotWriteStats> snapshot(const std::string& path, bool stay_paused);
+  // One control API request (machine/api_server.hpp), on the API thread.
+  ApiReply handle_api(const ApiRequest& request);
   // Ends run() with exit code 0, as a power-off would.
   void stop();
   // Before run(), on a machine create()d for the same guest: puts `state` and the RAM of
@@ -57,6 +59,13 @@ class Machine {
  private:
   explicit Machine(std::unique_ptr<MachineCore> core) : core_(std::move(core)) {}
   Status build_devices(const RunConfig& config);
+  // create() for --restore: the machine's state and RAM come from the snapshot file.
+  Status restore_from_file(const RunConfig& config);
+  Status queue_restore(const MachineState& state);
+  Status create_vcpus(const RunConfig& config);
+  Status pause_vcpus();
+  Result<MachineState> save_paused();
+  std::string metrics() const;
   void on_vcpu_finished(int id, const ExitAction& action, const std::string& state);
   void finish(std::optional<int> code, std::optional<Error> error, bool reset = false);
   void write_console(uint8_t byte);
@@ -71,6 +80,12 @@ class Machine {
   int console_fd_ = 1;
   BootPlan plan_;
   std::vector<std::future<Status>> restore_pending_;  // restore(): answered as the vCPUs start
+  std::unique_ptr<ApiServer> api_;                    // --api-socket; stopped first in run()
+  std::mutex control_mu_;                             // pause/resume/snapshot, one at a time
+  bool paused_ = false;                               // by the API or a snapshot
+  std::atomic<bool> vcpus_started_{false};
+  uint64_t run_started_ns_ = 0;
+  uint64_t snapshots_ = 0;
 
   struct Outcome {
     std::optional<int> code;  // the guest's exit code

@@ -20,6 +20,7 @@ struct RunConfig {
   bool print_stats = false;  // --stats: memory counters on stderr at exit
   // --on-reboot: a guest reset ends shoal (as Firecracker does) or boots the guest again.
   enum class OnReboot { kExit, kRestart } on_reboot = OnReboot::kExit;
+  std::string api_socket;   // --api-socket: the control API (machine/api_server.hpp); empty: none
   uint64_t started_ns = 0;  // monotonic_ns() when main() began: start-up is logged against it
 };
 

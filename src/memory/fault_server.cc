@@ -20,7 +20,8 @@ constexpr size_t kMaxEvents = 64;
 
 FaultServer::FaultServer(const Userfaultfd& uffd, Target ram, PageDirectory& directory,
                          ZeroPool* pool, FaultServing serving,
-                         std::function<void(const Error&)> on_fatal, uint64_t budget_bytes)
+                         std::function<void(const Error&)> on_fatal, uint64_t budget_bytes,
+                         SnapshotSource* snapshot)
     : uffd_(uffd),
       ram_(ram),
       dir_(directory),
@@ -28,6 +29,7 @@ FaultServer::FaultServer(const Userfaultfd& uffd, Target ram, PageDirectory& dir
       serving_(serving),
       budget_bytes_(budget_bytes),
       on_fatal_(std::move(on_fatal)),
+      snapshot_(snapshot),
       stop_fd_(eventfd(0, EFD_CLOEXEC)) {}
 
 FaultServer::~FaultServer() {
@@ -36,7 +38,8 @@ FaultServer::~FaultServer() {
 
 Status FaultServer::start() {
   if (!stop_fd_.valid()) return errno_error("fault server: eventfd");
-  auto server = DormantServer::create(uffd_, ram_, dir_, pool_, serving_, budget_bytes_);
+  auto server = DormantServer::create(uffd_, ram_, dir_, pool_, serving_, budget_bytes_,
+                                      snapshot_ ? snapshot_->gate() : DormantGate{});
   if (!server) return server.error().context("fault server");
   server_ = std::move(*server);
   thread_ = std::thread([this] {
@@ -88,10 +91,12 @@ void FaultServer::loop() {
         return;
       }
       const bool write = (msgs[i].arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WRITE) != 0;
-      // One host has one source: every page it has not mapped is dormant.
-      PageSource& source = *server_;
+      const uint64_t page = offset / kPage;
+      PageSource& source = snapshot_ != nullptr && snapshot_->pending(page)
+                               ? static_cast<PageSource&>(*snapshot_)
+                               : static_cast<PageSource&>(*server_);
       busy_since_ns_.store(monotonic_ns(), std::memory_order_relaxed);
-      Status s = source.serve_fault(offset / kPage, write ? Access::kWrite : Access::kRead);
+      Status s = source.serve_fault(page, write ? Access::kWrite : Access::kRead);
       busy_since_ns_.store(0, std::memory_order_relaxed);
       if (!s.ok()) {
         on_fatal_(s.error().context("serve guest page at offset " +

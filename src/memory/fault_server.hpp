@@ -1,5 +1,6 @@
 // The single host's fault thread: reads userfaultfd MISSING fault events on guest RAM and has
-// the DormantServer serve each one. Errors that would leave a vCPU waiting forever go to
+// the page's source serve each one: the snapshot file for a restored page not yet installed,
+// the DormantServer for every other. Errors that would leave a vCPU waiting forever go to
 // `on_fatal`, which stops the VM.
 #pragma once
 
@@ -10,6 +11,7 @@
 #include <thread>
 
 #include "memory/dormant_server.hpp"
+#include "memory/snapshot_source.hpp"
 #include "shoal/unique_fd.hpp"
 
 namespace shoal {
@@ -19,9 +21,10 @@ class FaultServer {
   using Target = DormantServer::Target;
 
   // `budget_bytes` (0: none) bounds present guest pages where no pool enforces it (COPY).
+  // With `snapshot` (a restore), the pages it still has to install are its to serve.
   FaultServer(const Userfaultfd& uffd, Target ram, PageDirectory& directory, ZeroPool* pool,
               FaultServing serving, std::function<void(const Error&)> on_fatal,
-              uint64_t budget_bytes = 0);
+              uint64_t budget_bytes = 0, SnapshotSource* snapshot = nullptr);
   FaultServer(const FaultServer&) = delete;
   FaultServer& operator=(const FaultServer&) = delete;
   ~FaultServer();
@@ -42,6 +45,7 @@ class FaultServer {
   FaultServing serving_;
   uint64_t budget_bytes_;
   std::function<void(const Error&)> on_fatal_;
+  SnapshotSource* snapshot_;
   std::unique_ptr<DormantServer> server_;
   UniqueFd stop_fd_;
   std::thread thread_;

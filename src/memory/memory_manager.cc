@@ -26,11 +26,16 @@ Result<std::unique_ptr<GuestMemoryManager>> GuestMemoryManager::create(
                  " of guest memory, more than --memory-budget " +
                  format_size(options.budget_bytes));
   if (options.backing == MemoryBacking::kPrefault) {
+    if (options.restore_from) return Error("a restore needs dormant guest memory, not --prefault");
     if (madvise(ram.base(), ram.size(), MADV_POPULATE_WRITE) < 0)
       return errno_error("prefault guest memory (MADV_POPULATE_WRITE)");
     return m;
   }
-  if (options.backing == MemoryBacking::kKernel) return m;
+  if (options.backing == MemoryBacking::kKernel) {
+    if (options.restore_from)
+      return Error("a restore needs dormant guest memory, not --fault-serving kernel");
+    return m;
+  }
 
   // 4 KiB pages throughout: a THP in the guest mapping would be half-served by the kernel.
   if (madvise(ram.base(), ram.size(), MADV_NOHUGEPAGE) < 0)
@@ -61,10 +66,20 @@ Result<std::unique_ptr<GuestMemoryManager>> GuestMemoryManager::create(
       SHOAL_TRY(m->pool_->wait_until_full(), "zero pool");
     }
   }
-  m->server_ = std::make_unique<FaultServer>(*m->uffd_, FaultServer::Target{ram.base(), ram.size()},
-                                             *m->directory_, m->pool_.get(), options.serving,
-                                             std::move(on_fatal), options.budget_bytes);
+  const FaultServer::Target target{ram.base(), ram.size()};
+  if (options.restore_from) {
+    if (options.restore_from->header().ram_bytes != ram.size())
+      return Error("restore: the snapshot holds " +
+                   format_size(options.restore_from->header().ram_bytes) + " of guest RAM, not " +
+                   format_size(ram.size()));
+    m->snapshot_ = std::make_unique<SnapshotSource>(*m->uffd_, target, *m->directory_,
+                                                    options.restore_from, on_fatal);
+  }
+  m->server_ = std::make_unique<FaultServer>(*m->uffd_, target, *m->directory_, m->pool_.get(),
+                                             options.serving, std::move(on_fatal),
+                                             options.budget_bytes, m->snapshot_.get());
   SHOAL_TRY(m->server_->start(), "fault server");
+  if (m->snapshot_ && options.restore_eager) SHOAL_TRY(m->snapshot_->load_all(), "eager restore");
   return m;
 }
 
@@ -78,6 +93,10 @@ Status GuestMemoryManager::discard(uint8_t* host, uint64_t bytes) {
   // early and comes back. KVM's MMU notifier drops its mappings of the pages with them.
   // Present pages go back to the pool first (moved, then re-zeroed off the fault path);
   // whatever does not fit there is zapped below (a no-op for pages already moved out).
+  if (snapshot_) {
+    const uint64_t first = static_cast<uint64_t>(host - ram_base_) / kPageSize;
+    SHOAL_TRY(snapshot_->load_pages(first, bytes / kPageSize), "discard");
+  }
   if (pool_ && directory_) {
     const uint64_t first = static_cast<uint64_t>(host - ram_base_) / kPageSize;
     const uint64_t end = first + bytes / kPageSize;
@@ -102,10 +121,12 @@ Status GuestMemoryManager::discard(uint8_t* host, uint64_t bytes) {
 
 Status GuestMemoryManager::start_background() {
   if (pool_ && !pool_->started()) SHOAL_TRY(pool_->start(), "zero pool");
+  if (snapshot_) SHOAL_TRY(snapshot_->start_loader(), "restore");
   return {};
 }
 
 void GuestMemoryManager::stop_serving() {
+  if (snapshot_) snapshot_->stop();
   if (server_) server_->stop();
   if (uffd_ && !released_) {
     released_ = true;
@@ -115,8 +136,9 @@ void GuestMemoryManager::stop_serving() {
 }
 
 GuestMemoryManager::~GuestMemoryManager() {
-  // The server first: it takes from the pool.
+  // The server first: it takes from the pool and calls the snapshot source.
   server_.reset();
+  snapshot_.reset();
   pool_.reset();
 }
 
@@ -153,6 +175,15 @@ std::string GuestMemoryManager::stats_report() const {
     if (p.chunks_refilled > 0) s << ", " << p.refill_ns / p.chunks_refilled / 1000 << " us each";
     s << "\n";
     s << "pages recycled: " << p.pages_recycled << "\n";
+  }
+  if (snapshot_) {
+    const SnapshotLoadStats& r = snapshot_->stats();
+    s << "restore: " << snapshot_->blocks_loaded() << " of " << snapshot_->blocks() << " blocks ("
+      << r.blocks_by_fault << " on a fault, " << r.blocks_by_loader << " by the loader), "
+      << r.pages_installed << " pages, " << r.bytes_read << " bytes read, " << r.faults
+      << " faults";
+    if (r.finished_ns > 0) s << ", all in after " << r.finished_ns / 1000000 << " ms";
+    s << "\n";
   }
   s << "guest pages present: " << directory_->present_pages() << "\n";
   return s.str();

@@ -3,6 +3,7 @@
 // two comparison modes: the kernel's own first touch (what QEMU/Firecracker do) and prefault.
 #pragma once
 
+#include <algorithm>
 #include <functional>
 #include <memory>
 #include <string>
@@ -10,6 +11,8 @@
 #include "arch/guest_ram.hpp"
 #include "memory/fault_server.hpp"
 #include "memory/page_directory.hpp"
+#include "memory/snapshot_file.hpp"
+#include "memory/snapshot_source.hpp"
 #include "memory/userfaultfd.hpp"
 #include "memory/zero_pool.hpp"
 
@@ -27,6 +30,10 @@ struct MemoryOptions {
   uint64_t pool_bytes = 64ull << 20;
   uint64_t budget_bytes = 0;        // 0: none
   bool wait_for_full_pool = false;  // start the guest only once the zero pool is full
+  // A restore: the pages this snapshot stores are served from it (memory/snapshot_source.hpp),
+  // lazily and by a background loader, or all before the guest starts with `restore_eager`.
+  std::shared_ptr<const SnapshotFile> restore_from;
+  bool restore_eager = false;
 };
 
 class GuestMemoryManager {
@@ -47,8 +54,19 @@ class GuestMemoryManager {
   // dormant memory it is dormant again (the next touch is a first touch).
   Status discard(uint8_t* host, uint64_t bytes);
   // Nanoseconds the fault server has been stuck on one fault (0 when idle or not dormant).
-  uint64_t stuck_ns() const { return server_ ? server_->busy_ns() : 0; }
+  uint64_t stuck_ns() const {
+    const uint64_t fault = server_ ? server_->busy_ns() : 0;
+    const uint64_t loader = snapshot_ ? snapshot_->busy_ns() : 0;
+    return std::max(fault, loader);
+  }
   uint64_t present_pages() const { return directory_ ? directory_->present_pages() : 0; }
+  // Which pages are mapped, for a snapshot; null unless memory is dormant.
+  const PageDirectory* directory() const { return directory_.get(); }
+  // The restore's page source, or null when this guest was not restored.
+  const SnapshotSource* restore_source() const { return snapshot_.get(); }
+  // Installs what a restore has not loaded yet (before a snapshot: the page directory must
+  // know every page the guest has). Returns at once when this guest was not restored.
+  Status finish_restore() { return snapshot_ ? snapshot_->load_all() : Status{}; }
   // Stops serving faults: the counters are final afterwards. A vCPU still waiting on a fault
   // the server will never serve (it failed, or the machine is stopping) is released: with
   // hardware paging KVM waits for guest-memory faults in the kernel, where only a fatal
@@ -68,6 +86,7 @@ class GuestMemoryManager {
   std::unique_ptr<Userfaultfd> uffd_;
   std::unique_ptr<PageDirectory> directory_;
   std::unique_ptr<ZeroPool> pool_;
+  std::unique_ptr<SnapshotSource> snapshot_;  // before server_: the server calls it
   std::unique_ptr<FaultServer> server_;
 };
 

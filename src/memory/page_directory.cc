@@ -1,6 +1,10 @@
 #include "memory/page_directory.hpp"
 
+#include <sys/mman.h>
+
+#include <algorithm>
 #include <utility>
+#include <vector>
 
 namespace shoal {
 
@@ -41,6 +45,44 @@ uint64_t PageDirectory::dormant_run(uint64_t first, uint64_t limit) const {
   uint64_t n = 0;
   while (n < limit && first + n < pages() && state(first + n) == PageState::kDormant) ++n;
   return n;
+}
+
+void PageDirectory::for_each_mapped_run(
+    const std::function<void(uint64_t first, uint64_t count)>& f, bool skip_unbacked) const {
+  constexpr uint64_t kChunk = 4096;  // directory bytes per host page: 16 MiB of guest
+  constexpr uint64_t kChunksPerCall = 512;
+  const uint64_t total = pages();
+  if (total == 0) return;
+  auto* base = const_cast<std::atomic<uint8_t>*>(&states_[0]);
+  std::vector<unsigned char> backed(kChunksPerCall);
+  uint64_t run_start = 0, run_len = 0;
+  auto flush = [&] {
+    if (run_len > 0) f(run_start, run_len);
+    run_len = 0;
+  };
+  for (uint64_t at = 0; at < total; at += kChunk * kChunksPerCall) {
+    const uint64_t span = std::min(kChunk * kChunksPerCall, total - at);
+    // A mapping the kernel cannot describe is walked whole: slower, never wrong.
+    if (!skip_unbacked || mincore(reinterpret_cast<uint8_t*>(base) + at, span, backed.data()) < 0)
+      std::fill(backed.begin(), backed.end(), 1);
+    for (uint64_t c = 0; c * kChunk < span; ++c) {
+      const uint64_t first = at + c * kChunk;
+      const uint64_t end = std::min(first + kChunk, total);
+      if ((backed[c] & 1) == 0) {
+        flush();
+        continue;
+      }
+      for (uint64_t p = first; p < end; ++p) {
+        if (state(p) == PageState::kDormant) {
+          flush();
+        } else {
+          if (run_len == 0) run_start = p;
+          ++run_len;
+        }
+      }
+    }
+  }
+  flush();
 }
 
 }  // namespace shoal

@@ -1,0 +1,183 @@
+// Machine's snapshot, restore-from-file and control API (docs/snapshot.md).
+#include <spdlog/spdlog.h>
+
+#include <sstream>
+
+#include "machine/machine.hpp"
+#include "memory/ram_slots.hpp"
+#include "shoal/clock.hpp"
+#include "shoal/size.hpp"
+
+namespace shoal {
+
+namespace {
+
+// One address in every KVM slot holding a page the snapshot has (stored or zero): those slots
+// exist before the vCPUs run, since page walks and instruction fetches cannot take the lazy
+// slot path (memory/ram_slots.hpp). A step of the boot slot's size reaches every slot.
+std::vector<uint64_t> snapshot_gpas(const SnapshotFile& file, const GuestRam& ram) {
+  std::vector<uint64_t> gpas;
+  for (const PageExtent& e : file.index().extents) {
+    const uint64_t begin = e.first_page * kSnapshotPageBytes;
+    const uint64_t end = begin + uint64_t{e.pages} * kSnapshotPageBytes;
+    for (const RamRegion& r : ram.regions()) {
+      const uint64_t lo = std::max(begin, r.host_offset);
+      const uint64_t hi = std::min(end, r.host_offset + r.size);
+      if (lo >= hi) continue;
+      for (uint64_t at = lo; at < hi; at += RamSlots::kBootSlotBytes)
+        gpas.push_back(r.gpa + (at - r.host_offset));
+      gpas.push_back(r.gpa + (hi - 1 - r.host_offset));
+    }
+  }
+  return gpas;
+}
+
+}  // namespace
+
+Status Machine::restore_from_file(const RunConfig& config) {
+  const SnapshotFile& file = *config.memory_options.restore_from;
+  auto state = decode_machine_state(file.state());
+  if (!state) return state.error();
+  if (state->vcpus.size() != file.header().vcpus ||
+      file.header().vcpus != static_cast<uint32_t>(config.vcpus))
+    return Error("the snapshot's header says " + std::to_string(file.header().vcpus) +
+                 " vcpus, its state holds " + std::to_string(state->vcpus.size()));
+  plan_.description = "snapshot " + file.path();
+  plan_.all_vcpus_at_entry = true;  // every vCPU's registers come from the file
+  const SnapshotHeader& h = file.header();
+  spdlog::info(
+      "restoring {}: {} of RAM, {} vCPU{}; {} stored in {} blocks ({} working set), "
+      "{} file",
+      file.path(), format_size(h.ram_bytes), h.vcpus, h.vcpus == 1 ? "" : "s",
+      format_size(h.stored_pages * kSnapshotPageBytes), file.blocks(),
+      format_size(h.working_set_pages * kSnapshotPageBytes), format_size(file.file_bytes()));
+  SHOAL_TRY(build_devices(config), "devices");
+  SHOAL_TRY(core_->map_for_boot(snapshot_gpas(file, core_->ram())), "");
+  SHOAL_TRY(create_vcpus(config), "");
+  return queue_restore(*state);
+}
+
+Status Machine::pause_vcpus() {
+  core_->command_vcpus(VcpuCommand::kPause);
+  for (size_t i = 0; i < core_->vcpus().size(); ++i) {
+    auto& v = core_->vcpus()[i];
+    v->wait_for(VcpuRunState::kPaused);
+    if (v->state() != VcpuRunState::kPaused)
+      return Error("pause: vcpu " + std::to_string(i) + " has stopped");
+  }
+  return {};
+}
+
+Result<SnapshotWriteStats> Machine::snapshot(const std::string& path, bool stay_paused) {
+  if (!memory_->directory())
+    return Error("snapshot: needs dormant guest memory (not --prefault or --fault-serving kernel)");
+  const bool was_paused = paused_;
+  const uint64_t t0 = monotonic_ns();
+  if (!was_paused) SHOAL_TRY(pause_vcpus(), "snapshot");
+  auto resume_after = [&] {
+    if (!was_paused && !stay_paused) resume();
+    paused_ = was_paused || stay_paused;
+  };
+  paused_ = true;
+  auto state = save_paused();
+  if (!state) {
+    resume_after();
+    return state.error().context("snapshot");
+  }
+  if (Status s = memory_->finish_restore(); !s.ok()) {
+    resume_after();
+    return s.error().context("snapshot");
+  }
+  SnapshotInput in;
+  in.ram = core_->ram().base();
+  in.ram_bytes = core_->ram().size();
+  in.directory = memory_->directory();
+  in.vcpus = static_cast<uint32_t>(state->vcpus.size());
+  in.state = encode_machine_state(*state);
+  auto stats = write_snapshot(path, in);
+  resume_after();
+  if (!stats) return stats.error();
+  ++snapshots_;
+  spdlog::info("snapshot {}: {} ({} pages stored, {} zero) in {:.1f} ms, the guest paused {}", path,
+               format_size(stats->file_bytes), stats->stored_pages, stats->zero_pages,
+               static_cast<double>(monotonic_ns() - t0) / 1e6,
+               paused_ ? "(stays paused)" : "meanwhile");
+  return stats;
+}
+
+ApiReply Machine::handle_api(const ApiRequest& r) {
+  std::lock_guard lock(control_mu_);
+  if (!vcpus_started_.load()) return ApiReply::failure("the guest is not running yet");
+  if (outcome_.decided()) return ApiReply::failure("the guest has stopped");
+  using C = ApiRequest::Command;
+  switch (r.command) {
+    case C::kPause:
+      if (paused_) return ApiReply::failure("pause: already paused");
+      if (Status s = pause_vcpus(); !s.ok()) return ApiReply::failure(s.error().message());
+      paused_ = true;
+      return ApiReply{}.with("state", std::string("paused"));
+    case C::kResume:
+      if (!paused_) return ApiReply::failure("resume: not paused");
+      resume();
+      paused_ = false;
+      return ApiReply{}.with("state", std::string("running"));
+    case C::kSnapshot: {
+      auto s = snapshot(r.path, r.stop);
+      if (!s) return ApiReply::failure(s.error().message());
+      return ApiReply{}
+          .with("path", r.path)
+          .with("file_bytes", s->file_bytes)
+          .with("stored_pages", s->stored_pages)
+          .with("zero_pages", s->zero_pages)
+          .with("compressed_bytes", s->compressed_bytes)
+          .with("write_ms", static_cast<double>(s->scan_ns + s->write_ns) / 1e6)
+          .with("state", std::string(paused_ ? "paused" : "running"));
+    }
+    case C::kMetrics:
+      return ApiReply{}.with("metrics", metrics());
+    case C::kStatus: {
+      ApiReply reply;
+      reply.with("state", std::string(paused_ ? "paused" : "running"))
+          .with("vcpus", static_cast<uint64_t>(core_->vcpus().size()))
+          .with("memory_bytes", core_->ram().size())
+          .with("present_bytes", memory_->present_pages() * kPageSize)
+          .with("uptime_ms", static_cast<double>(monotonic_ns() - run_started_ns_) / 1e6)
+          .with("snapshots", snapshots_);
+      if (const SnapshotSource* src = memory_->restore_source())
+        reply.with("restore_blocks", src->blocks())
+            .with("restore_blocks_loaded", src->blocks_loaded())
+            .with("restore_done", src->blocks_loaded() == src->blocks());
+      return reply;
+    }
+  }
+  return ApiReply::failure("unknown command");
+}
+
+// Prometheus text exposition format, version 0.0.4.
+std::string Machine::metrics() const {
+  std::ostringstream m;
+  auto gauge = [&](const char* name, const char* help, double v, const char* type = "gauge") {
+    m << "# HELP " << name << " " << help << "\n# TYPE " << name << " " << type << "\n"
+      << name << " " << v << "\n";
+  };
+  gauge("shoal_vcpus", "vCPUs of the guest", static_cast<double>(core_->vcpus().size()));
+  gauge("shoal_paused", "1 while the guest is paused", paused_ ? 1 : 0);
+  gauge("shoal_guest_memory_bytes", "guest RAM declared", static_cast<double>(core_->ram().size()));
+  gauge("shoal_guest_present_bytes", "guest RAM mapped on this host",
+        static_cast<double>(memory_->present_pages() * kPageSize));
+  uint64_t exits = 0;
+  for (const auto& v : core_->vcpus()) exits += v->exit_count();
+  gauge("shoal_vcpu_exits_total", "VM exits handled, all vCPUs", static_cast<double>(exits),
+        "counter");
+  gauge("shoal_snapshots_total", "snapshots written", static_cast<double>(snapshots_), "counter");
+  if (const SnapshotSource* src = memory_->restore_source()) {
+    gauge("shoal_restore_blocks", "snapshot blocks to load", static_cast<double>(src->blocks()));
+    gauge("shoal_restore_blocks_loaded", "snapshot blocks loaded",
+          static_cast<double>(src->blocks_loaded()));
+    gauge("shoal_restore_faults_total", "faults served from the snapshot file",
+          static_cast<double>(src->stats().faults.load()), "counter");
+  }
+  return m.str();
+}
+
+}  // namespace shoal

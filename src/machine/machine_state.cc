@@ -1,0 +1,72 @@
+#include "machine/machine_state.hpp"
+
+#include <string>
+
+#include "shoal/wire_bytes.hpp"
+
+namespace shoal {
+
+namespace {
+
+constexpr uint32_t kMagic = 0x4d534853;  // "SHSM"
+
+void put_blob(WireWriter& w, const std::vector<uint8_t>& b) {
+  w.put(static_cast<uint32_t>(b.size())).put_bytes(b.data(), b.size());
+}
+
+Result<std::vector<uint8_t>> get_blob(WireReader& r, size_t max, const std::string& what) {
+  uint32_t n = 0;
+  if (!r.get(n)) return Error("machine state: " + what + ": truncated");
+  if (n > max)
+    return Error("machine state: " + what + ": " + std::to_string(n) + " bytes, at most " +
+                 std::to_string(max));
+  std::vector<uint8_t> b(n);
+  if (!r.get_bytes(b.data(), n)) return Error("machine state: " + what + ": truncated");
+  return b;
+}
+
+}  // namespace
+
+std::vector<uint8_t> encode_machine_state(const MachineState& s) {
+  WireWriter w;
+  w.put(kMagic).put(kMachineStateVersion);
+  put_blob(w, encode_vm_state(s.vm));
+  w.put(static_cast<uint32_t>(s.vcpus.size()));
+  for (const VcpuState& v : s.vcpus) put_blob(w, encode_vcpu_state(v));
+  put_blob(w, s.port_devices);
+  return w.take();
+}
+
+Result<MachineState> decode_machine_state(const std::vector<uint8_t>& bytes) {
+  WireReader r(bytes);
+  uint32_t magic = 0, version = 0, vcpus = 0;
+  if (!r.get(magic) || magic != kMagic) return Error("machine state: not a shoal machine state");
+  if (!r.get(version) || version != kMachineStateVersion)
+    return Error("machine state: version " + std::to_string(version) + ", this build reads " +
+                 std::to_string(kMachineStateVersion));
+  MachineState s;
+  auto vm = get_blob(r, kMaxVmStateBytes, "vm");
+  if (!vm) return vm.error();
+  auto vm_state = decode_vm_state(*vm);
+  if (!vm_state) return vm_state.error().context("machine state");
+  s.vm = *vm_state;
+  if (!r.get(vcpus)) return Error("machine state: vcpus: truncated");
+  if (vcpus == 0 || vcpus > kMaxMachineVcpus)
+    return Error("machine state: vcpus: " + std::to_string(vcpus) + ", expected 1.." +
+                 std::to_string(kMaxMachineVcpus));
+  for (uint32_t i = 0; i < vcpus; ++i) {
+    const std::string what = "vcpu " + std::to_string(i);
+    auto blob = get_blob(r, kMaxVcpuStateBytes, what);
+    if (!blob) return blob.error();
+    auto v = decode_vcpu_state(*blob);
+    if (!v) return v.error().context("machine state: " + what);
+    s.vcpus.push_back(std::move(*v));
+  }
+  auto ports = get_blob(r, kMaxPortDeviceBytes, "port devices");
+  if (!ports) return ports.error();
+  s.port_devices = std::move(*ports);
+  if (!r.rest().empty()) return Error("machine state: trailing bytes");
+  return s;
+}
+
+}  // namespace shoal

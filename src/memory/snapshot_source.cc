@@ -1,0 +1,173 @@
+#include "memory/snapshot_source.hpp"
+
+#include <pthread.h>
+
+#include "shoal/clock.hpp"
+#include "shoal/size.hpp"
+
+namespace shoal {
+
+namespace {
+
+constexpr uint64_t kPage = kSnapshotPageBytes;
+
+}  // namespace
+
+SnapshotSource::SnapshotSource(const Userfaultfd& uffd, Target ram, PageDirectory& directory,
+                               std::shared_ptr<const SnapshotFile> file,
+                               std::function<void(const Error&)> on_fatal)
+    : uffd_(uffd),
+      ram_(ram),
+      dir_(directory),
+      file_(std::move(file)),
+      on_fatal_(std::move(on_fatal)),
+      state_(new std::atomic<uint8_t>[file_->blocks()]()),
+      fault_buffer_(file_->header().block_bytes),
+      started_ns_(monotonic_ns()) {}
+
+SnapshotSource::~SnapshotSource() {
+  stop();
+}
+
+bool SnapshotSource::pending(uint64_t page) const {
+  const auto slot = file_->slot_of(page);
+  return slot && state_[file_->block_of_slot(*slot)].load(std::memory_order_acquire) != kLoaded;
+}
+
+DormantGate SnapshotSource::gate() const {
+  return DormantGate{[this](uint64_t page) { return !pending(page); }, nullptr};
+}
+
+Status SnapshotSource::ensure_block(uint64_t b, std::vector<uint8_t>& buffer,
+                                    std::vector<uint8_t>& scratch) {
+  if (buffer.empty()) buffer.resize(file_->header().block_bytes);
+  auto claimed = load_block(b, buffer, scratch);
+  if (!claimed) return claimed.error();
+  if (*claimed) ++stats_.blocks_by_loader;
+  // Another thread is installing it: wait until it is in (one block read, ~a millisecond).
+  while (state_[b].load(std::memory_order_acquire) != kLoaded) {
+    if (stop_.load(std::memory_order_relaxed)) return Error("snapshot restore stopped");
+    std::this_thread::yield();
+  }
+  return {};
+}
+
+Status SnapshotSource::load_pages(uint64_t first, uint64_t count) {
+  std::vector<uint8_t> buffer, scratch;
+  uint64_t last_block = ~uint64_t{0};
+  for (uint64_t p = first; p < first + count; ++p) {
+    const auto slot = file_->slot_of(p);
+    if (!slot || file_->block_of_slot(*slot) == last_block) continue;
+    last_block = file_->block_of_slot(*slot);
+    SHOAL_TRY(ensure_block(last_block, buffer, scratch), "");
+  }
+  return {};
+}
+
+Status SnapshotSource::install(uint64_t page, const uint8_t* from, uint64_t count) {
+  uint64_t done_pages = 0;
+  while (done_pages < count) {
+    int64_t done = 0;
+    const int rc =
+        uffd_.copy(addr(page + done_pages), reinterpret_cast<uint64_t>(from + done_pages * kPage),
+                   (count - done_pages) * kPage, &done);
+    const uint64_t copied = done > 0 ? static_cast<uint64_t>(done) / kPage : 0;
+    if (copied > 0) {
+      dir_.set_range(page + done_pages, copied, PageState::kPresent);
+      stats_.pages_installed += copied;
+      done_pages += copied;
+    }
+    if (rc == 0 || rc == -EAGAIN) continue;
+    if (rc == -EEXIST) {
+      // Mapped already: nothing else serves stored pages, so only a discard racing the
+      // restore gets here, and the page's newer contents win. Wake whoever waits on it.
+      ++stats_.eexist;
+      dir_.set_range(page + done_pages, 1, PageState::kPresent);
+      (void)uffd_.wake(addr(page + done_pages), kPage);
+      ++done_pages;
+      continue;
+    }
+    return errno_error("UFFDIO_COPY", -rc);
+  }
+  return {};
+}
+
+Result<bool> SnapshotSource::load_block(uint64_t b, std::vector<uint8_t>& buffer,
+                                        std::vector<uint8_t>& scratch) {
+  uint8_t expected = kUnloaded;
+  if (!state_[b].compare_exchange_strong(expected, kLoading, std::memory_order_acq_rel))
+    return false;
+  SHOAL_TRY(file_->read_block(b, buffer, scratch), "");
+  stats_.bytes_read += file_->index().blocks[b].stored_bytes;
+  Status s;
+  file_->for_each_run(b, [&](uint64_t page, uint64_t at, uint64_t count) {
+    if (s.ok()) s = install(page, buffer.data() + at * kPage, count);
+  });
+  if (!s.ok()) return s.error().context("install snapshot block " + std::to_string(b));
+  state_[b].store(kLoaded, std::memory_order_release);
+  if (loaded_.fetch_add(1, std::memory_order_acq_rel) + 1 == file_->blocks())
+    stats_.finished_ns = monotonic_ns() - started_ns_;
+  return true;
+}
+
+Status SnapshotSource::serve_fault(uint64_t page, Access /*access*/) {
+  ++stats_.faults;
+  const auto slot = file_->slot_of(page);
+  if (!slot) return Error("page " + std::to_string(page) + " is not in the snapshot");
+  const uint64_t b = file_->block_of_slot(*slot);
+  switch (state_[b].load(std::memory_order_acquire)) {
+    case kLoading:
+      return {};  // the loader's UFFDIO_COPY wakes this vCPU
+    case kLoaded: {
+      const int rc = uffd_.wake(addr(page), kPage);  // a fault that raced the install
+      return rc == 0 ? Status{} : errno_error("UFFDIO_WAKE", -rc);
+    }
+    default:
+      break;
+  }
+  auto claimed = load_block(b, fault_buffer_, fault_scratch_);
+  if (!claimed) return claimed.error();
+  if (*claimed) ++stats_.blocks_by_fault;
+  return {};
+}
+
+Status SnapshotSource::load_all() {
+  std::vector<uint8_t> buffer, scratch;
+  for (uint64_t b = 0; b < file_->blocks(); ++b) SHOAL_TRY(ensure_block(b, buffer, scratch), "");
+  return {};
+}
+
+Status SnapshotSource::start_loader() {
+  if (loader_.joinable() || file_->blocks() == 0) return {};
+  loader_ = std::thread([this] {
+    pthread_setname_np(pthread_self(), "snapshot-load");
+    loader_loop();
+  });
+  return {};
+}
+
+void SnapshotSource::loader_loop() {
+  std::vector<uint8_t> buffer(file_->header().block_bytes), scratch;
+  for (uint64_t b = 0; b < file_->blocks() && !stop_.load(std::memory_order_relaxed); ++b) {
+    loader_busy_since_.store(monotonic_ns(), std::memory_order_relaxed);
+    auto claimed = load_block(b, buffer, scratch);
+    loader_busy_since_.store(0, std::memory_order_relaxed);
+    if (!claimed) {
+      on_fatal_(claimed.error().context("snapshot loader (" + file_->path() + ")"));
+      return;
+    }
+    if (*claimed) ++stats_.blocks_by_loader;
+  }
+}
+
+void SnapshotSource::stop() {
+  stop_.store(true, std::memory_order_relaxed);
+  if (loader_.joinable()) loader_.join();
+}
+
+uint64_t SnapshotSource::busy_ns() const {
+  const uint64_t since = loader_busy_since_.load(std::memory_order_relaxed);
+  return since == 0 ? 0 : monotonic_ns() - since;
+}
+
+}  // namespace shoal
