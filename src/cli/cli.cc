@@ -119,9 +119,10 @@ CliOutcome parse_cli(int argc, const char* const* argv) {
   CtlCommand ctl_cmd;
   auto* ctl = app.add_subcommand("ctl", "Send a request to a running shoal's --api-socket");
   ctl->add_option("SOCKET", ctl_cmd.socket, "the --api-socket path")->required();
-  ctl->add_option("COMMAND", ctl_cmd.command, "pause, resume, status, metrics or snapshot")
+  ctl->add_option("COMMAND", ctl_cmd.command,
+                  "pause, resume, status, metrics, snapshot, or quit (ends shoal as a power-off)")
       ->required()
-      ->check(CLI::IsMember({"pause", "resume", "status", "metrics", "snapshot"}));
+      ->check(CLI::IsMember({"pause", "resume", "status", "metrics", "snapshot", "quit"}));
   ctl->add_option("FILE", ctl_cmd.path, "snapshot: the file to write");
   ctl->add_flag("--stop", ctl_cmd.stop, "snapshot: leave the guest paused afterwards");
 

@@ -36,7 +36,7 @@ struct PodControlCommand {
   std::string to_host;      // kMove: a host's name in the spec
 };
 
-// `shoal ctl SOCKET pause|resume|status|metrics|snapshot FILE [--stop]`.
+// `shoal ctl SOCKET pause|resume|status|metrics|quit`, `shoal ctl SOCKET snapshot FILE [--stop]`.
 struct CtlCommand {
   std::string socket;
   std::string command;

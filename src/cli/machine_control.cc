@@ -13,6 +13,7 @@ int control_machine(const CtlCommand& c) {
   if (c.command == "resume") request.command = ApiRequest::Command::kResume;
   if (c.command == "status") request.command = ApiRequest::Command::kStatus;
   if (c.command == "metrics") request.command = ApiRequest::Command::kMetrics;
+  if (c.command == "quit") request.command = ApiRequest::Command::kQuit;
   if (c.command == "snapshot") {
     request.command = ApiRequest::Command::kSnapshot;
     request.stop = c.stop;

@@ -84,8 +84,10 @@ Result<ApiRequest> parse_api_request(const std::string& line) {
     r.command = ApiRequest::Command::kMetrics;
   } else if (c == "snapshot") {
     r.command = ApiRequest::Command::kSnapshot;
+  } else if (c == "quit") {
+    r.command = ApiRequest::Command::kQuit;
   } else {
-    return Error("command: unknown '" + c + "' (pause, resume, status, metrics, snapshot)");
+    return Error("command: unknown '" + c + "' (pause, resume, status, metrics, snapshot, quit)");
   }
   const auto path = j.find("path");
   const auto stop = j.find("stop");
@@ -104,7 +106,7 @@ Result<ApiRequest> parse_api_request(const std::string& line) {
 }
 
 std::string format_api_request(const ApiRequest& r) {
-  static const char* const kNames[] = {"pause", "resume", "status", "metrics", "snapshot"};
+  static const char* const kNames[] = {"pause", "resume", "status", "metrics", "snapshot", "quit"};
   Json j = Json::object();
   j["command"] = kNames[static_cast<int>(r.command)];
   if (r.command == ApiRequest::Command::kSnapshot) {

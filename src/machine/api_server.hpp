@@ -1,6 +1,6 @@
 // The control API: JSON requests on a Unix socket (mode 0600), one request per connection,
 // one line each way:
-//   {"command": "pause" | "resume" | "status" | "metrics"}
+//   {"command": "pause" | "resume" | "status" | "metrics" | "quit"}
 //   {"command": "snapshot", "path": "/var/lib/shoal/vm.snap", "stop": false}
 // Replies are {"ok": true, ...fields} or {"ok": false, "error": "..."}. Bad JSON, unknown
 // commands, wrong fields and requests over 64 KiB get an error reply; a client that sends
@@ -24,7 +24,7 @@ namespace shoal {
 inline constexpr size_t kMaxApiRequestBytes = 64u << 10;
 
 struct ApiRequest {
-  enum class Command { kPause, kResume, kStatus, kMetrics, kSnapshot } command;
+  enum class Command { kPause, kResume, kStatus, kMetrics, kSnapshot, kQuit } command;
   std::string path;   // kSnapshot
   bool stop = false;  // kSnapshot: stay paused afterwards
 };

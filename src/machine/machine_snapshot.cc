@@ -133,6 +133,11 @@ ApiReply Machine::handle_api(const ApiRequest& r) {
           .with("write_ms", static_cast<double>(s->scan_ns + s->write_ns) / 1e6)
           .with("state", std::string(paused_ ? "paused" : "running"));
     }
+    case C::kQuit:
+      // As a power-off would, paused or not: run() stops the vCPUs and returns 0.
+      spdlog::info("quit requested on the control API");
+      finish(0, std::nullopt);
+      return ApiReply{}.with("state", std::string("stopping"));
     case C::kMetrics:
       return ApiReply{}.with("metrics", metrics());
     case C::kStatus: {

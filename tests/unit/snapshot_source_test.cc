@@ -1,0 +1,152 @@
+// A lazy restore without a VM: a snapshot of one mapping is restored into a fresh one that
+// userfaultfd serves through the FaultServer with a SnapshotSource, as a restored guest's RAM
+// is. This process's threads fault on it as KVM would for a vCPU.
+#include "memory/snapshot_source.hpp"
+
+#include <gtest/gtest.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <thread>
+
+#include "memory/fault_server.hpp"
+#include "memory/snapshot_writer.hpp"
+
+namespace shoal {
+namespace {
+
+constexpr uint64_t kRamBytes = 32 << 20;
+constexpr uint64_t kPages = kRamBytes / 4096;
+
+uint8_t* map_ram() {
+  void* p = mmap(nullptr, kRamBytes, PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  EXPECT_NE(p, MAP_FAILED);
+  madvise(p, kRamBytes, MADV_NOHUGEPAGE);
+  return static_cast<uint8_t*>(p);
+}
+
+uint64_t word(uint64_t page, uint64_t i) {
+  return (page + 1) * 0x9E3779B97F4A7C15ull + i;
+}
+
+// Data in pages [0, 2048) except every fourth (zero), and in [6000, 6100); the rest dormant.
+bool has_data(uint64_t p) {
+  return (p < 2048 && p % 4 != 0) || (p >= 6000 && p < 6100);
+}
+bool present(uint64_t p) {
+  return p < 2048 || (p >= 6000 && p < 6100);
+}
+
+class SnapshotSourceTest : public ::testing::TestWithParam<bool> {
+ protected:
+  void SetUp() override {
+    path_ = ::testing::TempDir() + "/shoal-restore-" + std::to_string(getpid()) + ".snap";
+    uint8_t* source = map_ram();
+    auto d = PageDirectory::create(kPages);
+    ASSERT_TRUE(d.ok());
+    for (uint64_t p = 0; p < kPages; ++p) {
+      if (!present(p)) continue;
+      if (has_data(p))
+        for (uint64_t i = 0; i < 512; ++i)
+          reinterpret_cast<uint64_t*>(source + p * 4096)[i] = word(p, i);
+      d->set_range(p, 1, PageState::kPresent);
+    }
+    SnapshotInput in;
+    in.ram = source;
+    in.ram_bytes = kRamBytes;
+    in.directory = &*d;
+    in.vcpus = 1;
+    in.working_set = {6050, 6051};
+    auto w = write_snapshot(path_, in);
+    ASSERT_TRUE(w.ok()) << w.error().message();
+    munmap(source, kRamBytes);
+
+    auto f = SnapshotFile::open(path_);
+    ASSERT_TRUE(f.ok()) << f.error().message();
+    file_ = std::move(*f);
+    auto u = Userfaultfd::open(true);
+    if (!u && u.error().message().find("not permitted") != std::string::npos)
+      GTEST_SKIP() << "skipped: " << u.error().message();
+    ASSERT_TRUE(u.ok()) << u.error().message();
+    uffd_ = std::make_unique<Userfaultfd>(std::move(*u));
+    ram_ = map_ram();
+    ASSERT_TRUE(uffd_->register_missing(ram_, kRamBytes).ok());
+    auto dir = PageDirectory::create(kPages);
+    ASSERT_TRUE(dir.ok());
+    dir_ = std::make_unique<PageDirectory>(std::move(*dir));
+    auto on_fatal = [this](const Error& e) { fatal_ = e.message(); };
+    source_ = std::make_unique<SnapshotSource>(*uffd_, FaultServer::Target{ram_, kRamBytes}, *dir_,
+                                               file_, on_fatal);
+    server_ =
+        std::make_unique<FaultServer>(*uffd_, FaultServer::Target{ram_, kRamBytes}, *dir_, nullptr,
+                                      FaultServing::kSingleCopy, on_fatal, 0, source_.get());
+    ASSERT_TRUE(server_->start().ok());
+  }
+  void TearDown() override {
+    if (server_) server_->stop();
+    if (source_) source_->stop();
+    server_.reset();
+    source_.reset();
+    if (ram_) munmap(ram_, kRamBytes);
+    ::unlink(path_.c_str());
+  }
+  // Reads every page from `threads` threads, each its own interleaved share.
+  void check_all(int threads) {
+    std::vector<std::thread> readers;
+    std::atomic<uint64_t> bad{0};
+    for (int t = 0; t < threads; ++t)
+      readers.emplace_back([&, t] {
+        for (uint64_t p = static_cast<uint64_t>(t); p < kPages;
+             p += static_cast<uint64_t>(threads)) {
+          const auto* w = reinterpret_cast<const volatile uint64_t*>(ram_ + p * 4096);
+          for (uint64_t i = 0; i < 512; i += 73)
+            if (w[i] != (has_data(p) ? word(p, i) : 0)) ++bad;
+        }
+      });
+    for (auto& r : readers) r.join();
+    EXPECT_EQ(bad.load(), 0u);
+    EXPECT_EQ(fatal_, "");
+  }
+
+  std::string path_;
+  std::shared_ptr<const SnapshotFile> file_;
+  std::unique_ptr<Userfaultfd> uffd_;
+  uint8_t* ram_ = nullptr;
+  std::unique_ptr<PageDirectory> dir_;
+  std::unique_ptr<SnapshotSource> source_;
+  std::unique_ptr<FaultServer> server_;
+  std::string fatal_;
+};
+
+TEST_P(SnapshotSourceTest, EveryPageReadsAsSavedWhileTheLoaderRacesTheFaults) {
+  if (GetParam()) ASSERT_TRUE(source_->start_loader().ok());
+  check_all(4);
+  ASSERT_TRUE(source_->load_all().ok());
+  EXPECT_EQ(source_->blocks_loaded(), source_->blocks());
+  const SnapshotLoadStats& s = source_->stats();
+  EXPECT_EQ(s.pages_installed, 2048u - 512u + 100u);
+  EXPECT_EQ(s.blocks_by_fault + s.blocks_by_loader, source_->blocks());
+  if (!GetParam()) EXPECT_GT(s.blocks_by_fault, 0u);
+}
+
+TEST_P(SnapshotSourceTest, ADiscardBeforeItsBlockLoadsIsNotUndoneByTheLoad) {
+  // Page 6060 is stored; the guest discards it before touching it, then reads zeros.
+  ASSERT_TRUE(source_->load_pages(6060, 1).ok());
+  uint8_t* page = ram_ + 6060 * 4096;
+  ASSERT_EQ(madvise(page, 4096, MADV_DONTNEED), 0);
+  dir_->set_range(6060, 1, PageState::kDormant);
+  if (GetParam()) ASSERT_TRUE(source_->start_loader().ok());
+  ASSERT_TRUE(source_->load_all().ok());
+  EXPECT_FALSE(source_->pending(6060));
+  EXPECT_EQ(*reinterpret_cast<const volatile uint64_t*>(page), 0u);  // served as dormant: zeros
+  EXPECT_EQ(*reinterpret_cast<const volatile uint64_t*>(page + 4096), word(6061, 0));
+  EXPECT_EQ(fatal_, "");
+}
+
+INSTANTIATE_TEST_SUITE_P(Loader, SnapshotSourceTest, ::testing::Bool(),
+                         [](const auto& info) { return info.param ? "WithLoader" : "FaultsOnly"; });
+
+}  // namespace
+}  // namespace shoal
