@@ -11,6 +11,11 @@
  *   handoff R      a token goes round the vCPUs R times; each holder checks the page the last
  *                  one wrote (acquire), writes its own (release) and passes the token on;
  *                  then every vCPU checksums the pages and vCPU 0 compares the checksums
+ *   touch-restore MIB  each vCPU writes every ncpus-th page of MIB MiB from 16 MiB, the odd
+ *                  pages with the pattern and the even ones with zeros (so half are zero
+ *                  pages), then all wait until the restore counter (port 0x520) says the guest
+ *                  was restored, then read every page back and vCPU 0 prints the checksum and
+ *                  the cycles the read-back took (for bench/restore and the snapshot tests)
  *   compute N      each vCPU runs N xorshift64* steps; all must agree
  *   hello          print one line and exit (start-up timing)
  *   cpuid          print the feature words the vCPU sees (leaf 1 ECX/EDX, leaf 7 EBX/ECX)
@@ -21,6 +26,7 @@
 
 #define TOUCH_BASE (16ull << 20)
 #define DISCARD_PORT 0x510 /* +0 gpa low, +4 gpa high, +8 pages, +12 command (1: discard) */
+#define RESTORE_COUNTER_PORT 0x520 /* 32-bit read: times this guest was restored */
 
 static inline void outl(uint16_t port, uint32_t v) {
   __asm__ volatile("outl %0, %1" : : "a"(v), "Nd"(port));
@@ -115,6 +121,54 @@ static int run_touch(uint32_t cpu, uint64_t mib, int random) {
   put_u64(touch_cycles[0]);
   put_str("\n");
   return bad == 0 ? 0 : 1;
+}
+
+static inline uint32_t inl(uint16_t port) {
+  uint32_t v;
+  __asm__ volatile("inl %1, %0" : "=a"(v) : "Nd"(port));
+  return v;
+}
+
+static uint64_t restore_sums[256];
+
+static int run_touch_restore(uint32_t cpu, uint64_t mib) {
+  const uint64_t pages = mib << 8;
+  if (cpu == 0 && TOUCH_BASE + (pages << 12) > plat.ram_end) {
+    put_str("shoal-guest: touch-restore does not fit\n");
+    guest_exit(3);
+  }
+  barrier(1);
+  for (uint64_t p = cpu; p < pages; p += plat.ncpus)
+    *(volatile uint64_t*)(TOUCH_BASE + (p << 12)) = p % 2 ? touch_pattern(p) : 0;
+  barrier(2);
+  if (cpu == 0) {
+    put_str("shoal-guest: touch-restore mib=");
+    put_u64(mib);
+    put_str(" written, waiting for a restore\n");
+  }
+  /* Each read is a VM exit: poll gently. */
+  while (inl(RESTORE_COUNTER_PORT) == 0)
+    for (int i = 0; i < 10000; ++i) cpu_relax();
+  const uint64_t t0 = rdtsc();
+  uint64_t sum = 0;
+  for (uint64_t p = cpu; p < pages; p += plat.ncpus) {
+    const volatile uint64_t* page = (const volatile uint64_t*)(TOUCH_BASE + (p << 12));
+    sum += page[0] + page[511];
+  }
+  restore_sums[cpu] = sum;
+  barrier(3);
+  if (cpu != 0) return -1;
+  const uint64_t cycles = rdtsc() - t0;
+  uint64_t checksum = 0;
+  for (uint32_t i = 0; i < plat.ncpus; ++i) checksum += restore_sums[i];
+  put_str("shoal-guest: touch-restore mib=");
+  put_u64(mib);
+  put_str(" restored checksum=");
+  put_hex(checksum);
+  put_str(" cycles=");
+  put_u64(cycles);
+  put_str("\n");
+  return 0;
 }
 
 static int fits(uint64_t mib) {
@@ -279,6 +333,8 @@ void guest_main(uint64_t start_info, uint32_t cpu) {
     result = run_touch(cpu, parse_u64(arg, 64), 0);
   } else if (starts_with(plat.cmdline, "touch-random", &arg)) {
     result = run_touch(cpu, parse_u64(arg, 64), 1);
+  } else if (starts_with(plat.cmdline, "touch-restore", &arg)) {
+    result = run_touch_restore(cpu, parse_u64(arg, 64));
   } else if (starts_with(plat.cmdline, "touch-shared", &arg)) {
     result = run_touch_shared(cpu, parse_u64(arg, 64));
   } else if (starts_with(plat.cmdline, "discard", &arg)) {
@@ -322,7 +378,8 @@ void guest_main(uint64_t start_info, uint32_t cpu) {
     put_str("shoal-guest: unknown workload '");
     put_str(plat.cmdline);
     put_str(
-        "' (touch MIB | touch-random MIB | touch-shared MIB | discard MIB | counter N | "
+        "' (touch MIB | touch-random MIB | touch-shared MIB | touch-restore MIB | discard MIB | "
+        "counter N | "
         "counter-total T | handoff R | compute N "
         "| hello | cpuid)\n");
     guest_exit(64);

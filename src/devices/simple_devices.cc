@@ -43,3 +43,26 @@ void DiscardPort::write(uint64_t offset, std::span<const uint8_t> data) {
 }
 
 }  // namespace shoal
+
+namespace shoal {
+
+void RestoreCounter::read(uint64_t offset, std::span<uint8_t> data) {
+  const uint32_t v = count_.load();
+  uint8_t bytes[4];
+  std::memcpy(bytes, &v, 4);
+  for (size_t i = 0; i < data.size(); ++i) data[i] = offset + i < 4 ? bytes[offset + i] : 0;
+}
+
+void RestoreCounter::save_state(WireWriter& out) const {
+  out.put(count_.load());
+}
+
+Status RestoreCounter::restore_state(WireReader& in) {
+  uint32_t v = 0;
+  if (!in.get(v)) return Error("restore count: truncated");
+  if (v == UINT32_MAX) return Error("restore count: at its limit");
+  count_ = v + 1;
+  return {};
+}
+
+}  // namespace shoal

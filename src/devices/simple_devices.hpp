@@ -1,6 +1,7 @@
 // The small PC ports a guest uses to leave: the i8042 reset line and a debug-exit port.
 #pragma once
 
+#include <atomic>
 #include <functional>
 #include <mutex>
 
@@ -59,6 +60,28 @@ class DiscardPort : public BusDevice {
   std::mutex mu_;
   Discard discard_;
   uint32_t regs_[3] = {};
+};
+
+}  // namespace shoal
+
+namespace shoal {
+
+// How many times this guest has been restored (from a snapshot, or into a fresh VM): a 32-bit
+// read at kPort gives 0 for a guest booted here and goes up by one with each restore, since
+// the count is saved with the device and a restore adds one. A guest that must notice a
+// restore reads it (as Linux reads the ACPI VM generation ID); the test guest's
+// `touch-restore` waits on it. Writes are ignored.
+class RestoreCounter : public BusDevice {
+ public:
+  void read(uint64_t offset, std::span<uint8_t> data) override;
+  void write(uint64_t, std::span<const uint8_t>) override {}
+  void save_state(WireWriter& out) const override;
+  Status restore_state(WireReader& in) override;
+
+  static constexpr uint16_t kPort = 0x520;
+
+ private:
+  std::atomic<uint32_t> count_{0};
 };
 
 }  // namespace shoal

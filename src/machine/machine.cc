@@ -172,6 +172,9 @@ Status Machine::build_devices(const RunConfig& config) {
   if (!uart) return uart.error();
   uart_ = std::move(*uart);
   if (config.serial == "stdio") console_input_ = std::make_unique<ConsoleInput>(0, uart_);
+  SHOAL_TRY(core_->pio().insert(RestoreCounter::kPort, 4, std::make_shared<RestoreCounter>(),
+                                "restore counter"),
+            "");
   SHOAL_TRY(core_->pio().insert(DiscardPort::kPort, 16,
                                 std::make_shared<DiscardPort>([this](uint64_t gpa, uint64_t bytes) {
                                   uint8_t* host = core_->ram().host(gpa, bytes);
