@@ -50,6 +50,10 @@ CliOutcome parse_cli(int argc, const char* const* argv) {
       "lazily as the guest touches it, and in the background");
   run->add_flag("--restore-eager", restore_eager,
                 "with --restore: load all memory before the guest runs (for comparison)");
+  std::string restore_image;
+  run->add_option("--restore-image", restore_image,
+                  "with --restore: take guest RAM from this raw image of it (mapped privately, "
+                  "paged in by the kernel) instead of the snapshot's blocks (for comparison)");
   run->add_option("--api-socket", cfg.api_socket,
                   "serve the control API (pause, resume, status, metrics, snapshot) on this Unix "
                   "socket; see shoal ctl");
@@ -220,13 +224,19 @@ CliOutcome parse_cli(int argc, const char* const* argv) {
       if (run->count(given) > 0)
         return fail(usage_error(given, "not with --restore: the snapshot decides the guest"));
     if (auto e = check_readable("--restore", restore); !e.empty()) return fail(e);
+    if (restore_eager && !restore_image.empty())
+      return fail(usage_error("--restore-eager", "not with --restore-image"));
+    if (!restore_image.empty())
+      if (auto e = check_readable("--restore-image", restore_image); !e.empty()) return fail(e);
     out.restore = restore;
     out.restore_eager = restore_eager;
+    cfg.memory_options.restore_image = restore_image;
     if (cfg.serial.empty()) return fail(usage_error("--serial", "expected stdio or a file path"));
     out.run = std::move(cfg);
     return out;
   }
   if (restore_eager) return fail(usage_error("--restore-eager", "needs --restore FILE"));
+  if (!restore_image.empty()) return fail(usage_error("--restore-image", "needs --restore FILE"));
   if (kernel_opt->count() == 0)
     return fail(usage_error("--kernel", "required (or --restore FILE)"));
   if (auto e = check_readable("--kernel", cfg.kernel); !e.empty()) return fail(e);

@@ -24,9 +24,15 @@ std::vector<uint64_t> snapshot_gpas(const SnapshotFile& file, const GuestRam& ra
       const uint64_t lo = std::max(begin, r.host_offset);
       const uint64_t hi = std::min(end, r.host_offset + r.size);
       if (lo >= hi) continue;
+      // One address per boot-slot-sized step is enough (extents come sorted: skip repeats).
+      auto add = [&](uint64_t gpa) {
+        if (gpas.empty() ||
+            gpas.back() / RamSlots::kBootSlotBytes != gpa / RamSlots::kBootSlotBytes)
+          gpas.push_back(gpa);
+      };
       for (uint64_t at = lo; at < hi; at += RamSlots::kBootSlotBytes)
-        gpas.push_back(r.gpa + (at - r.host_offset));
-      gpas.push_back(r.gpa + (hi - 1 - r.host_offset));
+        add(r.gpa + (at - r.host_offset));
+      add(r.gpa + (hi - 1 - r.host_offset));
     }
   }
   return gpas;

@@ -1,12 +1,15 @@
 #include "memory/memory_manager.hpp"
 
+#include <fcntl.h>
 #include <spdlog/spdlog.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <sstream>
 
 #include "shoal/size.hpp"
+#include "shoal/unique_fd.hpp"
 
 #ifndef MADV_POPULATE_WRITE
 #define MADV_POPULATE_WRITE 23
@@ -29,6 +32,21 @@ Result<std::unique_ptr<GuestMemoryManager>> GuestMemoryManager::create(
     if (options.restore_from) return Error("a restore needs dormant guest memory, not --prefault");
     if (madvise(ram.base(), ram.size(), MADV_POPULATE_WRITE) < 0)
       return errno_error("prefault guest memory (MADV_POPULATE_WRITE)");
+    return m;
+  }
+  if (!options.restore_image.empty()) {
+    // Over the reservation, same address: GuestRam still owns (and unmaps) the range.
+    UniqueFd fd(::open(options.restore_image.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd.valid()) return errno_error("--restore-image " + options.restore_image);
+    struct stat st {};
+    if (fstat(fd.get(), &st) < 0) return errno_error("--restore-image: fstat");
+    if (static_cast<uint64_t>(st.st_size) != ram.size())
+      return Error("--restore-image " + options.restore_image + ": " + std::to_string(st.st_size) +
+                   " bytes, the snapshot's guest has " + std::to_string(ram.size()));
+    if (mmap(ram.base(), ram.size(), PROT_READ | PROT_WRITE,
+             MAP_PRIVATE | MAP_FIXED | MAP_NORESERVE, fd.get(), 0) == MAP_FAILED)
+      return errno_error("--restore-image: mmap");
+    m->options_.backing = MemoryBacking::kKernel;
     return m;
   }
   if (options.backing == MemoryBacking::kKernel) {
@@ -180,8 +198,8 @@ std::string GuestMemoryManager::stats_report() const {
     const SnapshotLoadStats& r = snapshot_->stats();
     s << "restore: " << snapshot_->blocks_loaded() << " of " << snapshot_->blocks() << " blocks ("
       << r.blocks_by_fault << " on a fault, " << r.blocks_by_loader << " by the loader), "
-      << r.pages_installed << " pages, " << r.bytes_read << " bytes read, " << r.faults
-      << " faults";
+      << r.pages_installed << " pages and " << r.zero_pages_mapped << " zero pages, "
+      << r.bytes_read << " bytes read, " << r.faults << " faults";
     if (r.finished_ns > 0) s << ", all in after " << r.finished_ns / 1000000 << " ms";
     s << "\n";
   }

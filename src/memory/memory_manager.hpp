@@ -34,6 +34,9 @@ struct MemoryOptions {
   // lazily and by a background loader, or all before the guest starts with `restore_eager`.
   std::shared_ptr<const SnapshotFile> restore_from;
   bool restore_eager = false;
+  // Instead of the snapshot's blocks: guest RAM is this raw image of it, mapped MAP_PRIVATE,
+  // and the kernel pages it in (Cloud Hypervisor's way; bench/restore compares against it).
+  std::string restore_image;
 };
 
 class GuestMemoryManager {

@@ -1,5 +1,7 @@
 #include "memory/snapshot_format.hpp"
 
+#include <lz4.h>
+
 #include <algorithm>
 #include <cstring>
 
@@ -13,8 +15,6 @@ namespace {
 
 constexpr char kMagic[8] = {'S', 'H', 'O', 'A', 'L', 'S', 'N', 'P'};
 constexpr size_t kHeaderCrcAt = kSnapshotHeaderBytes - 4;
-constexpr size_t kExtentBytes = 24;
-constexpr size_t kBlockEntryBytes = 24;
 
 Error header_error(const std::string& what) {
   return Error("snapshot header: " + what);
@@ -112,9 +112,8 @@ Result<SnapshotHeader> decode_snapshot_header(const uint8_t* bytes, size_t size,
                         std::to_string(file_bytes) + " bytes (or over " +
                         format_size(kMaxSnapshotStateBytes) + ")");
   const uint64_t max_index =
-      8 + kMaxSnapshotExtents * kExtentBytes +
-      (ram_pages / (h.block_bytes / kSnapshotPageBytes) + 1) * kBlockEntryBytes;
-  if (h.index_bytes < 8 || h.index_bytes > max_index ||
+      max_snapshot_index_bytes(kMaxSnapshotExtents, ram_pages / h.pages_per_block() + 1);
+  if (h.index_bytes < 12 || h.index_bytes > max_index ||
       !inside(h.index_offset, h.index_bytes, kSnapshotHeaderBytes, file_bytes))
     return header_error("index: " + std::to_string(h.index_bytes) + " bytes at " +
                         std::to_string(h.index_offset) + ", outside the file's " +
@@ -122,74 +121,159 @@ Result<SnapshotHeader> decode_snapshot_header(const uint8_t* bytes, size_t size,
   return h;
 }
 
-std::vector<uint8_t> encode_snapshot_index(const SnapshotIndex& index) {
-  WireWriter w;
-  w.put(static_cast<uint32_t>(index.extents.size()))
-      .put(static_cast<uint32_t>(index.blocks.size()));
-  for (const PageExtent& e : index.extents) {
-    w.put(e.first_page).put(e.pages).put(static_cast<uint8_t>(e.kind));
-    w.put(uint8_t{0}).put(uint16_t{0}).put(e.first_slot);
+namespace {
+
+// The index's packed form: unsigned LEB128 varints, and zigzag for signed deltas.
+void put_varint(std::vector<uint8_t>& out, uint64_t v) {
+  while (v >= 0x80) {
+    out.push_back(static_cast<uint8_t>(v | 0x80));
+    v >>= 7;
   }
-  for (const BlockEntry& b : index.blocks)
-    w.put(b.offset)
-        .put(b.stored_bytes)
-        .put(b.crc)
-        .put(static_cast<uint32_t>(b.codec))
-        .put(uint32_t{0});
-  return w.take();
+  out.push_back(static_cast<uint8_t>(v));
+}
+
+class PackedReader {
+ public:
+  explicit PackedReader(const std::vector<uint8_t>& b) : b_(b) {}
+  bool varint(uint64_t& v) {
+    v = 0;
+    for (int shift = 0; shift < 64; shift += 7) {
+      if (pos_ >= b_.size()) return false;
+      const uint8_t byte = b_[pos_++];
+      v |= static_cast<uint64_t>(byte & 0x7f) << shift;
+      if ((byte & 0x80) == 0) return shift < 63 || byte <= 1;
+    }
+    return false;
+  }
+  bool byte(uint8_t& v) {
+    if (pos_ >= b_.size()) return false;
+    v = b_[pos_++];
+    return true;
+  }
+  bool u32(uint32_t& v) {
+    if (b_.size() - pos_ < 4) return false;
+    std::memcpy(&v, b_.data() + pos_, 4);
+    pos_ += 4;
+    return true;
+  }
+  bool done() const { return pos_ == b_.size(); }
+
+ private:
+  const std::vector<uint8_t>& b_;
+  size_t pos_ = 0;
+};
+
+uint64_t zigzag(int64_t v) {
+  return (static_cast<uint64_t>(v) << 1) ^ static_cast<uint64_t>(v >> 63);
+}
+int64_t unzigzag(uint64_t v) {
+  return static_cast<int64_t>(v >> 1) ^ -static_cast<int64_t>(v & 1);
+}
+
+// The most an extent (gap, pages, class, slot delta) and a block (size, codec, CRC) take packed.
+constexpr uint64_t kMaxPackedExtent = 10 + 5 + 1 + 10;
+constexpr uint64_t kMaxPackedBlock = 5 + 1 + 4;
+
+}  // namespace
+
+uint64_t max_snapshot_index_bytes(uint64_t extents, uint64_t blocks) {
+  return 12 + lz4_bound(extents * kMaxPackedExtent + blocks * kMaxPackedBlock);
+}
+
+// Extents as deltas: the gap since the previous extent's end, its pages, its class and, for a
+// stored extent, how its first slot differs from the slot after the previous stored extent
+// (0 in a snapshot without a working set). Blocks: stored size, codec, CRC; their offsets
+// follow from the sizes (the blocks lie back to back after the header). Then lz4 over it all:
+// the alternating zero and data pages of a typical guest make runs of identical records.
+std::vector<uint8_t> encode_snapshot_index(const SnapshotIndex& index) {
+  std::vector<uint8_t> packed;
+  uint64_t prev_end = 0, next_slot = 0;
+  for (const PageExtent& e : index.extents) {
+    put_varint(packed, e.first_page - prev_end);
+    put_varint(packed, e.pages);
+    packed.push_back(static_cast<uint8_t>(e.kind));
+    if (e.kind == PageClass::kStored) {
+      put_varint(packed, zigzag(static_cast<int64_t>(e.first_slot - next_slot)));
+      next_slot = e.first_slot + e.pages;
+    }
+    prev_end = e.first_page + e.pages;
+  }
+  for (const BlockEntry& b : index.blocks) {
+    put_varint(packed, b.stored_bytes);
+    packed.push_back(static_cast<uint8_t>(b.codec));
+    const uint8_t* crc = reinterpret_cast<const uint8_t*>(&b.crc);
+    packed.insert(packed.end(), crc, crc + 4);
+  }
+  std::vector<uint8_t> out(12 + lz4_bound(packed.size()));
+  const uint32_t counts[3] = {static_cast<uint32_t>(index.extents.size()),
+                              static_cast<uint32_t>(index.blocks.size()),
+                              static_cast<uint32_t>(packed.size())};
+  std::memcpy(out.data(), counts, 12);
+  const int n = LZ4_compress_default(
+      reinterpret_cast<const char*>(packed.data()), reinterpret_cast<char*>(out.data() + 12),
+      static_cast<int>(packed.size()), static_cast<int>(out.size() - 12));
+  out.resize(12 + static_cast<size_t>(std::max(n, 0)));
+  return out;
 }
 
 Result<SnapshotIndex> decode_snapshot_index(const std::vector<uint8_t>& bytes,
                                             const SnapshotHeader& h) {
-  WireReader r(bytes);
-  uint32_t extents = 0, blocks = 0;
-  if (!r.get(extents) || !r.get(blocks)) return index_error("truncated");
+  uint32_t extents = 0, blocks = 0, packed_bytes = 0;
+  {
+    WireReader r(bytes);
+    if (!r.get(extents) || !r.get(blocks) || !r.get(packed_bytes)) return index_error("truncated");
+  }
   if (extents > kMaxSnapshotExtents)
     return index_error(std::to_string(extents) + " extents, at most " +
                        std::to_string(kMaxSnapshotExtents));
   if (blocks != h.block_count())
     return index_error(std::to_string(blocks) + " blocks, " + std::to_string(h.stored_pages) +
                        " stored pages need " + std::to_string(h.block_count()));
-  const uint64_t expected =
-      8 + uint64_t{extents} * kExtentBytes + uint64_t{blocks} * kBlockEntryBytes;
-  if (bytes.size() != expected)
-    return index_error(std::to_string(bytes.size()) + " bytes, " + std::to_string(extents) +
-                       " extents and " + std::to_string(blocks) + " blocks take " +
-                       std::to_string(expected));
+  if (packed_bytes > uint64_t{extents} * kMaxPackedExtent + uint64_t{blocks} * kMaxPackedBlock)
+    return index_error("packed size " + std::to_string(packed_bytes) + " is more than " +
+                       std::to_string(extents) + " extents and " + std::to_string(blocks) +
+                       " blocks can take");
+  std::vector<uint8_t> packed(packed_bytes);
+  const int n = LZ4_decompress_safe(
+      reinterpret_cast<const char*>(bytes.data() + 12), reinterpret_cast<char*>(packed.data()),
+      static_cast<int>(bytes.size() - 12), static_cast<int>(packed.size()));
+  if (n != static_cast<int>(packed_bytes))
+    return index_error("lz4 data does not decompress to " + std::to_string(packed_bytes) +
+                       " bytes");
+  PackedReader r(packed);
   const uint64_t ram_pages = h.ram_bytes / kSnapshotPageBytes;
   SnapshotIndex index;
   index.extents.resize(extents);
-  uint64_t next_page = 0, stored = 0;
+  uint64_t prev_end = 0, next_slot = 0, stored = 0;
   for (uint32_t i = 0; i < extents; ++i) {
     PageExtent& e = index.extents[i];
-    uint8_t kind = 0, pad8 = 0;
-    uint16_t pad16 = 0;
-    r.get(e.first_page);
-    r.get(e.pages);
-    r.get(kind);
-    r.get(pad8);
-    r.get(pad16);
-    r.get(e.first_slot);
     const std::string at = "extent " + std::to_string(i) + ": ";
+    uint64_t gap = 0, pages = 0, slot_delta = 0;
+    uint8_t kind = 0;
+    if (!r.varint(gap) || !r.varint(pages) || !r.byte(kind)) return index_error(at + "truncated");
     if (kind != static_cast<uint8_t>(PageClass::kZero) &&
         kind != static_cast<uint8_t>(PageClass::kStored))
       return index_error(at + "class " + std::to_string(kind) +
                          ", expected 1 (zero) or 2 (stored)");
     e.kind = static_cast<PageClass>(kind);
-    if (e.pages == 0 || e.first_page >= ram_pages || e.pages > ram_pages - e.first_page)
-      return index_error(at + "pages " + range(e.first_page, e.pages) + ", the guest has " +
+    // Deltas cannot overlap or go backwards; they can only run past the guest's end.
+    if (gap >= ram_pages - prev_end)
+      return index_error(at + "starts " + std::to_string(gap) + " pages after page " +
+                         std::to_string(prev_end) + ", the guest has " + std::to_string(ram_pages));
+    if (pages == 0 || pages > UINT32_MAX || pages > ram_pages - (prev_end + gap))
+      return index_error(at + "pages " + range(prev_end + gap, pages) + ", the guest has " +
                          std::to_string(ram_pages));
-    if (e.first_page < next_page)
-      return index_error(at + "pages " + range(e.first_page, e.pages) +
-                         " overlap or precede the extent before");
-    next_page = e.first_page + e.pages;
+    e.first_page = prev_end + gap;
+    e.pages = static_cast<uint32_t>(pages);
+    prev_end = e.first_page + e.pages;
     if (e.kind == PageClass::kStored) {
+      if (!r.varint(slot_delta)) return index_error(at + "truncated");
+      e.first_slot = next_slot + static_cast<uint64_t>(unzigzag(slot_delta));
       if (e.first_slot >= h.stored_pages || e.pages > h.stored_pages - e.first_slot)
         return index_error(at + "slots " + range(e.first_slot, e.pages) + ", only " +
                            std::to_string(h.stored_pages) + " pages are stored");
+      next_slot = e.first_slot + e.pages;
       stored += e.pages;
-    } else if (e.first_slot != 0) {
-      return index_error(at + "a zero extent with slot " + std::to_string(e.first_slot));
     }
   }
   if (stored != h.stored_pages)
@@ -205,42 +289,38 @@ Result<SnapshotIndex> decode_snapshot_index(const std::vector<uint8_t>& bytes,
       return index_error("slots " + range(slots[i].first, slots[i].second) +
                          " are used by two extents");
   index.blocks.resize(blocks);
-  uint64_t end_of_blocks = kSnapshotHeaderBytes;
+  uint64_t offset = kSnapshotHeaderBytes;
   for (uint32_t i = 0; i < blocks; ++i) {
     BlockEntry& b = index.blocks[i];
-    uint32_t codec = 0, reserved = 0;
-    r.get(b.offset);
-    r.get(b.stored_bytes);
-    r.get(b.crc);
-    r.get(codec);
-    r.get(reserved);
     const std::string at = "block " + std::to_string(i) + ": ";
+    uint64_t size = 0;
+    uint8_t codec = 0;
+    if (!r.varint(size) || !r.byte(codec) || !r.u32(b.crc)) return index_error(at + "truncated");
     const uint64_t pages =
         std::min<uint64_t>(h.pages_per_block(), h.stored_pages - uint64_t{i} * h.pages_per_block());
     const uint64_t raw = pages * kSnapshotPageBytes;
-    if (codec == static_cast<uint32_t>(BlockCodec::kRaw)) {
-      if (b.stored_bytes != raw)
-        return index_error(at + "raw, " + std::to_string(b.stored_bytes) + " bytes for " +
+    if (codec == static_cast<uint8_t>(BlockCodec::kRaw)) {
+      if (size != raw)
+        return index_error(at + "raw, " + std::to_string(size) + " bytes for " +
                            std::to_string(raw));
-    } else if (codec == static_cast<uint32_t>(BlockCodec::kLz4)) {
-      if (b.stored_bytes == 0 || b.stored_bytes > lz4_bound(raw))
-        return index_error(at + "lz4, " + std::to_string(b.stored_bytes) + " bytes for " +
+    } else if (codec == static_cast<uint8_t>(BlockCodec::kLz4)) {
+      if (size == 0 || size > lz4_bound(raw))
+        return index_error(at + "lz4, " + std::to_string(size) + " bytes for " +
                            std::to_string(raw) + " (at most " + std::to_string(lz4_bound(raw)) +
                            ")");
     } else {
       return index_error(at + "codec " + std::to_string(codec) + ", expected 0 (raw) or 1 (lz4)");
     }
-    if (reserved != 0) return index_error(at + "reserved field is " + std::to_string(reserved));
     b.codec = static_cast<BlockCodec>(codec);
-    // Blocks lie in file order between the header and the state.
-    if (b.offset < end_of_blocks ||
-        !inside(b.offset, b.stored_bytes, end_of_blocks, h.state_offset))
+    b.stored_bytes = static_cast<uint32_t>(size);
+    b.offset = offset;
+    if (!inside(b.offset, b.stored_bytes, kSnapshotHeaderBytes, h.state_offset))
       return index_error(at + std::to_string(b.stored_bytes) + " bytes at " +
-                         std::to_string(b.offset) + ", not between the previous block (ends at " +
-                         std::to_string(end_of_blocks) + ") and the state (at " +
+                         std::to_string(b.offset) + " run into the state (at " +
                          std::to_string(h.state_offset) + ")");
-    end_of_blocks = b.offset + b.stored_bytes;
+    offset += b.stored_bytes;
   }
+  if (!r.done()) return index_error("trailing bytes");
   return index;
 }
 

@@ -8,7 +8,9 @@
 //   state      the machine's state (vCPUs, in-kernel devices, port devices), opaque here
 //   index      extents of guest pages: a zero page (a content class: never stored) or a run of
 //              stored pages with consecutive slots; a page in no extent is dormant. Then the
-//              block table (offset, stored size, CRC, codec).
+//              block table (stored size, codec, CRC; the blocks lie back to back). Packed as
+//              varint deltas and lz4-compressed, so that even a guest whose zero and data pages
+//              alternate page by page pays a few bytes per thousand pages for it.
 //
 // Dormant and zero pages cost no bytes beyond their extents. Every field is range-checked when
 // read; errors name the field ("snapshot index: extent 3: pages 12..20 overlap extent 2").
@@ -87,9 +89,12 @@ Result<SnapshotHeader> decode_snapshot_header(const uint8_t* bytes, size_t size,
 std::vector<uint8_t> encode_snapshot_index(const SnapshotIndex& index);
 // Checks the index against its header: extents inside guest RAM, sorted and disjoint, the
 // stored extents' slots covering [0, stored_pages) exactly once, one block per P slots,
-// each inside the file (before the state) and no larger than its codec allows.
+// back to back from the header up to the state, each no larger than its codec allows.
 Result<SnapshotIndex> decode_snapshot_index(const std::vector<uint8_t>& bytes,
                                             const SnapshotHeader& header);
+
+// The most the index of `extents` extents and `blocks` blocks can take in the file.
+uint64_t max_snapshot_index_bytes(uint64_t extents, uint64_t blocks);
 
 // The most a block of `raw_bytes` can take lz4-compressed (LZ4_COMPRESSBOUND).
 inline uint64_t lz4_bound(uint64_t raw_bytes) {

@@ -3,8 +3,9 @@
 // checks and decompresses it, and installs every page of it that is still missing (UFFDIO_COPY
 // of each run of consecutive guest pages, which also wakes the vCPUs waiting there). Zero and
 // dormant pages are not this source's: the zero pool serves them (gate() keeps it off stored
-// pages). A background loader installs the blocks in file order, which puts the working set
-// first, so that the guest soon stops faulting at all.
+// pages). A background loader maps the zero extents to the kernel's zero page, then installs
+// the blocks in file order, which puts the working set first, so that the guest soon stops
+// faulting at all.
 //
 // Each block is loaded once: a per-block state, claimed with compare-and-swap by whichever of
 // the fault thread and the loader gets there first. A fault on a block the loader is
@@ -35,7 +36,8 @@ struct SnapshotLoadStats {
   std::atomic<uint64_t> bytes_read{0};
   std::atomic<uint64_t> faults{0};
   std::atomic<uint64_t> eexist{0};
-  std::atomic<uint64_t> finished_ns{0};  // when the last block was in, 0 until then
+  std::atomic<uint64_t> zero_pages_mapped{0};  // zero extents, mapped to the shared zero page
+  std::atomic<uint64_t> finished_ns{0};        // when the last block was in, 0 until then
 };
 
 class SnapshotSource final : public PageSource {
@@ -80,6 +82,8 @@ class SnapshotSource final : public PageSource {
   Result<bool> load_block(uint64_t b, std::vector<uint8_t>& buffer, std::vector<uint8_t>& scratch);
   // Loads block `b` unless it is in, or waits until the thread loading it is done.
   Status ensure_block(uint64_t b, std::vector<uint8_t>& buffer, std::vector<uint8_t>& scratch);
+  // Maps every zero extent to the kernel's zero page (those the zero pool has not served).
+  Status install_zero_extents();
   Status install(uint64_t page, const uint8_t* from, uint64_t count);
   void loader_loop();
   uint64_t addr(uint64_t page) const { return reinterpret_cast<uint64_t>(ram_.base) + page * 4096; }
@@ -93,6 +97,7 @@ class SnapshotSource final : public PageSource {
   std::atomic<uint64_t> loaded_{0};
   std::vector<uint8_t> fault_buffer_, fault_scratch_;  // the fault thread's
   std::atomic<bool> stop_{false};
+  std::atomic<bool> zeros_claimed_{false};  // install_zero_extents runs once
   std::atomic<uint64_t> loader_busy_since_{0};
   std::thread loader_;
   uint64_t started_ns_ = 0;

@@ -105,6 +105,15 @@ int Userfaultfd::copy(uint64_t dst, uint64_t src, uint64_t len, int64_t* done,
   return rc < 0 ? -errno : 0;
 }
 
+int Userfaultfd::zeropage(uint64_t dst, uint64_t len, int64_t* done) const {
+  uffdio_zeropage z{};
+  z.range.start = dst;
+  z.range.len = len;
+  const int rc = ioctl(fd(), UFFDIO_ZEROPAGE, &z);
+  *done = z.zeropage > 0 ? z.zeropage : 0;
+  return rc < 0 ? -errno : 0;
+}
+
 int Userfaultfd::move(uint64_t dst, uint64_t src, uint64_t len, int64_t* done) const {
   uffdio_move m{};
   m.dst = dst;

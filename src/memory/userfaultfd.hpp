@@ -50,6 +50,9 @@ class Userfaultfd {
   int copy(uint64_t dst, uint64_t src, uint64_t len, int64_t* done,
            bool write_protect = false) const;
   int move(uint64_t dst, uint64_t src, uint64_t len, int64_t* done) const;
+  // Maps the kernel's shared zero page read-only over [dst, dst + len): no memory is used
+  // until the guest writes (the kernel then copies on write, without a userfault).
+  int zeropage(uint64_t dst, uint64_t len, int64_t* done) const;
   int wake(uint64_t addr, uint64_t len) const;
   // Sets or clears write protection of present pages. Setting it flushes the TLBs (and KVM's
   // mappings, through the MMU notifier) before returning, so no vCPU can still write the page

@@ -133,7 +133,14 @@ TEST_P(SnapshotRestore, ComputeSnapshottedMidRunFinishesWithTheUninterruptedResu
 TEST_P(SnapshotRestore, TouchedMemoryReadsBackAfterRestore) {
   constexpr uint64_t kMib = 256;
   uint64_t sum = 0;
-  for (uint64_t p = 1; p < (kMib << 8); p += 2) sum += (p + 1) * 0x9E3779B97F4A7C15ull;
+  // Word 0 and word 511 of each odd page, splitmix64 of (page << 9) + word; even pages are zero.
+  auto mix64 = [](uint64_t z) {
+    z += 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+  };
+  for (uint64_t p = 1; p < (kMib << 8); p += 2) sum += mix64(p << 9) + mix64((p << 9) + 511);
   const std::string expected = "touch-restore mib=256 restored checksum=" + hex64(sum);
   const std::string ready = "written, waiting for a restore";
   for (const char* mode : {"--stats", "--restore-eager"}) {
