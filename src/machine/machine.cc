@@ -30,7 +30,12 @@ Result<std::unique_ptr<Machine>> Machine::create(Kvm kvm, const RunConfig& confi
                     static_cast<double>(monotonic_ns() - config.started_ns) / 1e6);
   };
   step("creating the VM");
-  auto core = MachineCore::create(std::move(kvm), config.memory);
+  // A restore's slots before the irqchip (MachineCore::create says why).
+  const std::vector<uint64_t> early =
+      config.memory_options.restore_from
+          ? snapshot_slot_gpas(*config.memory_options.restore_from, GuestRam::layout(config.memory))
+          : std::vector<uint64_t>{};
+  auto core = MachineCore::create(std::move(kvm), config.memory, early);
   if (!core) return core.error();
   std::unique_ptr<Machine> m(new Machine(std::move(*core)));
   m->print_stats_ = config.print_stats;

@@ -27,6 +27,12 @@
 
 namespace shoal {
 
+// One guest address in every KVM slot that holds a page of the snapshot (stored or zero): those
+// slots exist before the vCPUs run, since page walks and instruction fetches cannot take the
+// lazy slot path (memory/ram_slots.hpp).
+std::vector<uint64_t> snapshot_slot_gpas(const SnapshotFile& file,
+                                         const std::vector<RamRegion>& regions);
+
 class Machine {
  public:
   static Result<std::unique_ptr<Machine>> create(Kvm kvm, const RunConfig& config);

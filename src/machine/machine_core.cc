@@ -23,7 +23,8 @@ MachineCore::~MachineCore() {
   stop_vcpus();
 }
 
-Result<std::unique_ptr<MachineCore>> MachineCore::create(Kvm kvm, uint64_t memory_bytes) {
+Result<std::unique_ptr<MachineCore>> MachineCore::create(Kvm kvm, uint64_t memory_bytes,
+                                                         const std::vector<uint64_t>& early_gpas) {
   auto vm = Vm::create(kvm);
   if (!vm) return vm.error();
   auto ram = GuestRam::reserve(memory_bytes, kvm.guest_phys_bits());
@@ -37,6 +38,8 @@ Result<std::unique_ptr<MachineCore>> MachineCore::create(Kvm kvm, uint64_t memor
   // here, against 0.05-0.5 ms for the same slot created first). Slots created later, on first
   // access, pay that wait only if they come within a few ms of it.
   SHOAL_TRY(c->ram_slots_.front()->ensure(0, 1), "map guest RAM");
+  for (uint64_t gpa : early_gpas)
+    for (auto& s : c->ram_slots_) SHOAL_TRY(s->ensure(gpa, 1), "map guest RAM");
   SHOAL_TRY(c->vm_.create_platform(), "create VM");
   return c;
 }

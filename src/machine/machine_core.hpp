@@ -38,8 +38,11 @@ VcpuEnd describe_vcpu_end(int id, const ExitAction& action, const std::string& s
 class MachineCore {
  public:
   // A VM with its platform (irqchip, PIT) and `memory_bytes` of dormant guest RAM whose KVM
-  // slots are created on first access (memory/ram_slots.hpp).
-  static Result<std::unique_ptr<MachineCore>> create(Kvm kvm, uint64_t memory_bytes);
+  // slots are created on first access (memory/ram_slots.hpp), except the boot slot and those
+  // holding `early_gpas` (a restore's pages), created before the irqchip: after it, each
+  // memslot change first waits out the SRCU grace period the irqchip leaves (5-11 ms here).
+  static Result<std::unique_ptr<MachineCore>> create(Kvm kvm, uint64_t memory_bytes,
+                                                     const std::vector<uint64_t>& early_gpas = {});
   MachineCore(const MachineCore&) = delete;
   MachineCore& operator=(const MachineCore&) = delete;
   ~MachineCore();  // stops the vCPUs if the owner has not

@@ -10,17 +10,13 @@
 
 namespace shoal {
 
-namespace {
-
-// One address in every KVM slot holding a page the snapshot has (stored or zero): those slots
-// exist before the vCPUs run, since page walks and instruction fetches cannot take the lazy
-// slot path (memory/ram_slots.hpp). A step of the boot slot's size reaches every slot.
-std::vector<uint64_t> snapshot_gpas(const SnapshotFile& file, const GuestRam& ram) {
+std::vector<uint64_t> snapshot_slot_gpas(const SnapshotFile& file,
+                                         const std::vector<RamRegion>& regions) {
   std::vector<uint64_t> gpas;
   for (const PageExtent& e : file.index().extents) {
     const uint64_t begin = e.first_page * kSnapshotPageBytes;
     const uint64_t end = begin + uint64_t{e.pages} * kSnapshotPageBytes;
-    for (const RamRegion& r : ram.regions()) {
+    for (const RamRegion& r : regions) {
       const uint64_t lo = std::max(begin, r.host_offset);
       const uint64_t hi = std::min(end, r.host_offset + r.size);
       if (lo >= hi) continue;
@@ -37,8 +33,6 @@ std::vector<uint64_t> snapshot_gpas(const SnapshotFile& file, const GuestRam& ra
   }
   return gpas;
 }
-
-}  // namespace
 
 Status Machine::restore_from_file(const RunConfig& config) {
   const SnapshotFile& file = *config.memory_options.restore_from;
@@ -58,7 +52,7 @@ Status Machine::restore_from_file(const RunConfig& config) {
       format_size(h.stored_pages * kSnapshotPageBytes), file.blocks(),
       format_size(h.working_set_pages * kSnapshotPageBytes), format_size(file.file_bytes()));
   SHOAL_TRY(build_devices(config), "devices");
-  SHOAL_TRY(core_->map_for_boot(snapshot_gpas(file, core_->ram())), "");
+  SHOAL_TRY(core_->map_for_boot(), "");  // the snapshot's slots exist already (create())
   SHOAL_TRY(create_vcpus(config), "");
   return queue_restore(*state);
 }

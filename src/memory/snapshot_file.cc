@@ -59,11 +59,14 @@ Result<std::unique_ptr<SnapshotFile>> SnapshotFile::open(const std::string& path
             "");
   if (crc32c(f->state_.data(), f->state_.size()) != h->state_crc)
     return Error(what + ": snapshot state: CRC mismatch (corrupted)");
-  for (size_t i = 0; i < f->index_.extents.size(); ++i)
-    if (f->index_.extents[i].kind == PageClass::kStored) f->stored_by_slot_.push_back(i);
-  std::sort(f->stored_by_slot_.begin(), f->stored_by_slot_.end(), [&](size_t a, size_t b) {
-    return f->index_.extents[a].first_slot < f->index_.extents[b].first_slot;
-  });
+  const auto& ex = f->index_.extents;
+  for (size_t i = 0; i < ex.size(); ++i)
+    if (ex[i].kind == PageClass::kStored) f->stored_by_slot_.push_back(static_cast<uint32_t>(i));
+  // Already in slot order unless the file has a working set.
+  if (!std::is_sorted(f->stored_by_slot_.begin(), f->stored_by_slot_.end(),
+                      [&](uint32_t a, uint32_t b) { return ex[a].first_slot < ex[b].first_slot; }))
+    std::sort(f->stored_by_slot_.begin(), f->stored_by_slot_.end(),
+              [&](uint32_t a, uint32_t b) { return ex[a].first_slot < ex[b].first_slot; });
   return f;
 }
 
@@ -89,12 +92,13 @@ void SnapshotFile::for_each_run(
   const uint64_t end = first + block_pages(b);
   const auto& ex = index_.extents;
   // The first stored extent whose slots reach past `first`.
-  auto it = std::partition_point(stored_by_slot_.begin(), stored_by_slot_.end(),
-                                 [&](size_t i) { return ex[i].first_slot + ex[i].pages <= first; });
+  auto it = std::partition_point(stored_by_slot_.begin(), stored_by_slot_.end(), [&](uint32_t i) {
+    return uint64_t{ex[i].first_slot} + ex[i].pages <= first;
+  });
   for (; it != stored_by_slot_.end() && ex[*it].first_slot < end; ++it) {
     const PageExtent& e = ex[*it];
-    const uint64_t from = std::max(first, e.first_slot);
-    const uint64_t to = std::min(end, e.first_slot + e.pages);
+    const uint64_t from = std::max<uint64_t>(first, e.first_slot);
+    const uint64_t to = std::min<uint64_t>(end, uint64_t{e.first_slot} + e.pages);
     f(e.first_page + (from - e.first_slot), from - first, to - from);
   }
 }

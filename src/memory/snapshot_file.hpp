@@ -52,7 +52,7 @@ class SnapshotFile {
   SnapshotHeader header_;
   SnapshotIndex index_;
   std::vector<uint8_t> state_;
-  std::vector<size_t> stored_by_slot_;  // indexes of the stored extents, by first_slot
+  std::vector<uint32_t> stored_by_slot_;  // indexes of the stored extents, by first_slot
 };
 
 }  // namespace shoal

@@ -247,32 +247,34 @@ Result<SnapshotIndex> decode_snapshot_index(const std::vector<uint8_t>& bytes,
   uint64_t prev_end = 0, next_slot = 0, stored = 0;
   for (uint32_t i = 0; i < extents; ++i) {
     PageExtent& e = index.extents[i];
-    const std::string at = "extent " + std::to_string(i) + ": ";
+    // Built only for an error: one string per extent would cost more than the decode.
+    auto at = [i] { return "extent " + std::to_string(i) + ": "; };
     uint64_t gap = 0, pages = 0, slot_delta = 0;
     uint8_t kind = 0;
-    if (!r.varint(gap) || !r.varint(pages) || !r.byte(kind)) return index_error(at + "truncated");
+    if (!r.varint(gap) || !r.varint(pages) || !r.byte(kind)) return index_error(at() + "truncated");
     if (kind != static_cast<uint8_t>(PageClass::kZero) &&
         kind != static_cast<uint8_t>(PageClass::kStored))
-      return index_error(at + "class " + std::to_string(kind) +
+      return index_error(at() + "class " + std::to_string(kind) +
                          ", expected 1 (zero) or 2 (stored)");
     e.kind = static_cast<PageClass>(kind);
     // Deltas cannot overlap or go backwards; they can only run past the guest's end.
     if (gap >= ram_pages - prev_end)
-      return index_error(at + "starts " + std::to_string(gap) + " pages after page " +
+      return index_error(at() + "starts " + std::to_string(gap) + " pages after page " +
                          std::to_string(prev_end) + ", the guest has " + std::to_string(ram_pages));
     if (pages == 0 || pages > UINT32_MAX || pages > ram_pages - (prev_end + gap))
-      return index_error(at + "pages " + range(prev_end + gap, pages) + ", the guest has " +
+      return index_error(at() + "pages " + range(prev_end + gap, pages) + ", the guest has " +
                          std::to_string(ram_pages));
-    e.first_page = prev_end + gap;
+    e.first_page = static_cast<uint32_t>(prev_end + gap);
     e.pages = static_cast<uint32_t>(pages);
-    prev_end = e.first_page + e.pages;
+    prev_end = e.first_page + uint64_t{e.pages};
     if (e.kind == PageClass::kStored) {
-      if (!r.varint(slot_delta)) return index_error(at + "truncated");
-      e.first_slot = next_slot + static_cast<uint64_t>(unzigzag(slot_delta));
-      if (e.first_slot >= h.stored_pages || e.pages > h.stored_pages - e.first_slot)
-        return index_error(at + "slots " + range(e.first_slot, e.pages) + ", only " +
+      if (!r.varint(slot_delta)) return index_error(at() + "truncated");
+      const uint64_t first_slot = next_slot + static_cast<uint64_t>(unzigzag(slot_delta));
+      if (first_slot >= h.stored_pages || e.pages > h.stored_pages - first_slot)
+        return index_error(at() + "slots " + range(first_slot, e.pages) + ", only " +
                            std::to_string(h.stored_pages) + " pages are stored");
-      next_slot = e.first_slot + e.pages;
+      e.first_slot = static_cast<uint32_t>(first_slot);
+      next_slot = first_slot + e.pages;
       stored += e.pages;
     }
   }
@@ -280,42 +282,52 @@ Result<SnapshotIndex> decode_snapshot_index(const std::vector<uint8_t>& bytes,
     return index_error("stored extents hold " + std::to_string(stored) +
                        " pages, the header says " + std::to_string(h.stored_pages));
   // Disjoint slot ranges whose sizes add up to stored_pages cover every slot exactly once.
-  std::vector<std::pair<uint64_t, uint64_t>> slots;
-  for (const PageExtent& e : index.extents)
-    if (e.kind == PageClass::kStored) slots.emplace_back(e.first_slot, e.pages);
-  std::sort(slots.begin(), slots.end());
-  for (size_t i = 1; i < slots.size(); ++i)
-    if (slots[i].first < slots[i - 1].first + slots[i - 1].second)
-      return index_error("slots " + range(slots[i].first, slots[i].second) +
-                         " are used by two extents");
+  // Without a working set the slots follow the pages: checked in place, no sorted copy.
+  bool in_page_order = true;
+  uint64_t slot_end = 0;
+  for (const PageExtent& e : index.extents) {
+    if (e.kind != PageClass::kStored) continue;
+    in_page_order = in_page_order && e.first_slot == slot_end;
+    slot_end = e.first_slot + e.pages;
+  }
+  if (!in_page_order) {
+    std::vector<std::pair<uint64_t, uint64_t>> slots;
+    for (const PageExtent& e : index.extents)
+      if (e.kind == PageClass::kStored) slots.emplace_back(e.first_slot, e.pages);
+    std::sort(slots.begin(), slots.end());
+    for (size_t i = 1; i < slots.size(); ++i)
+      if (slots[i].first < slots[i - 1].first + slots[i - 1].second)
+        return index_error("slots " + range(slots[i].first, slots[i].second) +
+                           " are used by two extents");
+  }
   index.blocks.resize(blocks);
   uint64_t offset = kSnapshotHeaderBytes;
   for (uint32_t i = 0; i < blocks; ++i) {
     BlockEntry& b = index.blocks[i];
-    const std::string at = "block " + std::to_string(i) + ": ";
+    auto at = [i] { return "block " + std::to_string(i) + ": "; };
     uint64_t size = 0;
     uint8_t codec = 0;
-    if (!r.varint(size) || !r.byte(codec) || !r.u32(b.crc)) return index_error(at + "truncated");
+    if (!r.varint(size) || !r.byte(codec) || !r.u32(b.crc)) return index_error(at() + "truncated");
     const uint64_t pages =
         std::min<uint64_t>(h.pages_per_block(), h.stored_pages - uint64_t{i} * h.pages_per_block());
     const uint64_t raw = pages * kSnapshotPageBytes;
     if (codec == static_cast<uint8_t>(BlockCodec::kRaw)) {
       if (size != raw)
-        return index_error(at + "raw, " + std::to_string(size) + " bytes for " +
+        return index_error(at() + "raw, " + std::to_string(size) + " bytes for " +
                            std::to_string(raw));
     } else if (codec == static_cast<uint8_t>(BlockCodec::kLz4)) {
       if (size == 0 || size > lz4_bound(raw))
-        return index_error(at + "lz4, " + std::to_string(size) + " bytes for " +
+        return index_error(at() + "lz4, " + std::to_string(size) + " bytes for " +
                            std::to_string(raw) + " (at most " + std::to_string(lz4_bound(raw)) +
                            ")");
     } else {
-      return index_error(at + "codec " + std::to_string(codec) + ", expected 0 (raw) or 1 (lz4)");
+      return index_error(at() + "codec " + std::to_string(codec) + ", expected 0 (raw) or 1 (lz4)");
     }
     b.codec = static_cast<BlockCodec>(codec);
     b.stored_bytes = static_cast<uint32_t>(size);
     b.offset = offset;
     if (!inside(b.offset, b.stored_bytes, kSnapshotHeaderBytes, h.state_offset))
-      return index_error(at + std::to_string(b.stored_bytes) + " bytes at " +
+      return index_error(at() + std::to_string(b.stored_bytes) + " bytes at " +
                          std::to_string(b.offset) + " run into the state (at " +
                          std::to_string(h.state_offset) + ")");
     offset += b.stored_bytes;

@@ -60,12 +60,15 @@ enum class PageClass : uint8_t {
   kStored = 2,  // its bytes are in a block
 };
 
+// 32-bit page numbers and slots reach 16 TiB, past kMaxSnapshotRamBytes; 16 bytes an extent
+// keeps the index of a guest with a million extents at 16 MiB in memory.
 struct PageExtent {
-  uint64_t first_page = 0;
+  uint32_t first_page = 0;
   uint32_t pages = 0;
+  uint32_t first_slot = 0;  // kStored: slot of first_page; the next pages follow it
   PageClass kind = PageClass::kZero;
-  uint64_t first_slot = 0;  // kStored: slot of first_page; the next pages follow it
 };
+static_assert(kMaxSnapshotRamBytes / kSnapshotPageBytes <= UINT32_MAX);
 
 enum class BlockCodec : uint32_t { kRaw = 0, kLz4 = 1 };
 

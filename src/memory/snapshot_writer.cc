@@ -109,7 +109,8 @@ Result<Classified> classify(const SnapshotInput& in) {
         last->pages < UINT32_MAX && (zero || last->first_slot + last->pages == slot)) {
       ++last->pages;
     } else {
-      c.extents.push_back(PageExtent{page, 1, kind, slot});
+      c.extents.push_back(
+          PageExtent{static_cast<uint32_t>(page), 1, static_cast<uint32_t>(slot), kind});
     }
   }
   if (c.extents.size() > kMaxSnapshotExtents)

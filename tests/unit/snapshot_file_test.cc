@@ -244,7 +244,7 @@ TEST(SnapshotFormat, IndexChecksCatchOverlapsSharedSlotsAndStrayBlocks) {
   };
   SnapshotIndex good;
   good.extents = {
-      {0, 2, PageClass::kStored, 2}, {5, 1, PageClass::kZero, 0}, {10, 2, PageClass::kStored, 0}};
+      {0, 2, 2, PageClass::kStored}, {5, 1, 0, PageClass::kZero}, {10, 2, 0, PageClass::kStored}};
   good.blocks = {{96, 100, 0x12345678, BlockCodec::kLz4}, {196, 8192, 0, BlockCodec::kRaw}};
   EXPECT_EQ(check(good), "ok");
   SnapshotIndex bad = good;
