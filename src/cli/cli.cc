@@ -129,6 +129,10 @@ CliOutcome parse_cli(int argc, const char* const* argv) {
       ->check(CLI::IsMember({"pause", "resume", "status", "metrics", "snapshot", "quit"}));
   ctl->add_option("FILE", ctl_cmd.path, "snapshot: the file to write");
   ctl->add_flag("--stop", ctl_cmd.stop, "snapshot: leave the guest paused afterwards");
+  ctl->add_option("--working-set-ms", ctl_cmd.working_set_ms,
+                  "snapshot: first record for this long the pages the guest touches, and store "
+                  "them first (a restore loads them first)")
+      ->check(CLI::Range(0u, 600000u));
 
   NodeCommand node_cmd;
   auto* node = app.add_subcommand("node", "Run this host's pod node service");
@@ -165,9 +169,11 @@ CliOutcome parse_cli(int argc, const char* const* argv) {
       out.message = usage_error("ctl snapshot", "FILE is required");
       return out;
     }
-    if (ctl_cmd.command != "snapshot" && (!ctl_cmd.path.empty() || ctl_cmd.stop)) {
+    if (ctl_cmd.command != "snapshot" &&
+        (!ctl_cmd.path.empty() || ctl_cmd.stop || ctl_cmd.working_set_ms != 0)) {
       out.exit_code = kExitUsage;
-      out.message = usage_error("ctl " + ctl_cmd.command, "takes no FILE or --stop");
+      out.message =
+          usage_error("ctl " + ctl_cmd.command, "takes no FILE, --stop or --working-set-ms");
       return out;
     }
     out.ctl = ctl_cmd;

@@ -36,12 +36,14 @@ struct PodControlCommand {
   std::string to_host;      // kMove: a host's name in the spec
 };
 
-// `shoal ctl SOCKET pause|resume|status|metrics|quit`, `shoal ctl SOCKET snapshot FILE [--stop]`.
+// `shoal ctl SOCKET pause|resume|status|metrics|quit`,
+// `shoal ctl SOCKET snapshot FILE [--stop] [--working-set-ms N]`.
 struct CtlCommand {
   std::string socket;
   std::string command;
   std::string path;  // snapshot
   bool stop = false;
+  uint32_t working_set_ms = 0;
 };
 
 struct CliOutcome {

@@ -17,6 +17,7 @@ int control_machine(const CtlCommand& c) {
   if (c.command == "snapshot") {
     request.command = ApiRequest::Command::kSnapshot;
     request.stop = c.stop;
+    request.working_set_ms = c.working_set_ms;
     // Relative to where ctl runs, not to where shoal was started.
     request.path = c.path;
     if (!request.path.empty() && request.path[0] != '/')

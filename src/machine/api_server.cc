@@ -68,7 +68,8 @@ Result<ApiRequest> parse_api_request(const std::string& line) {
   if (j.is_discarded()) return Error("request: not valid JSON");
   if (!j.is_object()) return Error("request: expected a JSON object");
   for (auto it = j.begin(); it != j.end(); ++it)
-    if (it.key() != "command" && it.key() != "path" && it.key() != "stop")
+    if (it.key() != "command" && it.key() != "path" && it.key() != "stop" &&
+        it.key() != "working_set_ms")
       return Error("request: unknown field '" + it.key() + "'");
   const auto cmd = j.find("command");
   if (cmd == j.end() || !cmd->is_string()) return Error("command: expected a string");
@@ -91,6 +92,7 @@ Result<ApiRequest> parse_api_request(const std::string& line) {
   }
   const auto path = j.find("path");
   const auto stop = j.find("stop");
+  const auto ws = j.find("working_set_ms");
   if (r.command == ApiRequest::Command::kSnapshot) {
     if (path == j.end() || !path->is_string() || path->get<std::string>().empty())
       return Error("path: snapshot needs a file path");
@@ -99,8 +101,16 @@ Result<ApiRequest> parse_api_request(const std::string& line) {
       if (!stop->is_boolean()) return Error("stop: expected true or false");
       r.stop = stop->get<bool>();
     }
-  } else if (path != j.end() || stop != j.end()) {
-    return Error(std::string(path != j.end() ? "path" : "stop") + ": only snapshot takes it");
+    if (ws != j.end()) {
+      if (!ws->is_number_unsigned() || ws->get<uint64_t>() > kMaxWorkingSetMs)
+        return Error("working_set_ms: expected 0.." + std::to_string(kMaxWorkingSetMs));
+      r.working_set_ms = static_cast<uint32_t>(ws->get<uint64_t>());
+    }
+  } else if (path != j.end() || stop != j.end() || ws != j.end()) {
+    return Error(std::string(path != j.end()   ? "path"
+                             : stop != j.end() ? "stop"
+                                               : "working_set_ms") +
+                 ": only snapshot takes it");
   }
   return r;
 }
@@ -112,6 +122,7 @@ std::string format_api_request(const ApiRequest& r) {
   if (r.command == ApiRequest::Command::kSnapshot) {
     j["path"] = r.path;
     j["stop"] = r.stop;
+    if (r.working_set_ms != 0) j["working_set_ms"] = r.working_set_ms;
   }
   return j.dump(-1, ' ', false, Json::error_handler_t::replace);
 }

@@ -1,7 +1,8 @@
 // The control API: JSON requests on a Unix socket (mode 0600), one request per connection,
 // one line each way:
 //   {"command": "pause" | "resume" | "status" | "metrics" | "quit"}
-//   {"command": "snapshot", "path": "/var/lib/shoal/vm.snap", "stop": false}
+//   {"command": "snapshot", "path": "/var/lib/shoal/vm.snap", "stop": false,
+//    "working_set_ms": 500}
 // Replies are {"ok": true, ...fields} or {"ok": false, "error": "..."}. Bad JSON, unknown
 // commands, wrong fields and requests over 64 KiB get an error reply; a client that sends
 // nothing for 5 s is dropped. One thread serves one request at a time, so the handler never
@@ -27,7 +28,12 @@ struct ApiRequest {
   enum class Command { kPause, kResume, kStatus, kMetrics, kSnapshot, kQuit } command;
   std::string path;   // kSnapshot
   bool stop = false;  // kSnapshot: stay paused afterwards
+  // kSnapshot: record the pages the guest touches for this long before pausing it, and store
+  // them first (0: no working set).
+  uint32_t working_set_ms = 0;
 };
+
+inline constexpr uint32_t kMaxWorkingSetMs = 600'000;
 
 using ApiValue = std::variant<bool, uint64_t, double, std::string>;
 

@@ -50,8 +50,11 @@ class Machine {
   Result<MachineState> pause_and_save();
   void resume();
   // Writes a snapshot file of the guest (memory/snapshot_format.hpp): pauses it unless it is
-  // paused already, saves, and resumes it unless `stay_paused` or it was paused before.
-  Result<SnapshotWriteStats> snapshot(const std::string& path, bool stay_paused);
+  // paused already, saves, and resumes it unless `stay_paused` or it was paused before. With
+  // `working_set_ms`, the guest first runs that long while the pages it touches are recorded
+  // (memory/working_set.hpp); they are stored first.
+  Result<SnapshotWriteStats> snapshot(const std::string& path, bool stay_paused,
+                                      uint32_t working_set_ms = 0);
   // One control API request (machine/api_server.hpp), on the API thread.
   ApiReply handle_api(const ApiRequest& request);
   // Ends run() with exit code 0, as a power-off would.

@@ -1,7 +1,9 @@
 // Machine's snapshot, restore-from-file and control API (docs/snapshot.md).
 #include <spdlog/spdlog.h>
 
+#include <chrono>
 #include <sstream>
+#include <thread>
 
 #include "machine/machine.hpp"
 #include "memory/ram_slots.hpp"
@@ -68,12 +70,28 @@ Status Machine::pause_vcpus() {
   return {};
 }
 
-Result<SnapshotWriteStats> Machine::snapshot(const std::string& path, bool stay_paused) {
+Result<SnapshotWriteStats> Machine::snapshot(const std::string& path, bool stay_paused,
+                                             uint32_t working_set_ms) {
   if (!memory_->directory())
     return Error("snapshot: needs dormant guest memory (not --prefault or --fault-serving kernel)");
   const bool was_paused = paused_;
+  std::vector<uint64_t> working_set;
+  if (working_set_ms > 0) {
+    if (was_paused) return Error("snapshot: a working set needs a running guest to watch");
+    SHOAL_TRY(memory_->open_working_set_window(), "snapshot");
+    std::this_thread::sleep_for(std::chrono::milliseconds(working_set_ms));
+  }
   const uint64_t t0 = monotonic_ns();
-  if (!was_paused) SHOAL_TRY(pause_vcpus(), "snapshot");
+  Status paused = was_paused ? Status{} : pause_vcpus();
+  if (working_set_ms > 0) {
+    auto ws = memory_->close_working_set_window();
+    if (!ws && paused.ok()) paused = ws.error();
+    if (ws) working_set = std::move(*ws);
+  }
+  if (!paused.ok()) {
+    if (!was_paused) resume();
+    return paused.error().context("snapshot");
+  }
   auto resume_after = [&] {
     if (!was_paused && !stay_paused) resume();
     paused_ = was_paused || stay_paused;
@@ -94,6 +112,7 @@ Result<SnapshotWriteStats> Machine::snapshot(const std::string& path, bool stay_
   in.directory = memory_->directory();
   in.vcpus = static_cast<uint32_t>(state->vcpus.size());
   in.state = encode_machine_state(*state);
+  in.working_set = std::move(working_set);
   auto stats = write_snapshot(path, in);
   resume_after();
   if (!stats) return stats.error();
@@ -122,7 +141,7 @@ ApiReply Machine::handle_api(const ApiRequest& r) {
       paused_ = false;
       return ApiReply{}.with("state", std::string("running"));
     case C::kSnapshot: {
-      auto s = snapshot(r.path, r.stop);
+      auto s = snapshot(r.path, r.stop, r.working_set_ms);
       if (!s) return ApiReply::failure(s.error().message());
       return ApiReply{}
           .with("path", r.path)
@@ -130,6 +149,7 @@ ApiReply Machine::handle_api(const ApiRequest& r) {
           .with("stored_pages", s->stored_pages)
           .with("zero_pages", s->zero_pages)
           .with("compressed_bytes", s->compressed_bytes)
+          .with("working_set_pages", s->working_set_pages)
           .with("write_ms", static_cast<double>(s->scan_ns + s->write_ns) / 1e6)
           .with("state", std::string(paused_ ? "paused" : "running"));
     }

@@ -21,7 +21,7 @@ constexpr size_t kMaxEvents = 64;
 FaultServer::FaultServer(const Userfaultfd& uffd, Target ram, PageDirectory& directory,
                          ZeroPool* pool, FaultServing serving,
                          std::function<void(const Error&)> on_fatal, uint64_t budget_bytes,
-                         SnapshotSource* snapshot)
+                         SnapshotSource* snapshot, WorkingSetTracker* working_set)
     : uffd_(uffd),
       ram_(ram),
       dir_(directory),
@@ -30,6 +30,7 @@ FaultServer::FaultServer(const Userfaultfd& uffd, Target ram, PageDirectory& dir
       budget_bytes_(budget_bytes),
       on_fatal_(std::move(on_fatal)),
       snapshot_(snapshot),
+      working_set_(working_set),
       stop_fd_(eventfd(0, EFD_CLOEXEC)) {}
 
 FaultServer::~FaultServer() {
@@ -92,12 +93,24 @@ void FaultServer::loop() {
       }
       const bool write = (msgs[i].arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WRITE) != 0;
       const uint64_t page = offset / kPage;
+      if ((msgs[i].arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP) != 0) {
+        // Only the working set's window write-protects a single host's pages.
+        Status s = working_set_ != nullptr
+                       ? working_set_->on_write_fault(page)
+                       : Status(Error("a write-protect fault with no working set window"));
+        if (!s.ok()) {
+          on_fatal_(s.error().context("guest page at offset " + format_hex(offset & ~(kPage - 1))));
+          return;
+        }
+        continue;
+      }
       PageSource& source = snapshot_ != nullptr && snapshot_->pending(page)
                                ? static_cast<PageSource&>(*snapshot_)
                                : static_cast<PageSource&>(*server_);
       busy_since_ns_.store(monotonic_ns(), std::memory_order_relaxed);
       Status s = source.serve_fault(page, write ? Access::kWrite : Access::kRead);
       busy_since_ns_.store(0, std::memory_order_relaxed);
+      if (working_set_ != nullptr && s.ok()) working_set_->record(page);
       if (!s.ok()) {
         on_fatal_(s.error().context("serve guest page at offset " +
                                     format_hex(offset & ~(kPage - 1)) + " from the " +

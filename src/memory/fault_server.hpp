@@ -12,6 +12,7 @@
 
 #include "memory/dormant_server.hpp"
 #include "memory/snapshot_source.hpp"
+#include "memory/working_set.hpp"
 #include "shoal/unique_fd.hpp"
 
 namespace shoal {
@@ -21,10 +22,12 @@ class FaultServer {
   using Target = DormantServer::Target;
 
   // `budget_bytes` (0: none) bounds present guest pages where no pool enforces it (COPY).
-  // With `snapshot` (a restore), the pages it still has to install are its to serve.
+  // With `snapshot` (a restore), the pages it still has to install are its to serve. With
+  // `working_set`, every fault is reported to it, and write-protect faults are its to resolve.
   FaultServer(const Userfaultfd& uffd, Target ram, PageDirectory& directory, ZeroPool* pool,
               FaultServing serving, std::function<void(const Error&)> on_fatal,
-              uint64_t budget_bytes = 0, SnapshotSource* snapshot = nullptr);
+              uint64_t budget_bytes = 0, SnapshotSource* snapshot = nullptr,
+              WorkingSetTracker* working_set = nullptr);
   FaultServer(const FaultServer&) = delete;
   FaultServer& operator=(const FaultServer&) = delete;
   ~FaultServer();
@@ -46,6 +49,7 @@ class FaultServer {
   uint64_t budget_bytes_;
   std::function<void(const Error&)> on_fatal_;
   SnapshotSource* snapshot_;
+  WorkingSetTracker* working_set_;
   std::unique_ptr<DormantServer> server_;
   UniqueFd stop_fd_;
   std::thread thread_;

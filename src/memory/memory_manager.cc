@@ -61,7 +61,9 @@ Result<std::unique_ptr<GuestMemoryManager>> GuestMemoryManager::create(
   auto uffd = Userfaultfd::open(options.serving != FaultServing::kSingleCopy);
   if (!uffd) return uffd.error();
   m->uffd_ = std::make_unique<Userfaultfd>(std::move(*uffd));
-  SHOAL_TRY(m->uffd_->register_missing(ram.base(), ram.size()), "guest memory");
+  // MISSING faults serve first touches; WP faults are only ever raised by a working set's
+  // window (a snapshot's), which write-protects the mapped pages while it is open.
+  SHOAL_TRY(m->uffd_->register_missing_wp(ram.base(), ram.size()), "guest memory");
   auto dir = PageDirectory::create(ram.size() / kPageSize);
   if (!dir) return dir.error();
   m->directory_ = std::make_unique<PageDirectory>(std::move(*dir));
@@ -93,9 +95,12 @@ Result<std::unique_ptr<GuestMemoryManager>> GuestMemoryManager::create(
     m->snapshot_ = std::make_unique<SnapshotSource>(*m->uffd_, target, *m->directory_,
                                                     options.restore_from, on_fatal);
   }
-  m->server_ = std::make_unique<FaultServer>(*m->uffd_, target, *m->directory_, m->pool_.get(),
-                                             options.serving, std::move(on_fatal),
-                                             options.budget_bytes, m->snapshot_.get());
+  auto tracker = WorkingSetTracker::create(*m->uffd_, target, *m->directory_);
+  if (!tracker) return tracker.error();
+  m->working_set_ = std::move(*tracker);
+  m->server_ = std::make_unique<FaultServer>(
+      *m->uffd_, target, *m->directory_, m->pool_.get(), options.serving, std::move(on_fatal),
+      options.budget_bytes, m->snapshot_.get(), m->working_set_.get());
   SHOAL_TRY(m->server_->start(), "fault server");
   if (m->snapshot_ && options.restore_eager) SHOAL_TRY(m->snapshot_->load_all(), "eager restore");
   return m;
@@ -153,10 +158,21 @@ void GuestMemoryManager::stop_serving() {
   }
 }
 
+Status GuestMemoryManager::open_working_set_window() {
+  if (!working_set_) return Error("a working set needs dormant guest memory");
+  return working_set_->open_window();
+}
+
+Result<std::vector<uint64_t>> GuestMemoryManager::close_working_set_window() {
+  if (!working_set_) return Error("a working set needs dormant guest memory");
+  return working_set_->close_window();
+}
+
 GuestMemoryManager::~GuestMemoryManager() {
-  // The server first: it takes from the pool and calls the snapshot source.
+  // The server first: it takes from the pool and calls the snapshot source and the tracker.
   server_.reset();
   snapshot_.reset();
+  working_set_.reset();
   pool_.reset();
 }
 

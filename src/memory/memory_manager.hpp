@@ -14,6 +14,7 @@
 #include "memory/snapshot_file.hpp"
 #include "memory/snapshot_source.hpp"
 #include "memory/userfaultfd.hpp"
+#include "memory/working_set.hpp"
 #include "memory/zero_pool.hpp"
 
 namespace shoal {
@@ -70,6 +71,10 @@ class GuestMemoryManager {
   // Installs what a restore has not loaded yet (before a snapshot: the page directory must
   // know every page the guest has). Returns at once when this guest was not restored.
   Status finish_restore() { return snapshot_ ? snapshot_->load_all() : Status{}; }
+  // The working set's window (memory/working_set.hpp): opened while the guest runs, closed
+  // once it is paused, giving the pages touched in between. Dormant memory only.
+  Status open_working_set_window();
+  Result<std::vector<uint64_t>> close_working_set_window();
   // Stops serving faults: the counters are final afterwards. A vCPU still waiting on a fault
   // the server will never serve (it failed, or the machine is stopping) is released: with
   // hardware paging KVM waits for guest-memory faults in the kernel, where only a fatal
@@ -89,7 +94,8 @@ class GuestMemoryManager {
   std::unique_ptr<Userfaultfd> uffd_;
   std::unique_ptr<PageDirectory> directory_;
   std::unique_ptr<ZeroPool> pool_;
-  std::unique_ptr<SnapshotSource> snapshot_;  // before server_: the server calls it
+  std::unique_ptr<SnapshotSource> snapshot_;        // before server_: the server calls it
+  std::unique_ptr<WorkingSetTracker> working_set_;  // likewise
   std::unique_ptr<FaultServer> server_;
 };
 
