@@ -46,14 +46,21 @@ CliOutcome parse_cli(int argc, const char* const* argv) {
   bool restore_eager = false;
   run->add_option(
       "--restore", restore,
-      "resume a snapshot (shoal ctl ... snapshot FILE) instead of booting: memory is loaded "
-      "lazily as the guest touches it, and in the background");
+      "resume a snapshot (shoal ctl ... snapshot FILE) or a --replica directory instead of "
+      "booting: memory is loaded lazily as the guest touches it, and in the background");
   run->add_flag("--restore-eager", restore_eager,
                 "with --restore: load all memory before the guest runs (for comparison)");
   std::string restore_image;
   run->add_option("--restore-image", restore_image,
                   "with --restore: take guest RAM from this raw image of it (mapped privately, "
                   "paged in by the kernel) instead of the snapshot's blocks (for comparison)");
+  run->add_option("--replica", cfg.replica_dir,
+                  "keep a storage replica of the guest in this directory (one checkpoint per "
+                  "--replica-interval); after a crash, --restore DIR goes on from the last one");
+  run->add_option("--replica-interval", cfg.replica_interval_ms,
+                  "milliseconds between two checkpoints of --replica")
+      ->check(CLI::Range(10u, 3600000u))
+      ->capture_default_str();
   run->add_option("--api-socket", cfg.api_socket,
                   "serve the control API (pause, resume, status, metrics, snapshot) on this Unix "
                   "socket; see shoal ctl");
@@ -230,6 +237,8 @@ CliOutcome parse_cli(int argc, const char* const* argv) {
       if (run->count(given) > 0)
         return fail(usage_error(given, "not with --restore: the snapshot decides the guest"));
     if (auto e = check_readable("--restore", restore); !e.empty()) return fail(e);
+    if (!cfg.replica_dir.empty())
+      return fail(usage_error("--replica", "not with --restore yet (restore, then start anew)"));
     if (restore_eager && !restore_image.empty())
       return fail(usage_error("--restore-eager", "not with --restore-image"));
     if (!restore_image.empty())

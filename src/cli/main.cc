@@ -14,6 +14,7 @@
 #include "cli/pod_commands.hpp"
 #include "kvm/kvm.hpp"
 #include "machine/machine.hpp"
+#include "memory/replica_store.hpp"
 #include "memory/snapshot_file.hpp"
 #include "shoal/clock.hpp"
 #include "shoal/size.hpp"
@@ -51,7 +52,19 @@ int run_main(int argc, char** argv) {
   cfg.started_ns = started_ns;
   setup_logging(cfg.log_level);
   if (!cli.restore.empty()) {
-    auto file = SnapshotFile::open(cli.restore);
+    std::string state_path = cli.restore;
+    if (is_replica_dir(cli.restore)) {
+      // A replica: finish the checkpoint a crash interrupted, then restore the state it holds
+      // over its memory image (paged in by the kernel as the guest touches it).
+      if (cli.restore_eager || !cfg.memory_options.restore_image.empty())
+        return report_error(kExitUsage, "--restore " + cli.restore +
+                                            ": a replica is restored from its own memory image");
+      auto state = recover_replica(cli.restore);
+      if (!state) return report_error(kExitVmmError, state.error().message());
+      state_path = *state;
+      cfg.memory_options.restore_image = ReplicaPaths(cli.restore).image;
+    }
+    auto file = SnapshotFile::open(state_path);
     if (!file) return report_error(kExitVmmError, file.error().message());
     cfg.memory = (*file)->header().ram_bytes;
     cfg.vcpus = static_cast<int>((*file)->header().vcpus);

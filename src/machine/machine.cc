@@ -31,10 +31,15 @@ Result<std::unique_ptr<Machine>> Machine::create(Kvm kvm, const RunConfig& confi
   };
   step("creating the VM");
   // A restore's slots before the irqchip (MachineCore::create says why).
-  const std::vector<uint64_t> early =
-      config.memory_options.restore_from
-          ? snapshot_slot_gpas(*config.memory_options.restore_from, GuestRam::layout(config.memory))
-          : std::vector<uint64_t>{};
+  std::vector<uint64_t> early;
+  if (config.memory_options.restore_from) {
+    const auto layout = GuestRam::layout(config.memory);
+    early = snapshot_slot_gpas(*config.memory_options.restore_from, layout);
+    if (!config.memory_options.restore_image.empty()) {
+      const auto image = image_slot_gpas(config.memory_options.restore_image, layout);
+      early.insert(early.end(), image.begin(), image.end());
+    }
+  }
   auto core = MachineCore::create(std::move(kvm), config.memory, early);
   if (!core) return core.error();
   std::unique_ptr<Machine> m(new Machine(std::move(*core)));
@@ -71,6 +76,7 @@ Result<std::unique_ptr<Machine>> Machine::create(Kvm kvm, const RunConfig& confi
   SHOAL_TRY(m->core_->map_for_boot(), "");
   step("devices and RAM slots");
   SHOAL_TRY(m->create_vcpus(config), "");
+  SHOAL_TRY(m->start_replica(config), "");
   return m;
 }
 
@@ -230,13 +236,17 @@ Result<int> Machine::run() {
                   static_cast<double>(monotonic_ns() - started_ns_) / 1e6);
   if (Status s = memory_->start_background(); !s.ok()) finish(std::nullopt, s.error());
   vcpus_started_ = true;
+  if (replica_)
+    replica_->start([this] { return replica_checkpoint(); },
+                    [this](const Error& e) { finish(std::nullopt, e); });
   while (!outcome_.wait_for(std::chrono::seconds(1))) {
     // A fault server stuck on one fault leaves a vCPU waiting in the kernel forever.
     if (memory_ && memory_->stuck_ns() > kStuckFaultNs)
       finish(std::nullopt, Error("guest memory: the fault server has been stuck on one fault for " +
                                  std::to_string(memory_->stuck_ns() / 1000000000) + " s"));
   }
-  if (api_) api_->stop();  // no request may pause or save the machine as it stops
+  if (api_) api_->stop();          // no request may pause or save the machine as it stops
+  if (replica_) replica_->stop();  // nor a checkpoint (one under way finishes first)
   core_->command_vcpus(VcpuCommand::kStop);
   // Before joining: a vCPU may wait on a fault the server will not serve (see stop_serving).
   memory_->stop_serving();

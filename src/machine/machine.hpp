@@ -17,6 +17,7 @@
 #include "machine/api_server.hpp"
 #include "machine/machine_core.hpp"
 #include "machine/machine_state.hpp"
+#include "machine/replica_runner.hpp"
 #include "machine/run_config.hpp"
 #include "memory/memory_manager.hpp"
 #include "memory/snapshot_writer.hpp"
@@ -32,6 +33,10 @@ namespace shoal {
 // lazy slot path (memory/ram_slots.hpp).
 std::vector<uint64_t> snapshot_slot_gpas(const SnapshotFile& file,
                                          const std::vector<RamRegion>& regions);
+
+// Likewise for a raw memory image (--restore-image, a replica's memory.img): its data extents.
+std::vector<uint64_t> image_slot_gpas(const std::string& image,
+                                      const std::vector<RamRegion>& regions);
 
 class Machine {
  public:
@@ -71,6 +76,9 @@ class Machine {
   // create() for --restore: the machine's state and RAM come from the snapshot file.
   Status restore_from_file(const RunConfig& config);
   Status queue_restore(const MachineState& state);
+  Status start_replica(const RunConfig& config);
+  // One checkpoint of --replica, on the replica's thread.
+  Status replica_checkpoint();
   Status create_vcpus(const RunConfig& config);
   Status pause_vcpus();
   Result<MachineState> save_paused();
@@ -90,6 +98,7 @@ class Machine {
   BootPlan plan_;
   std::vector<std::future<Status>> restore_pending_;  // restore(): answered as the vCPUs start
   std::unique_ptr<ApiServer> api_;                    // --api-socket; stopped first in run()
+  std::unique_ptr<ReplicaRunner> replica_;            // --replica; stopped right after api_
   std::mutex control_mu_;                             // pause/resume/snapshot, one at a time
   bool paused_ = false;                               // by the API or a snapshot
   std::atomic<bool> vcpus_started_{false};

@@ -1,5 +1,7 @@
 // Machine's snapshot, restore-from-file and control API (docs/snapshot.md).
+#include <fcntl.h>
 #include <spdlog/spdlog.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <sstream>
@@ -32,6 +34,31 @@ std::vector<uint64_t> snapshot_slot_gpas(const SnapshotFile& file,
         add(r.gpa + (at - r.host_offset));
       add(r.gpa + (hi - 1 - r.host_offset));
     }
+  }
+  return gpas;
+}
+
+std::vector<uint64_t> image_slot_gpas(const std::string& image,
+                                      const std::vector<RamRegion>& regions) {
+  std::vector<uint64_t> gpas;
+  UniqueFd fd(::open(image.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd.valid()) return gpas;  // the restore itself reports it
+  // The image's data, extent by extent (SEEK_DATA/SEEK_HOLE skip its holes), one address per
+  // boot-slot-sized step.
+  off_t at = 0;
+  for (;;) {
+    const off_t data = lseek(fd.get(), at, SEEK_DATA);
+    if (data < 0) break;
+    const off_t hole = lseek(fd.get(), data, SEEK_HOLE);
+    if (hole <= data) break;
+    for (const RamRegion& r : regions) {
+      const uint64_t lo = std::max<uint64_t>(static_cast<uint64_t>(data), r.host_offset);
+      const uint64_t hi = std::min<uint64_t>(static_cast<uint64_t>(hole), r.host_offset + r.size);
+      for (uint64_t o = lo; o < hi; o += RamSlots::kBootSlotBytes)
+        gpas.push_back(r.gpa + (o - r.host_offset));
+      if (lo < hi) gpas.push_back(r.gpa + (hi - 1 - r.host_offset));
+    }
+    at = hole;
   }
   return gpas;
 }
@@ -78,6 +105,7 @@ Result<SnapshotWriteStats> Machine::snapshot(const std::string& path, bool stay_
   std::vector<uint64_t> working_set;
   if (working_set_ms > 0) {
     if (was_paused) return Error("snapshot: a working set needs a running guest to watch");
+    if (replica_) return Error("snapshot: a working set is not available with --replica yet");
     SHOAL_TRY(memory_->open_working_set_window(), "snapshot");
     std::this_thread::sleep_for(std::chrono::milliseconds(working_set_ms));
   }
@@ -168,6 +196,11 @@ ApiReply Machine::handle_api(const ApiRequest& r) {
           .with("present_bytes", memory_->present_pages() * kPageSize)
           .with("uptime_ms", static_cast<double>(monotonic_ns() - run_started_ns_) / 1e6)
           .with("snapshots", snapshots_);
+      if (replica_)
+        reply.with("replica_checkpoints", replica_->checkpoints.load())
+            .with("replica_last_pages", replica_->last_pages.load())
+            .with("replica_last_pause_ms", static_cast<double>(replica_->last_pause_ns) / 1e6)
+            .with("replica_last_write_ms", static_cast<double>(replica_->last_write_ns) / 1e6);
       if (const SnapshotSource* src = memory_->restore_source())
         reply.with("restore_blocks", src->blocks())
             .with("restore_blocks_loaded", src->blocks_loaded())

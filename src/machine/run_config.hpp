@@ -20,7 +20,12 @@ struct RunConfig {
   bool print_stats = false;  // --stats: memory counters on stderr at exit
   // --on-reboot: a guest reset ends shoal (as Firecracker does) or boots the guest again.
   enum class OnReboot { kExit, kRestart } on_reboot = OnReboot::kExit;
-  std::string api_socket;   // --api-socket: the control API (machine/api_server.hpp); empty: none
+  std::string api_socket;
+  // --replica DIR --replica-interval MS: a storage replica of the guest, one checkpoint per
+  // interval (machine/replica_runner.hpp); empty: none.
+  std::string replica_dir;
+  uint32_t replica_interval_ms =
+      1000;                 // --api-socket: the control API (machine/api_server.hpp); empty: none
   uint64_t started_ns = 0;  // monotonic_ns() when main() began: start-up is logged against it
 };
 

@@ -39,8 +39,15 @@ FaultServer::~FaultServer() {
 
 Status FaultServer::start() {
   if (!stop_fd_.valid()) return errno_error("fault server: eventfd");
-  auto server = DormantServer::create(uffd_, ram_, dir_, pool_, serving_, budget_bytes_,
-                                      snapshot_ ? snapshot_->gate() : DormantGate{});
+  DormantGate gate = snapshot_ ? snapshot_->gate() : DormantGate{};
+  if (working_set_ != nullptr)
+    // Every page served, not just the faulting one: the batch and the prefetch around it are
+    // mapped writable, and a replica must copy whatever the guest may write there next.
+    gate.served = [ws = working_set_](uint64_t first, uint64_t count) {
+      for (uint64_t p = first; p < first + count; ++p) ws->record(p);
+    };
+  auto server =
+      DormantServer::create(uffd_, ram_, dir_, pool_, serving_, budget_bytes_, std::move(gate));
   if (!server) return server.error().context("fault server");
   server_ = std::move(*server);
   thread_ = std::thread([this] {

@@ -136,6 +136,11 @@ Status GuestMemoryManager::discard(uint8_t* host, uint64_t bytes) {
     }
   }
   if (madvise(host, bytes, MADV_DONTNEED) < 0) return errno_error("discard: MADV_DONTNEED");
+  // An open window (a replica's) must learn of it: the replica then zeroes these pages too.
+  if (working_set_ && working_set_->open()) {
+    const uint64_t first = static_cast<uint64_t>(host - ram_base_) / kPageSize;
+    for (uint64_t p = first; p < first + bytes / kPageSize; ++p) working_set_->record(p);
+  }
   if (directory_)
     directory_->set_range(static_cast<uint64_t>(host - ram_base_) / kPageSize, bytes / kPageSize,
                           PageState::kDormant);
@@ -166,6 +171,27 @@ Status GuestMemoryManager::open_working_set_window() {
 Result<std::vector<uint64_t>> GuestMemoryManager::close_working_set_window() {
   if (!working_set_) return Error("a working set needs dormant guest memory");
   return working_set_->close_window();
+}
+
+Result<std::vector<uint64_t>> GuestMemoryManager::rotate_working_set_window() {
+  if (!working_set_) return Error("a working set needs dormant guest memory");
+  return working_set_->rotate_window();
+}
+
+std::vector<uint64_t> GuestMemoryManager::mapped_pages() const {
+  std::vector<uint64_t> pages;
+  if (!directory_) return pages;
+  auto walk = [&](bool skip_unbacked) {
+    pages.clear();
+    directory_->for_each_mapped_run(
+        [&](uint64_t first, uint64_t count) {
+          for (uint64_t p = first; p < first + count; ++p) pages.push_back(p);
+        },
+        skip_unbacked);
+  };
+  walk(true);
+  if (pages.size() != directory_->present_pages()) walk(false);  // mincore missed a part
+  return pages;
 }
 
 GuestMemoryManager::~GuestMemoryManager() {

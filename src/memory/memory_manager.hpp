@@ -75,6 +75,11 @@ class GuestMemoryManager {
   // once it is paused, giving the pages touched in between. Dormant memory only.
   Status open_working_set_window();
   Result<std::vector<uint64_t>> close_working_set_window();
+  // With the guest paused: the pages touched since the window opened or last rotated, and a
+  // new window from here (a replica's intervals).
+  Result<std::vector<uint64_t>> rotate_working_set_window();
+  // Every mapped guest page, in order (a replica's first checkpoint).
+  std::vector<uint64_t> mapped_pages() const;
   // Stops serving faults: the counters are final afterwards. A vCPU still waiting on a fault
   // the server will never serve (it failed, or the machine is stopping) is released: with
   // hardware paging KVM waits for guest-memory faults in the kernel, where only a fatal

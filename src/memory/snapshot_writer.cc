@@ -76,8 +76,19 @@ Result<Classified> classify(const SnapshotInput& in) {
         },
         skip_unbacked);
   };
-  walk(true);
-  if (zero_pages.size() + data_pages.size() != in.directory->present_pages()) walk(false);
+  if (in.pages != nullptr) {
+    // Just the listed pages, all read: an unmapped one reads as zero in a replica's shadow.
+    std::vector<uint64_t> listed = *in.pages;
+    std::sort(listed.begin(), listed.end());
+    listed.erase(std::unique(listed.begin(), listed.end()), listed.end());
+    for (uint64_t p : listed) {
+      if (p >= pages) return Error("snapshot: page " + std::to_string(p) + " is past guest RAM");
+      (all_zero(in.ram + p * kPage) ? zero_pages : data_pages).push_back(p);
+    }
+  } else {
+    walk(true);
+    if (zero_pages.size() + data_pages.size() != in.directory->present_pages()) walk(false);
+  }
   Classified c;
   c.mapped = zero_pages.size() + data_pages.size();
   c.zero = zero_pages.size();
@@ -122,7 +133,7 @@ Result<Classified> classify(const SnapshotInput& in) {
 }  // namespace
 
 Result<SnapshotWriteStats> write_snapshot(const std::string& path, const SnapshotInput& in) {
-  if (in.directory == nullptr || in.ram == nullptr)
+  if ((in.directory == nullptr && in.pages == nullptr) || in.ram == nullptr)
     return Error("snapshot: no guest memory to save");
   if (in.state.size() > kMaxSnapshotStateBytes)
     return Error("snapshot: machine state of " + std::to_string(in.state.size()) + " bytes");

@@ -19,6 +19,9 @@ struct SnapshotInput {
   const uint8_t* ram = nullptr;  // guest RAM mapping: nothing may write it meanwhile
   uint64_t ram_bytes = 0;
   const PageDirectory* directory = nullptr;  // which pages are mapped
+  // Instead of the directory: exactly these pages, each read from `ram` (zero ones become zero
+  // extents). A replica's journal: the pages dirtied in one interval.
+  const std::vector<uint64_t>* pages = nullptr;
   uint32_t vcpus = 0;
   std::vector<uint8_t> state;         // the machine's state, opaque here
   std::vector<uint64_t> working_set;  // pages to store first (any order; dormant ones ignored)

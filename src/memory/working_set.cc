@@ -64,6 +64,38 @@ Result<std::vector<uint64_t>> WorkingSetTracker::close_window() {
   return pages;
 }
 
+Result<std::vector<uint64_t>> WorkingSetTracker::rotate_window() {
+  if (!open()) return Error("working set: no window is open");
+  std::vector<uint64_t> pages;
+  {
+    std::lock_guard lock(mu_);
+    pages.swap(seen_pages_);
+    for (uint64_t p : pages) seen_[p].store(0, std::memory_order_relaxed);
+  }
+  std::sort(pages.begin(), pages.end());
+  // One ioctl per run of consecutive mapped pages (a page discarded since is dormant: its next
+  // touch faults anyway).
+  auto protect = [&](uint64_t first, uint64_t count) -> Status {
+    if (count == 0) return {};
+    const int rc = uffd_.write_protect(reinterpret_cast<uint64_t>(ram_.base) + first * kPage,
+                                       count * kPage, true);
+    return rc == 0 || rc == -ENOENT ? Status{} : errno_error("UFFDIO_WRITEPROTECT", -rc);
+  };
+  uint64_t run_first = 0, run_count = 0;
+  for (uint64_t p : pages) {
+    const bool mapped = dir_.state(p) != PageState::kDormant;
+    if (mapped && run_count > 0 && p == run_first + run_count) {
+      ++run_count;
+      continue;
+    }
+    SHOAL_TRY(protect(run_first, run_count), "working set");
+    run_first = p;
+    run_count = mapped ? 1 : 0;
+  }
+  SHOAL_TRY(protect(run_first, run_count), "working set");
+  return pages;
+}
+
 void WorkingSetTracker::record(uint64_t page) {
   if (!open() || page >= seen_.size()) return;
   std::lock_guard lock(mu_);  // against the API thread's open and close, never contended else

@@ -37,9 +37,13 @@ class WorkingSetTracker {
   Status open_window();
   // Stops recording and lifts every protection; the pages seen, in page order.
   Result<std::vector<uint64_t>> close_window();
+  // With the guest paused: the pages seen so far (in page order), and a new window from here.
+  // Only they need protecting again: every other mapped page still is (a replica's interval).
+  Result<std::vector<uint64_t>> rotate_window();
   bool open() const { return open_.load(std::memory_order_acquire); }
 
-  // On the fault thread: `page` was touched (a MISSING fault served while the window is open).
+  // `page` was touched (a MISSING fault served while the window is open, on the fault thread)
+  // or discarded (on the thread that discards).
   void record(uint64_t page);
   // On the fault thread: a write-protect fault on `page`; records it and lets the write go on.
   Status on_write_fault(uint64_t page);
