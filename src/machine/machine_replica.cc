@@ -57,7 +57,7 @@ Status Machine::replica_checkpoint() {
       return {};
     }();
     if (!was_paused) resume();
-    SHOAL_TRY(s, "checkpoint");
+    if (!s.ok()) return s.error().context("checkpoint");
   }
   const uint64_t t1 = monotonic_ns();
   SnapshotInput in;

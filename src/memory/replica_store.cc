@@ -80,7 +80,7 @@ Status apply_checkpoint(const SnapshotFile& c, int image_fd) {
       if (s.ok())
         s = write_all_at(image_fd, block.data() + at * kPage, count * kPage, page * kPage);
     });
-    SHOAL_TRY(s, "");
+    if (!s.ok()) return s.error();
   }
   if (fdatasync(image_fd) < 0) return errno_error("memory.img: fdatasync");
   return {};
