@@ -45,15 +45,12 @@ Status Machine::replica_checkpoint() {
       auto saved = save_paused();
       if (!saved) return saved.error();
       state = std::move(*saved);
+      // The shadow is all zero here (emptied after every checkpoint): a dormant page is left
+      // as it is, and reads as the zero it is in the guest.
       const PageDirectory& dir = *memory_->directory();
-      for (uint64_t p : pages) {
-        uint8_t* to = r.shadow() + p * kPageSize;
-        if (dir.state(p) == PageState::kDormant) {
-          madvise(to, kPageSize, MADV_DONTNEED);
-        } else {
-          std::memcpy(to, core_->ram().base() + p * kPageSize, kPageSize);
-        }
-      }
+      for (uint64_t p : pages)
+        if (dir.state(p) != PageState::kDormant)
+          std::memcpy(r.shadow() + p * kPageSize, core_->ram().base() + p * kPageSize, kPageSize);
       return {};
     }();
     if (!was_paused) resume();
@@ -67,8 +64,10 @@ Status Machine::replica_checkpoint() {
   in.vcpus = static_cast<uint32_t>(state.vcpus.size());
   in.state = encode_machine_state(state);
   auto stats = r.store().commit(in);
-  // The shadow only carries pages from the pause to the write.
-  for (uint64_t p : pages) madvise(r.shadow() + p * kPageSize, kPageSize, MADV_DONTNEED);
+  // The shadow only carries pages from the pause to the write. Emptied in one call: each
+  // madvise() flushes the TLBs of every CPU running this process, the vCPUs' included (an
+  // interrupt and a VM exit each); page by page, 262 000 of them slowed a guest 10x.
+  madvise(r.shadow(), r.ram_bytes(), MADV_DONTNEED);
   if (!stats) return stats.error();
   r.checkpoints++;
   r.last_pages = pages.size();

@@ -104,11 +104,18 @@ void WorkingSetTracker::record(uint64_t page) {
 
 Status WorkingSetTracker::on_write_fault(uint64_t page) {
   ++write_faults_;
-  record(page);
+  // The whole granule around the page, recorded and unprotected in one go: a write-protect
+  // fault costs ~200 us here (the vCPU's sleep and wake, the protection change through KVM's
+  // MMU notifier), copying a page that did not change ~1 us. Page by page, a guest writing
+  // fresh memory in a scattered order ran 40x slower under a replica.
+  const uint64_t first = page / kTrackGranulePages * kTrackGranulePages;
+  const uint64_t end = std::min<uint64_t>(first + kTrackGranulePages, ram_.bytes / kPage);
+  for (uint64_t p = first; p < end; ++p)
+    if (p == page || dir_.state(p) != PageState::kDormant) record(p);
   // Lifting the protection wakes the writer; a page no longer mapped (discarded since) makes
   // it fault again as MISSING, which its source serves.
-  const int rc =
-      uffd_.write_protect(reinterpret_cast<uint64_t>(ram_.base) + page * kPage, kPage, false);
+  const int rc = uffd_.write_protect(reinterpret_cast<uint64_t>(ram_.base) + first * kPage,
+                                     (end - first) * kPage, false);
   return rc == 0 || rc == -ENOENT ? Status{} : errno_error("UFFDIO_WRITEPROTECT", -rc);
 }
 

@@ -3,7 +3,8 @@
 // write-protected (UFFDIO_WRITEPROTECT; KVM's mappings follow through the MMU notifier), and
 // from then on the fault thread reports to record():
 //   - a write to a mapped page: a write-protect fault, resolved by lifting the protection of
-//     that one page (on_write_fault);
+//     the page's whole granule (kTrackGranulePages, a snapshot block's worth), whose mapped
+//     pages are all recorded (on_write_fault);
 //   - a first touch of a dormant page, or of a page a restore has not installed yet: the
 //     MISSING fault the page's source serves.
 // Reads of pages mapped before the window opened make no fault and are not seen: without a
@@ -24,6 +25,9 @@
 #include "shoal/status.hpp"
 
 namespace shoal {
+
+// Pages recorded and unprotected together on a write fault: 256 KiB, one snapshot block.
+inline constexpr uint64_t kTrackGranulePages = 64;
 
 class WorkingSetTracker {
  public:
