@@ -43,22 +43,18 @@ std::vector<uint64_t> image_slot_gpas(const std::string& image,
   std::vector<uint64_t> gpas;
   UniqueFd fd(::open(image.c_str(), O_RDONLY | O_CLOEXEC));
   if (!fd.valid()) return gpas;  // the restore itself reports it
-  // The image's data, extent by extent (SEEK_DATA/SEEK_HOLE skip its holes), one address per
-  // boot-slot-sized step.
-  off_t at = 0;
-  for (;;) {
+  // One address in every boot-slot-sized window of the image that holds data: SEEK_DATA finds
+  // the window's first, then the search jumps to the next window (a guest whose data and zero
+  // pages alternate would otherwise take two lseek() calls a page).
+  const off_t window = static_cast<off_t>(RamSlots::kBootSlotBytes);
+  for (off_t at = 0;;) {
     const off_t data = lseek(fd.get(), at, SEEK_DATA);
     if (data < 0) break;
-    const off_t hole = lseek(fd.get(), data, SEEK_HOLE);
-    if (hole <= data) break;
-    for (const RamRegion& r : regions) {
-      const uint64_t lo = std::max<uint64_t>(static_cast<uint64_t>(data), r.host_offset);
-      const uint64_t hi = std::min<uint64_t>(static_cast<uint64_t>(hole), r.host_offset + r.size);
-      for (uint64_t o = lo; o < hi; o += RamSlots::kBootSlotBytes)
-        gpas.push_back(r.gpa + (o - r.host_offset));
-      if (lo < hi) gpas.push_back(r.gpa + (hi - 1 - r.host_offset));
-    }
-    at = hole;
+    const auto offset = static_cast<uint64_t>(data);
+    for (const RamRegion& r : regions)
+      if (offset >= r.host_offset && offset < r.host_offset + r.size)
+        gpas.push_back(r.gpa + (offset - r.host_offset));
+    at = (data / window + 1) * window;
   }
   return gpas;
 }
