@@ -21,13 +21,6 @@ ProcessResult run_guest(int vcpus, const std::string& workload,
       seconds(120));
 }
 
-// What the guest's touch workload must report: the sum of the pattern over all pages.
-uint64_t expected_touch_checksum(uint64_t mib) {
-  uint64_t sum = 0;
-  for (uint64_t p = 0; p < (mib << 8); ++p) sum += (p + 1) * 0x9E3779B97F4A7C15ull;
-  return sum;
-}
-
 class TestGuest : public ::testing::TestWithParam<int> {
  protected:
   void SetUp() override { SHOAL_REQUIRE_KVM(); }

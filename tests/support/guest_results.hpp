@@ -18,6 +18,13 @@ inline uint64_t expected_compute(uint64_t n) {
   return x * 0x2545F4914F6CDD1Dull;
 }
 
+// `touch MIB` and `touch-random MIB`: the sum of the pattern (page + 1) * K over all pages.
+inline uint64_t expected_touch_checksum(uint64_t mib) {
+  uint64_t sum = 0;
+  for (uint64_t p = 0; p < (mib << 8); ++p) sum += (p + 1) * 0x9E3779B97F4A7C15ull;
+  return sum;
+}
+
 inline std::string hex64(uint64_t v) {
   char b[32];
   std::snprintf(b, sizeof b, "0x%016llx", static_cast<unsigned long long>(v));

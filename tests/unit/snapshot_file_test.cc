@@ -14,6 +14,7 @@
 #include "memory/snapshot_source.hpp"
 #include "memory/snapshot_writer.hpp"
 #include "shoal/crc32c.hpp"
+#include "support/test_mapping.hpp"
 
 namespace shoal {
 namespace {
@@ -22,11 +23,7 @@ constexpr uint64_t kRamBytes = 16 << 20;
 constexpr uint64_t kPages = kRamBytes / 4096;
 
 uint8_t* map_ram() {
-  void* p = mmap(nullptr, kRamBytes, PROT_READ | PROT_WRITE,
-                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-  EXPECT_NE(p, MAP_FAILED);
-  madvise(p, kRamBytes, MADV_NOHUGEPAGE);
-  return static_cast<uint8_t*>(p);
+  return test::map_test_ram(kRamBytes);
 }
 
 uint64_t pattern(uint64_t page, uint64_t word) {
