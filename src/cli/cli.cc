@@ -222,6 +222,10 @@ CliOutcome parse_cli(int argc, const char* const* argv) {
                                       static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
   }
   if (on_reboot == "restart") cfg.on_reboot = RunConfig::OnReboot::kRestart;
+  if (on_reboot == "restart" && !cfg.replica_dir.empty())
+    return fail(usage_error("--replica",
+                            "not with --on-reboot restart yet (a new boot would need "
+                            "a new replica)"));
   if (serving == "kernel") cfg.memory_options.backing = MemoryBacking::kKernel;
   if (serving == "single-move") cfg.memory_options.serving = FaultServing::kSingleMove;
   if (serving == "single-copy") cfg.memory_options.serving = FaultServing::kSingleCopy;

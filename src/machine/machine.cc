@@ -18,6 +18,10 @@
 namespace shoal {
 
 Machine::~Machine() {
+  // The threads that pause and save the machine first (run() stops them too; a machine whose
+  // create() failed half-way never ran).
+  if (api_) api_->stop();
+  if (replica_) replica_->stop();
   core_->stop_vcpus();
   memory_.reset();  // fault server and pool, before the RAM mapping goes
 }

@@ -86,7 +86,10 @@ Status Machine::pause_vcpus() {
   core_->command_vcpus(VcpuCommand::kPause);
   for (size_t i = 0; i < core_->vcpus().size(); ++i) {
     auto& v = core_->vcpus()[i];
-    v->wait_for(VcpuRunState::kPaused);
+    // Not forever: a vCPU waiting on a fault that will never be served does not take the
+    // pause, and once the machine is ending run() must be able to join whoever is pausing.
+    while (!v->wait_for(VcpuRunState::kPaused, std::chrono::milliseconds(100)))
+      if (outcome_.decided()) return Error("pause: the guest is stopping");
     if (v->state() != VcpuRunState::kPaused)
       return Error("pause: vcpu " + std::to_string(i) + " has stopped");
   }

@@ -100,6 +100,8 @@ void FaultServer::loop() {
       }
       const bool write = (msgs[i].arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WRITE) != 0;
       const uint64_t page = offset / kPage;
+      std::unique_lock<std::mutex> serving;
+      if (working_set_ != nullptr) serving = working_set_->hold_serving();
       if ((msgs[i].arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP) != 0) {
         // Only the working set's window write-protects a single host's pages.
         Status s = working_set_ != nullptr

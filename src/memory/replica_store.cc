@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <vector>
 
 namespace shoal {
@@ -67,9 +68,12 @@ Status apply_checkpoint(const SnapshotFile& c, int image_fd) {
     if (fallocate(image_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
                   static_cast<off_t>(uint64_t{e.first_page} * kPage),
                   static_cast<off_t>(uint64_t{e.pages} * kPage)) < 0) {
-      const std::vector<uint8_t> zeros(uint64_t{e.pages} * kPage);
-      SHOAL_TRY(write_all_at(image_fd, zeros.data(), zeros.size(), uint64_t{e.first_page} * kPage),
-                "");
+      static const std::vector<uint8_t> zeros(1u << 20);  // written a MiB at a time
+      for (uint64_t at = uint64_t{e.first_page} * kPage, end = at + uint64_t{e.pages} * kPage;
+           at < end; at += zeros.size())
+        SHOAL_TRY(
+            write_all_at(image_fd, zeros.data(), std::min<uint64_t>(zeros.size(), end - at), at),
+            "");
     }
   }
   std::vector<uint8_t> block(c.header().block_bytes), scratch;

@@ -229,6 +229,17 @@ Result<SnapshotIndex> decode_snapshot_index(const std::vector<uint8_t>& bytes,
   if (blocks != h.block_count())
     return index_error(std::to_string(blocks) + " blocks, " + std::to_string(h.stored_pages) +
                        " stored pages need " + std::to_string(h.block_count()));
+  // Bounds before anything is allocated from these counts: a block takes at least a byte of
+  // the file before the state, a packed extent at least 3 bytes and a block entry 6, and lz4
+  // expands at most ~255-fold.
+  if (blocks > h.state_offset - kSnapshotHeaderBytes)
+    return index_error(std::to_string(blocks) + " blocks cannot fit before the state at " +
+                       std::to_string(h.state_offset));
+  if (packed_bytes < 3 * uint64_t{extents} + 6 * uint64_t{blocks} ||
+      packed_bytes > 255 * (bytes.size() - 12) + 16)
+    return index_error("packed size " + std::to_string(packed_bytes) + " does not fit " +
+                       std::to_string(extents) + " extents, " + std::to_string(blocks) +
+                       " blocks and " + std::to_string(bytes.size() - 12) + " compressed bytes");
   if (packed_bytes > uint64_t{extents} * kMaxPackedExtent + uint64_t{blocks} * kMaxPackedBlock)
     return index_error("packed size " + std::to_string(packed_bytes) + " is more than " +
                        std::to_string(extents) + " extents and " + std::to_string(blocks) +

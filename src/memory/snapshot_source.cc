@@ -46,6 +46,8 @@ Status SnapshotSource::ensure_block(uint64_t b, std::vector<uint8_t>& buffer,
   if (*claimed) ++stats_.blocks_by_loader;
   // Another thread is installing it: wait until it is in (one block read, ~a millisecond).
   while (state_[b].load(std::memory_order_acquire) != kLoaded) {
+    if (state_[b].load(std::memory_order_acquire) == kFailed)
+      return Error("snapshot block " + std::to_string(b) + " failed to load");
     if (stop_.load(std::memory_order_relaxed)) return Error("snapshot restore stopped");
     std::this_thread::yield();
   }
@@ -124,13 +126,20 @@ Result<bool> SnapshotSource::load_block(uint64_t b, std::vector<uint8_t>& buffer
   uint8_t expected = kUnloaded;
   if (!state_[b].compare_exchange_strong(expected, kLoading, std::memory_order_acq_rel))
     return false;
-  SHOAL_TRY(file_->read_block(b, buffer, scratch), "");
-  stats_.bytes_read += file_->index().blocks[b].stored_bytes;
-  Status s;
-  file_->for_each_run(b, [&](uint64_t page, uint64_t at, uint64_t count) {
-    if (s.ok()) s = install(page, buffer.data() + at * kPage, count);
-  });
-  if (!s.ok()) return s.error().context("install snapshot block " + std::to_string(b));
+  Status s = file_->read_block(b, buffer, scratch);
+  if (s.ok()) {
+    stats_.bytes_read += file_->index().blocks[b].stored_bytes;
+    file_->for_each_run(b, [&](uint64_t page, uint64_t at, uint64_t count) {
+      if (s.ok()) s = install(page, buffer.data() + at * kPage, count);
+    });
+    if (!s.ok()) s = s.error().context("install snapshot block " + std::to_string(b));
+  }
+  if (!s.ok()) {
+    // Whoever loads it (the loader, a fault, a discard on a vCPU thread), the machine stops.
+    state_[b].store(kFailed, std::memory_order_release);
+    on_fatal_(s.error().context("snapshot " + file_->path()));
+    return s.error();
+  }
   state_[b].store(kLoaded, std::memory_order_release);
   if (loaded_.fetch_add(1, std::memory_order_acq_rel) + 1 == file_->blocks())
     stats_.finished_ns = monotonic_ns() - started_ns_;
@@ -145,6 +154,8 @@ Status SnapshotSource::serve_fault(uint64_t page, Access /*access*/) {
   switch (state_[b].load(std::memory_order_acquire)) {
     case kLoading:
       return {};  // the loader's UFFDIO_COPY wakes this vCPU
+    case kFailed:
+      return Error("snapshot block " + std::to_string(b) + " failed to load");
     case kLoaded: {
       const int rc = uffd_.wake(addr(page), kPage);  // a fault that raced the install
       return rc == 0 ? Status{} : errno_error("UFFDIO_WAKE", -rc);
@@ -188,10 +199,7 @@ void SnapshotSource::loader_loop() {
     loader_busy_since_.store(monotonic_ns(), std::memory_order_relaxed);
     auto claimed = load_block(b, buffer, scratch);
     loader_busy_since_.store(0, std::memory_order_relaxed);
-    if (!claimed) {
-      on_fatal_(claimed.error().context("snapshot loader (" + file_->path() + ")"));
-      return;
-    }
+    if (!claimed) return;  // load_block told on_fatal
     if (*claimed) ++stats_.blocks_by_loader;
   }
 }

@@ -77,7 +77,9 @@ class SnapshotSource final : public PageSource {
   const SnapshotLoadStats& stats() const { return stats_; }
 
  private:
-  enum BlockState : uint8_t { kUnloaded = 0, kLoading = 1, kLoaded = 2 };
+  // kFailed: a load of the block failed (its error went to on_fatal, the machine stops); a
+  // fault on it is an error from then on, never a wait for a loader that will not come.
+  enum BlockState : uint8_t { kUnloaded = 0, kLoading = 1, kLoaded = 2, kFailed = 3 };
   // Claims block `b` (false: another thread has it) and installs it.
   Result<bool> load_block(uint64_t b, std::vector<uint8_t>& buffer, std::vector<uint8_t>& scratch);
   // Loads block `b` unless it is in, or waits until the thread loading it is done.

@@ -200,6 +200,13 @@ Result<SnapshotWriteStats> write_snapshot(const std::string& path, const Snapsho
     return fail(errno_error("write header"));
   if (fdatasync(fd.get()) < 0) return fail(errno_error("fdatasync"));
   if (::rename(tmp.c_str(), path.c_str()) < 0) return fail(errno_error("rename"));
+  // The new name is durable once its directory is synced.
+  const size_t slash = path.rfind('/');
+  const std::string dir = slash == std::string::npos ? "."
+                          : slash == 0               ? "/"
+                                                     : path.substr(0, slash);
+  UniqueFd dir_fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (dir_fd.valid()) (void)fsync(dir_fd.get());
   stats.mapped_pages = c->mapped;
   stats.zero_pages = c->zero;
   stats.stored_pages = h.stored_pages;

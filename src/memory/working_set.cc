@@ -34,6 +34,7 @@ Status WorkingSetTracker::protect_mapped(bool protect) {
 }
 
 Status WorkingSetTracker::open_window() {
+  std::lock_guard serving(serve_mu_);
   if (open()) return Error("working set: a window is open already");
   {
     std::lock_guard lock(mu_);
@@ -52,6 +53,7 @@ Status WorkingSetTracker::open_window() {
 }
 
 Result<std::vector<uint64_t>> WorkingSetTracker::close_window() {
+  std::lock_guard serving(serve_mu_);
   if (!open()) return Error("working set: no window is open");
   open_.store(false, std::memory_order_release);
   SHOAL_TRY(protect_mapped(false), "working set");
@@ -65,6 +67,7 @@ Result<std::vector<uint64_t>> WorkingSetTracker::close_window() {
 }
 
 Result<std::vector<uint64_t>> WorkingSetTracker::rotate_window() {
+  std::lock_guard serving(serve_mu_);
   if (!open()) return Error("working set: no window is open");
   std::vector<uint64_t> pages;
   {

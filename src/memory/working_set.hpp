@@ -51,6 +51,11 @@ class WorkingSetTracker {
   void record(uint64_t page);
   // On the fault thread: a write-protect fault on `page`; records it and lets the write go on.
   Status on_write_fault(uint64_t page);
+  // Held by the fault thread around serving one fault and recording it (or on_write_fault),
+  // and taken by rotate_window() and close_window(): a page a vCPU may already write (its
+  // COPY or MOVE woke it) is always recorded before a window can end, and a write fault's
+  // record and unprotect never straddle a rotation.
+  std::unique_lock<std::mutex> hold_serving() { return std::unique_lock(serve_mu_); }
   uint64_t write_faults() const { return write_faults_.load(std::memory_order_relaxed); }
 
  private:
@@ -63,6 +68,7 @@ class WorkingSetTracker {
   Target ram_;
   const PageDirectory& dir_;
   SparseArray<std::atomic<uint8_t>> seen_;  // one byte a page; 1: touched in this window
+  std::mutex serve_mu_;                     // see hold_serving(); taken before mu_
   std::mutex mu_;                           // seen_pages_, and seen_ with it
   std::vector<uint64_t> seen_pages_;        // the same, as a list
   std::atomic<bool> open_{false};

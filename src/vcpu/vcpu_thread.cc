@@ -187,6 +187,12 @@ void VcpuThread::wait_for(VcpuRunState state) {
   cv_.wait(lock, [&] { return state_ == state || state_ == VcpuRunState::kStopped; });
 }
 
+bool VcpuThread::wait_for(VcpuRunState state, std::chrono::milliseconds timeout) {
+  std::unique_lock lock(mu_);
+  return cv_.wait_for(lock, timeout,
+                      [&] { return state_ == state || state_ == VcpuRunState::kStopped; });
+}
+
 void VcpuThread::join() {
   if (thread_.joinable()) thread_.join();
 }

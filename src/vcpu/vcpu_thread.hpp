@@ -4,6 +4,7 @@
 
 #include <pthread.h>
 
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -95,6 +96,8 @@ class VcpuThread {
   VcpuRunState state() const;
   // Blocks until the thread has reached `state` (a paused vCPU is outside KVM_RUN).
   void wait_for(VcpuRunState state);
+  // The same, giving up after `timeout`: false if the thread is in neither state by then.
+  bool wait_for(VcpuRunState state, std::chrono::milliseconds timeout);
   void join();
   uint64_t exit_count() const { return exits_; }
   VcpuBackend& backend() { return *backend_; }

@@ -270,5 +270,31 @@ TEST(SnapshotFormat, IndexChecksCatchOverlapsSharedSlotsAndStrayBlocks) {
   EXPECT_NE(check(bad).find("class 7"), std::string::npos) << check(bad);
 }
 
+TEST(SnapshotFormat, CountsAreBoundedBeforeAnythingIsAllocated) {
+  // A tiny index claiming a billion blocks of a 4 TiB guest: refused from the sizes alone.
+  SnapshotHeader h;
+  h.ram_bytes = 4ull << 40;
+  h.vcpus = 1;
+  h.block_bytes = 4096;
+  h.stored_pages = 1ull << 30;
+  h.state_offset = 200;
+  std::vector<uint8_t> index(20, 0);
+  const uint32_t counts[3] = {1, 1u << 30, 100};
+  std::memcpy(index.data(), counts, sizeof counts);
+  auto r = decode_snapshot_index(index, h);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.error().message().find("1073741824 blocks cannot fit before the state at 200"),
+            std::string::npos)
+      << r.error().message();
+  // A packed size no compressed index of this length can expand to.
+  h.stored_pages = 1;
+  const uint32_t inflated[3] = {1, 1, 1u << 30};
+  std::memcpy(index.data(), inflated, sizeof inflated);
+  r = decode_snapshot_index(index, h);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.error().message().find("packed size 1073741824 does not fit"), std::string::npos)
+      << r.error().message();
+}
+
 }  // namespace
 }  // namespace shoal
