@@ -14,49 +14,60 @@
 
 namespace shoal {
 
+namespace {
+
+// KVM slot boundaries fall on multiples of the boot slot's size in RAM offsets (the regions
+// start on them), so one guest address per such window that holds data reaches every slot
+// the data is in. Offsets are added in increasing order.
+class SlotAddresses {
+ public:
+  static constexpr uint64_t kWindow = RamSlots::kBootSlotBytes;
+
+  explicit SlotAddresses(const std::vector<RamRegion>& regions) : regions_(regions) {}
+  void add(uint64_t offset) {
+    if (!gpas_.empty() && offset / kWindow == last_window_) return;
+    last_window_ = offset / kWindow;
+    for (const RamRegion& r : regions_)
+      if (offset >= r.host_offset && offset - r.host_offset < r.size)
+        gpas_.push_back(r.gpa + (offset - r.host_offset));
+  }
+  std::vector<uint64_t> take() { return std::move(gpas_); }
+
+ private:
+  const std::vector<RamRegion>& regions_;
+  std::vector<uint64_t> gpas_;
+  uint64_t last_window_ = 0;
+};
+
+}  // namespace
+
 std::vector<uint64_t> snapshot_slot_gpas(const SnapshotFile& file,
                                          const std::vector<RamRegion>& regions) {
-  std::vector<uint64_t> gpas;
+  SlotAddresses slots(regions);
   for (const PageExtent& e : file.index().extents) {
-    const uint64_t begin = e.first_page * kSnapshotPageBytes;
-    const uint64_t end = begin + uint64_t{e.pages} * kSnapshotPageBytes;
-    for (const RamRegion& r : regions) {
-      const uint64_t lo = std::max(begin, r.host_offset);
-      const uint64_t hi = std::min(end, r.host_offset + r.size);
-      if (lo >= hi) continue;
-      // One address per boot-slot-sized step is enough (extents come sorted: skip repeats).
-      auto add = [&](uint64_t gpa) {
-        if (gpas.empty() ||
-            gpas.back() / RamSlots::kBootSlotBytes != gpa / RamSlots::kBootSlotBytes)
-          gpas.push_back(gpa);
-      };
-      for (uint64_t at = lo; at < hi; at += RamSlots::kBootSlotBytes)
-        add(r.gpa + (at - r.host_offset));
-      add(r.gpa + (hi - 1 - r.host_offset));
-    }
+    const uint64_t end = (uint64_t{e.first_page} + e.pages) * kSnapshotPageBytes;
+    for (uint64_t at = uint64_t{e.first_page} * kSnapshotPageBytes; at < end;
+         at = (at / SlotAddresses::kWindow + 1) * SlotAddresses::kWindow)
+      slots.add(at);
   }
-  return gpas;
+  return slots.take();
 }
 
 std::vector<uint64_t> image_slot_gpas(const std::string& image,
                                       const std::vector<RamRegion>& regions) {
-  std::vector<uint64_t> gpas;
+  SlotAddresses slots(regions);
   UniqueFd fd(::open(image.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd.valid()) return gpas;  // the restore itself reports it
-  // One address in every boot-slot-sized window of the image that holds data: SEEK_DATA finds
-  // the window's first, then the search jumps to the next window (a guest whose data and zero
-  // pages alternate would otherwise take two lseek() calls a page).
-  const off_t window = static_cast<off_t>(RamSlots::kBootSlotBytes);
+  if (!fd.valid()) return {};  // the restore itself reports it
+  // SEEK_DATA finds a window's first data, then the search jumps to the next window (a guest
+  // whose data and zero pages alternate would otherwise take two lseek() calls a page).
+  const auto window = static_cast<off_t>(SlotAddresses::kWindow);
   for (off_t at = 0;;) {
     const off_t data = lseek(fd.get(), at, SEEK_DATA);
     if (data < 0) break;
-    const auto offset = static_cast<uint64_t>(data);
-    for (const RamRegion& r : regions)
-      if (offset >= r.host_offset && offset < r.host_offset + r.size)
-        gpas.push_back(r.gpa + (offset - r.host_offset));
+    slots.add(static_cast<uint64_t>(data));
     at = (data / window + 1) * window;
   }
-  return gpas;
+  return slots.take();
 }
 
 Status Machine::restore_from_file(const RunConfig& config) {

@@ -179,19 +179,7 @@ Result<std::vector<uint64_t>> GuestMemoryManager::rotate_working_set_window() {
 }
 
 std::vector<uint64_t> GuestMemoryManager::mapped_pages() const {
-  std::vector<uint64_t> pages;
-  if (!directory_) return pages;
-  auto walk = [&](bool skip_unbacked) {
-    pages.clear();
-    directory_->for_each_mapped_run(
-        [&](uint64_t first, uint64_t count) {
-          for (uint64_t p = first; p < first + count; ++p) pages.push_back(p);
-        },
-        skip_unbacked);
-  };
-  walk(true);
-  if (pages.size() != directory_->present_pages()) walk(false);  // mincore missed a part
-  return pages;
+  return directory_ ? directory_->mapped_pages() : std::vector<uint64_t>{};
 }
 
 GuestMemoryManager::~GuestMemoryManager() {

@@ -85,4 +85,19 @@ void PageDirectory::for_each_mapped_run(
   flush();
 }
 
+std::vector<uint64_t> PageDirectory::mapped_pages() const {
+  std::vector<uint64_t> pages;
+  auto walk = [&](bool skip_unbacked) {
+    pages.clear();
+    for_each_mapped_run(
+        [&](uint64_t first, uint64_t count) {
+          for (uint64_t p = first; p < first + count; ++p) pages.push_back(p);
+        },
+        skip_unbacked);
+  };
+  walk(true);
+  if (pages.size() != present_pages()) walk(false);
+  return pages;
+}
+
 }  // namespace shoal

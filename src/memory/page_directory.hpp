@@ -9,6 +9,7 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <vector>
 
 #include "memory/sparse_array.hpp"
 #include "shoal/status.hpp"
@@ -45,6 +46,9 @@ class PageDirectory {
   // `skip_unbacked` false.
   void for_each_mapped_run(const std::function<void(uint64_t first, uint64_t count)>& f,
                            bool skip_unbacked = true) const;
+  // Every mapped page, in order, complete: the mincore walk first, and the whole directory
+  // again if that found fewer than present_pages() (a swapped-out part of the directory).
+  std::vector<uint64_t> mapped_pages() const;
   // Pages this host has mapped (present or shared): what they cost in host memory.
   uint64_t present_pages() const { return present_.load(std::memory_order_relaxed); }
   const std::atomic<uint64_t>& present_counter() const { return present_; }

@@ -66,28 +66,16 @@ struct Classified {
 Result<Classified> classify(const SnapshotInput& in) {
   const uint64_t pages = in.ram_bytes / kPage;
   std::vector<uint64_t> zero_pages, data_pages;
-  auto walk = [&](bool skip_unbacked) {
-    zero_pages.clear();
-    data_pages.clear();
-    in.directory->for_each_mapped_run(
-        [&](uint64_t first, uint64_t count) {
-          for (uint64_t p = first; p < first + count && p < pages; ++p)
-            (all_zero(in.ram + p * kPage) ? zero_pages : data_pages).push_back(p);
-        },
-        skip_unbacked);
-  };
+  // The listed pages (a replica's shadow: an unmapped one reads as zero there), or every
+  // mapped one; each read once.
+  std::vector<uint64_t> listed = in.pages != nullptr ? *in.pages : in.directory->mapped_pages();
   if (in.pages != nullptr) {
-    // Just the listed pages, all read: an unmapped one reads as zero in a replica's shadow.
-    std::vector<uint64_t> listed = *in.pages;
     std::sort(listed.begin(), listed.end());
     listed.erase(std::unique(listed.begin(), listed.end()), listed.end());
-    for (uint64_t p : listed) {
-      if (p >= pages) return Error("snapshot: page " + std::to_string(p) + " is past guest RAM");
-      (all_zero(in.ram + p * kPage) ? zero_pages : data_pages).push_back(p);
-    }
-  } else {
-    walk(true);
-    if (zero_pages.size() + data_pages.size() != in.directory->present_pages()) walk(false);
+  }
+  for (uint64_t p : listed) {
+    if (p >= pages) return Error("snapshot: page " + std::to_string(p) + " is past guest RAM");
+    (all_zero(in.ram + p * kPage) ? zero_pages : data_pages).push_back(p);
   }
   Classified c;
   c.mapped = zero_pages.size() + data_pages.size();
