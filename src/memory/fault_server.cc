@@ -44,7 +44,7 @@ Status FaultServer::start() {
     // Every page served, not just the faulting one: the batch and the prefetch around it are
     // mapped writable, and a replica must copy whatever the guest may write there next.
     gate.served = [ws = working_set_](uint64_t first, uint64_t count) {
-      for (uint64_t p = first; p < first + count; ++p) ws->record(p);
+      ws->record_range(first, count);
     };
   auto server =
       DormantServer::create(uffd_, ram_, dir_, pool_, serving_, budget_bytes_, std::move(gate));

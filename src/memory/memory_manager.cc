@@ -139,7 +139,7 @@ Status GuestMemoryManager::discard(uint8_t* host, uint64_t bytes) {
   // An open window (a replica's) must learn of it: the replica then zeroes these pages too.
   if (working_set_ && working_set_->open()) {
     const uint64_t first = static_cast<uint64_t>(host - ram_base_) / kPageSize;
-    for (uint64_t p = first; p < first + bytes / kPageSize; ++p) working_set_->record(p);
+    working_set_->record_range(first, bytes / kPageSize);
   }
   if (directory_)
     directory_->set_range(static_cast<uint64_t>(host - ram_base_) / kPageSize, bytes / kPageSize,

@@ -100,9 +100,15 @@ Result<std::vector<uint64_t>> WorkingSetTracker::rotate_window() {
 }
 
 void WorkingSetTracker::record(uint64_t page) {
-  if (!open() || page >= seen_.size()) return;
+  record_range(page, 1);
+}
+
+void WorkingSetTracker::record_range(uint64_t first, uint64_t count) {
+  if (!open() || first >= seen_.size()) return;
+  const uint64_t end = std::min<uint64_t>(first + count, seen_.size());
   std::lock_guard lock(mu_);  // against the API thread's open and close, never contended else
-  if (seen_[page].exchange(1, std::memory_order_relaxed) == 0) seen_pages_.push_back(page);
+  for (uint64_t p = first; p < end; ++p)
+    if (seen_[p].exchange(1, std::memory_order_relaxed) == 0) seen_pages_.push_back(p);
 }
 
 Status WorkingSetTracker::on_write_fault(uint64_t page) {

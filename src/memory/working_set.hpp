@@ -49,6 +49,7 @@ class WorkingSetTracker {
   // `page` was touched (a MISSING fault served while the window is open, on the fault thread)
   // or discarded (on the thread that discards).
   void record(uint64_t page);
+  void record_range(uint64_t first, uint64_t count);  // one lock for a batch
   // On the fault thread: a write-protect fault on `page`; records it and lets the write go on.
   Status on_write_fault(uint64_t page);
   // Held by the fault thread around serving one fault and recording it (or on_write_fault),
