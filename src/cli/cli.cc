@@ -111,11 +111,15 @@ CliOutcome parse_cli(int argc, const char* const* argv) {
   ping->add_option("--count", ping_cmd.count, "round trips per host")->check(CLI::Range(1, 1000));
 
   PodControlCommand control_cmd;
-  CLI::App* control[4] = {
+  CLI::App* control[5] = {
       pod->add_subcommand("up", "Start a pod on its hosts and follow it (status, guest console)"),
       pod->add_subcommand("status", "Show what every host of a pod is doing"),
       pod->add_subcommand("down", "Stop a pod on every host"),
-      pod->add_subcommand("move", "Move a running vCPU to another host of its pod")};
+      pod->add_subcommand("move", "Move a running vCPU to another host of its pod"),
+      pod->add_subcommand("snapshot", "Save a running pod: each host writes DIR/<host name>.snap")};
+  control[0]->add_option("--restore", control_cmd.dir,
+                         "start from a `pod snapshot` DIR instead of booting (the same hosts "
+                         "restore what each saved)");
   control[3]
       ->add_option("--vcpu", control_cmd.vcpu, "the vCPU to move")
       ->required()
@@ -126,6 +130,12 @@ CliOutcome parse_cli(int argc, const char* const* argv) {
     c->add_option("--secret-file", control_cmd.secret_file,
                   "pod secret (default: the spec's secretFile)");
   }
+  // After SPEC: positionals are taken in the order they are added.
+  control[4]
+      ->add_option("DIR", control_cmd.dir, "directory every host writes its file into")
+      ->required();
+  control[4]->add_flag("--stop", control_cmd.stay_paused,
+                       "leave the pod paused afterwards (end it with `shoal pod down`)");
 
   CtlCommand ctl_cmd;
   auto* ctl = app.add_subcommand("ctl", "Send a request to a running shoal's --api-socket");
@@ -164,7 +174,7 @@ CliOutcome parse_cli(int argc, const char* const* argv) {
     out.validate_pod_spec = spec_path;
     return out;
   }
-  for (int i = 0; i < 4; ++i)
+  for (int i = 0; i < 5; ++i)
     if (control[i]->parsed()) {
       control_cmd.action = static_cast<PodControlCommand::Action>(i);
       out.pod_control = control_cmd;

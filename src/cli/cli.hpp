@@ -27,13 +27,16 @@ struct PodPingCommand {
   int count = 3;
 };
 
-// `shoal pod up|status|down SPEC`, `shoal pod move SPEC --vcpu N --to HOST`.
+// `shoal pod up|status|down SPEC`, `shoal pod move SPEC --vcpu N --to HOST`,
+// `shoal pod snapshot SPEC DIR [--stop]`, `shoal pod up SPEC --restore DIR`.
 struct PodControlCommand {
-  enum class Action { kUp, kStatus, kDown, kMove } action = Action::kUp;
+  enum class Action { kUp, kStatus, kDown, kMove, kSnapshot } action = Action::kUp;
   std::string spec;
-  std::string secret_file;  // default: the spec's secretFile
-  int vcpu = 0;             // kMove
-  std::string to_host;      // kMove: a host's name in the spec
+  std::string secret_file;   // default: the spec's secretFile
+  int vcpu = 0;              // kMove
+  std::string to_host;       // kMove: a host's name in the spec
+  std::string dir;           // kSnapshot: where to write; kUp: where to restore from
+  bool stay_paused = false;  // kSnapshot
 };
 
 // `shoal ctl SOCKET pause|resume|status|metrics|quit`,

@@ -7,8 +7,10 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <mutex>
+#include <optional>
 #include <sstream>
 #include <thread>
 
@@ -153,14 +155,17 @@ int follow(std::vector<Host>& hosts, const std::string& pod_name) {
   return code;
 }
 
-int pod_up(const PodSpec& spec, const std::string& yaml, std::vector<Host>& hosts) {
+int pod_up(const PodSpec& spec, const std::string& yaml, const std::string& restore_dir,
+           std::vector<Host>& hosts) {
   auto abort_all = [&](const std::string& why) {
     for (auto& h : hosts)
       if (h.link) (void)request(h, Frame{MessageType::kPodStop, 0, {}});
     return report_error(kExitVmmError, why);
   };
   for (size_t i = 0; i < hosts.size(); ++i)
-    if (Status s = request(hosts[i], encode_pod_start({static_cast<uint16_t>(i), yaml})); !s.ok())
+    if (Status s =
+            request(hosts[i], encode_pod_start({static_cast<uint16_t>(i), yaml, restore_dir}));
+        !s.ok())
       return abort_all("host " + hosts[i].spec->name + ": start: " + s.error().message());
   // As the members do: a host silent for the pod's failure timeout is lost.
   for (auto& h : hosts) h.link->watch_liveness(std::chrono::milliseconds(spec.failure_timeout_ms));
@@ -173,28 +178,53 @@ int pod_up(const PodSpec& spec, const std::string& yaml, std::vector<Host>& host
     if (!r || !r->ok)
       return abort_all("host " + h.spec->name + ": mesh: " + (r ? r->text : r.error().message()));
   }
-  if (Status s = hosts[0].link->send(Frame{MessageType::kPodLoad, 0, {}}); !s.ok())
-    return abort_all("host " + hosts[0].spec->name + ": " + s.error().message());
-  auto loaded = await_reply(hosts[0]);
-  if (!loaded) return abort_all("host " + hosts[0].spec->name + ": " + loaded.error().message());
-  if (loaded->type != MessageType::kPodRun) {
-    auto r = decode_pod_reply(*loaded);
-    return abort_all("host " + hosts[0].spec->name +
-                     ": load: " + (r ? r->text : r.error().message()));
+  // Host 0 loads the guest; restoring, every host restores its own file (at once) and host 0's
+  // answer carries the plan.
+  const size_t loaders = restore_dir.empty() ? 1 : hosts.size();
+  for (size_t i = 0; i < loaders; ++i)
+    if (Status s = hosts[i].link->send(Frame{MessageType::kPodLoad, 0, {}}); !s.ok())
+      return abort_all("host " + hosts[i].spec->name + ": " + s.error().message());
+  std::optional<BootPlan> plan;
+  for (size_t i = 0; i < loaders; ++i) {
+    const std::string what = "host " + hosts[i].spec->name + ": ";
+    auto loaded = await_reply(hosts[i]);
+    if (!loaded) return abort_all(what + loaded.error().message());
+    if (loaded->type != MessageType::kPodRun) {
+      auto r = decode_pod_reply(*loaded);
+      return abort_all(what + (restore_dir.empty() ? "load: " : "restore: ") +
+                       (r ? r->text : r.error().message()));
+    }
+    auto p = decode_boot_plan(*loaded);
+    if (!p) return abort_all(what + p.error().message());
+    if (i == 0) plan = *p;
   }
-  auto plan = decode_boot_plan(*loaded);
-  if (!plan) return abort_all(plan.error().message());
   for (auto& h : hosts)
     if (Status s = request(h, encode_boot_plan(MessageType::kPodRun, *plan)); !s.ok())
       return abort_all("host " + h.spec->name + ": run: " + s.error().message());
   std::string names;
   for (auto& h : hosts) names += (names.empty() ? "" : ", ") + h.spec->name;
-  std::fprintf(stderr, "shoal: pod %s running on %zu hosts (%s), %d vCPUs\n", spec.name.c_str(),
+  std::fprintf(stderr, "shoal: pod %s %s on %zu hosts (%s), %d vCPUs\n", spec.name.c_str(),
+               restore_dir.empty() ? "running" : ("restored from " + restore_dir).c_str(),
                hosts.size(), names.c_str(), spec.vcpus);
   return follow(hosts, spec.name);
 }
 
-// Host 0 runs the move (pod/vcpu_mover.hpp): only its node is asked.
+// Host 0 coordinates a move or a snapshot: only its node is asked.
+int ask_host0(const PodSpec& spec, const std::vector<uint8_t>& secret, const Frame& f) {
+  const PodHost& h0 = spec.hosts[0];
+  auto link = net::TcpLink::connect(h0.host, h0.port,
+                                    {"shoal-cli", secret, std::chrono::milliseconds(5000)});
+  if (!link) return report_error(kExitVmmError, "host " + h0.name + ": " + link.error().message());
+  (*link)->watch_liveness(kControlLinkTimeout);
+  Host host{&h0, std::move(*link), {}, {}};
+  auto r = ask(host, f);
+  (void)host.link->send(Frame{MessageType::kBye, 0, {}});
+  if (!r) return report_error(kExitVmmError, r.error().message());
+  if (!r->ok) return report_error(kExitVmmError, r->text);
+  std::printf("%s\n", r->text.c_str());
+  return 0;
+}
+
 int move_vcpu(const PodControlCommand& command, const PodSpec& spec,
               const std::vector<uint8_t>& secret) {
   const auto to = std::find_if(spec.hosts.begin(), spec.hosts.end(),
@@ -206,20 +236,9 @@ int move_vcpu(const PodControlCommand& command, const PodSpec& spec,
     return report_error(kExitUsage, "--vcpu " + std::to_string(command.vcpu) + ": pod " +
                                         spec.name + " has " + std::to_string(spec.vcpus) +
                                         " vCPUs");
-  const PodHost& h0 = spec.hosts[0];
-  auto link = net::TcpLink::connect(h0.host, h0.port,
-                                    {"shoal-cli", secret, std::chrono::milliseconds(5000)});
-  if (!link) return report_error(kExitVmmError, "host " + h0.name + ": " + link.error().message());
-  (*link)->watch_liveness(kControlLinkTimeout);
-  Host host{&h0, std::move(*link), {}, {}};
   const VcpuMove m{
       static_cast<uint32_t>(command.vcpu), static_cast<uint16_t>(to - spec.hosts.begin()), 0, {}};
-  auto r = ask(host, encode_vcpu_move(MessageType::kPodMove, m));
-  (void)host.link->send(Frame{MessageType::kBye, 0, {}});
-  if (!r) return report_error(kExitVmmError, r.error().message());
-  if (!r->ok) return report_error(kExitVmmError, r->text);
-  std::printf("%s\n", r->text.c_str());
-  return 0;
+  return ask_host0(spec, secret, encode_vcpu_move(MessageType::kPodMove, m));
 }
 
 }  // namespace
@@ -244,6 +263,14 @@ int control_pod(const PodControlCommand& command) {
 
   using Action = PodControlCommand::Action;
   if (command.action == Action::kMove) return move_vcpu(command, spec, *secret);
+  if (command.action == Action::kSnapshot) {
+    if (command.dir.size() > kMaxSnapshotDirBytes || command.dir.empty())
+      return report_error(kExitUsage,
+                          "DIR: a path of 1.." + std::to_string(kMaxSnapshotDirBytes) + " bytes");
+    // Each node writes on its own host: a relative path would mean each node's working directory.
+    const std::string dir = std::filesystem::absolute(command.dir).lexically_normal().string();
+    return ask_host0(spec, *secret, encode_pod_snapshot_request({command.stay_paused, dir}));
+  }
   std::vector<Host> hosts;
   int unreachable = 0;
   for (const auto& h : spec.hosts) {
@@ -261,7 +288,10 @@ int control_pod(const PodControlCommand& command) {
   }
   if (command.action == Action::kUp) {
     if (unreachable) return report_error(kExitVmmError, "not every host of the pod is reachable");
-    return pod_up(spec, *yaml, hosts);
+    const std::string dir =
+        command.dir.empty() ? ""
+                            : std::filesystem::absolute(command.dir).lexically_normal().string();
+    return pod_up(spec, *yaml, dir, hosts);
   }
   int failures = unreachable;
   for (auto& h : hosts) {

@@ -52,6 +52,15 @@ Status MachineCore::map_for_boot(const std::vector<uint64_t>& gpas) {
   return {};
 }
 
+std::vector<uint64_t> MachineCore::slot_gpas() const {
+  std::vector<uint64_t> gpas;
+  for (const auto& s : ram_slots_) {
+    auto some = s->created_gpas();
+    gpas.insert(gpas.end(), some.begin(), some.end());
+  }
+  return gpas;
+}
+
 Status MachineCore::create_vcpus(const std::vector<int>& ids, int total, const BootPlan& plan,
                                  const VcpuFinished& finished) {
   auto msrs = kvm_.msr_index_list();

@@ -58,6 +58,8 @@ class MachineCore {
   // fetches and page walks cannot take the lazy-slot MMIO path, so these exist before any
   // vCPU runs.
   Status map_for_boot(const std::vector<uint64_t>& gpas = {});
+  // A guest address in each KVM slot created so far.
+  std::vector<uint64_t> slot_gpas() const;
 
   using VcpuFinished = VcpuThread::Finished;
   // Creates vCPUs `ids` (of `total` in the guest), configured to start as `plan` says, each

@@ -1,6 +1,9 @@
 #include "memory/coherence.hpp"
 
 #include <algorithm>
+#include <string>
+
+#include "shoal/size.hpp"
 
 namespace shoal {
 
@@ -72,7 +75,7 @@ bool HomeDirectory::can_claim(uint64_t page) const {
 
 bool HomeDirectory::claim_uncached(uint64_t page, NodeId r) {
   if (!can_claim(page)) return false;
-  words_[page] = pack(State::kExclusive, r, 0, false);
+  set_word(page, pack(State::kExclusive, r, 0, false));
   return true;
 }
 
@@ -83,8 +86,69 @@ void HomeDirectory::self_copy_installed(uint64_t page) {
   if (transactions_.count(page)) return;
   const uint64_t w = words_[page];
   if (state_of(w) != State::kShared || !(sharers_of(w) & bit(self_))) return;
-  words_[page] = w | kSelfCopy;
+  set_word(page, w | kSelfCopy);
   home_copies_.erase(page);
+}
+
+std::vector<HomeDirectory::Record> HomeDirectory::records() const {
+  std::vector<Record> out;
+  auto walk = [&](bool skip_unbacked) {
+    out.clear();
+    words_.for_each_backed(
+        [&](uint64_t first, uint64_t end) {
+          for (uint64_t p = first; p < end; ++p)
+            if (const uint64_t w = words_[p]; w != 0)
+              out.push_back({p, state_of(w), owner_of(w), sharers_of(w), self_copy_of(w)});
+        },
+        skip_unbacked);
+  };
+  walk(true);
+  if (out.size() < entries_) walk(false);  // a swapped-out piece looked unbacked
+  return out;
+}
+
+std::vector<uint64_t> HomeDirectory::home_copy_pages() const {
+  std::vector<uint64_t> pages;
+  pages.reserve(home_copies_.size());
+  for (const auto& [page, data] : home_copies_) pages.push_back(page);
+  std::sort(pages.begin(), pages.end());
+  return pages;
+}
+
+const PageBytes* HomeDirectory::home_copy(uint64_t page) const {
+  auto it = home_copies_.find(page);
+  return it == home_copies_.end() ? nullptr : &it->second;
+}
+
+Status HomeDirectory::restore(const Record& r, size_t hosts) {
+  const std::string what = "home entry of page " + std::to_string(r.page);
+  if (r.page >= words_.size()) return Error(what + ": outside guest RAM");
+  if (words_[r.page] != 0) return Error(what + ": given twice");
+  const uint32_t pod_mask = hosts >= 32 ? ~0u : (1u << hosts) - 1;
+  switch (r.state) {
+    case State::kExclusive:
+      if (r.owner >= hosts)
+        return Error(what + ": owner " + std::to_string(r.owner) + " of " + std::to_string(hosts) +
+                     " hosts");
+      if (r.sharers != 0 || r.self_copy) return Error(what + ": exclusive with sharers");
+      break;
+    case State::kShared:
+      if (r.sharers == 0 || (r.sharers & ~pod_mask) != 0)
+        return Error(what + ": sharers " + format_hex(r.sharers) + " not in the pod");
+      if (r.owner != 0) return Error(what + ": shared with an owner");
+      if (r.self_copy && (r.sharers & bit(self_)) == 0)
+        return Error(what + ": a self copy on a host that does not share it");
+      break;
+    default:
+      return Error(what + ": state " + std::to_string(static_cast<int>(r.state)));
+  }
+  set_word(r.page, pack(r.state, r.owner, r.sharers, r.self_copy));
+  return {};
+}
+
+void HomeDirectory::restore_home_copy(uint64_t page, PageBytes data) {
+  if (std::any_of(data.begin(), data.end(), [](uint8_t b) { return b != 0; }))
+    home_copies_[page] = std::move(data);
 }
 
 std::vector<Msg> HomeDirectory::on_message(const Msg& m) {
@@ -104,7 +168,7 @@ std::vector<Msg> HomeDirectory::on_message(const Msg& m) {
       if (t != transactions_.end() || state_of(words_[m.page]) != State::kUncached) {
         out.push_back(Msg{Type::kDecline, m.page, self_, m.from});
       } else {
-        words_[m.page] = pack(State::kExclusive, m.from, 0, false);
+        set_word(m.page, pack(State::kExclusive, m.from, 0, false));
         out.push_back(
             Msg{Type::kGrant, m.page, self_, m.from, Access::kWrite, Msg::Payload::kZero});
       }
@@ -181,7 +245,7 @@ void HomeDirectory::finish(uint64_t page, std::vector<Msg>& out) {
 
 void HomeDirectory::complete(uint64_t page, Transaction& t, std::vector<Msg>& out) {
   if (!t.discard) return grant(page, t, out);
-  words_[page] = pack(State::kUncached, 0, 0, false);
+  set_word(page, pack(State::kUncached, 0, 0, false));
   home_copies_.erase(page);
   out.push_back(Msg{Type::kDiscardAck, page, self_, t.requester});
 }
@@ -233,10 +297,10 @@ void HomeDirectory::grant(uint64_t page, Transaction& t, std::vector<Msg>& out) 
   }
   home_copies_.erase(page);
   if (t.wanted == Access::kRead) {
-    words_[page] = pack(State::kShared, 0, sharers | bit(r), self_copy);
+    set_word(page, pack(State::kShared, 0, sharers | bit(r), self_copy));
     if (!self_copy && keep && !keep->empty()) home_copies_[page] = std::move(*keep);
   } else {
-    words_[page] = pack(State::kExclusive, r, 0, false);
+    set_word(page, pack(State::kExclusive, r, 0, false));
   }
   out.push_back(std::move(g));
 }

@@ -137,6 +137,26 @@ class HomeDirectory {
   size_t transactions_in_flight() const { return transactions_.size(); }
   size_t home_copies() const { return home_copies_.size(); }
 
+  // A settled entry (no transaction on it), as a pod snapshot stores it.
+  struct Record {
+    uint64_t page = 0;
+    State state = State::kUncached;
+    NodeId owner = 0;      // kExclusive
+    uint32_t sharers = 0;  // kShared: one bit per host
+    bool self_copy = false;
+  };
+  // Every entry that is not uncached, in page order. Only with no transaction in flight.
+  std::vector<Record> records() const;
+  // Pages whose shared data the home keeps (unmapped, or beside its mapped copy), in order.
+  std::vector<uint64_t> home_copy_pages() const;
+  const PageBytes* home_copy(uint64_t page) const;
+  // Restoring a snapshot into a fresh directory; `hosts`: the pod's size. Each record is
+  // checked (state, owner and sharers within the pod, self_copy only for a shared page this
+  // host shares) and names what is wrong.
+  Status restore(const Record& r, size_t hosts);
+  // An all-zero copy is not kept (zeros need none).
+  void restore_home_copy(uint64_t page, PageBytes data);
+
  private:
   struct Transaction {
     NodeId requester = 0;
@@ -159,9 +179,16 @@ class HomeDirectory {
   // Ends `t`: a grant, or for a discard the page back to dormant.
   void complete(uint64_t page, Transaction& t, std::vector<CoherenceMessage>& out);
 
+  // Every write of a word goes here, keeping entries_ in step.
+  void set_word(uint64_t page, uint64_t w) {
+    entries_ += (w != 0 ? 1 : 0) - (words_[page] != 0 ? 1 : 0);
+    words_[page] = w;
+  }
+
   NodeId self_ = 0;
   LocalPages* local_ = nullptr;
   SparseArray<uint64_t> words_;  // packed: see coherence.cc
+  uint64_t entries_ = 0;         // words that are not zero (records() checks it found all)
   std::unordered_map<uint64_t, Transaction> transactions_;
   std::unordered_map<uint64_t, PageBytes> home_copies_;  // never all-zero pages
 };

@@ -74,6 +74,17 @@ struct CoherentMemoryStats {
   std::atomic<uint64_t> prefetches_declined{0};  // of those, pages that were not dormant
 };
 
+// What one member holds of the pod's guest memory, as a pod snapshot stores it beside the
+// pages themselves (pod/pod_snapshot.hpp, docs/snapshot.md).
+struct CoherenceSnapshot {
+  std::vector<uint64_t> shared;              // pages mapped here read-only; other mapped
+                                             // pages are held exclusively
+  std::vector<HomeDirectory::Record> homes;  // every settled entry of the pages homed here
+  std::vector<uint64_t> home_copies;         // pages whose shared data the home keeps
+};
+
+class SnapshotFile;
+
 class CoherentMemory {
  public:
   static Result<std::unique_ptr<CoherentMemory>> create(uint8_t* base, uint64_t bytes,
@@ -114,6 +125,24 @@ class CoherentMemory {
   // another host, or one the fault thread is stuck serving here (0: none). The pod's
   // watchdog reads it: a vCPU waiting on guest memory waits in the kernel, unkillable.
   uint64_t stuck_ns();
+
+  // Pod snapshots (memory/coherent_memory_snapshot.cc). Quiet: nothing in flight here (no
+  // request, transaction, held or queued message, discard). With every vCPU of the pod
+  // paused, the pod is settled once every member is quiet and the pod's messages received
+  // equal those sent, the same in two rounds (pod/pod_snapshot.hpp).
+  struct Quiet {
+    bool quiet = false;
+    uint64_t sent = 0, received = 0;
+  };
+  Quiet quiet();
+  // Only while settled: this member's state, and in `pages` (in order) every page whose bytes
+  // the snapshot stores: those mapped here and the home copies; saved_page() reads each.
+  Result<CoherenceSnapshot> save(std::vector<uint64_t>& pages);
+  const uint8_t* saved_page(uint64_t page) const;
+  // A fresh member, before any vCPU of the pod runs: maps this host's pages from `file`,
+  // each with the access it had, and restores the home entries and copies (eagerly: a
+  // member's pages are all in before the pod resumes). `hosts`: the pod's size.
+  Status restore(const CoherenceSnapshot& s, const SnapshotFile& file, size_t hosts);
 
   static constexpr uint64_t kPageBytes = kPageSize;
 

@@ -99,4 +99,12 @@ void RamSlots::write(uint64_t offset, std::span<const uint8_t> data) {
   std::memcpy(host, data.data(), data.size());
 }
 
+std::vector<uint64_t> RamSlots::created_gpas() const {
+  std::lock_guard lock(mu_);
+  std::vector<uint64_t> gpas;
+  for (size_t i = 0; i < created_.size(); ++i)
+    if (created_[i]) gpas.push_back(base_gpa_ + slot_start(i));
+  return gpas;
+}
+
 }  // namespace shoal

@@ -40,6 +40,8 @@ class RamSlots : public BusDevice {
   void write(uint64_t offset, std::span<const uint8_t> data) override;
 
   uint64_t slots_created() const { return created_count_.load(); }
+  // The first guest address of each slot created so far (a pod snapshot records them).
+  std::vector<uint64_t> created_gpas() const;
   // One RamSlots per region of guest RAM, each inserted on `mmio` over its region.
   static Result<std::vector<std::shared_ptr<RamSlots>>> insert_all(Vm& vm, const GuestRam& ram,
                                                                    IoBus& mmio);
@@ -57,7 +59,7 @@ class RamSlots : public BusDevice {
   uint64_t bytes_;
   bool boot_slot_;  // region at GPA 0: slot 0 is the 64 MiB boot slot
   uint32_t first_slot_id_;
-  std::mutex mu_;
+  mutable std::mutex mu_;
   std::vector<bool> created_;
   std::atomic<uint64_t> created_count_{0};
 };

@@ -63,6 +63,10 @@ struct Classified {
   uint64_t mapped = 0, zero = 0, working_set = 0;
 };
 
+const uint8_t* page_bytes(const SnapshotInput& in, uint64_t page) {
+  return in.page_at ? in.page_at(page) : in.ram + page * kPage;
+}
+
 Result<Classified> classify(const SnapshotInput& in) {
   const uint64_t pages = in.ram_bytes / kPage;
   std::vector<uint64_t> zero_pages, data_pages;
@@ -75,7 +79,7 @@ Result<Classified> classify(const SnapshotInput& in) {
   }
   for (uint64_t p : listed) {
     if (p >= pages) return Error("snapshot: page " + std::to_string(p) + " is past guest RAM");
-    (all_zero(in.ram + p * kPage) ? zero_pages : data_pages).push_back(p);
+    (all_zero(page_bytes(in, p)) ? zero_pages : data_pages).push_back(p);
   }
   Classified c;
   c.mapped = zero_pages.size() + data_pages.size();
@@ -121,7 +125,7 @@ Result<Classified> classify(const SnapshotInput& in) {
 }  // namespace
 
 Result<SnapshotWriteStats> write_snapshot(const std::string& path, const SnapshotInput& in) {
-  if ((in.directory == nullptr && in.pages == nullptr) || in.ram == nullptr)
+  if ((in.directory == nullptr && in.pages == nullptr) || (in.ram == nullptr && !in.page_at))
     return Error("snapshot: no guest memory to save");
   if (in.state.size() > kMaxSnapshotStateBytes)
     return Error("snapshot: machine state of " + std::to_string(in.state.size()) + " bytes");
@@ -155,7 +159,7 @@ Result<SnapshotWriteStats> write_snapshot(const std::string& path, const Snapsho
   for (uint64_t first = 0; first < c->stored.size(); first += per) {
     const uint64_t n = std::min<uint64_t>(per, c->stored.size() - first);
     for (uint64_t i = 0; i < n; ++i)
-      std::memcpy(raw.data() + i * kPage, in.ram + c->stored[first + i] * kPage, kPage);
+      std::memcpy(raw.data() + i * kPage, page_bytes(in, c->stored[first + i]), kPage);
     const int raw_bytes = static_cast<int>(n * kPage);
     const int z = LZ4_compress_default(reinterpret_cast<const char*>(raw.data()),
                                        reinterpret_cast<char*>(packed.data()), raw_bytes,

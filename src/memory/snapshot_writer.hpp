@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -22,6 +23,8 @@ struct SnapshotInput {
   // Instead of the directory: exactly these pages, each read from `ram` (zero ones become zero
   // extents). A replica's journal: the pages dirtied in one interval.
   const std::vector<uint64_t>* pages = nullptr;
+  // Where each page's bytes are, when not at `ram` (a pod member's home copies are elsewhere).
+  std::function<const uint8_t*(uint64_t page)> page_at;
   uint32_t vcpus = 0;
   std::vector<uint8_t> state;         // the machine's state, opaque here
   std::vector<uint64_t> working_set;  // pages to store first (any order; dormant ones ignored)

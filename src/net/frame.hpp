@@ -51,16 +51,19 @@ enum class MessageType : uint16_t {
   kPodRun = 83,      // boot plan; start this host's vCPUs
   kPodStop = 84,
   kPodStatus = 85,
-  kPodReply = 86,  // u8 ok, then text (or, for kPodLoad, the boot plan)
-  kConsole = 87,   // guest console bytes (host 0 to the `pod up` that started the pod)
-  kPodExit = 88,   // i32 exit code, u8 failed, then the reason
-  kPodMove = 89,   // (to host 0) move a vCPU to another host (pod/pod_messages.hpp)
+  kPodReply = 86,     // u8 ok, then text (or, for kPodLoad, the boot plan)
+  kConsole = 87,      // guest console bytes (host 0 to the `pod up` that started the pod)
+  kPodExit = 88,      // i32 exit code, u8 failed, then the reason
+  kPodMove = 89,      // (to host 0) move a vCPU to another host (pod/pod_messages.hpp)
+  kPodSnapshot = 90,  // (to host 0) snapshot the pod into a directory (pod/pod_snapshot.hpp)
   // Between the members of a pod.
-  kMeshJoin = 96,     // u16 host index, then the pod name
-  kPodLeave = 97,     // this member is stopping: i32 exit code, u8 failed, reason
-  kVcpuMigrate = 98,  // host 0 -> a vCPU's host: pause it and send it on (docs/vcpu-migration.md)
-  kVcpuArrive = 99,   // the vCPU's saved state, to the host it moves to
-  kVcpuPlaced = 100,  // to every member: the vCPU runs here now (the location table)
+  kMeshJoin = 96,       // u16 host index, then the pod name
+  kPodLeave = 97,       // this member is stopping: i32 exit code, u8 failed, reason
+  kVcpuMigrate = 98,    // host 0 -> a vCPU's host: pause it and send it on (docs/vcpu-migration.md)
+  kVcpuArrive = 99,     // the vCPU's saved state, to the host it moves to
+  kVcpuPlaced = 100,    // to every member: the vCPU runs here now (the location table)
+  kSnapshotStep = 101,  // host 0 -> every member: a pod snapshot's next step
+  kSnapshotStepDone = 102,  // a member -> host 0: the step's outcome
 };
 
 struct Frame {

@@ -149,6 +149,7 @@ void NodeService::serve(std::shared_ptr<net::TcpLink> link) {
       case MessageType::kPodStop:
       case MessageType::kPodStatus:
       case MessageType::kPodMove:
+      case MessageType::kPodSnapshot:
         reply = pod_request(*f);
         break;
       default:
@@ -187,6 +188,7 @@ net::Frame NodeService::start_pod(const net::Frame& request,
   PodMemberConfig c;
   c.spec = std::move(*parsed.spec);
   c.self = start->host_index;
+  c.restore_dir = start->restore_dir;
   c.identity = net::LinkIdentity{config_.name, config_.secret, std::chrono::milliseconds(5000)};
   const std::string name = c.spec.name;
   c.console = [client](const std::string& text) {
@@ -234,6 +236,11 @@ net::Frame NodeService::pod_request(const net::Frame& request) {
     case MessageType::kPodMove: {
       auto m = decode_vcpu_move(request);
       auto r = m ? pod->move_vcpu(m->vcpu, m->host) : Result<std::string>(m.error());
+      return encode_pod_reply({r.ok(), r ? *r : r.error().message()});
+    }
+    case MessageType::kPodSnapshot: {
+      auto req = decode_pod_snapshot_request(request);
+      auto r = req ? pod->snapshot(req->dir, req->stay_paused) : Result<std::string>(req.error());
       return encode_pod_reply({r.ok(), r ? *r : r.error().message()});
     }
     case MessageType::kPodStop:

@@ -60,6 +60,9 @@ Result<std::unique_ptr<PodMember>> PodMember::create(PodMemberConfig config) {
           },
           [self](NodeId from, net::MessageType type, VcpuMove m) {
             self->mover_->deliver(from, type, std::move(m));
+          },
+          [self](NodeId from, net::MessageType type, SnapshotStep step) {
+            self->snapshotter_->deliver(from, type, std::move(step));
           }},
       std::chrono::milliseconds(spec.failure_timeout_ms));
 
@@ -104,6 +107,14 @@ Result<std::unique_ptr<PodMember>> PodMember::create(PodMemberConfig config) {
       [self](const Error& e) {
         self->stop({1, true, e.message()});
       });
+  m->snapshotter_ = std::make_unique<PodSnapshotter>(
+      m->config_.self, names, *m->mesh_,
+      PodSnapshotter::Member{[self] { return self->pause_here(); }, [self] { self->resume_here(); },
+                             [self] { return self->memory_->quiet(); },
+                             [self] { return self->core_->slot_gpas(); },
+                             [self](const std::string& dir, const std::vector<uint64_t>& slots) {
+                               return self->save_snapshot(dir, slots);
+                             }});
   SHOAL_TRY(m->build_devices(), "devices");
   if (m->config_.self == 0) m->device_thread_ = std::thread([self] { self->device_loop(); });
   m->monitor_ = std::thread([self] { self->monitor(); });
@@ -213,6 +224,7 @@ bool PodMember::attach(NodeId from, std::shared_ptr<net::Link> link) {
 }
 
 Result<BootPlan> PodMember::load() {
+  if (!config_.restore_dir.empty()) return restore();
   const PodSpec& spec = config_.spec;
   // The loader's writes are faults like any other: pages homed elsewhere are fetched from
   // their homes, so the mesh must be up.
@@ -224,6 +236,7 @@ Result<BootPlan> PodMember::load() {
 }
 
 Status PodMember::run(const BootPlan& plan) {
+  if (restored_) return run_restored(plan);
   // The entry point and boot structures are on host 0's pages; their slots must exist here too.
   SHOAL_TRY(core_->map_for_boot({0, plan.entry, plan.boot_info}), "");
   // Under mu_: the monitor stops the vCPUs once the outcome is decided, so they are either
@@ -242,6 +255,13 @@ Status PodMember::run(const BootPlan& plan) {
 }
 
 Result<std::string> PodMember::move_vcpu(uint32_t vcpu, NodeId to) {
+  std::lock_guard lock(control_mu_);
+  {
+    // A vCPU that arrives somewhere resumes there: a paused pod (`pod snapshot --stop`) stays
+    // as it was saved.
+    std::lock_guard state_lock(mu_);
+    if (state_ == "paused") return Error("the pod is paused (by `pod snapshot --stop`)");
+  }
   return mover_->move(vcpu, to, std::chrono::seconds(10));
 }
 
@@ -296,9 +316,10 @@ void PodMember::monitor() {
     notice.reason = "host " + me().name + ": " + outcome.reason;
   mesh_->broadcast(encode_pod_outcome(net::MessageType::kPodLeave, notice));
   core_->command_vcpus(VcpuCommand::kStop);
-  memory_->stop();  // also ends a discard waiting for acks on the device thread
-  mesh_->close();   // also fails forwarded accesses still waiting; no more device work
-  mover_->stop();   // its pause of a vCPU ends with the vCPU's stop; it creates no more vCPUs
+  memory_->stop();       // also ends a discard waiting for acks on the device thread
+  mesh_->close();        // also fails forwarded accesses still waiting; no more device work
+  mover_->stop();        // its pause of a vCPU ends with the vCPU's stop; it creates no more vCPUs
+  snapshotter_->stop();  // as the mover's: its pause ends once the outcome is decided
   stop_device_thread();
   core_->stop_vcpus();
   flush_console();

@@ -22,6 +22,8 @@
 #include "memory/coherent_memory.hpp"
 #include "net/tcp_link.hpp"
 #include "pod/pod_mesh.hpp"
+#include "pod/pod_snapshot.hpp"
+#include "pod/pod_snapshot_state.hpp"
 #include "pod/pod_spec.hpp"
 #include "pod/vcpu_mover.hpp"
 #include "shoal/first_outcome.hpp"
@@ -36,6 +38,8 @@ struct PodMemberConfig {
   std::function<void(const std::string&)> console;
   // Called once, on the member's monitor thread, after everything of the pod has stopped.
   std::function<void(const PodOutcome&)> finished;
+  // `pod up --restore DIR`: every member's load() restores DIR/<its name>.snap instead.
+  std::string restore_dir;
 };
 
 class PodMember {
@@ -50,10 +54,13 @@ class PodMember {
   Status connect_mesh();
   bool attach(NodeId from, std::shared_ptr<net::Link> link);
   // Host 0: loads the guest into (coherent) RAM; the plan is what every member's vCPUs need.
+  // Restoring, every member: restores its snapshot file (the plan is the one saved).
   Result<BootPlan> load();
   Status run(const BootPlan& plan);
   // Host 0: moves a running vCPU to host `to` (`shoal pod move`; pod/vcpu_mover.hpp).
   Result<std::string> move_vcpu(uint32_t vcpu, NodeId to);
+  // Host 0: snapshots the pod into `dir` (`shoal pod snapshot`; pod/pod_snapshot.hpp).
+  Result<std::string> snapshot(const std::string& dir, bool stay_paused);
   // Stops the pod (idempotent, any thread); `outcome` is what is reported.
   void stop(const PodOutcome& outcome);
   bool stopped() const { return outcome_.decided(); }
@@ -71,6 +78,13 @@ class PodMember {
   void write_console(uint8_t byte);
   void flush_console();
   void monitor();
+  // Pod snapshots (pod/pod_member_snapshot.cc).
+  Status pause_here();
+  void resume_here();
+  Result<std::string> save_snapshot(const std::string& dir, const std::vector<uint64_t>& slots);
+  Result<BootPlan> restore();
+  Status run_restored(const BootPlan& plan);
+  VcpuThread* vcpu_thread(uint32_t id);
 
   PodMemberConfig config_;
   const PodHost& me() const { return config_.spec.hosts[config_.self]; }
@@ -80,6 +94,9 @@ class PodMember {
   std::unique_ptr<PodMesh> mesh_;
   std::unique_ptr<CoherentMemory> memory_;
   std::unique_ptr<VcpuMover> mover_;  // after the mesh and the core it uses; stopped first
+  std::unique_ptr<PodSnapshotter> snapshotter_;  // as the mover
+  std::mutex control_mu_;                        // host 0: a move and a snapshot never overlap
+  std::optional<PodMemberState> restored_;       // load() restored a snapshot; run() uses it
   std::string state_ = "created";
 
   // Host 0: other hosts' device exits, served on the device thread (never on a link reader).

@@ -170,6 +170,18 @@ void PodMesh::read_loop(NodeId from, net::Link* link) {
         handlers_.vcpu(from, f->type, std::move(*m));
         break;
       }
+      case MessageType::kSnapshotStep:
+      case MessageType::kSnapshotStepDone: {
+        auto step = decode_snapshot_step(*f);
+        if (!step || !handlers_.snapshot) {
+          handlers_.lost(
+              from, step ? Error("a snapshot step sent to a mesh that takes none") : step.error());
+          link->close();
+          return;
+        }
+        handlers_.snapshot(from, f->type, std::move(*step));
+        break;
+      }
       case MessageType::kPodLeave: {
         auto o = decode_pod_outcome(*f);
         handlers_.leave(from, o ? *o : PodOutcome{1, true, "left with a garbled notice"});

@@ -30,6 +30,8 @@ class PodMesh : public CoherenceTransport {
     // A vCPU moving (kVcpuMigrate, kVcpuArrive, kVcpuPlaced; pod/vcpu_mover.hpp). Without
     // one, such a message ends the link as an unexpected one.
     std::function<void(NodeId from, net::MessageType, VcpuMove)> vcpu;
+    // A pod snapshot's steps (kSnapshotStep, kSnapshotStepDone; pod/pod_snapshot.hpp).
+    std::function<void(NodeId from, net::MessageType, SnapshotStep)> snapshot;
   };
 
   // A link silent for `failure_timeout` is lost (heartbeats, net/link.hpp).

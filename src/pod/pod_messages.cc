@@ -20,16 +20,26 @@ Error bad(const char* what, const std::string& why) {
 }  // namespace
 
 Frame encode_pod_start(const PodStart& s) {
-  return Frame{
-      MessageType::kPodStart, 0,
-      WireWriter().put<uint16_t>(s.host_index).put<uint16_t>(0).put_string(s.spec_yaml).take()};
+  return Frame{MessageType::kPodStart, 0,
+               WireWriter()
+                   .put<uint16_t>(s.host_index)
+                   .put<uint16_t>(static_cast<uint16_t>(s.restore_dir.size()))
+                   .put_string(s.restore_dir)
+                   .put_string(s.spec_yaml)
+                   .take()};
 }
 
 Result<PodStart> decode_pod_start(const Frame& f) {
   WireReader r(f.payload);
   PodStart s;
-  uint16_t zero = 0;
-  if (!r.get(s.host_index) || !r.get(zero)) return bad("pod start", "shorter than its header");
+  uint16_t dir_bytes = 0;
+  if (!r.get(s.host_index) || !r.get(dir_bytes)) return bad("pod start", "shorter than its header");
+  if (dir_bytes > kMaxSnapshotDirBytes)
+    return bad("pod start", "restore directory of " + std::to_string(dir_bytes) + " bytes");
+  s.restore_dir.resize(dir_bytes);
+  if (!r.get_bytes(s.restore_dir.data(), dir_bytes)) return bad("pod start", "truncated directory");
+  if (s.restore_dir.find('\0') != std::string::npos)
+    return bad("pod start", "restore directory holds a NUL");
   s.spec_yaml = r.rest();
   return s;
 }
@@ -167,6 +177,72 @@ Result<VcpuMove> decode_vcpu_move(const Frame& f) {
   m.state.resize(state_bytes);
   if (!r.get_bytes(m.state.data(), state_bytes)) return bad("vcpu move", "truncated state");
   return m;
+}
+
+Frame encode_pod_snapshot_request(const PodSnapshotRequest& r) {
+  return Frame{MessageType::kPodSnapshot, 0,
+               WireWriter()
+                   .put<uint8_t>(r.stay_paused ? 1 : 0)
+                   .put<uint8_t>(0)
+                   .put<uint16_t>(0)
+                   .put_string(r.dir)
+                   .take()};
+}
+
+Result<PodSnapshotRequest> decode_pod_snapshot_request(const Frame& f) {
+  if (f.type != MessageType::kPodSnapshot)
+    return bad("pod snapshot", "got message type " + std::to_string(static_cast<int>(f.type)));
+  WireReader r(f.payload);
+  uint8_t paused = 0, zero8 = 0;
+  uint16_t zero16 = 0;
+  if (!r.get(paused) || !r.get(zero8) || !r.get(zero16)) return bad("pod snapshot", "too short");
+  if (paused > 1) return bad("pod snapshot", "stay paused " + std::to_string(paused));
+  PodSnapshotRequest req{paused == 1, r.rest()};
+  if (req.dir.empty() || req.dir.size() > kMaxSnapshotDirBytes)
+    return bad("pod snapshot", "directory of " + std::to_string(req.dir.size()) + " bytes");
+  if (req.dir.find('\0') != std::string::npos) return bad("pod snapshot", "directory holds a NUL");
+  return req;
+}
+
+Frame encode_snapshot_step(MessageType type, const SnapshotStep& s) {
+  WireWriter w;
+  w.put(static_cast<uint8_t>(s.phase))
+      .put<uint8_t>(s.ok ? 1 : 0)
+      .put<uint8_t>(s.quiet ? 1 : 0)
+      .put<uint8_t>(0)
+      .put(s.id)
+      .put(s.sent)
+      .put(s.received)
+      .put(static_cast<uint32_t>(s.slot_gpas.size()));
+  for (uint64_t g : s.slot_gpas) w.put(g);
+  w.put_string(s.text);
+  return Frame{type, 0, w.take()};
+}
+
+Result<SnapshotStep> decode_snapshot_step(const Frame& f) {
+  if (f.type != MessageType::kSnapshotStep && f.type != MessageType::kSnapshotStepDone)
+    return bad("snapshot step", "got message type " + std::to_string(static_cast<int>(f.type)));
+  WireReader r(f.payload);
+  SnapshotStep s;
+  uint8_t phase = 0, ok = 0, quiet = 0, zero = 0;
+  uint32_t slots = 0;
+  if (!r.get(phase) || !r.get(ok) || !r.get(quiet) || !r.get(zero) || !r.get(s.id) ||
+      !r.get(s.sent) || !r.get(s.received) || !r.get(slots))
+    return bad("snapshot step", "shorter than its header");
+  if (phase < 1 || phase > 4) return bad("snapshot step", "phase " + std::to_string(phase));
+  if (ok > 1 || quiet > 1) return bad("snapshot step", "bad flags");
+  if (slots > kMaxSnapshotStepSlots || slots > f.payload.size() / sizeof(uint64_t))
+    return bad("snapshot step", std::to_string(slots) + " slots");
+  s.phase = static_cast<SnapshotStep::Phase>(phase);
+  s.ok = ok == 1;
+  s.quiet = quiet == 1;
+  s.slot_gpas.resize(slots);
+  for (uint64_t& g : s.slot_gpas)
+    if (!r.get(g)) return bad("snapshot step", "truncated slots");
+  s.text = r.rest();
+  if (s.text.size() > kMaxSnapshotStepText)
+    return bad("snapshot step", "text of " + std::to_string(s.text.size()) + " bytes");
+  return s;
 }
 
 }  // namespace shoal

@@ -1,7 +1,8 @@
 // Payloads of the pod's control and member-to-member frames (net/frame.hpp, kPod* types).
 // Each decoder checks sizes and ranges and names what was wrong.
 //
-//   kPodStart       u16 host index, u16 0, then the pod spec's YAML text
+//   kPodStart       u16 host index, u16 n, n bytes of restore directory (none: a fresh boot),
+//                   then the pod spec's YAML text
 //   kPodReply       u8 ok, then a message
 //   kPodExit/Leave  i32 exit code, u8 failed, then the reason
 //   kPodRun / the kPodLoad reply
@@ -14,6 +15,11 @@
 //                   u32 vCPU, u16 host (the destination; for kVcpuArrive the source), u16 0,
 //                   u64 location version, then (kVcpuArrive only) the vCPU's saved state
 //                   (kvm/vcpu_state.hpp's encoding, at most kMaxVcpuStateBytes)
+//   kPodSnapshot    u8 stay paused, u8 0, u16 0, then the directory
+//   kSnapshotStep, kSnapshotStepDone
+//                   u8 phase, u8 ok, u8 quiet, u8 0, u32 id, u64 messages sent, u64 received,
+//                   u32 n, n u64 guest addresses (KVM slots), then a text (the directory, or
+//                   what the step did, or why it failed)
 #pragma once
 
 #include <chrono>
@@ -32,6 +38,7 @@ namespace shoal {
 struct PodStart {
   uint16_t host_index = 0;
   std::string spec_yaml;
+  std::string restore_dir;  // `pod up --restore DIR`: each member restores its file there
 };
 net::Frame encode_pod_start(const PodStart& s);
 Result<PodStart> decode_pod_start(const net::Frame& f);
@@ -93,5 +100,29 @@ net::Frame encode_vcpu_move(net::MessageType type, const VcpuMove& m);
 // Checks the type is one of the four, the vCPU and host ranges, and that only kVcpuArrive
 // carries a state (its size within kMaxVcpuStateBytes; its contents are decode_vcpu_state's).
 Result<VcpuMove> decode_vcpu_move(const net::Frame& f);
+
+struct PodSnapshotRequest {
+  bool stay_paused = false;
+  std::string dir;
+};
+inline constexpr size_t kMaxSnapshotDirBytes = 4096;
+net::Frame encode_pod_snapshot_request(const PodSnapshotRequest& r);
+Result<PodSnapshotRequest> decode_pod_snapshot_request(const net::Frame& f);
+
+// One step of a pod snapshot (pod/pod_snapshot.hpp): host 0's order, and each member's answer.
+struct SnapshotStep {
+  enum class Phase : uint8_t { kPause = 1, kSettle = 2, kSave = 3, kResume = 4 };
+  Phase phase = Phase::kPause;
+  bool ok = true;
+  bool quiet = false;               // kSettle's answer
+  uint32_t id = 0;                  // matches an answer to its order
+  uint64_t sent = 0, received = 0;  // kSettle's answer: coherence messages so far
+  std::vector<uint64_t> slot_gpas;  // kPause's answer; kSave's order: every member's
+  std::string text;
+};
+inline constexpr size_t kMaxSnapshotStepSlots = 1 << 16;
+inline constexpr size_t kMaxSnapshotStepText = 16 * 1024;
+net::Frame encode_snapshot_step(net::MessageType type, const SnapshotStep& s);
+Result<SnapshotStep> decode_snapshot_step(const net::Frame& f);
 
 }  // namespace shoal

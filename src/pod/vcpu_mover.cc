@@ -230,4 +230,34 @@ uint64_t VcpuMover::version() const {
   return version_;
 }
 
+std::optional<BootPlan> VcpuMover::plan() const {
+  std::lock_guard lock(mu_);
+  return plan_;
+}
+
+std::pair<std::vector<NodeId>, uint64_t> VcpuMover::table() const {
+  std::lock_guard lock(mu_);
+  return {host_of_vcpu_, version_};
+}
+
+Status VcpuMover::restore_table(const std::vector<NodeId>& host_of_vcpu, uint64_t version) {
+  std::lock_guard lock(mu_);
+  if (host_of_vcpu.size() != host_of_vcpu_.size())
+    return Error("location table: " + std::to_string(host_of_vcpu.size()) + " vCPUs, the pod has " +
+                 std::to_string(host_of_vcpu_.size()));
+  std::vector<int> here(config_.capacity.size(), 0);
+  for (size_t v = 0; v < host_of_vcpu.size(); ++v) {
+    const NodeId h = host_of_vcpu[v];
+    if (h >= config_.capacity.size())
+      return Error("location table: vcpu " + std::to_string(v) + " on host " + std::to_string(h));
+    if (++here[h] > config_.capacity[h])
+      return Error("location table: host " + config_.host_names[h] + " would run " +
+                   std::to_string(here[h]) + " vCPUs, more than its most");
+  }
+  host_of_vcpu_ = host_of_vcpu;
+  version_of_vcpu_.assign(host_of_vcpu_.size(), version);
+  version_ = version;
+  return {};
+}
+
 }  // namespace shoal

@@ -63,6 +63,11 @@ class VcpuMover {
   std::string describe() const;
   std::vector<uint32_t> vcpus_here() const;
   uint64_t version() const;
+  // For a pod snapshot: the plan and the location table with its version; and, restoring one
+  // into a fresh pod before any vCPU runs, the table as it was saved.
+  std::optional<BootPlan> plan() const;
+  std::pair<std::vector<NodeId>, uint64_t> table() const;
+  Status restore_table(const std::vector<NodeId>& host_of_vcpu, uint64_t version);
 
  private:
   struct Work {

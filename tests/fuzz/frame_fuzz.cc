@@ -1,6 +1,6 @@
 // libFuzzer target: the frame decoder, coherence message decoding, every pod control and
-// member-to-member payload decoder (pod/pod_messages.hpp, the vCPU moves included), the
-// sealed-frame opener, and a server-side handshake on arbitrary bytes.
+// member-to-member payload decoder (pod/pod_messages.hpp, the vCPU moves and pod snapshot
+// steps included), the sealed-frame opener, and a server-side handshake on arbitrary bytes.
 #include <cstddef>
 #include <cstdint>
 
@@ -30,6 +30,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       (void)shoal::decode_pod_outcome(*f);
       (void)shoal::decode_boot_plan(*f);
       (void)shoal::decode_mesh_join(*f);
+      if (auto r = shoal::decode_pod_snapshot_request(*f);
+          r.ok() && (r->dir.empty() || r->dir.size() > shoal::kMaxSnapshotDirBytes))
+        __builtin_trap();
+      if (auto s = shoal::decode_snapshot_step(*f);
+          s.ok() && (s->slot_gpas.size() > shoal::kMaxSnapshotStepSlots ||
+                     s->text.size() > shoal::kMaxSnapshotStepText))
+        __builtin_trap();
       if (auto m = shoal::decode_vcpu_move(*f);
           m.ok() && (m->vcpu >= shoal::kMaxPodVcpus || m->state.size() > shoal::kMaxVcpuStateBytes))
         __builtin_trap();

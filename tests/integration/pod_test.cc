@@ -6,82 +6,16 @@
 
 #include <cstdlib>
 
-#include "support/cluster.hpp"
-#include "support/kvm_available.hpp"
-#include "support/process.hpp"
+#include "support/pod_cluster.hpp"
+#include "support/sanitized.hpp"
 
 namespace shoal::test {
 namespace {
 
-using std::chrono::seconds;
-
-#define SHOAL_REQUIRE_POD_HOSTS() \
-  do {                            \
-    SHOAL_REQUIRE_NETNS();        \
-    SHOAL_REQUIRE_KVM();          \
-  } while (0)
-
-const std::string& secret() {
-  static const std::string path =
-      write_temp_file("pod.secret", "pod-test-secret-0123456789abcdef\n");
-  return path;
-}
-
-#if defined(__SANITIZE_ADDRESS__)
-constexpr bool kSanitized = true;
-#elif defined(__has_feature)
-constexpr bool kSanitized = __has_feature(address_sanitizer);
-#else
-constexpr bool kSanitized = false;
-#endif
-
-// The emulated test machine runs everything ~50x slower, and the sanitized build ~3x with 32
-// nodes on 2 cores: a heartbeat can be late there by more than a second without any host being
-// gone.
-const char* failure_timeout() {
-  if (std::getenv("SHOAL_TEST_VM")) return "10s";
-  return kSanitized ? "5s" : "1s";
-}
-
-// A pod of `hosts` hosts with `vcpus_each` vCPUs each, `memory_mib` of guest memory split
-// evenly, and a zero pool of `pool` per host.
-std::string spec(int hosts, const std::string& cmdline, int vcpus_each = 2, int memory_mib = 256,
-                 const std::string& pool = "8M") {
-  std::string s =
-      "apiVersion: shoal/v1\nkind: Pod\nmetadata: {name: podtest}\nspec:\n"
-      "  guest: {kernel: " SHOAL_TEST_GUEST ", cmdline: \"" +
-      cmdline + "\"}\n  memory: " + std::to_string(memory_mib) +
-      "M\n  vcpus: " + std::to_string(vcpus_each * hosts) +
-      "\n  transport: tcp\n  secretFile: " + secret() + "\n  failureTimeout: " + failure_timeout() +
-      "\n  hosts:\n";
-  for (int i = 0; i < hosts; ++i) {
-    const int first = vcpus_each * i, last = first + vcpus_each - 1;
-    const std::string vcpus =
-        std::to_string(first) + (last > first ? "-" + std::to_string(last) : "");
-    s += "    - {name: h" + std::to_string(i) + ", address: \"127.77.0." + std::to_string(i + 1) +
-         ":7100\", vcpus: \"" + vcpus + "\", memory: even, zeroPool: " + pool + "}\n";
-  }
-  return write_temp_file(
-      "pod-" + std::to_string(hosts) + "x" + std::to_string(vcpus_each) + ".yaml", s);
-}
-
-// Runs `script` (bash) in host 0's namespace of a fresh cluster; $SPEC is the pod spec.
-ProcessResult in_cluster(int hosts, const std::string& spec_path, const std::string& script,
-                         std::vector<std::string> env = {}) {
-  std::vector<std::string> argv = {"/usr/bin/env", "SHOAL_BIN=" SHOAL_BINARY};
-  argv.insert(argv.end(), env.begin(), env.end());
-  for (const std::string& a :
-       {std::string(SHOAL_SOURCE_DIR "/scripts/netns-cluster"), std::to_string(hosts), secret(),
-        std::string("--"), std::string("/usr/bin/env"), "SPEC=" + spec_path,
-        std::string("SHOAL=" SHOAL_BINARY), std::string("bash"), std::string("-c"), script})
-    argv.push_back(a);
-  return run_process(argv, seconds(120));
-}
-
 TEST(Pod, TwoAndThreeHostsCountExactlyOneMillion) {
   SHOAL_REQUIRE_POD_HOSTS();
   for (int hosts : {2, 3}) {
-    auto r = in_cluster(hosts, spec(hosts, "counter-total 1000000"), "$SHOAL pod up $SPEC");
+    auto r = in_cluster(hosts, pod_spec(hosts, "counter-total 1000000"), "$SHOAL pod up $SPEC");
     EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
     EXPECT_NE(r.out.find("counter vcpus=" + std::to_string(2 * hosts) +
                          " total=1000000 expected=1000000"),
@@ -102,7 +36,7 @@ TEST(Pod, ThirtyTwoHostsCountExactlyAndStopInOrder) {
   // stop: members that got the leave notice once closed their links before the others had
   // read it, and those reported `lost host ...: peer closed the connection`.
   auto r =
-      in_cluster(32, spec(32, "counter-total 1000000", 1, 8 * 32, "2M"), "$SHOAL pod up $SPEC");
+      in_cluster(32, pod_spec(32, "counter-total 1000000", 1, 8 * 32, "2M"), "$SHOAL pod up $SPEC");
   EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
   EXPECT_NE(r.out.find("counter vcpus=32 total=1000000 expected=1000000"), std::string::npos)
       << r.out << r.err;
@@ -118,7 +52,7 @@ TEST(Pod, DiscardedPagesReadAsZeroOnEveryHomeAndRefault) {
   // vCPU 0 (host h0) fills 16..136 MiB: pages homed on h0 (below 128 MiB) and on h1. The
   // discard sends each page to its home, which takes every copy away; the guest then reads
   // zeros and fills the range again from the pools.
-  auto r = in_cluster(2, spec(2, "discard 120"), "$SHOAL pod up $SPEC");
+  auto r = in_cluster(2, pod_spec(2, "discard 120"), "$SHOAL pod up $SPEC");
   EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
   EXPECT_NE(r.out.find("discard mib=120 nonzero-after-discard=0 bad=0"), std::string::npos)
       << r.out << r.err;
@@ -129,7 +63,7 @@ TEST(Pod, HandOffSeesEveryValueAndChecksumsAgreeAcrossHosts) {
   // Inside the emulated test machine (scripts/test-vm sets SHOAL_TEST_VM) a hand-off costs
   // ~350 ms of emulated time against ~5 ms here: 30 rounds there took 42 s, 300 would take 7 min.
   const int rounds = std::getenv("SHOAL_TEST_VM") ? 30 : 300;
-  auto r = in_cluster(2, spec(2, "handoff " + std::to_string(rounds)), "$SHOAL pod up $SPEC");
+  auto r = in_cluster(2, pod_spec(2, "handoff " + std::to_string(rounds)), "$SHOAL pod up $SPEC");
   EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
   EXPECT_NE(r.out.find("handoff vcpus=4 values=" + std::to_string(4 * rounds) + " bad=0"),
             std::string::npos)
@@ -140,7 +74,7 @@ TEST(Pod, HandOffSeesEveryValueAndChecksumsAgreeAcrossHosts) {
 TEST(Pod, StatusAndDownWorkFromAnotherProcess) {
   SHOAL_REQUIRE_POD_HOSTS();
   // A hand-off long enough to still be running when `down` comes.
-  auto r = in_cluster(2, spec(2, "handoff 10000000"),
+  auto r = in_cluster(2, pod_spec(2, "handoff 10000000"),
                       "$SHOAL pod up $SPEC & up=$!; sleep 3; $SHOAL pod status $SPEC; "
                       "$SHOAL pod down $SPEC; wait $up; echo up-exit=$?; $SHOAL pod status $SPEC");
   EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
@@ -154,7 +88,7 @@ TEST(Pod, StatusAndDownWorkFromAnotherProcess) {
 
 TEST(Pod, LosingAMemberStopsThePodOnEveryHost) {
   SHOAL_REQUIRE_POD_HOSTS();
-  auto r = in_cluster(3, spec(3, "handoff 10000000"),
+  auto r = in_cluster(3, pod_spec(3, "handoff 10000000"),
                       "$SHOAL pod up $SPEC & up=$!; sleep 3; "
                       "ip netns pids $SHOAL_NETNS_PREFIX-h1 | xargs kill -9; "
                       "wait $up; echo up-exit=$?; $SHOAL pod status $SPEC");
@@ -171,7 +105,7 @@ TEST(Pod, APartitionedMemberIsLostWithinTheFailureTimeout) {
   // h1's interface goes down mid-run: no FIN, no RST, only silence. Every other member and
   // `pod up` notice it by the missing heartbeats (spec.failureTimeout, 1 s by default).
   auto r =
-      in_cluster(3, spec(3, "handoff 10000000"),
+      in_cluster(3, pod_spec(3, "handoff 10000000"),
                  "$SHOAL pod up $SPEC & up=$!; sleep 3; t0=$EPOCHREALTIME; "
                  "ip -n $SHOAL_NETNS_PREFIX-h1 link set eth0 down; wait $up; echo up-exit=$?; "
                  "echo took-ms=$(( (${EPOCHREALTIME/./} - ${t0/./}) / 1000 )); "
@@ -179,7 +113,7 @@ TEST(Pod, APartitionedMemberIsLostWithinTheFailureTimeout) {
   EXPECT_FALSE(r.timed_out) << r.out << r.err;
   EXPECT_NE(r.out.find("up-exit=1"), std::string::npos) << r.out << r.err;
   EXPECT_NE(r.err.find("lost host h1: "), std::string::npos) << r.err;
-  const std::string timeout = failure_timeout();  // "1s" -> "1.0 s"
+  const std::string timeout = pod_failure_timeout();  // "1s" -> "1.0 s"
   EXPECT_NE(r.err.find("no heartbeat for " + timeout.substr(0, timeout.size() - 1) + ".0 s"),
             std::string::npos)
       << r.err;
@@ -202,7 +136,7 @@ TEST(Pod, APartitionedMemberIsLostWithinTheFailureTimeout) {
 TEST(Pod, NodeWithTheWrongSecretIsRefusedAndNothingStarts) {
   SHOAL_REQUIRE_POD_HOSTS();
   const auto wrong = write_temp_file("wrong.secret", "a-different-secret-entirely-42\n");
-  auto r = in_cluster(2, spec(2, "counter-total 1000"),
+  auto r = in_cluster(2, pod_spec(2, "counter-total 1000"),
                       "$SHOAL pod up $SPEC; echo up-exit=$?; $SHOAL pod status $SPEC",
                       {"SHOAL_NODE1_SECRET=" + wrong});
   EXPECT_NE(r.out.find("up-exit=1"), std::string::npos) << r.out << r.err;
@@ -210,11 +144,6 @@ TEST(Pod, NodeWithTheWrongSecretIsRefusedAndNothingStarts) {
   EXPECT_NE(r.err.find("not every host of the pod is reachable"), std::string::npos) << r.err;
   EXPECT_NE(r.out.find("h0: idle: no pod"), std::string::npos) << r.out;
 }
-
-// Waits (up to 10 s) until host 0 says the pod runs.
-const char* kWaitRunning =
-    "for i in $(seq 100); do $SHOAL pod status $SPEC 2>/dev/null | grep -q 'h0 (1/3): running' "
-    "&& break; sleep 0.1; done; ";
 
 TEST(PodMove, AVcpuMovedAHundredTimesKeepsTheCounterExact) {
   SHOAL_REQUIRE_POD_HOSTS();
@@ -226,7 +155,7 @@ TEST(PodMove, AVcpuMovedAHundredTimesKeepsTheCounterExact) {
   const std::string total = std::getenv("SHOAL_TEST_VM") ? "200000000"
                             : kSanitized                 ? "1800000000"
                                                          : "600000000";
-  auto r = in_cluster(3, spec(3, "counter-total " + total),
+  auto r = in_cluster(3, pod_spec(3, "counter-total " + total),
                       std::string("$SHOAL pod up $SPEC & up=$!; ") + kWaitRunning +
                           "ok=0; for i in $(seq 100); do "
                           "$SHOAL pod move $SPEC --vcpu 1 --to h$((i % 3)) && ok=$((ok + 1)); "
@@ -251,7 +180,7 @@ TEST(PodMove, BadMovesAreRefusedAndThePodRunsOn) {
   // Each host may run one vCPU more than its spec gives it: h1 takes vCPU 0, not also vCPU 1.
   // The guest must outlast five `pod move`s: under ASan 20000000 counts did not, once.
   const std::string total = std::getenv("SHOAL_TEST_VM") ? "20000000" : "200000000";
-  auto r = in_cluster(3, spec(3, "counter-total " + total),
+  auto r = in_cluster(3, pod_spec(3, "counter-total " + total),
                       std::string("$SHOAL pod up $SPEC & up=$!; ") + kWaitRunning +
                           "$SHOAL pod move $SPEC --vcpu 0 --to h1; echo a=$?; "
                           "$SHOAL pod move $SPEC --vcpu 1 --to h1; echo b=$?; "
@@ -276,7 +205,7 @@ TEST(PodMove, BadMovesAreRefusedAndThePodRunsOn) {
 
 TEST(PodMove, AMoveToAHostKilledMeanwhileStopsThePodWithTheLostHost) {
   SHOAL_REQUIRE_POD_HOSTS();
-  auto r = in_cluster(3, spec(3, "handoff 10000000"),
+  auto r = in_cluster(3, pod_spec(3, "handoff 10000000"),
                       std::string("$SHOAL pod up $SPEC & up=$!; ") + kWaitRunning +
                           "ip netns pids $SHOAL_NETNS_PREFIX-h2 | xargs kill -9; "
                           "$SHOAL pod move $SPEC --vcpu 1 --to h2; echo move=$?; "

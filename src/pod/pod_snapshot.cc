@@ -1,0 +1,202 @@
+#include "pod/pod_snapshot.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <cstdio>
+
+#include "shoal/clock.hpp"
+
+namespace shoal {
+
+using net::MessageType;
+
+PodSnapshotter::PodSnapshotter(NodeId self, std::vector<std::string> host_names, PodMesh& mesh,
+                               Member member)
+    : self_(self), names_(std::move(host_names)), mesh_(mesh), member_(std::move(member)) {
+  answers_.resize(names_.size());
+  thread_ = std::thread([this] { loop(); });
+}
+
+PodSnapshotter::~PodSnapshotter() {
+  stop();
+}
+
+void PodSnapshotter::stop() {
+  {
+    std::lock_guard lock(mu_);
+    stop_ = true;
+    orders_.clear();
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+void PodSnapshotter::send(NodeId to, MessageType type, const SnapshotStep& step) {
+  if (to == self_) return deliver(self_, type, step);
+  // A failure to send ends the link, and the pod with it: the round then fails on stop_.
+  (void)mesh_.send_to(to, encode_snapshot_step(type, step));
+}
+
+void PodSnapshotter::deliver(NodeId from, MessageType type, SnapshotStep step) {
+  {
+    std::lock_guard lock(mu_);
+    if (stop_) return;
+    if (type == MessageType::kSnapshotStep) {
+      if (from != 0) return;  // only host 0 gives orders (a member's bug: ignored)
+      orders_.push_back(std::move(step));
+    } else {
+      if (self_ != 0 || from >= answers_.size() || step.id != next_id_) return;  // stale
+      answers_[from] = std::move(step);
+    }
+  }
+  cv_.notify_all();
+}
+
+void PodSnapshotter::loop() {
+  pthread_setname_np(pthread_self(), "pod-snapshot");
+  std::unique_lock lock(mu_);
+  for (;;) {
+    cv_.wait(lock, [&] { return stop_ || !orders_.empty(); });
+    if (stop_) return;
+    SnapshotStep order = std::move(orders_.front());
+    orders_.pop_front();
+    lock.unlock();
+    send(0, MessageType::kSnapshotStepDone, perform(order));
+    lock.lock();
+  }
+}
+
+SnapshotStep PodSnapshotter::perform(const SnapshotStep& order) {
+  SnapshotStep done;
+  done.phase = order.phase;
+  done.id = order.id;
+  auto failed = [&](const Error& e) {
+    done.ok = false;
+    done.text = e.message().substr(0, kMaxSnapshotStepText);
+    return done;
+  };
+  switch (order.phase) {
+    case Phase::kPause:
+      if (Status s = member_.pause(); !s.ok()) return failed(s.error());
+      done.slot_gpas = member_.slot_gpas();
+      break;
+    case Phase::kSettle: {
+      const CoherentMemory::Quiet q = member_.quiet();
+      done.quiet = q.quiet;
+      done.sent = q.sent;
+      done.received = q.received;
+      break;
+    }
+    case Phase::kSave: {
+      auto saved = member_.save(order.text, order.slot_gpas);
+      if (!saved) return failed(saved.error());
+      done.text = saved->substr(0, kMaxSnapshotStepText);
+      break;
+    }
+    case Phase::kResume:
+      member_.resume();
+      break;
+  }
+  return done;
+}
+
+Result<std::vector<SnapshotStep>> PodSnapshotter::round(SnapshotStep order) {
+  std::unique_lock lock(mu_);
+  order.id = ++next_id_;
+  for (auto& a : answers_) a.reset();
+  lock.unlock();
+  for (size_t n = 0; n < names_.size(); ++n)
+    send(static_cast<NodeId>(n), MessageType::kSnapshotStep, order);
+  lock.lock();
+  auto all_in = [&] {
+    for (const auto& a : answers_)
+      if (!a) return false;
+    return true;
+  };
+  if (!cv_.wait_for(lock, kStepTimeout, [&] { return stop_ || all_in(); }))
+    for (size_t n = 0; n < names_.size(); ++n)
+      if (!answers_[n])
+        return Error("host " + names_[n] + " did not answer within " +
+                     std::to_string(kStepTimeout.count()) + " s");
+  if (stop_) return Error("the pod stopped");
+  std::vector<SnapshotStep> out;
+  for (size_t n = 0; n < names_.size(); ++n) {
+    if (!answers_[n]->ok) return Error("host " + names_[n] + ": " + answers_[n]->text);
+    out.push_back(std::move(*answers_[n]));
+  }
+  return out;
+}
+
+Result<std::string> PodSnapshotter::snapshot(const std::string& dir, bool stay_paused) {
+  if (self_ != 0) return Error("snapshots go through host " + names_[0]);
+  std::unique_lock busy(run_mu_, std::try_to_lock);
+  if (!busy.owns_lock()) return Error("a snapshot of this pod is under way; one at a time");
+  const uint64_t t0 = monotonic_ns();
+  SnapshotStep order;
+  auto resume = [&] {
+    order.phase = Phase::kResume;
+    order.slot_gpas.clear();
+    order.text.clear();
+    if (auto r = round(order); !r) spdlog::warn("pod snapshot: resume: {}", r.error().message());
+  };
+  order.phase = Phase::kPause;
+  auto paused = round(order);
+  if (!paused) {
+    resume();
+    return paused.error().context("pod snapshot: pause");
+  }
+  // Every member's slots, each address once.
+  std::vector<uint64_t> slots;
+  for (const SnapshotStep& a : *paused)
+    slots.insert(slots.end(), a.slot_gpas.begin(), a.slot_gpas.end());
+  std::sort(slots.begin(), slots.end());
+  slots.erase(std::unique(slots.begin(), slots.end()), slots.end());
+
+  order.phase = Phase::kSettle;
+  std::optional<std::pair<uint64_t, uint64_t>> last;  // the previous quiet round's totals
+  int rounds = 0;
+  for (;; ++rounds) {
+    if (rounds == kMaxSettleRounds) {
+      resume();
+      return Error("pod snapshot: the pod's memory did not settle after " + std::to_string(rounds) +
+                   " rounds");
+    }
+    auto answers = round(order);
+    if (!answers) {
+      resume();
+      return answers.error().context("pod snapshot: settle");
+    }
+    bool quiet = true;
+    uint64_t sent = 0, received = 0;
+    for (const SnapshotStep& a : *answers) {
+      quiet = quiet && a.quiet;
+      sent += a.sent;
+      received += a.received;
+    }
+    const bool settled = quiet && sent == received;
+    if (settled && last && *last == std::make_pair(sent, received)) break;
+    last.reset();
+    if (settled) last = std::make_pair(sent, received);
+    std::this_thread::sleep_for(kSettleInterval);
+  }
+  order.phase = Phase::kSave;
+  order.text = dir;
+  order.slot_gpas = slots;
+  auto saved = round(order);
+  if (!stay_paused) resume();
+  if (!saved) return saved.error().context("pod snapshot: save");
+  const uint64_t t1 = monotonic_ns();
+  std::string report;
+  char line[160];
+  std::snprintf(line, sizeof line,
+                "pod snapshot %s: %zu hosts in %.1f ms (the guest paused throughout; settled in "
+                "%d rounds), %s",
+                dir.c_str(), names_.size(), static_cast<double>(t1 - t0) / 1e6, rounds + 1,
+                stay_paused ? "left paused" : "resumed");
+  report = line;
+  for (size_t n = 0; n < names_.size(); ++n) report += "\n  " + names_[n] + ": " + (*saved)[n].text;
+  spdlog::info("{}", report);
+  return report;
+}
+
+}  // namespace shoal

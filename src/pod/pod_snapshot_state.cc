@@ -1,0 +1,177 @@
+#include "pod/pod_snapshot_state.hpp"
+
+#include <string>
+
+#include "machine/machine_state.hpp"
+#include "memory/coherence.hpp"
+#include "memory/snapshot_format.hpp"
+#include "shoal/wire_bytes.hpp"
+
+namespace shoal {
+
+namespace {
+
+constexpr uint32_t kMagic = 0x4d505353;  // "SSPM"
+constexpr size_t kHomeRecordBytes = 16;
+
+Error bad(const std::string& what) {
+  return Error("pod member state: " + what);
+}
+
+void put_blob(WireWriter& w, const std::vector<uint8_t>& b) {
+  w.put(static_cast<uint32_t>(b.size())).put_bytes(b.data(), b.size());
+}
+
+Result<std::vector<uint8_t>> get_blob(WireReader& r, size_t max, const std::string& what) {
+  uint32_t n = 0;
+  if (!r.get(n)) return bad(what + ": truncated");
+  if (n > max)
+    return bad(what + ": " + std::to_string(n) + " bytes, at most " + std::to_string(max));
+  std::vector<uint8_t> b(n);
+  if (!r.get_bytes(b.data(), n)) return bad(what + ": truncated");
+  return b;
+}
+
+void put_pages(WireWriter& w, const std::vector<uint64_t>& pages) {
+  w.put(static_cast<uint64_t>(pages.size()));
+  for (uint64_t p : pages) w.put(p);
+}
+
+// Page lists: sorted, no repeats, inside the largest guest a snapshot may hold; the count is
+// checked against the bytes left before anything is allocated.
+Result<std::vector<uint64_t>> get_pages(WireReader& r, size_t left, const std::string& what) {
+  uint64_t n = 0;
+  if (!r.get(n)) return bad(what + ": truncated");
+  if (n > left / sizeof(uint64_t))
+    return bad(what + ": " + std::to_string(n) + " pages, truncated");
+  std::vector<uint64_t> pages(n);
+  for (uint64_t i = 0; i < n; ++i) {
+    if (!r.get(pages[i])) return bad(what + ": truncated");
+    if (pages[i] >= kMaxSnapshotRamBytes / kSnapshotPageBytes ||
+        (i > 0 && pages[i] <= pages[i - 1]))
+      return bad(what + ": page " + std::to_string(i) + " out of order or range");
+  }
+  return pages;
+}
+
+}  // namespace
+
+std::vector<uint8_t> encode_pod_member_state(const PodMemberState& s) {
+  WireWriter w;
+  w.put(kMagic).put(kPodMemberStateVersion).put(s.host).put(s.hosts);
+  put_blob(w, std::vector<uint8_t>(s.pod_name.begin(), s.pod_name.end()));
+  put_blob(w, s.boot_plan);
+  w.put(static_cast<uint32_t>(s.host_of_vcpu.size()));
+  for (uint16_t h : s.host_of_vcpu) w.put(h);
+  w.put(s.location_version);
+  w.put(static_cast<uint32_t>(s.slot_gpas.size()));
+  for (uint64_t g : s.slot_gpas) w.put(g);
+  put_blob(w, encode_vm_state(s.vm));
+  w.put(static_cast<uint32_t>(s.vcpus.size()));
+  for (const VcpuState& v : s.vcpus) put_blob(w, encode_vcpu_state(v));
+  put_blob(w, s.port_devices);
+  put_pages(w, s.memory.shared);
+  put_pages(w, s.memory.home_copies);
+  w.put(static_cast<uint64_t>(s.memory.homes.size()));
+  for (const HomeDirectory::Record& h : s.memory.homes)
+    w.put(h.page)
+        .put(static_cast<uint8_t>(h.state))
+        .put(static_cast<uint8_t>(h.self_copy ? 1 : 0))
+        .put(h.owner)
+        .put(h.sharers);
+  return w.take();
+}
+
+Result<PodMemberState> decode_pod_member_state(const std::vector<uint8_t>& bytes) {
+  WireReader r(bytes);
+  uint32_t magic = 0, version = 0;
+  if (!r.get(magic) || magic != kMagic) return bad("not a shoal pod member's state");
+  if (!r.get(version) || version != kPodMemberStateVersion)
+    return bad("version " + std::to_string(version) + ", this build reads " +
+               std::to_string(kPodMemberStateVersion));
+  PodMemberState s;
+  if (!r.get(s.host) || !r.get(s.hosts)) return bad("hosts: truncated");
+  if (s.hosts == 0 || s.hosts > kMaxPodHosts || s.host >= s.hosts)
+    return bad("host " + std::to_string(s.host) + " of " + std::to_string(s.hosts) + " (at most " +
+               std::to_string(kMaxPodHosts) + ")");
+  auto name = get_blob(r, kMaxPodNameBytes, "pod name");
+  if (!name) return name.error();
+  s.pod_name.assign(name->begin(), name->end());
+  auto plan = get_blob(r, kMaxBootPlanBytes, "boot plan");
+  if (!plan) return plan.error();
+  s.boot_plan = std::move(*plan);
+  uint32_t n = 0;
+  if (!r.get(n)) return bad("location table: truncated");
+  if (n == 0 || n > kMaxSnapshotVcpus)
+    return bad("location table: " + std::to_string(n) + " vCPUs, expected 1.." +
+               std::to_string(kMaxSnapshotVcpus));
+  s.host_of_vcpu.resize(n);
+  for (uint32_t v = 0; v < n; ++v) {
+    if (!r.get(s.host_of_vcpu[v])) return bad("location table: truncated");
+    if (s.host_of_vcpu[v] >= s.hosts)
+      return bad("location table: vcpu " + std::to_string(v) + " on host " +
+                 std::to_string(s.host_of_vcpu[v]) + " of " + std::to_string(s.hosts));
+  }
+  if (!r.get(s.location_version)) return bad("location version: truncated");
+  if (!r.get(n)) return bad("slots: truncated");
+  if (n > kMaxPodSlots)
+    return bad("slots: " + std::to_string(n) + ", at most " + std::to_string(kMaxPodSlots));
+  s.slot_gpas.resize(n);
+  for (uint64_t& g : s.slot_gpas)
+    if (!r.get(g)) return bad("slots: truncated");
+  auto vm = get_blob(r, kMaxVmStateBytes, "vm");
+  if (!vm) return vm.error();
+  auto vm_state = decode_vm_state(*vm);
+  if (!vm_state) return vm_state.error().context("pod member state");
+  s.vm = *vm_state;
+  if (!r.get(n)) return bad("vcpus: truncated");
+  if (n > s.host_of_vcpu.size())
+    return bad("vcpus: " + std::to_string(n) + " of a pod of " +
+               std::to_string(s.host_of_vcpu.size()));
+  for (uint32_t i = 0; i < n; ++i) {
+    const std::string what = "vcpu " + std::to_string(i);
+    auto blob = get_blob(r, kMaxVcpuStateBytes, what);
+    if (!blob) return blob.error();
+    auto v = decode_vcpu_state(*blob);
+    if (!v) return v.error().context("pod member state: " + what);
+    if (v->id >= s.host_of_vcpu.size() || s.host_of_vcpu[v->id] != s.host)
+      return bad(what + ": vcpu " + std::to_string(v->id) + " does not run on this host");
+    for (const VcpuState& other : s.vcpus)
+      if (other.id == v->id) return bad(what + ": vcpu " + std::to_string(v->id) + " twice");
+    s.vcpus.push_back(std::move(*v));
+  }
+  auto ports = get_blob(r, kMaxPortDeviceBytes, "port devices");
+  if (!ports) return ports.error();
+  s.port_devices = std::move(*ports);
+  auto shared = get_pages(r, bytes.size(), "shared pages");
+  if (!shared) return shared.error();
+  s.memory.shared = std::move(*shared);
+  auto copies = get_pages(r, bytes.size(), "home copies");
+  if (!copies) return copies.error();
+  s.memory.home_copies = std::move(*copies);
+  uint64_t homes = 0;
+  if (!r.get(homes)) return bad("home entries: truncated");
+  if (homes > bytes.size() / kHomeRecordBytes)
+    return bad("home entries: " + std::to_string(homes) + ", truncated");
+  s.memory.homes.resize(homes);
+  for (uint64_t i = 0; i < homes; ++i) {
+    HomeDirectory::Record& h = s.memory.homes[i];
+    uint8_t state = 0, self_copy = 0;
+    if (!r.get(h.page) || !r.get(state) || !r.get(self_copy) || !r.get(h.owner) ||
+        !r.get(h.sharers))
+      return bad("home entry " + std::to_string(i) + ": truncated");
+    if (state != static_cast<uint8_t>(HomeDirectory::State::kShared) &&
+        state != static_cast<uint8_t>(HomeDirectory::State::kExclusive))
+      return bad("home entry " + std::to_string(i) + ": state " + std::to_string(state));
+    if (self_copy > 1)
+      return bad("home entry " + std::to_string(i) + ": self copy " + std::to_string(self_copy));
+    if (i > 0 && h.page <= s.memory.homes[i - 1].page)
+      return bad("home entry " + std::to_string(i) + ": out of order");
+    h.state = static_cast<HomeDirectory::State>(state);
+    h.self_copy = self_copy != 0;
+  }
+  if (!r.rest().empty()) return bad("trailing bytes");
+  return s;
+}
+
+}  // namespace shoal
