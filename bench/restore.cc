@@ -1,13 +1,15 @@
 // Snapshot and restore of the test guest's `touch-restore 256` (256 MiB written, every other
-// page zero; after a restore every page is read back), for guests of 1 GiB and 64 GiB, in one
-// run:
+// page zero), for guests of 1 GiB and 64 GiB and two workloads after the restore, in one run:
+// "all 256 MiB" reads every page back; "working set 32 MiB" is `touch-restore 256 32`, which
+// keeps writing its first 32 MiB until the restore and then reads back only those, snapshotted
+// with --working-set-ms 500 (so the file holds them first and the loader brings them first):
 // - the snapshot: its file size against the lz4-compressed size of the non-zero pages alone
 //   (what the file cannot be smaller than), and the time to write it (the guest paused);
 // - each way back: process start to "vCPUs started" (restore to first instruction), and
-//   process start to exit, the read-back of all 256 MiB included (the workload over the
-//   working set): shoal's lazy restore; (a) eager, every block in before the guest runs;
-//   (b) kernel paging, a raw image of guest RAM mapped MAP_PRIVATE (--restore-image, Cloud
-//   Hypervisor's on-demand restore), exported from the same snapshot.
+//   process start to exit, the workload's read-back included: shoal's lazy restore; (a) eager,
+//   every block in before the guest runs; (b) kernel paging, a raw image of guest RAM mapped
+//   MAP_PRIVATE (--restore-image, Cloud Hypervisor's on-demand restore), exported from the same
+//   snapshot.
 // The snapshot and the image are in the page cache (just written): a warm restore. With
 // --cold, the page cache is dropped before every restore (needs root).
 //   restore [--json] [--cold] [RUNS]
@@ -57,23 +59,33 @@ double field(const std::string& json, const std::string& name) {
 
 struct Snapshot {
   std::string failure;
-  double file_bytes = 0, compressed_bytes = 0, write_ms = 0, stored_pages = 0, zero_pages = 0;
+  double file_bytes = 0, compressed_bytes = 0, write_ms = 0, stored_pages = 0, zero_pages = 0,
+         working_set_pages = 0;
 };
 
-Snapshot take_snapshot(const std::string& memory, const std::string& path) {
+struct Workload {
+  const char* name;
+  const char* cmdline;
+  const char* working_set_ms;  // nullptr: no working set recorded
+};
+const Workload kWorkloads[] = {{"all 256 MiB", "touch-restore 256", nullptr},
+                               {"working set 32 MiB", "touch-restore 256 32", "500"}};
+
+Snapshot take_snapshot(const std::string& memory, const Workload& w, const std::string& path) {
   Snapshot s;
   const std::string sock = tmp("sock"), serial = tmp("source");
   ProcessResult source;
   std::thread runner([&] {
     source = run_process(
         {SHOAL_BINARY, "run", "--kernel", SHOAL_TEST_GUEST, "--memory", memory, "--cmdline",
-         "touch-restore 256", "--serial", serial, "--api-socket", sock, "--log-level", "warn"},
+         w.cmdline, "--serial", serial, "--api-socket", sock, "--log-level", "warn"},
         seconds(300));
   });
   for (int i = 0; i < 30000 && slurp(serial).find(kReady) == std::string::npos; ++i)
     std::this_thread::sleep_for(milliseconds(2));
-  ProcessResult r =
-      run_process({SHOAL_BINARY, "ctl", sock, "snapshot", path, "--stop"}, seconds(300));
+  std::vector<std::string> ctl = {SHOAL_BINARY, "ctl", sock, "snapshot", path, "--stop"};
+  if (w.working_set_ms != nullptr) ctl.insert(ctl.end(), {"--working-set-ms", w.working_set_ms});
+  ProcessResult r = run_process(ctl, seconds(300));
   run_process({SHOAL_BINARY, "ctl", sock, "quit"}, seconds(60));
   runner.join();
   ::unlink(serial.c_str());
@@ -86,6 +98,7 @@ Snapshot take_snapshot(const std::string& memory, const std::string& path) {
   s.write_ms = field(r.out, "write_ms");
   s.stored_pages = field(r.out, "stored_pages");
   s.zero_pages = field(r.out, "zero_pages");
+  s.working_set_pages = field(r.out, "working_set_pages");
   return s;
 }
 
@@ -164,38 +177,45 @@ int main(int argc, char** argv) {
   }
   const std::vector<std::string> sizes = {"1G", "64G"};
   struct Row {
+    std::string size;
+    const Workload* workload;
     Snapshot snap;
     std::vector<Mode> modes;
   };
   std::vector<Row> rows;
   int failed = 0;
-  for (const std::string& size : sizes) {
-    Row row;
-    const std::string snap = tmp(size + ".snap"), image = tmp(size + ".img");
-    row.snap = take_snapshot(size, snap);
-    std::string image_failure =
-        row.snap.failure.empty() ? export_image(snap, image) : "no snapshot";
-    row.modes = {{"lazy", {}, {}, {}, {}},
-                 {"eager", {"--restore-eager"}, {}, {}, {}},
-                 {"kernel paging", {"--restore-image", image}, {}, {}, {}}};
-    if (!image_failure.empty()) row.modes[2].failure = image_failure;
-    for (int i = 0; i < runs && row.snap.failure.empty(); ++i)
-      for (Mode& m : row.modes)
-        if (m.failure.empty()) restore_once(m, snap, cold);
-    ::unlink(snap.c_str());
-    ::unlink(image.c_str());
-    rows.push_back(std::move(row));
-  }
+  for (const Workload& w : kWorkloads)
+    for (const std::string& size : sizes) {
+      Row row;
+      row.size = size;
+      row.workload = &w;
+      const std::string snap = tmp(size + ".snap"), image = tmp(size + ".img");
+      row.snap = take_snapshot(size, w, snap);
+      std::string image_failure =
+          row.snap.failure.empty() ? export_image(snap, image) : "no snapshot";
+      row.modes = {{"lazy", {}, {}, {}, {}},
+                   {"eager", {"--restore-eager"}, {}, {}, {}},
+                   {"kernel paging", {"--restore-image", image}, {}, {}, {}}};
+      if (!image_failure.empty()) row.modes[2].failure = image_failure;
+      for (int i = 0; i < runs && row.snap.failure.empty(); ++i)
+        for (Mode& m : row.modes)
+          if (m.failure.empty()) restore_once(m, snap, cold);
+      ::unlink(snap.c_str());
+      ::unlink(image.c_str());
+      rows.push_back(std::move(row));
+    }
   if (json) {
-    std::printf("{\"bench\":\"restore\",\"runs\":%d,\"cold\":%s,\"touched_mib\":256,\"sizes\":[",
+    std::printf("{\"bench\":\"restore\",\"runs\":%d,\"cold\":%s,\"touched_mib\":256,\"rows\":[",
                 runs, cold ? "true" : "false");
     for (size_t s = 0; s < rows.size(); ++s) {
       const Row& r = rows[s];
       std::printf(
-          "%s{\"memory\":\"%s\",\"file_bytes\":%.0f,\"compressed_nonzero_bytes\":%.0f,"
-          "\"write_ms\":%.1f,\"stored_pages\":%.0f,\"zero_pages\":%.0f,\"modes\":[",
-          s ? "," : "", sizes[s].c_str(), r.snap.file_bytes, r.snap.compressed_bytes,
-          r.snap.write_ms, r.snap.stored_pages, r.snap.zero_pages);
+          "%s{\"memory\":\"%s\",\"workload\":\"%s\",\"file_bytes\":%.0f,"
+          "\"compressed_nonzero_bytes\":%.0f,\"write_ms\":%.1f,\"stored_pages\":%.0f,"
+          "\"zero_pages\":%.0f,\"working_set_pages\":%.0f,\"modes\":[",
+          s ? "," : "", r.size.c_str(), r.workload->name, r.snap.file_bytes,
+          r.snap.compressed_bytes, r.snap.write_ms, r.snap.stored_pages, r.snap.zero_pages,
+          r.snap.working_set_pages);
       for (size_t k = 0; k < r.modes.size(); ++k)
         std::printf("%s{\"mode\":\"%s\",\"to_vcpus_ms\":%.2f,\"whole_ms\":%.1f}", k ? "," : "",
                     r.modes[k].name, median(r.modes[k].to_vcpus_ms), median(r.modes[k].whole_ms));
@@ -204,17 +224,18 @@ int main(int argc, char** argv) {
     std::printf("]}\n");
   } else {
     std::printf(
-        "restore of touch-restore 256 (256 MiB written, half zero pages), %s page cache, "
-        "median of %d runs\n",
+        "restore of touch-restore 256 (256 MiB written, half zero pages), then a workload, %s "
+        "page cache, median of %d runs\n",
         cold ? "cold" : "warm", runs);
     for (size_t s = 0; s < rows.size(); ++s) {
       const Row& r = rows[s];
       std::printf(
-          "\n%s guest: snapshot %.2f MiB (non-zero pages lz4: %.2f MiB, %.3fx), written in "
-          "%.1f ms; %.0f pages stored, %.0f zero\n",
-          sizes[s].c_str(), r.snap.file_bytes / 1048576, r.snap.compressed_bytes / 1048576,
+          "\n%s guest, workload %s: snapshot %.2f MiB (non-zero pages lz4: %.2f MiB, %.3fx), "
+          "written in %.1f ms; %.0f pages stored, %.0f zero, working set %.0f pages\n",
+          r.size.c_str(), r.workload->name, r.snap.file_bytes / 1048576,
+          r.snap.compressed_bytes / 1048576,
           r.snap.file_bytes / std::max(1.0, r.snap.compressed_bytes), r.snap.write_ms,
-          r.snap.stored_pages, r.snap.zero_pages);
+          r.snap.stored_pages, r.snap.zero_pages, r.snap.working_set_pages);
       std::printf("  %-14s %16s %16s %14s\n", "restore", "to vCPU start", "to finish", "vs lazy");
       const double lazy = median(r.modes[0].whole_ms);
       for (const Mode& m : r.modes)
@@ -224,12 +245,14 @@ int main(int argc, char** argv) {
   }
   for (size_t s = 0; s < rows.size(); ++s) {
     if (!rows[s].snap.failure.empty()) {
-      std::fprintf(stderr, "%s: %s\n", sizes[s].c_str(), rows[s].snap.failure.c_str());
+      std::fprintf(stderr, "%s %s: %s\n", rows[s].size.c_str(), rows[s].workload->name,
+                   rows[s].snap.failure.c_str());
       ++failed;
     }
     for (const Mode& m : rows[s].modes)
       if (!m.failure.empty()) {
-        std::fprintf(stderr, "%s %s: %s\n", sizes[s].c_str(), m.name, m.failure.c_str());
+        std::fprintf(stderr, "%s %s %s: %s\n", rows[s].size.c_str(), rows[s].workload->name, m.name,
+                     m.failure.c_str());
         ++failed;
       }
   }

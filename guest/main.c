@@ -138,8 +138,12 @@ static uint64_t mix64(uint64_t z) {
   return z ^ (z >> 31);
 }
 
-static int run_touch_restore(uint32_t cpu, uint64_t mib) {
+/* `touch-restore MIB [HOT]`: with HOT, the first HOT MiB are the guest's working set: it keeps
+ * writing them (each word with the value it has) while it waits for the restore, so a snapshot
+ * that watches for a while records them, and reads back only those afterwards. */
+static int run_touch_restore(uint32_t cpu, uint64_t mib, uint64_t hot_mib) {
   const uint64_t pages = mib << 8;
+  const uint64_t hot = hot_mib != 0 && hot_mib < mib ? hot_mib << 8 : 0;
   if (cpu == 0 && TOUCH_BASE + (pages << 12) > plat.ram_end) {
     put_str("shoal-guest: touch-restore does not fit\n");
     guest_exit(3);
@@ -161,11 +165,16 @@ static int run_touch_restore(uint32_t cpu, uint64_t mib) {
     put_str(" written, waiting for a restore\n");
   }
   /* Each read is a VM exit: poll gently. */
-  while (inl(RESTORE_COUNTER_PORT) == 0)
+  while (inl(RESTORE_COUNTER_PORT) == 0) {
+    for (uint64_t p = cpu; p < hot; p += plat.ncpus) {
+      volatile uint64_t* page = (volatile uint64_t*)(TOUCH_BASE + (p << 12));
+      page[1] = page[1];
+    }
     for (int i = 0; i < 10000; ++i) cpu_relax();
+  }
   const uint64_t t0 = rdtsc();
   uint64_t sum = 0;
-  for (uint64_t p = cpu; p < pages; p += plat.ncpus) {
+  for (uint64_t p = cpu; p < (hot != 0 ? hot : pages); p += plat.ncpus) {
     const volatile uint64_t* page = (const volatile uint64_t*)(TOUCH_BASE + (p << 12));
     sum += page[0] + page[511];
   }
@@ -177,6 +186,10 @@ static int run_touch_restore(uint32_t cpu, uint64_t mib) {
   for (uint32_t i = 0; i < plat.ncpus; ++i) checksum += restore_sums[i];
   put_str("shoal-guest: touch-restore mib=");
   put_u64(mib);
+  if (hot != 0) {
+    put_str(" hot=");
+    put_u64(hot_mib);
+  }
   put_str(" restored checksum=");
   put_hex(checksum);
   put_str(" cycles=");
@@ -348,7 +361,10 @@ void guest_main(uint64_t start_info, uint32_t cpu) {
   } else if (starts_with(plat.cmdline, "touch-random", &arg)) {
     result = run_touch(cpu, parse_u64(arg, 64), 1);
   } else if (starts_with(plat.cmdline, "touch-restore", &arg)) {
-    result = run_touch_restore(cpu, parse_u64(arg, 64));
+    const uint64_t mib = parse_u64(arg, 64);
+    while (*arg >= '0' && *arg <= '9') ++arg;
+    while (*arg == ' ') ++arg;
+    result = run_touch_restore(cpu, mib, parse_u64(arg, 0));
   } else if (starts_with(plat.cmdline, "touch-shared", &arg)) {
     result = run_touch_shared(cpu, parse_u64(arg, 64));
   } else if (starts_with(plat.cmdline, "discard", &arg)) {

@@ -264,11 +264,13 @@ int control_pod(const PodControlCommand& command) {
   using Action = PodControlCommand::Action;
   if (command.action == Action::kMove) return move_vcpu(command, spec, *secret);
   if (command.action == Action::kSnapshot) {
-    if (command.dir.size() > kMaxSnapshotDirBytes || command.dir.empty())
+    // Each node writes on its own host: a relative path would mean each node's working directory.
+    const std::string dir =
+        command.dir.empty() ? ""
+                            : std::filesystem::absolute(command.dir).lexically_normal().string();
+    if (dir.empty() || dir.size() > kMaxSnapshotDirBytes)
       return report_error(kExitUsage,
                           "DIR: a path of 1.." + std::to_string(kMaxSnapshotDirBytes) + " bytes");
-    // Each node writes on its own host: a relative path would mean each node's working directory.
-    const std::string dir = std::filesystem::absolute(command.dir).lexically_normal().string();
     return ask_host0(spec, *secret, encode_pod_snapshot_request({command.stay_paused, dir}));
   }
   std::vector<Host> hosts;
@@ -291,6 +293,9 @@ int control_pod(const PodControlCommand& command) {
     const std::string dir =
         command.dir.empty() ? ""
                             : std::filesystem::absolute(command.dir).lexically_normal().string();
+    if (dir.size() > kMaxSnapshotDirBytes)
+      return report_error(kExitUsage, "--restore: a path of at most " +
+                                          std::to_string(kMaxSnapshotDirBytes) + " bytes");
     return pod_up(spec, *yaml, dir, hosts);
   }
   int failures = unreachable;

@@ -208,11 +208,14 @@ void CoherentMemory::stop() {
 }
 
 void CoherentMemory::deliver(CoherenceMessage m) {
-  ++stats_.messages_received;
   if (m.payload == CoherenceMessage::Payload::kData) stats_.page_bytes_received += m.data.size();
   // Handled right here on the link's reader thread: handing it to the fault thread would cost
   // two more thread wake-ups per round trip, the largest part of a remote fault's latency.
   std::lock_guard lock(proto_mu_);
+  // Counted under the lock, with the message handled: a pod snapshot takes "as many received
+  // as sent, and nothing queued" to mean nothing is in flight (quiet()), so a message must
+  // never be counted while it is still on its way into work_.
+  ++stats_.messages_received;
   if (closed_) return;  // stopped: the pod is going away
   if (m.page >= pages_ || m.from >= kMaxPodHosts || m.from == config_.self)
     return fail(Error("message about page " + format_hex(m.page) + " from host " +

@@ -71,6 +71,8 @@ Status CoherentMemory::restore(const CoherenceSnapshot& s, const SnapshotFile& f
   if (directory_->present_pages() != 0 || home_->records().size() != 0)
     return Error("restore: this member's memory is in use");
   for (const HomeDirectory::Record& r : s.homes) {
+    if (r.page >= pages_)
+      return Error("home entry of page " + std::to_string(r.page) + ": outside guest RAM");
     if (home_of(r.page) != config_.self)
       return Error("home entry of page " + std::to_string(r.page) + ": homed on host " +
                    std::to_string(home_of(r.page)));

@@ -111,9 +111,13 @@ Result<std::unique_ptr<PodMember>> PodMember::create(PodMemberConfig config) {
       m->config_.self, names, *m->mesh_,
       PodSnapshotter::Member{[self] { return self->pause_here(); }, [self] { self->resume_here(); },
                              [self] { return self->memory_->quiet(); },
+                             [self] { return self->mover_->version(); },
                              [self] { return self->core_->slot_gpas(); },
                              [self](const std::string& dir, const std::vector<uint64_t>& slots) {
                                return self->save_snapshot(dir, slots);
+                             },
+                             [self](const Error& e) {
+                               self->stop({1, true, e.message()});
                              }});
   SHOAL_TRY(m->build_devices(), "devices");
   if (m->config_.self == 0) m->device_thread_ = std::thread([self] { self->device_loop(); });

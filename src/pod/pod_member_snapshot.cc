@@ -15,7 +15,9 @@
 namespace shoal {
 
 Result<std::string> PodMember::snapshot(const std::string& dir, bool stay_paused) {
-  std::lock_guard lock(control_mu_);
+  // Refused, not queued: a second snapshot, or a move (it would resume what the pause held).
+  std::unique_lock lock(control_mu_, std::try_to_lock);
+  if (!lock.owns_lock()) return Error("pod snapshot: a vCPU move or another snapshot is under way");
   {
     std::lock_guard state_lock(mu_);
     if (state_ != "running" && state_ != "paused")
@@ -32,6 +34,12 @@ VcpuThread* PodMember::vcpu_thread(uint32_t id) {
 
 // Only the vCPUs that run here: a parked one (moved away) stays paused, and is not ours to save.
 Status PodMember::pause_here() {
+  {
+    // Not while this member is still starting (run() creates the vCPUs) or stopping.
+    std::lock_guard lock(mu_);
+    if (state_ != "running" && state_ != "paused")
+      return Error("this host is " + state_ + ", not running");
+  }
   const std::vector<uint32_t> here = mover_->vcpus_here();
   for (uint32_t id : here)
     if (VcpuThread* v = vcpu_thread(id)) v->send(VcpuCommand::kPause);
@@ -178,8 +186,10 @@ Status PodMember::run_restored(const BootPlan& plan) {
     if (Status s = restores[i].get(); !s.ok())
       return s.error().context("restore vcpu " + std::to_string(ids[i]));
   mover_->set_plan(plan);
-  resume_here();
   std::lock_guard lock(mu_);
+  if (outcome_.decided()) return Error("the pod is stopping");
+  for (uint32_t id : mover_->vcpus_here())
+    if (VcpuThread* v = vcpu_thread(id)) v->send(VcpuCommand::kResume);
   state_ = "running";
   restored_.reset();
   return {};

@@ -213,6 +213,7 @@ Frame encode_snapshot_step(MessageType type, const SnapshotStep& s) {
       .put(s.id)
       .put(s.sent)
       .put(s.received)
+      .put(s.version)
       .put(static_cast<uint32_t>(s.slot_gpas.size()));
   for (uint64_t g : s.slot_gpas) w.put(g);
   w.put_string(s.text);
@@ -227,10 +228,10 @@ Result<SnapshotStep> decode_snapshot_step(const Frame& f) {
   uint8_t phase = 0, ok = 0, quiet = 0, zero = 0;
   uint32_t slots = 0;
   if (!r.get(phase) || !r.get(ok) || !r.get(quiet) || !r.get(zero) || !r.get(s.id) ||
-      !r.get(s.sent) || !r.get(s.received) || !r.get(slots))
+      !r.get(s.sent) || !r.get(s.received) || !r.get(s.version) || !r.get(slots))
     return bad("snapshot step", "shorter than its header");
   if (phase < 1 || phase > 4) return bad("snapshot step", "phase " + std::to_string(phase));
-  if (ok > 1 || quiet > 1) return bad("snapshot step", "bad flags");
+  if (ok > 1 || quiet > 1 || zero != 0) return bad("snapshot step", "bad flags");
   if (slots > kMaxSnapshotStepSlots || slots > f.payload.size() / sizeof(uint64_t))
     return bad("snapshot step", std::to_string(slots) + " slots");
   s.phase = static_cast<SnapshotStep::Phase>(phase);

@@ -18,8 +18,8 @@
 //   kPodSnapshot    u8 stay paused, u8 0, u16 0, then the directory
 //   kSnapshotStep, kSnapshotStepDone
 //                   u8 phase, u8 ok, u8 quiet, u8 0, u32 id, u64 messages sent, u64 received,
-//                   u32 n, n u64 guest addresses (KVM slots), then a text (the directory, or
-//                   what the step did, or why it failed)
+//                   u64 location version, u32 n, n u64 guest addresses (KVM slots), then a
+//                   text (the directory, or what the step did, or why it failed)
 #pragma once
 
 #include <chrono>
@@ -117,6 +117,7 @@ struct SnapshotStep {
   bool quiet = false;               // kSettle's answer
   uint32_t id = 0;                  // matches an answer to its order
   uint64_t sent = 0, received = 0;  // kSettle's answer: coherence messages so far
+  uint64_t version = 0;             // kPause's and kSettle's answer: the location table's
   std::vector<uint64_t> slot_gpas;  // kPause's answer; kSave's order: every member's
   std::string text;
 };

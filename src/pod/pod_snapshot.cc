@@ -79,12 +79,14 @@ SnapshotStep PodSnapshotter::perform(const SnapshotStep& order) {
     case Phase::kPause:
       if (Status s = member_.pause(); !s.ok()) return failed(s.error());
       done.slot_gpas = member_.slot_gpas();
+      done.version = member_.location_version();
       break;
     case Phase::kSettle: {
       const CoherentMemory::Quiet q = member_.quiet();
       done.quiet = q.quiet;
       done.sent = q.sent;
       done.received = q.received;
+      done.version = member_.location_version();
       break;
     }
     case Phase::kSave: {
@@ -100,7 +102,9 @@ SnapshotStep PodSnapshotter::perform(const SnapshotStep& order) {
   return done;
 }
 
-Result<std::vector<SnapshotStep>> PodSnapshotter::round(SnapshotStep order) {
+Result<std::vector<SnapshotStep>> PodSnapshotter::round(SnapshotStep order,
+                                                        std::chrono::seconds timeout,
+                                                        bool* timed_out) {
   std::unique_lock lock(mu_);
   order.id = ++next_id_;
   for (auto& a : answers_) a.reset();
@@ -113,11 +117,13 @@ Result<std::vector<SnapshotStep>> PodSnapshotter::round(SnapshotStep order) {
       if (!a) return false;
     return true;
   };
-  if (!cv_.wait_for(lock, kStepTimeout, [&] { return stop_ || all_in(); }))
+  if (!cv_.wait_for(lock, timeout, [&] { return stop_ || all_in(); }))
     for (size_t n = 0; n < names_.size(); ++n)
-      if (!answers_[n])
+      if (!answers_[n]) {
+        if (timed_out != nullptr) *timed_out = true;
         return Error("host " + names_[n] + " did not answer within " +
-                     std::to_string(kStepTimeout.count()) + " s");
+                     std::to_string(timeout.count()) + " s");
+      }
   if (stop_) return Error("the pod stopped");
   std::vector<SnapshotStep> out;
   for (size_t n = 0; n < names_.size(); ++n) {
@@ -125,6 +131,32 @@ Result<std::vector<SnapshotStep>> PodSnapshotter::round(SnapshotStep order) {
     out.push_back(std::move(*answers_[n]));
   }
   return out;
+}
+
+Result<int> PodSnapshotter::settle(uint64_t version, bool quiet) {
+  SnapshotStep order;
+  order.phase = Phase::kSettle;
+  std::optional<std::pair<uint64_t, uint64_t>> last;  // the previous settled round's totals
+  for (int rounds = 1; rounds <= kMaxSettleRounds; ++rounds) {
+    auto answers = round(order);
+    if (!answers) return answers.error();
+    bool all_quiet = true, agreed = true;
+    uint64_t sent = 0, received = 0;
+    for (const SnapshotStep& a : *answers) {
+      all_quiet = all_quiet && a.quiet;
+      agreed = agreed && a.version == version;
+      sent += a.sent;
+      received += a.received;
+    }
+    if (agreed && !quiet) return rounds;
+    const bool settled = agreed && all_quiet && sent == received;
+    if (settled && last && *last == std::make_pair(sent, received)) return rounds;
+    last.reset();
+    if (settled) last = std::make_pair(sent, received);
+    std::this_thread::sleep_for(kSettleInterval);
+  }
+  return Error(std::string(quiet ? "the pod's memory" : "the members' location tables") +
+               " did not settle after " + std::to_string(kMaxSettleRounds) + " rounds");
 }
 
 Result<std::string> PodSnapshotter::snapshot(const std::string& dir, bool stay_paused) {
@@ -139,6 +171,10 @@ Result<std::string> PodSnapshotter::snapshot(const std::string& dir, bool stay_p
     order.text.clear();
     if (auto r = round(order); !r) spdlog::warn("pod snapshot: resume: {}", r.error().message());
   };
+  // Every member's location table as host 0's, before anyone decides which vCPUs are its own.
+  const uint64_t version = member_.location_version();
+  if (auto agreed = settle(version, false); !agreed)
+    return agreed.error().context("pod snapshot: location table");
   order.phase = Phase::kPause;
   auto paused = round(order);
   if (!paused) {
@@ -152,38 +188,24 @@ Result<std::string> PodSnapshotter::snapshot(const std::string& dir, bool stay_p
   std::sort(slots.begin(), slots.end());
   slots.erase(std::unique(slots.begin(), slots.end()), slots.end());
 
-  order.phase = Phase::kSettle;
-  std::optional<std::pair<uint64_t, uint64_t>> last;  // the previous quiet round's totals
-  int rounds = 0;
-  for (;; ++rounds) {
-    if (rounds == kMaxSettleRounds) {
-      resume();
-      return Error("pod snapshot: the pod's memory did not settle after " + std::to_string(rounds) +
-                   " rounds");
-    }
-    auto answers = round(order);
-    if (!answers) {
-      resume();
-      return answers.error().context("pod snapshot: settle");
-    }
-    bool quiet = true;
-    uint64_t sent = 0, received = 0;
-    for (const SnapshotStep& a : *answers) {
-      quiet = quiet && a.quiet;
-      sent += a.sent;
-      received += a.received;
-    }
-    const bool settled = quiet && sent == received;
-    if (settled && last && *last == std::make_pair(sent, received)) break;
-    last.reset();
-    if (settled) last = std::make_pair(sent, received);
-    std::this_thread::sleep_for(kSettleInterval);
+  auto settled = settle(version, true);
+  if (!settled) {
+    resume();
+    return settled.error().context("pod snapshot: settle");
   }
   order.phase = Phase::kSave;
   order.text = dir;
   order.slot_gpas = slots;
-  auto saved = round(order);
-  if (!stay_paused) resume();
+  bool save_timed_out = false;
+  auto saved = round(order, kSaveTimeout, &save_timed_out);
+  if (!saved && save_timed_out) {
+    // A member may still be reading its pages and home copies: resuming would change them
+    // under it. The pod stops instead.
+    const Error e = saved.error().context("pod snapshot: save");
+    member_.fail(e);
+    return e;
+  }
+  if (!stay_paused || !saved) resume();
   if (!saved) return saved.error().context("pod snapshot: save");
   const uint64_t t1 = monotonic_ns();
   std::string report;
@@ -191,7 +213,7 @@ Result<std::string> PodSnapshotter::snapshot(const std::string& dir, bool stay_p
   std::snprintf(line, sizeof line,
                 "pod snapshot %s: %zu hosts in %.1f ms (the guest paused throughout; settled in "
                 "%d rounds), %s",
-                dir.c_str(), names_.size(), static_cast<double>(t1 - t0) / 1e6, rounds + 1,
+                dir.c_str(), names_.size(), static_cast<double>(t1 - t0) / 1e6, *settled,
                 stay_paused ? "left paused" : "resumed");
   report = line;
   for (size_t n = 0; n < names_.size(); ++n) report += "\n  " + names_[n] + ": " + (*saved)[n].text;

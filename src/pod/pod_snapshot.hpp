@@ -4,6 +4,9 @@
 //
 //   `shoal pod snapshot` -> host 0: kPodSnapshot
 //   host 0 -> every member (itself too), one step at a time, each answered (kSnapshotStepDone):
+//     settle  (first, while running) answer the version of this host's location table;
+//             repeated until every member has the version host 0 has: a move's placement is
+//             applied everywhere, so every member pauses and saves exactly the vCPUs it runs
 //     pause   stop this host's vCPUs (a page or a forwarded exit a vCPU waits for arrives
 //             first); answer with the guest addresses of this host's KVM slots
 //     settle  answer whether this host's memory is quiet (nothing in flight) and how many
@@ -12,8 +15,10 @@
 //             totals: then no message is on the wire and none can be (no vCPU runs)
 //     save    write the file (with every member's slots: a vCPU's page walk may touch any)
 //     resume  run this host's vCPUs again (skipped with --stop: the pod stays paused)
-// A failed step resumes the pod and reports which host failed and why. One snapshot at a time;
-// steps run on this type's own thread, never on a link's reader (a pause waits on vCPUs).
+// A failed step resumes the pod (with --stop too) and reports which host failed and why; a
+// save that does not answer within kSaveTimeout stops the pod instead (a member may still be
+// reading its pages: they must not change under it). One snapshot at a time; steps run on
+// this type's own thread, never on a link's reader (a pause waits on vCPUs).
 #pragma once
 
 #include <chrono>
@@ -38,10 +43,12 @@ class PodSnapshotter {
     std::function<Status()> pause;  // this host's vCPUs; returns once they are paused
     std::function<void()> resume;
     std::function<CoherentMemory::Quiet()> quiet;
+    std::function<uint64_t()> location_version;
     std::function<std::vector<uint64_t>()> slot_gpas;
     // Writes this member's file in `dir`; returns what it wrote, for the report.
     std::function<Result<std::string>(const std::string& dir, const std::vector<uint64_t>& slots)>
         save;
+    std::function<void(const Error&)> fail;  // stops the pod
   };
   PodSnapshotter(NodeId self, std::vector<std::string> host_names, PodMesh& mesh, Member member);
   PodSnapshotter(const PodSnapshotter&) = delete;
@@ -57,6 +64,7 @@ class PodSnapshotter {
   void stop();
 
   static constexpr auto kStepTimeout = std::chrono::seconds(30);
+  static constexpr auto kSaveTimeout = std::chrono::minutes(30);
   static constexpr int kMaxSettleRounds = 200;
   static constexpr auto kSettleInterval = std::chrono::milliseconds(5);
 
@@ -64,8 +72,14 @@ class PodSnapshotter {
   using Phase = SnapshotStep::Phase;
   void loop();
   SnapshotStep perform(const SnapshotStep& order);
-  // Host 0: sends `order` to every member and collects the answers (by host), or fails.
-  Result<std::vector<SnapshotStep>> round(SnapshotStep order);
+  // Host 0: sends `order` to every member and collects the answers (by host), or fails;
+  // `timed_out` tells a member that did not answer from one that answered with an error.
+  Result<std::vector<SnapshotStep>> round(SnapshotStep order,
+                                          std::chrono::seconds timeout = kStepTimeout,
+                                          bool* timed_out = nullptr);
+  // Settle rounds until every member's location table has `version` and, with `quiet`, the
+  // pod's memory is settled; the number of rounds, or why not.
+  Result<int> settle(uint64_t version, bool quiet);
   void send(NodeId to, net::MessageType type, const SnapshotStep& step);
 
   NodeId self_;

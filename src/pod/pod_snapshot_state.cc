@@ -1,5 +1,6 @@
 #include "pod/pod_snapshot_state.hpp"
 
+#include <algorithm>
 #include <string>
 
 #include "machine/machine_state.hpp"
@@ -140,6 +141,11 @@ Result<PodMemberState> decode_pod_member_state(const std::vector<uint8_t>& bytes
       if (other.id == v->id) return bad(what + ": vcpu " + std::to_string(v->id) + " twice");
     s.vcpus.push_back(std::move(*v));
   }
+  const auto here =
+      static_cast<size_t>(std::count(s.host_of_vcpu.begin(), s.host_of_vcpu.end(), s.host));
+  if (s.vcpus.size() != here)
+    return bad("vcpus: " + std::to_string(s.vcpus.size()) + " saved, the location table puts " +
+               std::to_string(here) + " on this host");
   auto ports = get_blob(r, kMaxPortDeviceBytes, "port devices");
   if (!ports) return ports.error();
   s.port_devices = std::move(*ports);

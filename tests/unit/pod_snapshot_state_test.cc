@@ -176,6 +176,7 @@ TEST(PodSnapshotMessages, RoundTripAndRefuseBadInput) {
   step.id = 7;
   step.sent = 100;
   step.received = 99;
+  step.version = 12;
   step.slot_gpas = {0, 1ull << 30};
   step.text = "why";
   auto back = decode_snapshot_step(encode_snapshot_step(net::MessageType::kSnapshotStepDone, step));
@@ -186,13 +187,14 @@ TEST(PodSnapshotMessages, RoundTripAndRefuseBadInput) {
   EXPECT_EQ(back->id, 7u);
   EXPECT_EQ(back->sent, 100u);
   EXPECT_EQ(back->received, 99u);
+  EXPECT_EQ(back->version, 12u);
   EXPECT_EQ(back->slot_gpas, step.slot_gpas);
   EXPECT_EQ(back->text, "why");
   net::Frame f = encode_snapshot_step(net::MessageType::kSnapshotStep, step);
   f.payload[0] = 9;
   EXPECT_NE(decode_snapshot_step(f).error().message().find("phase 9"), std::string::npos);
   f = encode_snapshot_step(net::MessageType::kSnapshotStep, step);
-  f.payload[24] = 0xff;  // the slot count's low byte
+  f.payload[32] = 0xff;  // the slot count's low byte
   EXPECT_NE(decode_snapshot_step(f).error().message().find("slots"), std::string::npos);
 
   auto start = decode_pod_start(encode_pod_start({2, "spec: yaml", "/snap/dir"}));
