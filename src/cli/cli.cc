@@ -156,6 +156,8 @@ CliOutcome parse_cli(int argc, const char* const* argv) {
   node->add_option("--listen", node_cmd.listen, "HOST:PORT to listen on")->required();
   node->add_option("--secret-file", node_cmd.secret_file, "the pod's shared secret")->required();
   node->add_option("--name", node_cmd.name, "this node's name (default: the listen address)");
+  node->add_option("--api-socket", node_cmd.api_socket,
+                   "serve the control API for this node's pod on a Unix socket (mode 0600)");
 
   CliOutcome out;
   try {

@@ -18,7 +18,8 @@ inline constexpr uint64_t kMinGuestMemory = 4ull << 20;
 struct NodeCommand {
   std::string listen;  // HOST:PORT
   std::string secret_file;
-  std::string name;  // default: the listen address
+  std::string name;        // default: the listen address
+  std::string api_socket;  // the control API for this node's pod (none: not served)
 };
 
 struct PodPingCommand {

@@ -28,7 +28,8 @@ int run_node(const NodeCommand& command) {
   sigaddset(&stop_signals, SIGTERM);
   sigaddset(&stop_signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
-  auto node = NodeService::start({address->first, address->second, command.name, *secret});
+  auto node = NodeService::start(
+      {address->first, address->second, command.name, *secret, command.api_socket});
   if (!node) return report_error(kExitVmmError, node.error().message());
   const std::string where = address->first + ":" + std::to_string((*node)->port());
   spdlog::info("node '{}' listening on {}", command.name, where);

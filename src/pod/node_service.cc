@@ -31,6 +31,12 @@ Result<std::unique_ptr<NodeService>> NodeService::start(const NodeConfig& config
   auto l = net::TcpListener::listen(config.listen_host, config.listen_port);
   if (!l) return l.error();
   n->listener_ = std::move(*l);
+  if (!config.api_socket.empty()) {
+    auto api = ApiServer::start(
+        config.api_socket, [self = n.get()](const ApiRequest& r) { return self->handle_api(r); });
+    if (!api) return api.error().context("--api-socket");
+    n->api_ = std::move(*api);
+  }
   n->acceptor_ = std::thread([self = n.get()] { self->accept_loop(); });
   return n;
 }
@@ -41,7 +47,8 @@ NodeService::~NodeService() {
 
 void NodeService::stop() {
   if (stopping_.exchange(true)) return;
-  listener_->close();  // wakes the accept loop
+  if (api_) api_->stop();  // no request reaches the pod from here on
+  listener_->close();      // wakes the accept loop
   if (acceptor_.joinable()) acceptor_.join();
   {
     std::unique_lock lock(mu_);
@@ -208,6 +215,41 @@ net::Frame NodeService::start_pod(const net::Frame& request,
   spdlog::info("pod {}: this node is host {} of {}", name,
                pod_->spec().hosts[start->host_index].name, pod_->spec().hosts.size());
   return encode_pod_reply({true, "created"});
+}
+
+// The control API: what `pod status/snapshot/down` do over TCP, on this node's Unix socket.
+ApiReply NodeService::handle_api(const ApiRequest& r) {
+  using C = ApiRequest::Command;
+  auto pod = current_pod();
+  if (r.command == C::kStatus)
+    return ApiReply{}
+        .with("node", config_.name)
+        .with("state", pod ? pod->state() : std::string("idle"))
+        .with("pod", pod ? pod->status() : std::string("no pod"));
+  if (!pod || pod->stopped()) return ApiReply::failure("this node runs no pod");
+  switch (r.command) {
+    case C::kMetrics:
+      return ApiReply{}.with("metrics", pod->metrics());
+    case C::kPause:
+    case C::kResume: {
+      Status s = r.command == C::kPause ? pod->pause_pod() : pod->resume_pod();
+      if (!s.ok()) return ApiReply::failure(s.error().message());
+      return ApiReply{}.with("state", pod->state());
+    }
+    case C::kSnapshot: {
+      if (r.working_set_ms != 0) return ApiReply::failure("snapshot: no working set in a pod yet");
+      if (r.path.empty() || r.path.front() != '/' || r.path.size() > kMaxSnapshotDirBytes)
+        return ApiReply::failure("snapshot: path: an absolute directory, every host writes in it");
+      auto done = pod->snapshot(r.path, r.stop);
+      if (!done) return ApiReply::failure(done.error().message());
+      return ApiReply{}.with("path", r.path).with("report", *done).with("state", pod->state());
+    }
+    case C::kQuit:
+      pod->stop({0, false, "stopped on the control API"});
+      return ApiReply{}.with("state", std::string("stopping"));
+    default:
+      return ApiReply::failure("unknown command");
+  }
 }
 
 net::Frame NodeService::pod_request(const net::Frame& request) {

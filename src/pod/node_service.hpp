@@ -15,6 +15,7 @@
 #include <thread>
 #include <vector>
 
+#include "machine/api_server.hpp"
 #include "net/tcp_link.hpp"
 #include "pod/pod_member.hpp"
 #include "shoal/unique_fd.hpp"
@@ -26,6 +27,9 @@ struct NodeConfig {
   uint16_t listen_port = 0;
   std::string name;
   std::vector<uint8_t> secret;
+  // The control API (machine/api_server.hpp) for this node's pod: status and metrics on any
+  // node; pause, resume, snapshot (a directory, as `pod snapshot`) and quit through host 0's.
+  std::string api_socket;
 };
 
 class NodeService {
@@ -53,9 +57,11 @@ class NodeService {
   net::Frame start_pod(const net::Frame& request, const std::shared_ptr<net::TcpLink>& client);
   net::Frame pod_request(const net::Frame& request);
   std::shared_ptr<PodMember> current_pod();
+  ApiReply handle_api(const ApiRequest& r);
 
   NodeConfig config_;
   std::unique_ptr<net::TcpListener> listener_;
+  std::unique_ptr<ApiServer> api_;
   std::thread acceptor_;
   std::mutex mu_;
   std::condition_variable workers_done_;

@@ -344,6 +344,29 @@ void PodMember::wait_stopped() {
   cv_.wait(lock, [&] { return torn_down_; });
 }
 
+std::string PodMember::metrics() const {
+  std::ostringstream m;
+  auto gauge = [&](const char* name, const char* help, double v, const char* type = "gauge") {
+    m << "# HELP " << name << " " << help << "\n# TYPE " << name << " " << type << "\n"
+      << name << " " << v << "\n";
+  };
+  const auto& st = memory_->stats();
+  gauge("shoal_pod_vcpus_here", "vCPUs running on this host",
+        static_cast<double>(mover_->vcpus_here().size()));
+  gauge("shoal_paused", "1 while the pod is paused", state() == "paused" ? 1 : 0);
+  gauge("shoal_pod_location_version", "version of the pod's vCPU location table",
+        static_cast<double>(mover_->version()));
+  gauge("shoal_guest_present_bytes", "guest RAM mapped on this host",
+        static_cast<double>(memory_->mapped_pages() * kPageSize));
+  gauge("shoal_pod_faults_total", "guest page faults on this host",
+        static_cast<double>(st.faults.load()), "counter");
+  gauge("shoal_pod_page_bytes_sent_total", "page contents sent to other hosts",
+        static_cast<double>(st.page_bytes_sent.load()), "counter");
+  gauge("shoal_pod_page_bytes_received_total", "page contents received from other hosts",
+        static_cast<double>(st.page_bytes_received.load()), "counter");
+  return m.str();
+}
+
 std::string PodMember::status() const {
   std::ostringstream s;
   std::string vcpus;

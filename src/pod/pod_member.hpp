@@ -61,6 +61,12 @@ class PodMember {
   Result<std::string> move_vcpu(uint32_t vcpu, NodeId to);
   // Host 0: snapshots the pod into `dir` (`shoal pod snapshot`; pod/pod_snapshot.hpp).
   Result<std::string> snapshot(const std::string& dir, bool stay_paused);
+  // Host 0: pauses or resumes every member's vCPUs (the control API; pod/pod_snapshot.hpp).
+  Status pause_pod();
+  Status resume_pod();
+  std::string state() const;
+  // Prometheus text: this member's vCPUs and page traffic.
+  std::string metrics() const;
   // Stops the pod (idempotent, any thread); `outcome` is what is reported.
   void stop(const PodOutcome& outcome);
   bool stopped() const { return outcome_.decided(); }

@@ -22,8 +22,28 @@ Result<std::string> PodMember::snapshot(const std::string& dir, bool stay_paused
     std::lock_guard state_lock(mu_);
     if (state_ != "running" && state_ != "paused")
       return Error("pod snapshot: the pod is " + state_);
+    stay_paused = stay_paused || state_ == "paused";  // a paused pod stays paused, as `run`'s
   }
   return snapshotter_->snapshot(dir, stay_paused);
+}
+
+Status PodMember::pause_pod() {
+  std::unique_lock lock(control_mu_, std::try_to_lock);
+  if (!lock.owns_lock()) return Error("pause: a vCPU move or a snapshot is under way");
+  if (state() != "running") return Error("pause: the pod is " + state());
+  return snapshotter_->pause_all();
+}
+
+Status PodMember::resume_pod() {
+  std::unique_lock lock(control_mu_, std::try_to_lock);
+  if (!lock.owns_lock()) return Error("resume: a vCPU move or a snapshot is under way");
+  if (state() != "paused") return Error("resume: the pod is " + state());
+  return snapshotter_->resume_all();
+}
+
+std::string PodMember::state() const {
+  std::lock_guard lock(mu_);
+  return state_;
 }
 
 VcpuThread* PodMember::vcpu_thread(uint32_t id) {

@@ -159,6 +159,33 @@ Result<int> PodSnapshotter::settle(uint64_t version, bool quiet) {
                " did not settle after " + std::to_string(kMaxSettleRounds) + " rounds");
 }
 
+Status PodSnapshotter::pause_all() {
+  if (self_ != 0) return Error("pauses go through host " + names_[0]);
+  std::unique_lock busy(run_mu_, std::try_to_lock);
+  if (!busy.owns_lock()) return Error("a snapshot of this pod is under way");
+  if (auto agreed = settle(member_.location_version(), false); !agreed)
+    return agreed.error().context("pause: location table");
+  SnapshotStep order;
+  order.phase = Phase::kPause;
+  if (auto paused = round(order); !paused) {
+    order.phase = Phase::kResume;
+    (void)round(order);
+    return paused.error().context("pause");
+  }
+  return {};
+}
+
+Status PodSnapshotter::resume_all() {
+  if (self_ != 0) return Error("resumes go through host " + names_[0]);
+  std::unique_lock busy(run_mu_, std::try_to_lock);
+  if (!busy.owns_lock()) return Error("a snapshot of this pod is under way");
+  SnapshotStep order;
+  order.phase = Phase::kResume;
+  auto resumed = round(order);
+  if (!resumed) return resumed.error().context("resume");
+  return {};
+}
+
 Result<std::string> PodSnapshotter::snapshot(const std::string& dir, bool stay_paused) {
   if (self_ != 0) return Error("snapshots go through host " + names_[0]);
   std::unique_lock busy(run_mu_, std::try_to_lock);

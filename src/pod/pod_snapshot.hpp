@@ -58,6 +58,9 @@ class PodSnapshotter {
   // Host 0, on a control link's thread: the whole snapshot. Returns what `pod snapshot`
   // prints.
   Result<std::string> snapshot(const std::string& dir, bool stay_paused);
+  // Host 0: every member's vCPUs paused (once the location tables agree), or resumed.
+  Status pause_all();
+  Status resume_all();
   // From a link's reader: an order (queued for this type's thread) or an answer.
   void deliver(NodeId from, net::MessageType type, SnapshotStep step);
   // Ends the thread; a snapshot under way fails (the pod is stopping).

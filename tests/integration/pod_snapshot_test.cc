@@ -3,7 +3,10 @@
 // and the restored pod finishes the guest's work exactly as an uninterrupted one would.
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
 #include <cstdlib>
+#include <filesystem>
 
 #include "support/pod_cluster.hpp"
 #include "support/sanitized.hpp"
@@ -98,6 +101,48 @@ TEST(PodSnapshot, RestoringIntoAnotherPodOrWithoutAFileStopsWithTheReason) {
   EXPECT_NE(r.err.find("pod snapshot: the pod is stopped"), std::string::npos) << r.err;
   EXPECT_NE(r.out.find("idle=1"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("h1: pod podtest host h1 (2/2): stopped"), std::string::npos) << r.out;
+}
+
+TEST(PodSnapshot, EveryNodeServesTheControlApiAndHostZeroPausesThePod) {
+  SHOAL_REQUIRE_POD_HOSTS();
+  // `shoal node --api-socket`: status and metrics anywhere; pause, snapshot, resume and quit
+  // through host 0's node, for the whole pod.
+  const std::string api = "/tmp/shoal-pod-api-" + std::to_string(getpid());
+  std::filesystem::remove_all(api);
+  std::filesystem::create_directories(api);
+  auto r = in_cluster(
+      2, pod_spec(2, "counter-total 1000000000"),
+      "$SHOAL pod up $SPEC & up=$!; " + wait_running(2) +
+          "$SHOAL ctl $SHOAL_NODE_API_DIR/h1.sock pause; echo h1-pause=$?; "
+          "$SHOAL ctl $SHOAL_NODE_API_DIR/h0.sock pause; echo h0-pause=$?; "
+          "$SHOAL ctl $SHOAL_NODE_API_DIR/h1.sock status; "
+          "$SHOAL ctl $SHOAL_NODE_API_DIR/h0.sock metrics | grep '^shoal_paused'; "
+          "$SHOAL ctl $SHOAL_NODE_API_DIR/h0.sock snapshot $SHOAL_NODE_API_DIR/snap; echo snap=$?; "
+          "$SHOAL ctl $SHOAL_NODE_API_DIR/h0.sock resume; echo resume=$?; "
+          "$SHOAL ctl $SHOAL_NODE_API_DIR/h0.sock resume; echo again=$?; "
+          "$SHOAL ctl $SHOAL_NODE_API_DIR/h0.sock quit; wait $up; echo up-exit=$?; "
+          "$SHOAL ctl $SHOAL_NODE_API_DIR/h0.sock metrics; echo idle=$?; ls "
+          "$SHOAL_NODE_API_DIR/snap",
+      {"SHOAL_NODE_API_DIR=" + api});
+  std::filesystem::remove_all(api);
+  EXPECT_FALSE(r.timed_out) << r.out << r.err;
+  EXPECT_NE(r.err.find("pauses go through host h0"), std::string::npos) << r.err;
+  EXPECT_NE(r.out.find("h1-pause=1"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("{\"ok\":true,\"state\":\"paused\"}"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("h0-pause=0"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("pod podtest host h1 (2/2): paused"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("shoal_paused 1"), std::string::npos) << r.out;
+  // A paused pod stays paused through a snapshot.
+  EXPECT_NE(r.out.find("left paused"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("snap=0"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("resume=0"), std::string::npos) << r.out;
+  EXPECT_NE(r.err.find("resume: the pod is running"), std::string::npos) << r.err;
+  EXPECT_NE(r.out.find("again=1"), std::string::npos) << r.out;
+  EXPECT_NE(r.err.find("stopped on the control API"), std::string::npos) << r.err;
+  EXPECT_NE(r.out.find("up-exit=0"), std::string::npos) << r.out;
+  EXPECT_NE(r.err.find("this node runs no pod"), std::string::npos) << r.err;
+  EXPECT_NE(r.out.find("idle=1"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("h0.snap\nh1.snap"), std::string::npos) << r.out;
 }
 
 }  // namespace
