@@ -116,6 +116,7 @@ Result<std::unique_ptr<PodMember>> PodMember::create(PodMemberConfig config) {
                              [self](const std::string& dir, const std::vector<uint64_t>& slots) {
                                return self->save_snapshot(dir, slots);
                              },
+                             [self](const std::string& dir) { return self->commit_snapshot(dir); },
                              [self](const Error& e) {
                                self->stop({1, true, e.message()});
                              }});

@@ -88,6 +88,7 @@ class PodMember {
   Status pause_here();
   void resume_here();
   Result<std::string> save_snapshot(const std::string& dir, const std::vector<uint64_t>& slots);
+  Status commit_snapshot(const std::string& dir);
   Result<BootPlan> restore();
   Status run_restored(const BootPlan& plan);
   VcpuThread* vcpu_thread(uint32_t id);

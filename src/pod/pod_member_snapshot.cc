@@ -1,6 +1,8 @@
 // PodMember's part of a pod snapshot (pod/pod_snapshot.hpp) and of `pod up --restore`: what
 // this host saves, and how a fresh member takes it back before any vCPU of the pod runs.
+#include <fcntl.h>
 #include <spdlog/spdlog.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <filesystem>
@@ -11,6 +13,7 @@
 #include "pod/pod_member.hpp"
 #include "shoal/clock.hpp"
 #include "shoal/size.hpp"
+#include "shoal/unique_fd.hpp"
 
 namespace shoal {
 
@@ -126,7 +129,7 @@ Result<std::string> PodMember::save_snapshot(const std::string& dir,
   std::filesystem::create_directories(dir, made);
   if (made) return Error("snapshot directory " + dir + ": " + made.message());
   const std::string path = dir + "/" + me().name + ".snap";
-  auto stats = write_snapshot(path, in);
+  auto stats = write_snapshot(path + ".new", in);  // the commit step renames it
   if (!stats) return stats.error();
   char text[256];
   std::snprintf(text, sizeof text,
@@ -138,6 +141,16 @@ Result<std::string> PodMember::save_snapshot(const std::string& dir,
                 st.memory.home_copies.size(), st.memory.homes.size(),
                 format_size(stats->file_bytes).c_str());
   return std::string(text);
+}
+
+Status PodMember::commit_snapshot(const std::string& dir) {
+  const std::string path = dir + "/" + me().name + ".snap";
+  if (::rename((path + ".new").c_str(), path.c_str()) < 0)
+    return errno_error("commit " + path + ".new");
+  // The new name is durable once its directory is synced.
+  UniqueFd dir_fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!dir_fd.valid() || fsync(dir_fd.get()) < 0) return errno_error("commit: sync " + dir);
+  return {};
 }
 
 Result<BootPlan> PodMember::restore() {

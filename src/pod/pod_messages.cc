@@ -230,7 +230,7 @@ Result<SnapshotStep> decode_snapshot_step(const Frame& f) {
   if (!r.get(phase) || !r.get(ok) || !r.get(quiet) || !r.get(zero) || !r.get(s.id) ||
       !r.get(s.sent) || !r.get(s.received) || !r.get(s.version) || !r.get(slots))
     return bad("snapshot step", "shorter than its header");
-  if (phase < 1 || phase > 4) return bad("snapshot step", "phase " + std::to_string(phase));
+  if (phase < 1 || phase > 5) return bad("snapshot step", "phase " + std::to_string(phase));
   if (ok > 1 || quiet > 1 || zero != 0) return bad("snapshot step", "bad flags");
   if (slots > kMaxSnapshotStepSlots || slots > f.payload.size() / sizeof(uint64_t))
     return bad("snapshot step", std::to_string(slots) + " slots");

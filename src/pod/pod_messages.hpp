@@ -111,7 +111,7 @@ Result<PodSnapshotRequest> decode_pod_snapshot_request(const net::Frame& f);
 
 // One step of a pod snapshot (pod/pod_snapshot.hpp): host 0's order, and each member's answer.
 struct SnapshotStep {
-  enum class Phase : uint8_t { kPause = 1, kSettle = 2, kSave = 3, kResume = 4 };
+  enum class Phase : uint8_t { kPause = 1, kSettle = 2, kSave = 3, kResume = 4, kCommit = 5 };
   Phase phase = Phase::kPause;
   bool ok = true;
   bool quiet = false;               // kSettle's answer

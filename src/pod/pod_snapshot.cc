@@ -98,6 +98,9 @@ SnapshotStep PodSnapshotter::perform(const SnapshotStep& order) {
     case Phase::kResume:
       member_.resume();
       break;
+    case Phase::kCommit:
+      if (Status s = member_.commit(order.text); !s.ok()) return failed(s.error());
+      break;
   }
   return done;
 }
@@ -232,8 +235,20 @@ Result<std::string> PodSnapshotter::snapshot(const std::string& dir, bool stay_p
     member_.fail(e);
     return e;
   }
-  if (!stay_paused || !saved) resume();
+  Status committed{};
+  if (saved) {
+    SnapshotStep commit;
+    commit.phase = Phase::kCommit;
+    commit.text = dir;
+    // Renames only: a failure here (a member's directory gone, say) may leave some members'
+    // new files in place and others' old ones, and says so.
+    if (auto c = round(commit); !c)
+      committed = c.error().context("pod snapshot: commit (the files in " + dir +
+                                    " may now be of two snapshots)");
+  }
+  if (!stay_paused || !saved || !committed.ok()) resume();
   if (!saved) return saved.error().context("pod snapshot: save");
+  if (!committed.ok()) return committed.error();
   const uint64_t t1 = monotonic_ns();
   std::string report;
   char line[160];

@@ -13,7 +13,10 @@
 //             coherence messages it sent and received; repeated until every member is quiet,
 //             the pod's totals sent and received are equal, and a second round finds the same
 //             totals: then no message is on the wire and none can be (no vCPU runs)
-//     save    write the file (with every member's slots: a vCPU's page walk may touch any)
+//     save    write the file beside its name, as <name>.snap.new (with every member's slots:
+//             a vCPU's page walk may touch any)
+//     commit  once every member has saved: rename <name>.snap.new over <name>.snap, so a
+//             snapshot that fails on one member leaves every member's previous file in place
 //     resume  run this host's vCPUs again (skipped with --stop: the pod stays paused)
 // A failed step resumes the pod (with --stop too) and reports which host failed and why; a
 // save that does not answer within kSaveTimeout stops the pod instead (a member may still be
@@ -48,6 +51,8 @@ class PodSnapshotter {
     // Writes this member's file in `dir`; returns what it wrote, for the report.
     std::function<Result<std::string>(const std::string& dir, const std::vector<uint64_t>& slots)>
         save;
+    // Puts the file `save` wrote in `dir` in place of the previous one.
+    std::function<Status(const std::string& dir)> commit;
     std::function<void(const Error&)> fail;  // stops the pod
   };
   PodSnapshotter(NodeId self, std::vector<std::string> host_names, PodMesh& mesh, Member member);

@@ -78,7 +78,12 @@ TEST(PodSnapshot, RestoringIntoAnotherPodOrWithoutAFileStopsWithTheReason) {
   auto r = in_cluster(
       2, spec2,
       "dir=$(mktemp -d); $SHOAL pod up $SPEC >/dev/null & up=$!; " + wait_running(2) +
-          "$SHOAL pod snapshot $SPEC $dir/snap; echo snapshot=$?; $SHOAL pod down $SPEC; "
+          "$SHOAL pod snapshot $SPEC $dir/snap; echo snapshot=$?; "
+          // A second snapshot that fails on h1 (its file cannot be written) keeps h0's first.
+          "md5sum $dir/snap/h0.snap > $dir/sum; mkdir -p $dir/snap/h1.snap.new/x; "
+          "$SHOAL pod snapshot $SPEC $dir/snap; echo failed-snapshot=$?; "
+          "md5sum -c --quiet $dir/sum && echo h0-kept; rm -r $dir/snap/h1.snap.new; "
+          "$SHOAL pod down $SPEC; "
           "wait $up; "
           // The same hosts in another order: h0's file is not host 1's.
           "sed -e 's/name: h0/name: hx/' -e 's/name: h1/name: h0/' -e 's/name: hx/name: h1/' "
@@ -90,6 +95,9 @@ TEST(PodSnapshot, RestoringIntoAnotherPodOrWithoutAFileStopsWithTheReason) {
   EXPECT_FALSE(r.timed_out) << r.out << r.err;
   EXPECT_NE(r.out.find("snapshot=0"), std::string::npos) << r.out << r.err;
   EXPECT_NE(r.out.find("resumed"), std::string::npos) << r.out;
+  EXPECT_NE(r.err.find("pod snapshot: save: host h1: "), std::string::npos) << r.err;
+  EXPECT_NE(r.out.find("failed-snapshot=1"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("h0-kept"), std::string::npos) << r.out;
   EXPECT_NE(r.err.find("host 1 of 2, this is host 0 of 2 (snapshots restore into the pod and "
                        "host they came from)"),
             std::string::npos)
