@@ -25,6 +25,10 @@ class WireWriter {
     return *this;
   }
   WireWriter& put_string(const std::string& s) { return put_bytes(s.data(), s.size()); }
+  // A u32 length, then that many bytes (read back with WireReader::get_blob).
+  WireWriter& put_blob(const std::vector<uint8_t>& b) {
+    return put(static_cast<uint32_t>(b.size())).put_bytes(b.data(), b.size());
+  }
   std::vector<uint8_t> take() { return std::move(bytes_); }
 
  private:
@@ -46,6 +50,16 @@ class WireReader {
     if (b_.size() - pos_ < n) return false;
     std::memcpy(p, b_.data() + pos_, n);
     pos_ += n;
+    return true;
+  }
+  // A length-prefixed blob of at most `max` bytes; the error says what was wrong with it
+  // ("truncated", "70000 bytes, at most 65536"), for the caller to name the field.
+  bool get_blob(std::vector<uint8_t>& out, size_t max, std::string& error) {
+    uint32_t n = 0;
+    if (!get(n)) return error = "truncated", false;
+    if (n > max) return error = std::to_string(n) + " bytes, at most " + std::to_string(max), false;
+    out.resize(n);
+    if (!get_bytes(out.data(), n)) return error = "truncated", false;
     return true;
   }
   std::string rest() {

@@ -263,14 +263,16 @@ int control_pod(const PodControlCommand& command) {
 
   using Action = PodControlCommand::Action;
   if (command.action == Action::kMove) return move_vcpu(command, spec, *secret);
+  // DIR (snapshot, --restore) is read or written by each node on its own host: a relative path
+  // would mean each node's working directory.
+  const std::string dir =
+      command.dir.empty() ? "" : std::filesystem::absolute(command.dir).lexically_normal().string();
+  if (dir.size() > kMaxSnapshotDirBytes)
+    return report_error(
+        kExitUsage, std::string(command.action == Action::kUp ? "--restore" : "DIR") +
+                        ": a path of at most " + std::to_string(kMaxSnapshotDirBytes) + " bytes");
   if (command.action == Action::kSnapshot) {
-    // Each node writes on its own host: a relative path would mean each node's working directory.
-    const std::string dir =
-        command.dir.empty() ? ""
-                            : std::filesystem::absolute(command.dir).lexically_normal().string();
-    if (dir.empty() || dir.size() > kMaxSnapshotDirBytes)
-      return report_error(kExitUsage,
-                          "DIR: a path of 1.." + std::to_string(kMaxSnapshotDirBytes) + " bytes");
+    if (dir.empty()) return report_error(kExitUsage, "DIR: a directory is needed");
     return ask_host0(spec, *secret, encode_pod_snapshot_request({command.stay_paused, dir}));
   }
   std::vector<Host> hosts;
@@ -290,12 +292,6 @@ int control_pod(const PodControlCommand& command) {
   }
   if (command.action == Action::kUp) {
     if (unreachable) return report_error(kExitVmmError, "not every host of the pod is reachable");
-    const std::string dir =
-        command.dir.empty() ? ""
-                            : std::filesystem::absolute(command.dir).lexically_normal().string();
-    if (dir.size() > kMaxSnapshotDirBytes)
-      return report_error(kExitUsage, "--restore: a path of at most " +
-                                          std::to_string(kMaxSnapshotDirBytes) + " bytes");
     return pod_up(spec, *yaml, dir, hosts);
   }
   int failures = unreachable;

@@ -158,16 +158,10 @@ Status Machine::queue_restore(const MachineState& state) {
   if (state.vcpus.size() != core_->vcpus().size())
     return Error("restore: " + std::to_string(state.vcpus.size()) +
                  " vcpus saved, this machine has " + std::to_string(core_->vcpus().size()));
-  SHOAL_TRY(core_->vm().restore_state(state.vm), "restore VM");
-  SHOAL_TRY(core_->pio().restore_state(state.port_devices), "restore");
-  // Posted before the threads start, behind a pause: each vCPU restores itself on its own
-  // thread and waits; run() resumes them only if every restore succeeded.
-  std::vector<std::future<Status>> done;
-  for (size_t i = 0; i < core_->vcpus().size(); ++i) {
-    core_->vcpus()[i]->send(VcpuCommand::kPause);
-    done.push_back(core_->vcpus()[i]->restore(state.vcpus[i]));
-  }
-  restore_pending_ = std::move(done);
+  // Posted before the threads start: run() resumes them only if every restore succeeded.
+  auto done = core_->queue_restore(state.vm, state.port_devices, state.vcpus);
+  if (!done) return done.error();
+  restore_pending_ = std::move(*done);
   return {};
 }
 

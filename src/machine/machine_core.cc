@@ -93,6 +93,45 @@ void MachineCore::command_vcpus(VcpuCommand c) {
   for (auto& v : vcpus_) v->send(c);
 }
 
+void MachineCore::command_vcpus(const std::vector<int>& ids, VcpuCommand c) {
+  for (int id : ids)
+    if (VcpuThread* v = vcpu(id)) v->send(c);
+}
+
+VcpuThread* MachineCore::vcpu(int id) {
+  for (auto& v : vcpus_)
+    if (v->backend().id() == id) return v.get();
+  return nullptr;
+}
+
+Status MachineCore::pause_vcpus(const std::vector<int>& ids,
+                                const std::function<bool()>& giving_up) {
+  command_vcpus(ids, VcpuCommand::kPause);
+  for (int id : ids) {
+    VcpuThread* v = vcpu(id);
+    if (v == nullptr) return Error("pause: vcpu " + std::to_string(id) + " is not on this host");
+    while (!v->wait_for(VcpuRunState::kPaused, std::chrono::milliseconds(100)))
+      if (giving_up()) return Error("pause: the guest is stopping");
+    if (v->state() != VcpuRunState::kPaused)
+      return Error("pause: vcpu " + std::to_string(id) + " has stopped");
+  }
+  return {};
+}
+
+Result<std::vector<std::future<Status>>> MachineCore::queue_restore(
+    const VmState& vm, const std::vector<uint8_t>& port_devices, std::vector<VcpuState> vcpus) {
+  SHOAL_TRY(vm_.restore_state(vm), "restore VM");
+  SHOAL_TRY(pio_.restore_state(port_devices), "restore");
+  std::vector<std::future<Status>> done;
+  for (VcpuState& s : vcpus) {
+    VcpuThread* v = vcpu(static_cast<int>(s.id));
+    if (v == nullptr) return Error("restore: vcpu " + std::to_string(s.id) + " is not here");
+    v->send(VcpuCommand::kPause);
+    done.push_back(v->restore(std::move(s)));
+  }
+  return done;
+}
+
 void MachineCore::stop_vcpus() {
   command_vcpus(VcpuCommand::kStop);
   for (auto& v : vcpus_) v->join();

@@ -11,6 +11,7 @@
 #pragma once
 
 #include <functional>
+#include <future>
 #include <memory>
 #include <string>
 #include <thread>
@@ -67,8 +68,21 @@ class MachineCore {
   Status create_vcpus(const std::vector<int>& ids, int total, const BootPlan& plan,
                       const VcpuFinished& finished);
   std::vector<std::unique_ptr<VcpuThread>>& vcpus() { return vcpus_; }
+  // vCPU `id`'s thread, if it was created here (nullptr otherwise).
+  VcpuThread* vcpu(int id);
   void start_vcpus();
   void command_vcpus(VcpuCommand c);
+  void command_vcpus(const std::vector<int>& ids, VcpuCommand c);  // those created here
+  // Pauses vCPUs `ids` and waits until each is paused. Not forever: a vCPU waiting on a fault
+  // that will never be served does not take the pause, so `giving_up` is asked every 100 ms
+  // (the owner is ending: whoever pauses must return so that it can be joined).
+  Status pause_vcpus(const std::vector<int>& ids, const std::function<bool()>& giving_up);
+  // Restores the VM's state and the port devices', then posts each vCPU's restore behind a
+  // pause (each vCPU restores itself on its own thread, before it runs if not started yet);
+  // the owner resumes them once every future says ok.
+  Result<std::vector<std::future<Status>>> queue_restore(const VmState& vm,
+                                                         const std::vector<uint8_t>& port_devices,
+                                                         std::vector<VcpuState> vcpus);
   // Stops every vCPU and joins its thread. Before the memory stack goes.
   void stop_vcpus();
 

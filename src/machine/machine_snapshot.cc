@@ -10,6 +10,7 @@
 #include "machine/machine.hpp"
 #include "memory/ram_slots.hpp"
 #include "shoal/clock.hpp"
+#include "shoal/prometheus_text.hpp"
 #include "shoal/size.hpp"
 
 namespace shoal {
@@ -94,17 +95,10 @@ Status Machine::restore_from_file(const RunConfig& config) {
 }
 
 Status Machine::pause_vcpus() {
-  core_->command_vcpus(VcpuCommand::kPause);
-  for (size_t i = 0; i < core_->vcpus().size(); ++i) {
-    auto& v = core_->vcpus()[i];
-    // Not forever: a vCPU waiting on a fault that will never be served does not take the
-    // pause, and once the machine is ending run() must be able to join whoever is pausing.
-    while (!v->wait_for(VcpuRunState::kPaused, std::chrono::milliseconds(100)))
-      if (outcome_.decided()) return Error("pause: the guest is stopping");
-    if (v->state() != VcpuRunState::kPaused)
-      return Error("pause: vcpu " + std::to_string(i) + " has stopped");
-  }
-  return {};
+  std::vector<int> ids;
+  for (auto& v : core_->vcpus()) ids.push_back(v->backend().id());
+  // Once the machine is ending, run() must be able to join whoever is pausing.
+  return core_->pause_vcpus(ids, [this] { return outcome_.decided(); });
 }
 
 Result<SnapshotWriteStats> Machine::snapshot(const std::string& path, bool stay_paused,
@@ -225,8 +219,7 @@ ApiReply Machine::handle_api(const ApiRequest& r) {
 std::string Machine::metrics() const {
   std::ostringstream m;
   auto gauge = [&](const char* name, const char* help, double v, const char* type = "gauge") {
-    m << "# HELP " << name << " " << help << "\n# TYPE " << name << " " << type << "\n"
-      << name << " " << v << "\n";
+    append_metric(m, name, help, v, type);
   };
   gauge("shoal_vcpus", "vCPUs of the guest", static_cast<double>(core_->vcpus().size()));
   gauge("shoal_paused", "1 while the guest is paused", paused_ ? 1 : 0);

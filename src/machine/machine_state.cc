@@ -10,18 +10,10 @@ namespace {
 
 constexpr uint32_t kMagic = 0x4d534853;  // "SHSM"
 
-void put_blob(WireWriter& w, const std::vector<uint8_t>& b) {
-  w.put(static_cast<uint32_t>(b.size())).put_bytes(b.data(), b.size());
-}
-
 Result<std::vector<uint8_t>> get_blob(WireReader& r, size_t max, const std::string& what) {
-  uint32_t n = 0;
-  if (!r.get(n)) return Error("machine state: " + what + ": truncated");
-  if (n > max)
-    return Error("machine state: " + what + ": " + std::to_string(n) + " bytes, at most " +
-                 std::to_string(max));
-  std::vector<uint8_t> b(n);
-  if (!r.get_bytes(b.data(), n)) return Error("machine state: " + what + ": truncated");
+  std::vector<uint8_t> b;
+  std::string why;
+  if (!r.get_blob(b, max, why)) return Error("machine state: " + what + ": " + why);
   return b;
 }
 
@@ -30,10 +22,10 @@ Result<std::vector<uint8_t>> get_blob(WireReader& r, size_t max, const std::stri
 std::vector<uint8_t> encode_machine_state(const MachineState& s) {
   WireWriter w;
   w.put(kMagic).put(kMachineStateVersion);
-  put_blob(w, encode_vm_state(s.vm));
+  w.put_blob(encode_vm_state(s.vm));
   w.put(static_cast<uint32_t>(s.vcpus.size()));
-  for (const VcpuState& v : s.vcpus) put_blob(w, encode_vcpu_state(v));
-  put_blob(w, s.port_devices);
+  for (const VcpuState& v : s.vcpus) w.put_blob(encode_vcpu_state(v));
+  w.put_blob(s.port_devices);
   return w.take();
 }
 
@@ -51,8 +43,10 @@ Result<MachineState> decode_machine_state(const std::vector<uint8_t>& bytes) {
   if (!vm_state) return vm_state.error().context("machine state");
   s.vm = *vm_state;
   if (!r.get(vcpus)) return Error("machine state: vcpus: truncated");
-  if (vcpus == 0 || vcpus > kMaxMachineVcpus)
-    return Error("machine state: vcpus: " + std::to_string(vcpus) + ", expected 1.." +
+  // None is possible: a pod member may run no vCPU (a single host's restore checks the count
+  // against the snapshot's header).
+  if (vcpus > kMaxMachineVcpus)
+    return Error("machine state: vcpus: " + std::to_string(vcpus) + ", at most " +
                  std::to_string(kMaxMachineVcpus));
   for (uint32_t i = 0; i < vcpus; ++i) {
     const std::string what = "vcpu " + std::to_string(i);

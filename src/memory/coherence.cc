@@ -69,6 +69,10 @@ HomeDirectory::Entry HomeDirectory::entry(uint64_t page) const {
   return e;
 }
 
+HomeDirectory::State HomeDirectory::state(uint64_t page) const {
+  return state_of(words_[page]);
+}
+
 bool HomeDirectory::can_claim(uint64_t page) const {
   return state_of(words_[page]) == State::kUncached && !transactions_.count(page);
 }

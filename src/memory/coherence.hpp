@@ -124,6 +124,7 @@ class HomeDirectory {
     std::deque<CoherenceMessage> queue;
   };
   Entry entry(uint64_t page) const;
+  State state(uint64_t page) const;  // entry(page).state, without assembling the rest
   // The home's own first touch of a dormant page, without a message: when nobody has the
   // page and no transaction is on it, `r` becomes its exclusive owner (true). Lets the home
   // serve a whole batch of its own dormant pages from its zero pool in one go.
@@ -147,6 +148,8 @@ class HomeDirectory {
   };
   // Every entry that is not uncached, in page order. Only with no transaction in flight.
   std::vector<Record> records() const;
+  // Nothing recorded yet: no entry, transaction or home copy (a fresh directory).
+  bool empty() const { return entries_ == 0 && transactions_.empty() && home_copies_.empty(); }
   // Pages whose shared data the home keeps (unmapped, or beside its mapped copy), in order.
   std::vector<uint64_t> home_copy_pages() const;
   const PageBytes* home_copy(uint64_t page) const;

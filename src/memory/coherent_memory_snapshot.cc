@@ -68,7 +68,7 @@ Status CoherentMemory::restore(const CoherenceSnapshot& s, const SnapshotFile& f
   if (!sorted_unique(s.home_copies, pages_))
     return Error("home copies: not sorted or out of range");
   std::lock_guard lock(proto_mu_);
-  if (directory_->present_pages() != 0 || home_->records().size() != 0)
+  if (directory_->present_pages() != 0 || !home_->empty())
     return Error("restore: this member's memory is in use");
   for (const HomeDirectory::Record& r : s.homes) {
     if (r.page >= pages_)
@@ -88,7 +88,7 @@ Status CoherentMemory::restore(const CoherenceSnapshot& s, const SnapshotFile& f
     copies += copy ? 1 : 0;
     if (copy) home_->restore_home_copy(page, PageBytes(data, data + kPageBytes));
     const bool shared = is_in(s.shared, page);
-    if (copy && !shared && home_->entry(page).state != HomeDirectory::State::kShared)
+    if (copy && !shared && home_->state(page) != HomeDirectory::State::kShared)
       return Error("page " + format_hex(page) + ": a home copy of a page that is not shared");
     if (copy && !shared) return {};  // kept, not mapped here
     if (!budget_allows_one_more()) return Error("restore: over this host's memory budget");

@@ -49,39 +49,26 @@ uint64_t PageDirectory::dormant_run(uint64_t first, uint64_t limit) const {
 
 void PageDirectory::for_each_mapped_run(
     const std::function<void(uint64_t first, uint64_t count)>& f, bool skip_unbacked) const {
-  constexpr uint64_t kChunk = 4096;  // directory bytes per host page: 16 MiB of guest
-  constexpr uint64_t kChunksPerCall = 512;
-  const uint64_t total = pages();
-  if (total == 0) return;
-  auto* base = const_cast<std::atomic<uint8_t>*>(&states_[0]);
-  std::vector<unsigned char> backed(kChunksPerCall);
-  uint64_t run_start = 0, run_len = 0;
+  uint64_t run_start = 0, run_len = 0, next = 0;
   auto flush = [&] {
     if (run_len > 0) f(run_start, run_len);
     run_len = 0;
   };
-  for (uint64_t at = 0; at < total; at += kChunk * kChunksPerCall) {
-    const uint64_t span = std::min(kChunk * kChunksPerCall, total - at);
-    // A mapping the kernel cannot describe is walked whole: slower, never wrong.
-    if (!skip_unbacked || mincore(reinterpret_cast<uint8_t*>(base) + at, span, backed.data()) < 0)
-      std::fill(backed.begin(), backed.end(), 1);
-    for (uint64_t c = 0; c * kChunk < span; ++c) {
-      const uint64_t first = at + c * kChunk;
-      const uint64_t end = std::min(first + kChunk, total);
-      if ((backed[c] & 1) == 0) {
-        flush();
-        continue;
-      }
-      for (uint64_t p = first; p < end; ++p) {
-        if (state(p) == PageState::kDormant) {
-          flush();
-        } else {
-          if (run_len == 0) run_start = p;
-          ++run_len;
+  // The unbacked parts of the directory (16 MiB of guest per 4 KiB piece) are all dormant.
+  states_.for_each_backed(
+      [&](uint64_t first, uint64_t end) {
+        if (first != next) flush();  // an unbacked piece in between ends the run
+        for (uint64_t p = first; p < end; ++p) {
+          if (state(p) == PageState::kDormant) {
+            flush();
+          } else {
+            if (run_len == 0) run_start = p;
+            ++run_len;
+          }
         }
-      }
-    }
-  }
+        next = end;
+      },
+      skip_unbacked);
   flush();
 }
 

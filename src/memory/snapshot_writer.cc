@@ -191,20 +191,23 @@ Result<SnapshotWriteStats> write_snapshot(const std::string& path, const Snapsho
   if (pwrite(fd.get(), head.data(), head.size(), 0) != static_cast<ssize_t>(head.size()))
     return fail(errno_error("write header"));
   if (fdatasync(fd.get()) < 0) return fail(errno_error("fdatasync"));
-  if (::rename(tmp.c_str(), path.c_str()) < 0) return fail(errno_error("rename"));
-  // The new name is durable once its directory is synced.
-  const size_t slash = path.rfind('/');
-  const std::string dir = slash == std::string::npos ? "."
-                          : slash == 0               ? "/"
-                                                     : path.substr(0, slash);
-  UniqueFd dir_fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (dir_fd.valid()) (void)fsync(dir_fd.get());
+  if (Status s = rename_durably(tmp, path); !s.ok()) return fail(s.error());
   stats.mapped_pages = c->mapped;
   stats.zero_pages = c->zero;
   stats.stored_pages = h.stored_pages;
   stats.working_set_pages = h.working_set_pages;
   stats.write_ns = monotonic_ns() - t0 - stats.scan_ns;
   return stats;
+}
+
+Status rename_durably(const std::string& from, const std::string& to) {
+  if (::rename(from.c_str(), to.c_str()) < 0) return errno_error("rename " + from);
+  // The new name is durable once its directory is synced.
+  const size_t slash = to.rfind('/');
+  const std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : to.substr(0, slash);
+  UniqueFd dir_fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!dir_fd.valid() || fsync(dir_fd.get()) < 0) return errno_error("sync " + dir);
+  return {};
 }
 
 }  // namespace shoal

@@ -44,4 +44,7 @@ struct SnapshotWriteStats {
 
 Result<SnapshotWriteStats> write_snapshot(const std::string& path, const SnapshotInput& in);
 
+// Renames `from` over `to` and syncs their directory, so the new name survives a crash.
+Status rename_durably(const std::string& from, const std::string& to);
+
 }  // namespace shoal

@@ -8,6 +8,7 @@
 #include "arch/kernel_loader.hpp"
 #include "devices/platform_devices.hpp"
 #include "devices/simple_devices.hpp"
+#include "shoal/prometheus_text.hpp"
 #include "shoal/size.hpp"
 
 namespace shoal {
@@ -348,8 +349,7 @@ void PodMember::wait_stopped() {
 std::string PodMember::metrics() const {
   std::ostringstream m;
   auto gauge = [&](const char* name, const char* help, double v, const char* type = "gauge") {
-    m << "# HELP " << name << " " << help << "\n# TYPE " << name << " " << type << "\n"
-      << name << " " << v << "\n";
+    append_metric(m, name, help, v, type);
   };
   const auto& st = memory_->stats();
   gauge("shoal_pod_vcpus_here", "vCPUs running on this host",

@@ -91,7 +91,7 @@ class PodMember {
   Status commit_snapshot(const std::string& dir);
   Result<BootPlan> restore();
   Status run_restored(const BootPlan& plan);
-  VcpuThread* vcpu_thread(uint32_t id);
+  std::vector<int> vcpus_here() const;  // the location table's, for this host
 
   PodMemberConfig config_;
   const PodHost& me() const { return config_.spec.hosts[config_.self]; }

@@ -1,8 +1,6 @@
 // PodMember's part of a pod snapshot (pod/pod_snapshot.hpp) and of `pod up --restore`: what
 // this host saves, and how a fresh member takes it back before any vCPU of the pod runs.
-#include <fcntl.h>
 #include <spdlog/spdlog.h>
-#include <unistd.h>
 
 #include <cstdio>
 #include <filesystem>
@@ -13,7 +11,6 @@
 #include "pod/pod_member.hpp"
 #include "shoal/clock.hpp"
 #include "shoal/size.hpp"
-#include "shoal/unique_fd.hpp"
 
 namespace shoal {
 
@@ -49,10 +46,10 @@ std::string PodMember::state() const {
   return state_;
 }
 
-VcpuThread* PodMember::vcpu_thread(uint32_t id) {
-  for (auto& v : core_->vcpus())
-    if (v->backend().id() == static_cast<int>(id)) return v.get();
-  return nullptr;
+std::vector<int> PodMember::vcpus_here() const {
+  std::vector<int> ids;
+  for (uint32_t id : mover_->vcpus_here()) ids.push_back(static_cast<int>(id));
+  return ids;
 }
 
 // Only the vCPUs that run here: a parked one (moved away) stays paused, and is not ours to save.
@@ -63,27 +60,16 @@ Status PodMember::pause_here() {
     if (state_ != "running" && state_ != "paused")
       return Error("this host is " + state_ + ", not running");
   }
-  const std::vector<uint32_t> here = mover_->vcpus_here();
-  for (uint32_t id : here)
-    if (VcpuThread* v = vcpu_thread(id)) v->send(VcpuCommand::kPause);
-  for (uint32_t id : here) {
-    VcpuThread* v = vcpu_thread(id);
-    if (v == nullptr) return Error("vcpu " + std::to_string(id) + " is not on this host");
-    // A vCPU waiting for a page or a forwarded exit takes the pause once that arrives; one
-    // the pod's stop ends never does, hence the check.
-    while (!v->wait_for(VcpuRunState::kPaused, std::chrono::milliseconds(100)))
-      if (outcome_.decided()) return Error("the pod is stopping");
-    if (v->state() != VcpuRunState::kPaused)
-      return Error("vcpu " + std::to_string(id) + " has stopped");
-  }
+  // A vCPU waiting for a page or a forwarded exit takes the pause once that arrives; one the
+  // pod's stop ends never does.
+  SHOAL_TRY(core_->pause_vcpus(vcpus_here(), [this] { return outcome_.decided(); }), "");
   std::lock_guard lock(mu_);
   if (state_ == "running") state_ = "paused";
   return {};
 }
 
 void PodMember::resume_here() {
-  for (uint32_t id : mover_->vcpus_here())
-    if (VcpuThread* v = vcpu_thread(id)) v->send(VcpuCommand::kResume);
+  core_->command_vcpus(vcpus_here(), VcpuCommand::kResume);
   std::lock_guard lock(mu_);
   if (state_ == "paused") state_ = "running";
 }
@@ -104,15 +90,15 @@ Result<std::string> PodMember::save_snapshot(const std::string& dir,
   st.slot_gpas = slots;
   auto vm = core_->vm().save_state();
   if (!vm) return vm.error().context("save VM");
-  st.vm = *vm;
-  for (uint32_t id : mover_->vcpus_here()) {
-    VcpuThread* v = vcpu_thread(id);
+  st.machine.vm = *vm;
+  for (int id : vcpus_here()) {
+    VcpuThread* v = core_->vcpu(id);
     if (v == nullptr) return Error("save: vcpu " + std::to_string(id) + " is not on this host");
     auto saved = v->save().get();
     if (!saved) return saved.error().context("save");
-    st.vcpus.push_back(std::move(*saved));
+    st.machine.vcpus.push_back(std::move(*saved));
   }
-  st.port_devices = core_->pio().save_state();
+  st.machine.port_devices = core_->pio().save_state();
   std::vector<uint64_t> pages;
   auto memory = memory_->save(pages);
   if (!memory) return memory.error();
@@ -135,7 +121,7 @@ Result<std::string> PodMember::save_snapshot(const std::string& dir,
   std::snprintf(text, sizeof text,
                 "%s: %zu vCPU%s, %llu pages (%llu zero, %zu shared, %zu home copies), "
                 "%zu home entries, %s",
-                path.c_str(), st.vcpus.size(), st.vcpus.size() == 1 ? "" : "s",
+                path.c_str(), st.machine.vcpus.size(), st.machine.vcpus.size() == 1 ? "" : "s",
                 static_cast<unsigned long long>(stats->mapped_pages),
                 static_cast<unsigned long long>(stats->zero_pages), st.memory.shared.size(),
                 st.memory.home_copies.size(), st.memory.homes.size(),
@@ -145,11 +131,7 @@ Result<std::string> PodMember::save_snapshot(const std::string& dir,
 
 Status PodMember::commit_snapshot(const std::string& dir) {
   const std::string path = dir + "/" + me().name + ".snap";
-  if (::rename((path + ".new").c_str(), path.c_str()) < 0)
-    return errno_error("commit " + path + ".new");
-  // The new name is durable once its directory is synced.
-  UniqueFd dir_fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (!dir_fd.valid() || fsync(dir_fd.get()) < 0) return errno_error("commit: sync " + dir);
+  SHOAL_TRY(rename_durably(path + ".new", path), "commit");
   return {};
 }
 
@@ -180,8 +162,9 @@ Result<BootPlan> PodMember::restore() {
   // Every member's slots: a page walk or an instruction fetch may touch any member's page.
   SHOAL_TRY(core_->map_for_boot(st->slot_gpas), "");
   spdlog::info("pod {}: restored {} ({} mapped here, {} vCPU{}) in {:.1f} ms", spec.name, path,
-               format_size(memory_->mapped_pages() * kPageSize), st->vcpus.size(),
-               st->vcpus.size() == 1 ? "" : "s", static_cast<double>(monotonic_ns() - t0) / 1e6);
+               format_size(memory_->mapped_pages() * kPageSize), st->machine.vcpus.size(),
+               st->machine.vcpus.size() == 1 ? "" : "s",
+               static_cast<double>(monotonic_ns() - t0) / 1e6);
   plan->description = "snapshot " + path;
   plan->all_vcpus_at_entry = true;  // every vCPU's registers come from the files
   restored_ = std::move(*st);
@@ -193,7 +176,7 @@ Result<BootPlan> PodMember::restore() {
 // As run(), with the vCPUs the snapshot put on this host, each restored before it runs.
 Status PodMember::run_restored(const BootPlan& plan) {
   std::vector<int> ids;
-  for (const VcpuState& v : restored_->vcpus) ids.push_back(static_cast<int>(v.id));
+  for (const VcpuState& v : restored_->machine.vcpus) ids.push_back(static_cast<int>(v.id));
   std::vector<std::future<Status>> restores;
   {
     std::lock_guard lock(mu_);
@@ -203,15 +186,11 @@ Status PodMember::run_restored(const BootPlan& plan) {
                                     on_vcpu_finished(id, a, st);
                                   }),
               "");
-    SHOAL_TRY(core_->vm().restore_state(restored_->vm), "restore VM");
-    SHOAL_TRY(core_->pio().restore_state(restored_->port_devices), "restore");
-    // Posted before the threads start, behind a pause: each vCPU restores itself on its own
-    // thread and waits to be resumed.
-    for (VcpuState& s : restored_->vcpus) {
-      VcpuThread* v = vcpu_thread(s.id);
-      v->send(VcpuCommand::kPause);
-      restores.push_back(v->restore(std::move(s)));
-    }
+    // Posted before the threads start: each vCPU restores itself and waits to be resumed.
+    auto queued = core_->queue_restore(restored_->machine.vm, restored_->machine.port_devices,
+                                       std::move(restored_->machine.vcpus));
+    if (!queued) return queued.error();
+    restores = std::move(*queued);
     core_->start_vcpus();
   }
   // Outside mu_: a vCPU that fails calls back into stop(), which takes it.
@@ -221,8 +200,7 @@ Status PodMember::run_restored(const BootPlan& plan) {
   mover_->set_plan(plan);
   std::lock_guard lock(mu_);
   if (outcome_.decided()) return Error("the pod is stopping");
-  for (uint32_t id : mover_->vcpus_here())
-    if (VcpuThread* v = vcpu_thread(id)) v->send(VcpuCommand::kResume);
+  core_->command_vcpus(vcpus_here(), VcpuCommand::kResume);
   state_ = "running";
   restored_.reset();
   return {};

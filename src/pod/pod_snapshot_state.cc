@@ -19,17 +19,10 @@ Error bad(const std::string& what) {
   return Error("pod member state: " + what);
 }
 
-void put_blob(WireWriter& w, const std::vector<uint8_t>& b) {
-  w.put(static_cast<uint32_t>(b.size())).put_bytes(b.data(), b.size());
-}
-
 Result<std::vector<uint8_t>> get_blob(WireReader& r, size_t max, const std::string& what) {
-  uint32_t n = 0;
-  if (!r.get(n)) return bad(what + ": truncated");
-  if (n > max)
-    return bad(what + ": " + std::to_string(n) + " bytes, at most " + std::to_string(max));
-  std::vector<uint8_t> b(n);
-  if (!r.get_bytes(b.data(), n)) return bad(what + ": truncated");
+  std::vector<uint8_t> b;
+  std::string why;
+  if (!r.get_blob(b, max, why)) return bad(what + ": " + why);
   return b;
 }
 
@@ -60,17 +53,14 @@ Result<std::vector<uint64_t>> get_pages(WireReader& r, size_t left, const std::s
 std::vector<uint8_t> encode_pod_member_state(const PodMemberState& s) {
   WireWriter w;
   w.put(kMagic).put(kPodMemberStateVersion).put(s.host).put(s.hosts);
-  put_blob(w, std::vector<uint8_t>(s.pod_name.begin(), s.pod_name.end()));
-  put_blob(w, s.boot_plan);
+  w.put_blob(std::vector<uint8_t>(s.pod_name.begin(), s.pod_name.end()));
+  w.put_blob(s.boot_plan);
   w.put(static_cast<uint32_t>(s.host_of_vcpu.size()));
   for (uint16_t h : s.host_of_vcpu) w.put(h);
   w.put(s.location_version);
   w.put(static_cast<uint32_t>(s.slot_gpas.size()));
   for (uint64_t g : s.slot_gpas) w.put(g);
-  put_blob(w, encode_vm_state(s.vm));
-  w.put(static_cast<uint32_t>(s.vcpus.size()));
-  for (const VcpuState& v : s.vcpus) put_blob(w, encode_vcpu_state(v));
-  put_blob(w, s.port_devices);
+  w.put_blob(encode_machine_state(s.machine));
   put_pages(w, s.memory.shared);
   put_pages(w, s.memory.home_copies);
   w.put(static_cast<uint64_t>(s.memory.homes.size()));
@@ -120,35 +110,25 @@ Result<PodMemberState> decode_pod_member_state(const std::vector<uint8_t>& bytes
   s.slot_gpas.resize(n);
   for (uint64_t& g : s.slot_gpas)
     if (!r.get(g)) return bad("slots: truncated");
-  auto vm = get_blob(r, kMaxVmStateBytes, "vm");
-  if (!vm) return vm.error();
-  auto vm_state = decode_vm_state(*vm);
-  if (!vm_state) return vm_state.error().context("pod member state");
-  s.vm = *vm_state;
-  if (!r.get(n)) return bad("vcpus: truncated");
-  if (n > s.host_of_vcpu.size())
-    return bad("vcpus: " + std::to_string(n) + " of a pod of " +
-               std::to_string(s.host_of_vcpu.size()));
-  for (uint32_t i = 0; i < n; ++i) {
+  auto machine_bytes = get_blob(r, kMaxSnapshotStateBytes, "machine");
+  if (!machine_bytes) return machine_bytes.error();
+  auto machine = decode_machine_state(*machine_bytes);
+  if (!machine) return machine.error().context("pod member state");
+  s.machine = std::move(*machine);
+  const auto& vcpus = s.machine.vcpus;
+  for (size_t i = 0; i < vcpus.size(); ++i) {
     const std::string what = "vcpu " + std::to_string(i);
-    auto blob = get_blob(r, kMaxVcpuStateBytes, what);
-    if (!blob) return blob.error();
-    auto v = decode_vcpu_state(*blob);
-    if (!v) return v.error().context("pod member state: " + what);
-    if (v->id >= s.host_of_vcpu.size() || s.host_of_vcpu[v->id] != s.host)
-      return bad(what + ": vcpu " + std::to_string(v->id) + " does not run on this host");
-    for (const VcpuState& other : s.vcpus)
-      if (other.id == v->id) return bad(what + ": vcpu " + std::to_string(v->id) + " twice");
-    s.vcpus.push_back(std::move(*v));
+    const uint32_t id = vcpus[i].id;
+    if (id >= s.host_of_vcpu.size() || s.host_of_vcpu[id] != s.host)
+      return bad(what + ": vcpu " + std::to_string(id) + " does not run on this host");
+    for (size_t j = 0; j < i; ++j)
+      if (vcpus[j].id == id) return bad(what + ": vcpu " + std::to_string(id) + " twice");
   }
   const auto here =
       static_cast<size_t>(std::count(s.host_of_vcpu.begin(), s.host_of_vcpu.end(), s.host));
-  if (s.vcpus.size() != here)
-    return bad("vcpus: " + std::to_string(s.vcpus.size()) + " saved, the location table puts " +
+  if (vcpus.size() != here)
+    return bad("vcpus: " + std::to_string(vcpus.size()) + " saved, the location table puts " +
                std::to_string(here) + " on this host");
-  auto ports = get_blob(r, kMaxPortDeviceBytes, "port devices");
-  if (!ports) return ports.error();
-  s.port_devices = std::move(*ports);
   auto shared = get_pages(r, bytes.size(), "shared pages");
   if (!shared) return shared.error();
   s.memory.shared = std::move(*shared);

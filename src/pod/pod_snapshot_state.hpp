@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "kvm/vcpu_state.hpp"
+#include "machine/machine_state.hpp"
 #include "memory/coherent_memory.hpp"
 #include "shoal/status.hpp"
 
@@ -25,10 +25,10 @@ struct PodMemberState {
   // Guest addresses whose KVM slots every member creates before its vCPUs run: a page walk
   // or an instruction fetch cannot take the lazy-slot path, and may touch any member's page.
   std::vector<uint64_t> slot_gpas;
-  VmState vm;                         // this host's in-kernel irqchip, PIT and clock
-  std::vector<VcpuState> vcpus;       // the vCPUs this host ran
-  std::vector<uint8_t> port_devices;  // host 0: the devices (IoBus::save_state)
-  CoherenceSnapshot memory;           // what this host held of the pod's memory
+  // This host's VM (in-kernel irqchip, PIT, clock), the vCPUs it ran (exactly those the
+  // location table puts here; possibly none) and its port devices (host 0: the devices).
+  MachineState machine;
+  CoherenceSnapshot memory;  // what this host held of the pod's memory
 };
 
 inline constexpr uint32_t kPodMemberStateVersion = 1;

@@ -122,12 +122,6 @@ void VcpuMover::loop() {
   }
 }
 
-VcpuThread* VcpuMover::find(uint32_t vcpu) {
-  for (auto& v : core_.vcpus())
-    if (v->backend().id() == static_cast<int>(vcpu)) return v.get();
-  return nullptr;
-}
-
 // On the vCPU's host: pause, save, park, send the state on.
 void VcpuMover::migrate(const VcpuMove& m) {
   const std::string what = "move vcpu " + std::to_string(m.vcpu);
@@ -136,7 +130,7 @@ void VcpuMover::migrate(const VcpuMove& m) {
     if (host_of_vcpu_[m.vcpu] != config_.self)
       return fail_(Error(what + ": it does not run on " + config_.host_names[config_.self]));
   }
-  VcpuThread* v = find(m.vcpu);
+  VcpuThread* v = core_.vcpu(static_cast<int>(m.vcpu));
   if (v == nullptr) return fail_(Error(what + ": no such vCPU here"));
   // The pause completes a pending I/O exit first (VcpuThread); an exit forwarded to host 0 or
   // a page on its way from another host arrives before the vCPU thread takes the command.
@@ -161,7 +155,7 @@ void VcpuMover::arrive(NodeId from, const VcpuMove& m) {
   if (!state) return fail_(state.error().context(what));
   if (state->id != m.vcpu)
     return fail_(Error(what + ": the state is vcpu " + std::to_string(state->id) + "'s"));
-  VcpuThread* v = find(m.vcpu);
+  VcpuThread* v = core_.vcpu(static_cast<int>(m.vcpu));
   const bool created = v == nullptr;
   if (created) {
     std::optional<BootPlan> plan;
@@ -178,7 +172,7 @@ void VcpuMover::arrive(NodeId from, const VcpuMove& m) {
     });
     if (!allowed) return;  // the pod is stopping
     if (!made.ok()) return fail_(made.error().context(what));
-    v = find(m.vcpu);
+    v = core_.vcpu(static_cast<int>(m.vcpu));
     if (v == nullptr) return fail_(Error(what + ": created, then not found"));
     v->send(VcpuCommand::kPause);  // before its thread starts: restored before it ever runs
   }

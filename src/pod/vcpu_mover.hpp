@@ -79,7 +79,6 @@ class VcpuMover {
   void migrate(const VcpuMove& m);
   void arrive(NodeId from, const VcpuMove& m);
   void place(uint32_t vcpu, NodeId host, uint64_t version);
-  VcpuThread* find(uint32_t vcpu);
 
   Config config_;
   MachineCore& core_;

@@ -13,7 +13,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (state->host >= state->hosts || state->host_of_vcpu.empty()) __builtin_trap();
   auto again = shoal::decode_pod_member_state(shoal::encode_pod_member_state(*state));
   if (!again || again->memory.homes.size() != state->memory.homes.size() ||
-      again->vcpus.size() != state->vcpus.size())
+      again->machine.vcpus.size() != state->machine.vcpus.size())
     __builtin_trap();
   return 0;
 }

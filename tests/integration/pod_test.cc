@@ -156,7 +156,7 @@ TEST(PodMove, AVcpuMovedAHundredTimesKeepsTheCounterExact) {
                             : kSanitized                 ? "1800000000"
                                                          : "600000000";
   auto r = in_cluster(3, pod_spec(3, "counter-total " + total),
-                      std::string("$SHOAL pod up $SPEC & up=$!; ") + kWaitRunning +
+                      "$SHOAL pod up $SPEC & up=$!; " + wait_running(3) +
                           "ok=0; for i in $(seq 100); do "
                           "$SHOAL pod move $SPEC --vcpu 1 --to h$((i % 3)) && ok=$((ok + 1)); "
                           "done; echo moves-ok=$ok; $SHOAL pod status $SPEC; "
@@ -181,7 +181,7 @@ TEST(PodMove, BadMovesAreRefusedAndThePodRunsOn) {
   // The guest must outlast five `pod move`s: under ASan 20000000 counts did not, once.
   const std::string total = std::getenv("SHOAL_TEST_VM") ? "20000000" : "200000000";
   auto r = in_cluster(3, pod_spec(3, "counter-total " + total),
-                      std::string("$SHOAL pod up $SPEC & up=$!; ") + kWaitRunning +
+                      "$SHOAL pod up $SPEC & up=$!; " + wait_running(3) +
                           "$SHOAL pod move $SPEC --vcpu 0 --to h1; echo a=$?; "
                           "$SHOAL pod move $SPEC --vcpu 1 --to h1; echo b=$?; "
                           "$SHOAL pod move $SPEC --vcpu 2 --to h9; echo c=$?; "
@@ -206,7 +206,7 @@ TEST(PodMove, BadMovesAreRefusedAndThePodRunsOn) {
 TEST(PodMove, AMoveToAHostKilledMeanwhileStopsThePodWithTheLostHost) {
   SHOAL_REQUIRE_POD_HOSTS();
   auto r = in_cluster(3, pod_spec(3, "handoff 10000000"),
-                      std::string("$SHOAL pod up $SPEC & up=$!; ") + kWaitRunning +
+                      "$SHOAL pod up $SPEC & up=$!; " + wait_running(3) +
                           "ip netns pids $SHOAL_NETNS_PREFIX-h2 | xargs kill -9; "
                           "$SHOAL pod move $SPEC --vcpu 1 --to h2; echo move=$?; "
                           "wait $up; echo up-exit=$?; $SHOAL pod status $SPEC");

@@ -58,8 +58,4 @@ std::string wait_running(int hosts) {
          std::to_string(hosts) + "): running' && break; sleep 0.1; done; ";
 }
 
-const char* const kWaitRunning =
-    "for i in $(seq 100); do $SHOAL pod status $SPEC 2>/dev/null | grep -q 'h0 (1/3): running' "
-    "&& break; sleep 0.1; done; ";
-
 }  // namespace shoal::test

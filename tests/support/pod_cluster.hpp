@@ -33,9 +33,7 @@ std::string pod_spec(int hosts, const std::string& cmdline, int vcpus_each = 2,
 ProcessResult in_cluster(int hosts, const std::string& spec_path, const std::string& script,
                          std::vector<std::string> env = {});
 
-// Bash that waits (up to 10 s) until host 0 of a 3-host pod says the pod runs.
-extern const char* const kWaitRunning;
-// The same for a pod of `hosts` hosts.
+// Bash that waits (up to 10 s) until host 0 of a pod of `hosts` hosts says the pod runs.
 std::string wait_running(int hosts);
 
 }  // namespace shoal::test

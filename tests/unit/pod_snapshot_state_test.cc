@@ -19,16 +19,16 @@ PodMemberState sample() {
   s.boot_plan = {1, 2, 3};
   s.host_of_vcpu = {0, 1, 1, 2};
   s.location_version = 9;
-  s.vm.pic_slave.chip_id = KVM_IRQCHIP_PIC_SLAVE;
-  s.vm.ioapic.chip_id = KVM_IRQCHIP_IOAPIC;
+  s.machine.vm.pic_slave.chip_id = KVM_IRQCHIP_PIC_SLAVE;
+  s.machine.vm.ioapic.chip_id = KVM_IRQCHIP_IOAPIC;
   s.slot_gpas = {0, 1ull << 30};
   VcpuState v;
   v.id = 2;
   v.regs.rip = 0xabc;
-  s.vcpus.push_back(v);
+  s.machine.vcpus.push_back(v);
   v.id = 1;
-  s.vcpus.push_back(v);
-  s.port_devices = {9, 9};
+  s.machine.vcpus.push_back(v);
+  s.machine.port_devices = {9, 9};
   s.memory.shared = {5, 6, 100};
   s.memory.home_copies = {6, 7};
   s.memory.homes = {{5, State::kShared, 0, 0b011, true}, {8, State::kExclusive, 2, 0, false}};
@@ -50,10 +50,10 @@ TEST(PodMemberState, RoundTrips) {
   EXPECT_EQ(s->host_of_vcpu, (std::vector<uint16_t>{0, 1, 1, 2}));
   EXPECT_EQ(s->location_version, 9u);
   EXPECT_EQ(s->slot_gpas, (std::vector<uint64_t>{0, 1ull << 30}));
-  ASSERT_EQ(s->vcpus.size(), 2u);
-  EXPECT_EQ(s->vcpus[0].id, 2u);
-  EXPECT_EQ(s->vcpus[0].regs.rip, 0xabcu);
-  EXPECT_EQ(s->port_devices, (std::vector<uint8_t>{9, 9}));
+  ASSERT_EQ(s->machine.vcpus.size(), 2u);
+  EXPECT_EQ(s->machine.vcpus[0].id, 2u);
+  EXPECT_EQ(s->machine.vcpus[0].regs.rip, 0xabcu);
+  EXPECT_EQ(s->machine.port_devices, (std::vector<uint8_t>{9, 9}));
   EXPECT_EQ(s->memory.shared, (std::vector<uint64_t>{5, 6, 100}));
   EXPECT_EQ(s->memory.home_copies, (std::vector<uint64_t>{6, 7}));
   ASSERT_EQ(s->memory.homes.size(), 2u);
@@ -78,10 +78,10 @@ TEST(PodMemberState, BadInputIsRefusedWithTheField) {
   EXPECT_NE(with([](PodMemberState& s) { s.host_of_vcpu.clear(); }).find("0 vCPUs"),
             std::string::npos);
   EXPECT_NE(with([](PodMemberState& s) {
-              s.vcpus[0].id = 0;
+              s.machine.vcpus[0].id = 0;
             }).find("vcpu 0: vcpu 0 does not run on this host"),
             std::string::npos);
-  EXPECT_NE(with([](PodMemberState& s) { s.vcpus[1].id = 2; }).find("vcpu 2 twice"),
+  EXPECT_NE(with([](PodMemberState& s) { s.machine.vcpus[1].id = 2; }).find("vcpu 2 twice"),
             std::string::npos);
   EXPECT_NE(with([](PodMemberState& s) {
               s.memory.shared = {6, 5};
