@@ -26,6 +26,7 @@ constexpr RequiredCap kRequiredCaps[] = {
     {KVM_CAP_SET_TSS_ADDR, "KVM_CAP_SET_TSS_ADDR"},
     {KVM_CAP_IMMEDIATE_EXIT, "KVM_CAP_IMMEDIATE_EXIT"},
     {KVM_CAP_MP_STATE, "KVM_CAP_MP_STATE"},
+    {KVM_CAP_SIGNAL_MSI, "KVM_CAP_SIGNAL_MSI"},
 };
 
 // Just below the IOAPIC/LAPIC pages, inside the MMIO hole, as QEMU and Firecracker do.
@@ -140,6 +141,21 @@ Status Vm::set_irq_line(uint32_t gsi, bool level) {
   irq.level = level ? 1 : 0;
   if (ioctl(fd(), KVM_IRQ_LINE, &irq) < 0) return errno_error("KVM_IRQ_LINE");
   return {};
+}
+
+int Vm::memslot_count() const {
+  const int n = ioctl(fd(), KVM_CHECK_EXTENSION, KVM_CAP_NR_MEMSLOTS);
+  return n > 0 ? n : 32;  // KVM's documented minimum
+}
+
+Result<bool> Vm::signal_msi(uint32_t apic_id, uint8_t vector, bool nmi) {
+  kvm_msi msi{};
+  // Physical destination, edge; the delivery mode is fixed (0) or NMI (4).
+  msi.address_lo = 0xfee0'0000u | (apic_id << 12);
+  msi.data = nmi ? 0x400u : vector;
+  const int rc = ioctl(fd(), KVM_SIGNAL_MSI, &msi);
+  if (rc < 0) return errno_error("KVM_SIGNAL_MSI to APIC " + std::to_string(apic_id));
+  return rc > 0;  // 0: no LAPIC took it (none with that ID, or software-disabled)
 }
 
 Result<VcpuFd> Vm::create_vcpu(int id, size_t mmap_size) {

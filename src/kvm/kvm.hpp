@@ -53,6 +53,11 @@ class Vm {
   Status disable_pit_reinjection();
   // Drives a GSI (in-kernel irqchip); an ISA edge interrupt is a raise then a lower.
   Status set_irq_line(uint32_t gsi, bool level);
+  // Sends an interrupt to the LAPIC whose APIC ID is `apic_id` as an MSI would: a fixed
+  // `vector`, or an NMI. True if a LAPIC took it.
+  Result<bool> signal_msi(uint32_t apic_id, uint8_t vector, bool nmi);
+  // KVM_CAP_NR_MEMSLOTS: slot ids are below this.
+  int memslot_count() const;
   Result<VcpuFd> create_vcpu(int id, size_t mmap_size);
   // The in-kernel PIC, IOAPIC, PIT and kvmclock. Save with every vCPU paused; restore into a
   // VM whose platform exists (create_platform) before its vCPUs run.

@@ -2,6 +2,10 @@
 
 #include <spdlog/spdlog.h>
 
+#include <cstdlib>
+#include <cstring>
+
+#include "arch/interrupt_sink.hpp"
 #include "arch/x86_cpu.hpp"
 #include "memory/ram_slots.hpp"
 
@@ -23,8 +27,13 @@ MachineCore::~MachineCore() {
   stop_vcpus();
 }
 
+void MachineCore::FreeBytes::operator()(uint8_t* p) const {
+  std::free(p);
+}
+
 Result<std::unique_ptr<MachineCore>> MachineCore::create(Kvm kvm, uint64_t memory_bytes,
-                                                         const std::vector<uint64_t>& early_gpas) {
+                                                         const std::vector<uint64_t>& early_gpas,
+                                                         bool interrupt_sink) {
   auto vm = Vm::create(kvm);
   if (!vm) return vm.error();
   auto ram = GuestRam::reserve(memory_bytes, kvm.guest_phys_bits());
@@ -40,6 +49,16 @@ Result<std::unique_ptr<MachineCore>> MachineCore::create(Kvm kvm, uint64_t memor
   SHOAL_TRY(c->ram_slots_.front()->ensure(0, 1), "map guest RAM");
   for (uint64_t gpa : early_gpas)
     for (auto& s : c->ram_slots_) SHOAL_TRY(s->ensure(gpa, 1), "map guest RAM");
+  if (interrupt_sink) {
+    const std::vector<uint8_t> image = build_interrupt_sink();
+    c->sink_memory_.reset(static_cast<uint8_t*>(std::aligned_alloc(kPageSize, image.size())));
+    if (!c->sink_memory_) return Error("interrupt sink: out of memory");
+    std::memcpy(c->sink_memory_.get(), image.data(), image.size());
+    // The last slot id: RAM's slots count up from 0.
+    SHOAL_TRY(c->vm_.set_memory_region(static_cast<uint32_t>(c->vm_.memslot_count() - 1), kSinkGpa,
+                                       image.size(), c->sink_memory_.get()),
+              "interrupt sink");
+  }
   SHOAL_TRY(c->vm_.create_platform(), "create VM");
   return c;
 }
@@ -76,6 +95,7 @@ Status MachineCore::create_vcpus(const std::vector<int>& ids, int total, const B
     auto backend = std::make_unique<KvmVcpuBackend>(std::move(*fd), kvm_.vcpu_mmap_size(), *msrs);
     vcpus_.push_back(
         std::make_unique<VcpuThread>(std::move(backend), ExitBuses{pio_, mmio_}, finished));
+    if (sink_) vcpus_.back()->set_sink(sink_);
   }
   return {};
 }

@@ -42,8 +42,11 @@ class MachineCore {
   // slots are created on first access (memory/ram_slots.hpp), except the boot slot and those
   // holding `early_gpas` (a restore's pages), created before the irqchip: after it, each
   // memslot change first waits out the SRCU grace period the irqchip leaves (5-11 ms here).
+  // `interrupt_sink`: a pod member's, whose vCPU fds run the interrupt sink while their vCPU
+  // runs on another host (arch/interrupt_sink.hpp); its slot too comes before the irqchip.
   static Result<std::unique_ptr<MachineCore>> create(Kvm kvm, uint64_t memory_bytes,
-                                                     const std::vector<uint64_t>& early_gpas = {});
+                                                     const std::vector<uint64_t>& early_gpas = {},
+                                                     bool interrupt_sink = false);
   MachineCore(const MachineCore&) = delete;
   MachineCore& operator=(const MachineCore&) = delete;
   ~MachineCore();  // stops the vCPUs if the owner has not
@@ -63,6 +66,8 @@ class MachineCore {
   std::vector<uint64_t> slot_gpas() const;
 
   using VcpuFinished = VcpuThread::Finished;
+  // Where every vCPU created from now on reports the interrupts its sink takes.
+  void set_interrupt_sink(VcpuThread::SinkVector sink) { sink_ = std::move(sink); }
   // Creates vCPUs `ids` (of `total` in the guest), configured to start as `plan` says, each
   // with its thread (not started).
   Status create_vcpus(const std::vector<int>& ids, int total, const BootPlan& plan,
@@ -96,6 +101,11 @@ class MachineCore {
   IoBus mmio_{"MMIO"};
   std::vector<std::shared_ptr<RamSlots>> ram_slots_;
   std::vector<std::unique_ptr<VcpuThread>> vcpus_;
+  struct FreeBytes {
+    void operator()(uint8_t* p) const;
+  };
+  std::unique_ptr<uint8_t, FreeBytes> sink_memory_;  // the sink's slot, private to this host
+  VcpuThread::SinkVector sink_;
   // Turns the PIT's tick reinjection off beside the running guest, started with the vCPUs
   // (Vm::disable_pit_reinjection says why; started earlier, its grace periods slowed the
   // vCPUs' start). Joined by stop_vcpus().

@@ -6,6 +6,8 @@
 #include <cstdio>
 #include <string>
 
+#include "arch/interrupt_sink.hpp"
+
 namespace shoal {
 
 namespace {
@@ -81,6 +83,48 @@ void KvmVcpuBackend::complete_pending_exit() {
   clear_immediate_exit();
 }
 
+Status KvmVcpuBackend::enter_sink() {
+  const std::string what = "vcpu " + std::to_string(vcpu_.id()) + ": interrupt sink";
+  kvm_sregs sregs{};
+  SHOAL_TRY(vcpu_.get_sregs(sregs), what);
+  SHOAL_TRY(vcpu_.set_sregs(sink_sregs(sregs)), what);
+  SHOAL_TRY(vcpu_.set_regs(sink_regs(vcpu_.id())), what);
+  // Whatever was being delivered or was blocking NMIs went with the vCPU's state. A pending
+  // NMI stays (no KVM_VCPUEVENT_VALID_NMI_PENDING): the sink takes it and it is forwarded.
+  kvm_vcpu_events events{};
+  SHOAL_TRY(vcpu_.get_vcpu_events(events), what);
+  events.exception = {};
+  events.interrupt = {};
+  events.nmi.injected = 0;
+  events.nmi.masked = 0;
+  events.flags = 0;
+  SHOAL_TRY(vcpu_.set_vcpu_events(events), what);
+  // A halted vCPU (or an AP never started) would never run the sink's start-up.
+  SHOAL_TRY(vcpu_.set_mp_state(KVM_MP_STATE_RUNNABLE), what);
+  return {};
+}
+
+Result<std::vector<uint8_t>> KvmVcpuBackend::pending_interrupts() {
+  const std::string what = "vcpu " + std::to_string(vcpu_.id()) + ": leave the interrupt sink";
+  kvm_lapic_state lapic{};
+  SHOAL_TRY(vcpu_.get_lapic(lapic), what);
+  std::vector<uint8_t> vectors = pending_vectors(lapic);
+  kvm_vcpu_events events{};
+  SHOAL_TRY(vcpu_.get_vcpu_events(events), what);
+  if (events.nmi.pending) vectors.push_back(kNmiVector);
+  return vectors;
+}
+
+Status KvmVcpuBackend::unblock_nmi() {
+  complete_pending_exit();  // the OUT that reported it, before the events are touched
+  kvm_vcpu_events events{};
+  SHOAL_TRY(vcpu_.get_vcpu_events(events), "vcpu " + std::to_string(vcpu_.id()));
+  events.nmi.masked = 0;
+  events.flags = 0;
+  SHOAL_TRY(vcpu_.set_vcpu_events(events), "vcpu " + std::to_string(vcpu_.id()));
+  return {};
+}
+
 VcpuRunState next_state(VcpuRunState state, VcpuCommand command) {
   if (state == VcpuRunState::kStopped) return VcpuRunState::kStopped;
   switch (command) {
@@ -90,6 +134,8 @@ VcpuRunState next_state(VcpuRunState state, VcpuCommand command) {
       return VcpuRunState::kRunning;
     case VcpuCommand::kStop:
       return VcpuRunState::kStopped;
+    case VcpuCommand::kSink:
+      return VcpuRunState::kSink;
   }
   return state;
 }
@@ -102,6 +148,8 @@ const char* state_name(VcpuRunState state) {
       return "paused";
     case VcpuRunState::kStopped:
       return "stopped";
+    case VcpuRunState::kSink:
+      return "interrupt sink";
   }
   return "?";
 }
@@ -114,6 +162,10 @@ VcpuThread::~VcpuThread() {
     send(VcpuCommand::kStop);
     join();
   }
+}
+
+void VcpuThread::set_sink(SinkVector sink) {
+  sink_ = std::move(sink);
 }
 
 void VcpuThread::start() {
@@ -165,6 +217,26 @@ std::future<Status> VcpuThread::restore(VcpuState state) {
   auto f = reply->get_future();
   post([reply, s = std::move(state)](VcpuBackend* b) {
     reply->set_value(b ? b->restore_state(s) : Status(Error("the vcpu has stopped")));
+  });
+  return f;
+}
+
+std::future<Result<std::vector<uint8_t>>> VcpuThread::leave_sink(VcpuState state) {
+  auto reply = std::make_shared<std::promise<Result<std::vector<uint8_t>>>>();
+  auto f = reply->get_future();
+  post([this, reply, s = std::move(state)](VcpuBackend* b) {
+    if (b == nullptr) return reply->set_value(Error("the vcpu has stopped"));
+    // Read before the restore overwrites the LAPIC. An interrupt sent to this vCPU by
+    // another vCPU of this host between the two would be lost: the caller pauses them.
+    auto pending = b->pending_interrupts();
+    if (!pending) return reply->set_value(pending.error());
+    if (Status r = b->restore_state(s); !r.ok()) return reply->set_value(r.error());
+    sink_entered_ = false;
+    {
+      std::lock_guard lock(mu_);
+      state_ = VcpuRunState::kPaused;
+    }
+    reply->set_value(std::move(*pending));
   });
   return f;
 }
@@ -243,6 +315,11 @@ void VcpuThread::loop() {
       run_jobs(jobs);
       continue;
     }
+    const bool sinking = state() == VcpuRunState::kSink;
+    if (sinking && !sink_entered_) {
+      if (Status s = backend_->enter_sink(); !s.ok()) return finish(ExitFail{s.error().message()});
+      sink_entered_ = true;
+    }
     VcpuExit exit = backend_->run();
     ++exits_;
     exit_pending_ = false;
@@ -252,12 +329,47 @@ void VcpuThread::loop() {
       backend_->clear_immediate_exit();
       continue;
     }
+    if (sinking) {
+      if (!handle_sink_exit(exit)) return;
+      exit_pending_ = true;
+      continue;
+    }
     ExitAction action = handle_exit(exit, buses_);
     if (std::holds_alternative<ExitContinue>(action)) {
       exit_pending_ =
           std::holds_alternative<IoExit>(exit) || std::holds_alternative<MmioExit>(exit);
       continue;
     }
+    return finish(action);
+  }
+}
+
+bool VcpuThread::handle_sink_exit(const VcpuExit& exit) {
+  const std::string what = "vcpu " + std::to_string(backend_->id()) + ": interrupt sink: ";
+  const auto* report = std::get_if<MmioExit>(&exit);
+  if (report == nullptr || !report->write || report->address < kSinkReportGpa ||
+      report->address >= kSinkReportGpa + 256) {
+    finish(ExitFail{what + "unexpected " + describe_exit(exit)});
+    return false;
+  }
+  const auto vector = static_cast<uint8_t>(report->address - kSinkReportGpa);
+  // Vectors below 32 other than the NMI are exceptions: a fault in the sink itself.
+  if (vector < 32 && vector != kNmiVector) {
+    finish(ExitFail{what + "exception " + std::to_string(vector)});
+    return false;
+  }
+  if (vector == kNmiVector) {
+    if (Status s = backend_->unblock_nmi(); !s.ok()) {
+      finish(ExitFail{what + s.error().message()});
+      return false;
+    }
+  }
+  if (sink_) sink_(backend_->id(), vector);
+  return true;
+}
+
+void VcpuThread::finish(const ExitAction& action) {
+  {
     std::deque<Job> orphans;
     {
       std::lock_guard lock(mu_);
@@ -266,11 +378,10 @@ void VcpuThread::loop() {
     }
     cv_.notify_all();
     for (Job& j : orphans) j(nullptr);
-    const std::string cpu_state =
-        std::holds_alternative<ExitFail>(action) ? backend_->describe_state() : std::string();
-    if (finished_) finished_(backend_->id(), action, cpu_state);
-    return;
   }
+  const std::string cpu_state =
+      std::holds_alternative<ExitFail>(action) ? backend_->describe_state() : std::string();
+  if (finished_) finished_(backend_->id(), action, cpu_state);
 }
 
 }  // namespace shoal

@@ -44,6 +44,15 @@ class VcpuBackend {
   // until then its state is inconsistent, and the KVM API says to re-enter first. This
   // re-enters with immediate_exit set, so KVM completes the exit and returns at once.
   virtual void complete_pending_exit() = 0;
+  // The interrupt sink (arch/interrupt_sink.hpp), for a vCPU whose state went elsewhere: point
+  // the fd at the sink's code; and, leaving it, the vectors its LAPIC still holds (the IRR,
+  // and 2 for a pending NMI). Only real KVM vCPUs have one.
+  virtual Status enter_sink() { return Error("this vCPU has no interrupt sink"); }
+  virtual Result<std::vector<uint8_t>> pending_interrupts() {
+    return Error("this vCPU has no interrupt sink");
+  }
+  // The sink took an NMI: KVM blocks the next until an IRET, which the sink never runs.
+  virtual Status unblock_nmi() { return Error("this vCPU has no interrupt sink"); }
 };
 
 class KvmVcpuBackend : public VcpuBackend {
@@ -59,6 +68,9 @@ class KvmVcpuBackend : public VcpuBackend {
   Result<VcpuState> save_state() override;
   Status restore_state(const VcpuState& state) override;
   void complete_pending_exit() override;
+  Status enter_sink() override;
+  Result<std::vector<uint8_t>> pending_interrupts() override;
+  Status unblock_nmi() override;
   const VcpuFd& fd() const { return vcpu_; }
 
  private:
@@ -67,8 +79,10 @@ class KvmVcpuBackend : public VcpuBackend {
   std::vector<uint32_t> msr_indices_;
 };
 
-enum class VcpuRunState { kRunning, kPaused, kStopped };
-enum class VcpuCommand { kPause, kResume, kStop };
+// kSink: the vCPU runs elsewhere and this fd runs the interrupt sink, reporting each
+// interrupt it takes (a pod member's shadow of another host's vCPU; docs/interrupts.md).
+enum class VcpuRunState { kRunning, kPaused, kStopped, kSink };
+enum class VcpuCommand { kPause, kResume, kStop, kSink };
 
 // The transition table: stopped is final; otherwise the command decides.
 VcpuRunState next_state(VcpuRunState state, VcpuCommand command);
@@ -86,8 +100,17 @@ class VcpuThread {
   VcpuThread& operator=(const VcpuThread&) = delete;
   ~VcpuThread();  // stops and joins
 
+  // Where the interrupt sink reports each vector it takes (on this vCPU's thread); before
+  // start().
+  using SinkVector = std::function<void(int vcpu_id, uint8_t vector)>;
+  void set_sink(SinkVector sink);
+
   void start();
   void send(VcpuCommand command);
+  // Leaves the interrupt sink: restores `state` into the fd and leaves the vCPU paused. The
+  // answer holds the vectors that were still pending in the sink's LAPIC (lost otherwise: the
+  // restore overwrites it), for the caller to send again once the vCPU runs here.
+  std::future<Result<std::vector<uint8_t>>> leave_sink(VcpuState state);
   // Runs on the vCPU's own thread between two runs, after any pending exit is completed; the
   // vCPU keeps the state it was in (pause it first for a consistent machine). Answered with an
   // error if the vCPU stops first.
@@ -109,6 +132,9 @@ class VcpuThread {
   using Job = std::function<void(VcpuBackend*)>;
   void post(Job job);
   void run_jobs(std::deque<Job>& jobs);
+  // One exit of the sink's code; false when the vCPU must stop (reported through finished_).
+  bool handle_sink_exit(const VcpuExit& exit);
+  void finish(const ExitAction& action);
 
   std::unique_ptr<VcpuBackend> backend_;
   ExitBuses buses_;
@@ -118,6 +144,8 @@ class VcpuThread {
   std::deque<VcpuCommand> commands_;
   std::deque<Job> jobs_;
   bool exit_pending_ = false;  // vCPU thread only: the last exit needs completing (see backend)
+  bool sink_entered_ = false;  // vCPU thread only: the fd runs the sink's code
+  SinkVector sink_;
   VcpuRunState state_ = VcpuRunState::kRunning;
   std::thread thread_;
   pthread_t handle_{};
