@@ -15,6 +15,9 @@
 #define TSS_SHIFT 9 /* 104-byte TSS + I/O bitmap for ports 0..0x5ff + end byte */
 #define IOMAP_BYTES 192
 #define RFLAGS_USER 0x3002 /* IOPL=3, reserved bit 1; IF=0: no interrupts are taken */
+#define IPI_VECTOR0 0x40      /* the ipi workload: vector IPI_VECTOR0 + sender */
+#define IPI_VECTORS 0xb0
+#define LAPIC_EOI 0xfee000b0
 
 /* PVH entry (XEN_ELFNOTE_PHYS32_ENTRY) and shoal's "every vCPU starts here" note. */
   .section .note.pvh, "a", @note
@@ -101,8 +104,15 @@ long_entry:
   movq $0, 8(%rdx)
   sub $gdt, %rdx
   ltr %dx
+  /* vCPU 0 builds the IDT; the others wait for it rather than write the same page (in a pod,
+   * a page several hosts write moves between them at every store). */
   mov %rdi, %r12              /* build_idt clobbers rdi */
+  test %esi, %esi
+  jnz 5f
   call build_idt
+  movl $1, idt_ready
+5: cmpl $0, idt_ready
+  je 5b
   lidt idt_desc
   mov %r12, %rdi
   /* User stack: ustacks + (id + 1) << USTACK_SHIFT, 16-byte aligned. */
@@ -116,16 +126,40 @@ long_entry:
   pushq $user_entry
   iretq
 
-/* IDT: 32 exception gates to the stubs below. Every vCPU writes the same bytes. */
+/* IDT: 32 exception gates, the ipi workload's gates and the spurious vector's. */
 build_idt:
   mov $idt, %rdi
   mov $exception_stubs, %rdx
+  mov $0x8e00, %r10           /* present, DPL0, 64-bit interrupt gate */
   xor %ecx, %ecx
-2:
+2: call set_gate
+  add $16, %rdi
+  add $16, %rdx
+  inc %ecx
+  cmp $32, %ecx
+  jb 2b
+  mov $(idt + IPI_VECTOR0 * 16), %rdi
+  mov $ipi_stubs, %rdx
+  mov $0x8e00, %r10
+  xor %ecx, %ecx
+3: call set_gate
+  add $16, %rdi
+  add $16, %rdx
+  inc %ecx
+  cmp $IPI_VECTORS, %ecx
+  jb 3b
+  mov $(idt + 0xff * 16), %rdi
+  mov $spurious_interrupt, %rdx
+  call set_gate
+  ret
+
+/* The 16-byte gate at (rdi) to handler rdx, type/attribute word r10; clobbers r8, r9. */
+set_gate:
   mov %rdx, %r8
   and $0xffff, %r8
   or $(KERNEL_CS << 16), %r8
-  movabs $0x00008E0000000000, %r9   /* present, DPL0, 64-bit interrupt gate */
+  mov %r10, %r9
+  shl $32, %r9
   or %r9, %r8
   mov %rdx, %r9
   shr $16, %r9
@@ -136,12 +170,40 @@ build_idt:
   mov %rdx, %r9
   shr $32, %r9
   mov %r9, 8(%rdi)
-  add $16, %rdi
-  add $16, %rdx
-  inc %ecx
-  cmp $32, %ecx
-  jb 2b
   ret
+
+spurious_interrupt:
+  iretq                       /* not in service: no EOI */
+
+/* The ipi workload's vectors: count one more from sender (vector - IPI_VECTOR0) in this vCPU's
+ * row of ipi_received, EOI, return. This vCPU's index is its kernel stack's: (rsp - kstacks)
+ * >> KSTACK_SHIFT. */
+  .p2align 4
+ipi_stubs:
+  .set vec, IPI_VECTOR0
+  .rept IPI_VECTORS
+  .p2align 4
+  pushq $vec
+  jmp ipi_common
+  .set vec, vec + 1
+  .endr
+ipi_common:
+  push %rax
+  push %rcx
+  mov 16(%rsp), %rax
+  sub $IPI_VECTOR0, %rax
+  mov %rsp, %rcx
+  sub $kstacks, %rcx
+  shr $KSTACK_SHIFT, %rcx
+  shl $12, %rcx               /* a 4 KiB row per vCPU */
+  lea ipi_received(%rcx, %rax, 8), %rax
+  lock incq (%rax)
+  mov $LAPIC_EOI, %eax
+  movl $0, (%rax)
+  pop %rcx
+  pop %rax
+  add $8, %rsp
+  iretq
 
 /* One 16-byte stub per vector; vectors without an error code push a zero one. */
   .p2align 4
@@ -158,8 +220,18 @@ exception_stubs:
   .set vec, vec + 1
   .endr
 
-/* Stack: vector, error code, rip, cs, rflags, rsp, ss. Report, then stop the VM. */
+/* Stack: vector, error code, rip, cs, rflags, rsp, ss. Report, then stop the VM; except the
+ * #UD of cpl3_enable_interrupts, which returns past its ud2 with IF set. */
 exception_common:
+  cmpq $6, 0(%rsp)
+  jne 6f
+  cmpq $cpl3_enable_interrupts, 16(%rsp)
+  jne 6f
+  addq $2, 16(%rsp)
+  orq $0x200, 32(%rsp)
+  add $16, %rsp
+  iretq
+6:
   mov 0(%rsp), %rdi
   mov 8(%rsp), %rsi
   mov 16(%rsp), %rdx
@@ -169,6 +241,14 @@ exception_common:
   call guest_exception
 3: hlt
   jmp 3b
+
+/* CPL3 code turns IF on by calling this (the ipi workload): CPL3 cannot set IF itself (the
+ * nested PVM host drops IOPL for user mode, and answers `int $n` from CPL3 with #UD), so it
+ * traps to CPL0 with a #UD that exception_common recognises by its address. */
+  .globl cpl3_enable_interrupts
+cpl3_enable_interrupts:
+  ud2
+  ret
 
 /* CPL3 from here on. */
 user_entry:
@@ -194,8 +274,10 @@ gdt_desc:
   .quad gdt
   .p2align 4
 idt_desc:
-  .word 32 * 16 - 1
+  .word 256 * 16 - 1
   .quad idt
+idt_ready:
+  .long 0
 
 /* Identity map of 0..4 GiB with 2 MiB user-accessible pages, built at assembly time. The
  * accessed and dirty bits are set already: otherwise the CPU sets them, and in a pod every
@@ -221,7 +303,7 @@ pd:
   .section .bss
   .p2align 12
 idt:
-  .skip 32 * 16
+  .skip 256 * 16
   .p2align 12
 kstacks:
   .skip MAX_CPUS << KSTACK_SHIFT

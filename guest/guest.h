@@ -37,3 +37,6 @@ struct platform {
   uint64_t ram_end; /* end of the RAM region that contains 1 MiB (from the PVH memmap) */
 };
 void discover_platform(uint64_t start_info, struct platform* out);
+
+/* guest/ipi.c; `barrier` waits for every vCPU. */
+int run_ipi(uint32_t cpu, uint32_t ncpus, uint64_t n, void (*barrier)(int));

@@ -64,6 +64,7 @@ enum class MessageType : uint16_t {
   kVcpuPlaced = 100,    // to every member: the vCPU runs here now (the location table)
   kSnapshotStep = 101,  // host 0 -> every member: a pod snapshot's next step
   kSnapshotStepDone = 102,  // a member -> host 0: the step's outcome
+  kInterrupt = 103,  // an interrupt for a vCPU that runs on the receiver (docs/interrupts.md)
 };
 
 struct Frame {

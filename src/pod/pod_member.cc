@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <sstream>
 
 #include "arch/kernel_loader.hpp"
@@ -32,7 +33,7 @@ Result<std::unique_ptr<PodMember>> PodMember::create(PodMemberConfig config) {
   const PodSpec& spec = m->config_.spec;
   auto kvm = Kvm::open();
   if (!kvm) return kvm.error();
-  auto core = MachineCore::create(std::move(*kvm), spec.memory);
+  auto core = MachineCore::create(std::move(*kvm), spec.memory, {}, /*interrupt_sink=*/true);
   if (!core) return core.error();
   m->core_ = std::move(*core);
 
@@ -60,11 +61,15 @@ Result<std::unique_ptr<PodMember>> PodMember::create(PodMemberConfig config) {
             self->stop({1, true, "lost host " + self->mesh_->name_of(from) + ": " + e.message()});
           },
           [self](NodeId from, net::MessageType type, VcpuMove m) {
+            // On the reader, before the next frame of this link: the interrupts the source's
+            // sink sends after the state must be held for the vCPU, not sent back.
+            if (type == net::MessageType::kVcpuArrive) self->router_->expect(m.vcpu, m.version);
             self->mover_->deliver(from, type, std::move(m));
           },
           [self](NodeId from, net::MessageType type, SnapshotStep step) {
             self->snapshotter_->deliver(from, type, std::move(step));
-          }},
+          },
+          [self](NodeId from, const InterruptMessage& m) { self->router_->deliver(from, m); }},
       std::chrono::milliseconds(spec.failure_timeout_ms));
 
   CoherentMemoryConfig mc;
@@ -94,6 +99,11 @@ Result<std::unique_ptr<PodMember>> PodMember::create(PodMemberConfig config) {
     mv.capacity.push_back(spec.hosts[h].max_vcpus);
   }
   mv.host_names = names;
+  m->router_ = std::make_unique<InterruptRouter>(m->config_.self, mv.host_of_vcpu, m->core_->vm(),
+                                                 *m->mesh_);
+  m->core_->set_interrupt_sink([self](int vcpu, uint8_t vector) {
+    self->router_->on_sink(static_cast<uint32_t>(vcpu), vector);
+  });
   m->mover_ = std::make_unique<VcpuMover>(
       std::move(mv), *m->core_, *m->mesh_,
       [self](int id, const ExitAction& a, const std::string& st) {
@@ -107,7 +117,13 @@ Result<std::unique_ptr<PodMember>> PodMember::create(PodMemberConfig config) {
       },
       [self](const Error& e) {
         self->stop({1, true, e.message()});
-      });
+      },
+      VcpuMover::Interrupts{[self](uint32_t vcpu, NodeId host, uint64_t version) {
+                              self->router_->retarget(vcpu, host, version);
+                            },
+                            [self](uint32_t vcpu, const std::vector<uint8_t>& pending) {
+                              return self->router_->release(vcpu, pending);
+                            }});
   m->snapshotter_ = std::make_unique<PodSnapshotter>(
       m->config_.self, names, *m->mesh_,
       PodSnapshotter::Member{[self] { return self->pause_here(); }, [self] { self->resume_here(); },
@@ -254,9 +270,23 @@ Status PodMember::run(const BootPlan& plan) {
                                   on_vcpu_finished(id, a, st);
                                 }),
             "");
+  SHOAL_TRY(create_shadows(me().vcpus, plan), "");
   core_->start_vcpus();
   mover_->set_plan(plan);
   state_ = "running";
+  return {};
+}
+
+Status PodMember::create_shadows(const std::vector<int>& here, const BootPlan& plan) {
+  std::vector<int> others;
+  for (int v = 0; v < config_.spec.vcpus; ++v)
+    if (std::find(here.begin(), here.end(), v) == here.end()) others.push_back(v);
+  SHOAL_TRY(core_->create_vcpus(others, config_.spec.vcpus, plan,
+                                [this](int id, const ExitAction& a, const std::string& st) {
+                                  on_vcpu_finished(id, a, st);
+                                }),
+            "interrupt sink");
+  core_->command_vcpus(others, VcpuCommand::kSink);
   return {};
 }
 
@@ -365,6 +395,10 @@ std::string PodMember::metrics() const {
         static_cast<double>(st.page_bytes_sent.load()), "counter");
   gauge("shoal_pod_page_bytes_received_total", "page contents received from other hosts",
         static_cast<double>(st.page_bytes_received.load()), "counter");
+  gauge("shoal_pod_interrupts_sent_total", "interrupts sent on to the host of their vCPU",
+        static_cast<double>(router_->forwarded()), "counter");
+  gauge("shoal_pod_interrupts_received_total", "interrupts received from other hosts",
+        static_cast<double>(router_->received()), "counter");
   return m.str();
 }
 
@@ -381,6 +415,7 @@ std::string PodMember::status() const {
     << st.faults << ", dormant pages served here "
     << st.local_dormant_pages + st.remote_dormant_pages << ", requests " << st.requests_sent
     << ", page bytes out/in " << st.page_bytes_sent << "/" << st.page_bytes_received
+    << ", interrupts out/in " << router_->forwarded() << "/" << router_->received()
     << "; placement " << placement;
   return s.str();
 }

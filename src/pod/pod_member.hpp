@@ -21,6 +21,7 @@
 #include "machine/machine_core.hpp"
 #include "memory/coherent_memory.hpp"
 #include "net/tcp_link.hpp"
+#include "pod/interrupt_router.hpp"
 #include "pod/pod_mesh.hpp"
 #include "pod/pod_snapshot.hpp"
 #include "pod/pod_snapshot_state.hpp"
@@ -92,6 +93,9 @@ class PodMember {
   Result<BootPlan> restore();
   Status run_restored(const BootPlan& plan);
   std::vector<int> vcpus_here() const;  // the location table's, for this host
+  // Every vCPU of the pod not in `here` gets an fd here, parked as a shadow in the interrupt
+  // sink (pod/interrupt_router.hpp). Before start_vcpus.
+  Status create_shadows(const std::vector<int>& here, const BootPlan& plan);
 
   PodMemberConfig config_;
   const PodHost& me() const { return config_.spec.hosts[config_.self]; }
@@ -100,7 +104,8 @@ class PodMember {
   std::unique_ptr<MachineCore> core_;  // VM, RAM, buses, vCPUs: the same as `shoal run`'s
   std::unique_ptr<PodMesh> mesh_;
   std::unique_ptr<CoherentMemory> memory_;
-  std::unique_ptr<VcpuMover> mover_;  // after the mesh and the core it uses; stopped first
+  std::unique_ptr<InterruptRouter> router_;  // after the mesh and the core it uses
+  std::unique_ptr<VcpuMover> mover_;         // after the mesh and the core it uses; stopped first
   std::unique_ptr<PodSnapshotter> snapshotter_;  // as the mover
   std::mutex control_mu_;                        // host 0: a move and a snapshot never overlap
   std::optional<PodMemberState> restored_;       // load() restored a snapshot; run() uses it

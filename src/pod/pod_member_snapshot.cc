@@ -157,6 +157,7 @@ Result<BootPlan> PodMember::restore() {
   if (!plan) return plan.error().context(path);
   std::vector<NodeId> table(st->host_of_vcpu.begin(), st->host_of_vcpu.end());
   SHOAL_TRY(mover_->restore_table(table, st->location_version), path);
+  router_->reset(table, st->location_version);
   const uint64_t t0 = monotonic_ns();
   SHOAL_TRY(memory_->restore(st->memory, **file, spec.hosts.size()), path);
   // Every member's slots: a page walk or an instruction fetch may touch any member's page.
@@ -186,6 +187,7 @@ Status PodMember::run_restored(const BootPlan& plan) {
                                     on_vcpu_finished(id, a, st);
                                   }),
               "");
+    SHOAL_TRY(create_shadows(ids, plan), "");
     // Posted before the threads start: each vCPU restores itself and waits to be resumed.
     auto queued = core_->queue_restore(restored_->machine.vm, restored_->machine.port_devices,
                                        std::move(restored_->machine.vcpus));

@@ -182,6 +182,17 @@ void PodMesh::read_loop(NodeId from, net::Link* link) {
         handlers_.snapshot(from, f->type, std::move(*step));
         break;
       }
+      case MessageType::kInterrupt: {
+        auto m = decode_interrupt(*f);
+        if (!m || !handlers_.interrupt) {
+          handlers_.lost(from,
+                         m ? Error("an interrupt sent to a mesh that takes none") : m.error());
+          link->close();
+          return;
+        }
+        handlers_.interrupt(from, *m);
+        break;
+      }
       case MessageType::kPodLeave: {
         auto o = decode_pod_outcome(*f);
         handlers_.leave(from, o ? *o : PodOutcome{1, true, "left with a garbled notice"});

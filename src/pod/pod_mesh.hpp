@@ -32,6 +32,8 @@ class PodMesh : public CoherenceTransport {
     std::function<void(NodeId from, net::MessageType, VcpuMove)> vcpu;
     // A pod snapshot's steps (kSnapshotStep, kSnapshotStepDone; pod/pod_snapshot.hpp).
     std::function<void(NodeId from, net::MessageType, SnapshotStep)> snapshot;
+    // An interrupt for a vCPU (kInterrupt; pod/interrupt_router.hpp).
+    std::function<void(NodeId from, const InterruptMessage&)> interrupt;
   };
 
   // A link silent for `failure_timeout` is lost (heartbeats, net/link.hpp).

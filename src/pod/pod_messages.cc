@@ -179,6 +179,33 @@ Result<VcpuMove> decode_vcpu_move(const Frame& f) {
   return m;
 }
 
+Frame encode_interrupt(const InterruptMessage& m) {
+  return Frame{MessageType::kInterrupt, 0,
+               WireWriter()
+                   .put<uint32_t>(m.vcpu)
+                   .put<uint8_t>(m.vector)
+                   .put<uint8_t>(0)
+                   .put<uint16_t>(0)
+                   .take()};
+}
+
+Result<InterruptMessage> decode_interrupt(const Frame& f) {
+  if (f.type != MessageType::kInterrupt)
+    return bad("interrupt", "got message type " + std::to_string(static_cast<int>(f.type)));
+  if (f.payload.size() != 8)
+    return bad("interrupt", std::to_string(f.payload.size()) + " bytes, expected 8");
+  WireReader r(f.payload);
+  InterruptMessage m;
+  uint8_t zero8 = 0;
+  uint16_t zero16 = 0;
+  (void)(r.get(m.vcpu) && r.get(m.vector) && r.get(zero8) && r.get(zero16));
+  if (m.vcpu >= kMaxPodVcpus) return bad("interrupt", "vcpu " + std::to_string(m.vcpu));
+  // Vectors 0-15 are not deliverable as fixed interrupts; 2 stands for an NMI.
+  if (m.vector < 16 && m.vector != 2) return bad("interrupt", "vector " + std::to_string(m.vector));
+  if (zero8 != 0 || zero16 != 0) return bad("interrupt", "reserved bytes are not zero");
+  return m;
+}
+
 Frame encode_pod_snapshot_request(const PodSnapshotRequest& r) {
   return Frame{MessageType::kPodSnapshot, 0,
                WireWriter()

@@ -16,6 +16,7 @@
 //                   u64 location version, then (kVcpuArrive only) the vCPU's saved state
 //                   (kvm/vcpu_state.hpp's encoding, at most kMaxVcpuStateBytes)
 //   kPodSnapshot    u8 stay paused, u8 0, u16 0, then the directory
+//   kInterrupt      u32 vCPU, u8 vector (2: an NMI; else 16..255), u8 0, u16 0
 //   kSnapshotStep, kSnapshotStepDone
 //                   u8 phase, u8 ok, u8 quiet, u8 0, u32 id, u64 messages sent, u64 received,
 //                   u64 location version, u32 n, n u64 guest addresses (KVM slots), then a
@@ -100,6 +101,15 @@ net::Frame encode_vcpu_move(net::MessageType type, const VcpuMove& m);
 // Checks the type is one of the four, the vCPU and host ranges, and that only kVcpuArrive
 // carries a state (its size within kMaxVcpuStateBytes; its contents are decode_vcpu_state's).
 Result<VcpuMove> decode_vcpu_move(const net::Frame& f);
+
+// An interrupt a host's interrupt sink took for a vCPU that runs elsewhere, on its way there
+// (pod/interrupt_router.hpp).
+struct InterruptMessage {
+  uint32_t vcpu = 0;
+  uint8_t vector = 0;  // kNmiVector (2) for an NMI
+};
+net::Frame encode_interrupt(const InterruptMessage& m);
+Result<InterruptMessage> decode_interrupt(const net::Frame& f);
 
 struct PodSnapshotRequest {
   bool stay_paused = false;

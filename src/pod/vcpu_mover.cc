@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdio>
 
+#include "arch/interrupt_sink.hpp"
 #include "kvm/vcpu_state.hpp"
 #include "shoal/clock.hpp"
 
@@ -14,13 +15,14 @@ using net::MessageType;
 
 VcpuMover::VcpuMover(Config config, MachineCore& core, PodMesh& mesh,
                      MachineCore::VcpuFinished finished, MayCreate may_create,
-                     std::function<void(const Error&)> fail)
+                     std::function<void(const Error&)> fail, Interrupts interrupts)
     : config_(std::move(config)),
       core_(core),
       mesh_(mesh),
       finished_(std::move(finished)),
       may_create_(std::move(may_create)),
       fail_(std::move(fail)),
+      interrupts_(std::move(interrupts)),
       host_of_vcpu_(config_.host_of_vcpu),
       version_of_vcpu_(host_of_vcpu_.size(), 0) {
   thread_ = std::thread([this] { loop(); });
@@ -140,10 +142,16 @@ void VcpuMover::migrate(const VcpuMove& m) {
   auto state = v->save().get();
   if (v->state() == VcpuRunState::kStopped) return;  // the pod is going down
   if (!state) return fail_(state.error().context(what));
+  // What is pending stays in this fd's LAPIC: its sink takes it and sends it on, behind the
+  // state on the same link; carried in the state as well, it would arrive twice.
+  clear_pending_vectors(state->lapic);
+  state->events.nmi.pending = 0;
+  interrupts_.retarget(m.vcpu, m.host, m.version);
   VcpuMove arrive{m.vcpu, config_.self, m.version, encode_vcpu_state(*state)};
-  // Parked from here on: its thread and fd stay for a return (VcpuThread keeps it paused).
   if (Status s = mesh_.send_to(m.host, encode_vcpu_move(MessageType::kVcpuArrive, arrive)); !s.ok())
     return fail_(s.error().context(what + " to " + config_.host_names[m.host]));
+  // Parked from here on, for a return: its fd a shadow in the interrupt sink.
+  v->send(VcpuCommand::kSink);
   spdlog::info("vcpu {}: paused and sent to {} ({} bytes of state)", m.vcpu,
                config_.host_names[m.host], arrive.state.size());
 }
@@ -176,15 +184,38 @@ void VcpuMover::arrive(NodeId from, const VcpuMove& m) {
     if (v == nullptr) return fail_(Error(what + ": created, then not found"));
     v->send(VcpuCommand::kPause);  // before its thread starts: restored before it ever runs
   }
-  auto restored = v->restore(std::move(*state));
-  if (created) v->start();
-  if (Status s = restored.get(); !s.ok()) return fail_(s.error().context(what));
+  if (created) {
+    auto restored = v->restore(std::move(*state));
+    v->start();
+    if (Status s = restored.get(); !s.ok()) return fail_(s.error().context(what));
+  } else {
+    // The restore overwrites the shadow's LAPIC: an IPI from another vCPU of this host landing
+    // between reading what is pending there and the restore would be lost, so they wait.
+    std::vector<int> others;
+    for (uint32_t id : vcpus_here()) others.push_back(static_cast<int>(id));
+    {
+      std::lock_guard lock(mu_);
+      if (stop_) return;
+    }
+    if (Status s = core_.pause_vcpus(others,
+                                     [this] {
+                                       std::lock_guard lock(mu_);
+                                       return stop_;
+                                     });
+        !s.ok())
+      return fail_(s.error().context(what));
+    auto pending = v->leave_sink(std::move(*state)).get();
+    core_.command_vcpus(others, VcpuCommand::kResume);
+    if (!pending) return fail_(pending.error().context(what));
+    if (Status s = interrupts_.release(m.vcpu, *pending); !s.ok())
+      return fail_(s.error().context(what));
+  }
   v->send(VcpuCommand::kResume);
   place(m.vcpu, config_.self, m.version);
   mesh_.broadcast(
       encode_vcpu_move(MessageType::kVcpuPlaced, {m.vcpu, config_.self, m.version, {}}));
   spdlog::info("vcpu {}: arrived from {} and runs here ({})", m.vcpu, config_.host_names[from],
-               created ? "new vCPU fd" : "its parked fd");
+               created ? "new vCPU fd" : "its shadow's fd");
 }
 
 void VcpuMover::place(uint32_t vcpu, NodeId host, uint64_t version) {
@@ -200,6 +231,7 @@ void VcpuMover::place(uint32_t vcpu, NodeId host, uint64_t version) {
     version_of_vcpu_[vcpu] = version;
     version_ = std::max(version_, version);
   }
+  interrupts_.retarget(vcpu, host, version);
   cv_.notify_all();
 }
 

@@ -3,10 +3,12 @@
 //   `shoal pod move` -> host 0: kPodMove
 //   host 0 -> the vCPU's host: kVcpuMigrate (the location version the move makes)
 //   there:  pause the vCPU (a pending I/O exit completes first; a forwarded exit or a page it
-//           waits for arrives first), save its VcpuState, park its thread and fd for a return,
-//           kVcpuArrive with the state -> the destination
-//   there:  reuse the vCPU's parked fd or KVM_CREATE_VCPU it now, restore, resume, then
-//           kVcpuPlaced -> every member (the location table), and host 0 answers the request
+//           waits for arrives first), save its VcpuState, kVcpuArrive with the state -> the
+//           destination, then its fd becomes a shadow in the interrupt sink, which sends the
+//           interrupts still pending in its LAPIC after the state (docs/interrupts.md)
+//   there:  with this host's other vCPUs paused, the shadow leaves the sink: restore, inject
+//           the interrupts held for it; resume, then kVcpuPlaced -> every member (the location
+//           table), and host 0 answers the request
 //
 // Where each vCPU runs is a pod-wide table with a version; one move at a time (host 0 refuses
 // a second while one is under way). Pausing waits on the vCPU, so the work runs on this
@@ -42,8 +44,14 @@ class VcpuMover {
   // returns false and nothing is created): vCPUs appear only while the teardown cannot be
   // iterating them. `fail` stops the pod.
   using MayCreate = std::function<bool(const std::function<Status()>& create)>;
+  // The interrupt router's side of a move (pod/interrupt_router.hpp): where the vCPU's
+  // interrupts go from now on, and, once it is restored here, its held ones.
+  struct Interrupts {
+    std::function<void(uint32_t vcpu, NodeId host, uint64_t version)> retarget;
+    std::function<Status(uint32_t vcpu, const std::vector<uint8_t>& pending)> release;
+  };
   VcpuMover(Config config, MachineCore& core, PodMesh& mesh, MachineCore::VcpuFinished finished,
-            MayCreate may_create, std::function<void(const Error&)> fail);
+            MayCreate may_create, std::function<void(const Error&)> fail, Interrupts interrupts);
   VcpuMover(const VcpuMover&) = delete;
   VcpuMover& operator=(const VcpuMover&) = delete;
   ~VcpuMover();  // stop()
@@ -86,6 +94,7 @@ class VcpuMover {
   MachineCore::VcpuFinished finished_;
   MayCreate may_create_;
   std::function<void(const Error&)> fail_;
+  Interrupts interrupts_;
 
   mutable std::mutex mu_;
   std::condition_variable cv_;  // work_, and the table for move()

@@ -41,6 +41,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
           m.ok() && (m->vcpu >= shoal::kMaxPodVcpus || m->state.size() > shoal::kMaxVcpuStateBytes))
         __builtin_trap();
       if (auto e = shoal::decode_forwarded_exit(*f); e.ok() && e->size > 8) __builtin_trap();
+      if (auto i = shoal::decode_interrupt(*f);
+          i.ok() && (i->vcpu >= shoal::kMaxPodVcpus || (i->vector < 16 && i->vector != 2)))
+        __builtin_trap();
       auto replies = server.on_frame(*f);
       // Nothing but the handshake's own frames ever leaves an unauthenticated server.
       for (const auto& r : replies)

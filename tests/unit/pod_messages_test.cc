@@ -1,4 +1,4 @@
-// The vCPU move messages (pod/pod_messages.hpp): what each of the four carries, and bad input
+// The vCPU move and interrupt messages (pod/pod_messages.hpp): what each carries, and bad input
 // answered with an error naming what was wrong.
 #include <gtest/gtest.h>
 
@@ -56,6 +56,30 @@ TEST(VcpuMoveMessage, BadInputIsRefusedWithTheReason) {
   EXPECT_NE(error_of(short_frame).find("shorter than its header"), std::string::npos);
   EXPECT_NE(error_of(net::Frame{MessageType::kPodStatus, 0, std::vector<uint8_t>(16)})
                 .find("message type"),
+            std::string::npos);
+}
+
+TEST(InterruptMessage, RoundTripsAndRefusesWhatNoLapicTakes) {
+  for (uint8_t v : {uint8_t{2}, uint8_t{16}, uint8_t{0x40}, uint8_t{255}}) {
+    auto m = decode_interrupt(encode_interrupt({253, v}));
+    ASSERT_TRUE(m.ok()) << m.error().message();
+    EXPECT_EQ(m->vcpu, 253u);
+    EXPECT_EQ(m->vector, v);
+  }
+  auto error = [](const net::Frame& f) {
+    auto m = decode_interrupt(f);
+    return m.ok() ? std::string("accepted") : m.error().message();
+  };
+  EXPECT_NE(error(encode_interrupt({254, 0x40})).find("vcpu 254"), std::string::npos);
+  EXPECT_NE(error(encode_interrupt({0, 15})).find("vector 15"), std::string::npos);
+  EXPECT_NE(error(encode_interrupt({0, 0})).find("vector 0"), std::string::npos);
+  net::Frame reserved = encode_interrupt({0, 0x40});
+  reserved.payload[5] = 1;
+  EXPECT_NE(error(reserved).find("reserved"), std::string::npos);
+  net::Frame longer = encode_interrupt({0, 0x40});
+  longer.payload.push_back(0);
+  EXPECT_NE(error(longer).find("9 bytes"), std::string::npos);
+  EXPECT_NE(error(net::Frame{MessageType::kPodStatus, 0, std::vector<uint8_t>(8)}).find("type"),
             std::string::npos);
 }
 
