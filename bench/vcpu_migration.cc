@@ -5,23 +5,31 @@
 // - a whole move in a 2-host pod over TCP between network namespaces, as host 0 times it:
 //   its order to the vCPU's host, the pause, the save, the state on the wire, the restore and
 //   resume on the other host, and the announcement back (`shoal pod move` prints it). The
-//   first arrival on a host also creates the vCPU there (KVM_CREATE_VCPU); it is reported
-//   apart. Needs root (ip netns).
+//   first arrival on a host restores into its shadow's fd for the first time; it is reported
+//   apart. Needs root (ip netns);
+// - a cross-host IPI (docs/interrupts.md): the test guest's `ipi N` with its two vCPUs on two
+//   netns hosts, each IPI sent once the previous one was counted, against the same on one
+//   host (KVM's own delivery): (time of `ipi N` - time of `ipi 0`) / N, medians of 3; and the
+//   sink's part alone, on this host: KVM_SIGNAL_MSI to a shadow until its report arrives.
 // Not here yet: `wander` with placement static vs auto (no placement policy exists yet).
 //   vcpu_migration [--json] [MOVES]
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
+#include "arch/interrupt_sink.hpp"
 #include "kvm/kvm.hpp"
 #include "kvm/vcpu_state.hpp"
+#include "machine/machine_core.hpp"
 #include "support/process.hpp"
 #include "vcpu/vcpu_thread.hpp"
 
@@ -97,22 +105,33 @@ std::string write_file(const std::string& name, const std::string& text) {
   return path;
 }
 
+// A 2-host pod, one vCPU on each, running `cmdline`; `secret` is the secret file's path.
+std::string two_host_spec(const std::string& cmdline, const std::string& secret) {
+  std::string spec =
+      "apiVersion: shoal/v1\nkind: Pod\nmetadata: {name: vmove}\nspec:\n"
+      "  guest: {kernel: " SHOAL_TEST_GUEST ", cmdline: \"" +
+      cmdline + "\"}\n  memory: 256M\n  vcpus: 2\n  transport: tcp\n  secretFile: " + secret +
+      "\n  hosts:\n";
+  for (int i = 0; i < 2; ++i)
+    spec += "    - {name: h" + std::to_string(i) + ", address: \"127.77.0." +
+            std::to_string(i + 1) + ":7100\", vcpus: \"" + std::to_string(i) +
+            "\", memory: even, zeroPool: 8M}\n";
+  return write_file("pod.yaml", spec);
+}
+
+ProcessResult in_two_hosts(const std::string& secret, const std::string& script) {
+  return run_process(
+      {"/usr/bin/env", "SHOAL_BIN=" SHOAL_BINARY, SHOAL_SOURCE_DIR "/scripts/netns-cluster", "2",
+       secret, "--", "/bin/bash", "-c", script},
+      std::chrono::seconds(300));
+}
+
 // vCPU 0 goes h0 -> h1 -> h0 ... `moves` times while both vCPUs count.
 Pod pod_moves(int moves) {
   Pod out;
   if (geteuid() != 0) return {{}, {}, "skipped: needs root (ip netns)"};
   const std::string secret = write_file("secret", "vcpu-migration-bench-secret-0123456789\n");
-  std::string spec =
-      "apiVersion: shoal/v1\nkind: Pod\nmetadata: {name: vmove}\nspec:\n"
-      "  guest: {kernel: " SHOAL_TEST_GUEST
-      ", cmdline: \"counter-total 4000000000\"}\n"
-      "  memory: 256M\n  vcpus: 2\n  transport: tcp\n  secretFile: " +
-      secret + "\n  hosts:\n";
-  for (int i = 0; i < 2; ++i)
-    spec += "    - {name: h" + std::to_string(i) + ", address: \"127.77.0." +
-            std::to_string(i + 1) + ":7100\", vcpus: \"" + std::to_string(i) +
-            "\", memory: even, zeroPool: 8M}\n";
-  const std::string spec_path = write_file("pod.yaml", spec);
+  const std::string spec_path = two_host_spec("counter-total 4000000000", secret);
   const std::string shoal = SHOAL_BINARY;
   const std::string script =
       shoal + " pod up " + spec_path + " >/dev/null 2>&1 & up=$!; for i in $(seq 100); do " +
@@ -122,10 +141,7 @@ Pod pod_moves(int moves) {
       std::to_string(moves) + "); do " + shoal + " pod move " + spec_path +
       " --vcpu 0 --to h$((i % 2)); done; " + shoal + " pod down " + spec_path +
       " >/dev/null; wait $up";
-  ProcessResult r = run_process(
-      {"/usr/bin/env", "SHOAL_BIN=" SHOAL_BINARY, SHOAL_SOURCE_DIR "/scripts/netns-cluster", "2",
-       secret, "--", "/bin/bash", "-c", script},
-      std::chrono::seconds(300));
+  ProcessResult r = in_two_hosts(secret, script);
   unlink(secret.c_str());
   unlink(spec_path.c_str());
   std::istringstream in(r.out);
@@ -135,13 +151,88 @@ Pod pod_moves(int moves) {
     const auto at = line.find(" in ");
     if (line.rfind("vcpu 0 moved from", 0) != 0 || at == std::string::npos) continue;
     const double ms = std::atof(line.c_str() + at + 4);
-    // The first move to h1 and the first back to h0 (whose vCPU fd is parked, not new) differ:
-    // only the very first creates a vCPU.
+    // The very first move is the first restore into h1's shadow fd of the vCPU.
     (seen++ == 0 ? out.first_ms : out.again_ms).push_back(ms);
   }
   if (seen != moves)
     out.error = std::to_string(seen) + " of " + std::to_string(moves) +
                 " moves reported: " + r.err.substr(0, 400);
+  return out;
+}
+
+struct Ipis {
+  double one_host_us = -1, pod_us = -1;
+  std::vector<double> sink_us;  // KVM_SIGNAL_MSI to a shadow -> its report
+  std::string error;
+};
+
+// A VM whose vCPU 1 is a shadow in the interrupt sink: interrupts sent to it one at a time.
+std::string sink_latency(int n, std::vector<double>& out) {
+  auto kvm = shoal::Kvm::open();
+  if (!kvm) return kvm.error().message();
+  auto core = shoal::MachineCore::create(std::move(*kvm), 64ull << 20, {}, true);
+  if (!core) return core.error().message();
+  std::atomic<int> reports{0};
+  (*core)->set_interrupt_sink([&](int, uint8_t) { reports.fetch_add(1); });
+  if (auto s = (*core)->create_vcpus({1}, 2, shoal::BootPlan{}, nullptr); !s.ok())
+    return s.error().message();
+  (*core)->command_vcpus(shoal::VcpuCommand::kSink);
+  (*core)->start_vcpus();
+  std::string error;
+  for (int i = 0; i < n + 10 && error.empty(); ++i) {
+    const int before = reports.load();
+    const double t0 = now_us();
+    auto taken = (*core)->vm().signal_msi(1, 0x40, false);
+    if (!taken) error = taken.error().message();
+    if (!taken || !*taken) {  // the sink's start-up has not enabled its LAPIC yet
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      continue;
+    }
+    while (reports.load() == before && now_us() - t0 < 1e6) std::this_thread::yield();
+    if (reports.load() == before) error = "the sink did not report within 1 s";
+    if (i >= 10) out.push_back(now_us() - t0);  // the first few warm up
+  }
+  (*core)->stop_vcpus();
+  return error;
+}
+
+// Seconds `argv` took, the median of 3 runs; negative if one failed or `expect` is missing.
+double median_seconds(const std::vector<std::string>& argv, const std::string& expect) {
+  std::vector<double> t;
+  for (int i = 0; i < 3; ++i) {
+    ProcessResult r = run_process(argv, std::chrono::seconds(300));
+    if (r.exit_code != 0 || r.out.find(expect) == std::string::npos) return -1;
+    t.push_back(r.seconds);
+  }
+  return pct(t, 0.5);
+}
+
+Ipis ipi_costs(int n) {
+  Ipis out;
+  auto one_host = [&](int count) {
+    return median_seconds({SHOAL_BINARY, "run", "--kernel", SHOAL_TEST_GUEST, "--memory", "64M",
+                           "--vcpus", "2", "--cmdline", "ipi " + std::to_string(count)},
+                          "lost=0");
+  };
+  const double base = one_host(0), full = one_host(n);
+  if (base < 0 || full < 0) return {-1, -1, {}, "one host: ipi did not finish with lost=0"};
+  out.one_host_us = (full - base) * 1e6 / n;
+  if (geteuid() != 0) return {out.one_host_us, -1, {}, "skipped: needs root (ip netns)"};
+  const std::string secret = write_file("secret", "vcpu-migration-bench-secret-0123456789\n");
+  auto pod = [&](int count) {
+    const std::string spec = two_host_spec("ipi " + std::to_string(count), secret);
+    const double s = median_seconds(
+        {"/usr/bin/env", "SHOAL_BIN=" SHOAL_BINARY, SHOAL_SOURCE_DIR "/scripts/netns-cluster", "2",
+         secret, "--", SHOAL_BINARY, "pod", "up", spec},
+        "lost=0");
+    unlink(spec.c_str());
+    return s;
+  };
+  const double pod_base = pod(0), pod_full = pod(n);
+  unlink(secret.c_str());
+  if (pod_base < 0 || pod_full < 0) return {out.one_host_us, -1, {}, "pod: ipi did not end lost=0"};
+  out.pod_us = (pod_full - pod_base) * 1e6 / n;
+  out.error = sink_latency(1000, out.sink_us);
   return out;
 }
 
@@ -158,15 +249,19 @@ int main(int argc, char** argv) {
   }
   const Local local = local_round_trips(200);
   const Pod pod = pod_moves(moves);
+  const int ipi_n = 2000;
+  const Ipis ipis = ipi_costs(ipi_n);
   if (json) {
     std::printf(
         "{\"bench\":\"vcpu_migration\",\"state_bytes\":%zu,\"save_us\":{\"p50\":%.1f,\"p99\":%.1f},"
         "\"restore_us\":{\"p50\":%.1f,\"p99\":%.1f},\"moves\":%zu,\"first_move_ms\":%.2f,"
-        "\"move_ms\":{\"p50\":%.2f,\"p99\":%.2f}}\n",
+        "\"move_ms\":{\"p50\":%.2f,\"p99\":%.2f},\"ipi_us\":{\"one_host\":%.1f,"
+        "\"two_hosts\":%.1f,\"sink\":{\"p50\":%.1f,\"p99\":%.1f}}}\n",
         local.state_bytes, pct(local.save_us, 0.5), pct(local.save_us, 0.99),
         pct(local.restore_us, 0.5), pct(local.restore_us, 0.99), pod.again_ms.size() + 1,
         pod.first_ms.empty() ? -1.0 : pod.first_ms[0], pct(pod.again_ms, 0.5),
-        pct(pod.again_ms, 0.99));
+        pct(pod.again_ms, 0.99), ipis.one_host_us, ipis.pod_us, pct(ipis.sink_us, 0.5),
+        pct(ipis.sink_us, 0.99));
   } else {
     std::printf("vCPU state on this host (real KVM, 200 round trips between two VMs)\n");
     std::printf("  encoded state:  %zu bytes\n", local.state_bytes);
@@ -176,12 +271,24 @@ int main(int argc, char** argv) {
                 pct(local.restore_us, 0.99));
     std::printf("a whole move, 2 netns hosts over TCP, as host 0 times it (%d moves)\n", moves);
     if (!pod.first_ms.empty())
-      std::printf("  first (creates the vCPU on h1): %.2f ms\n", pod.first_ms[0]);
+      std::printf("  first (into h1's shadow fd): %.2f ms\n", pod.first_ms[0]);
     std::printf("  the others:  p50 %.2f ms  p99 %.2f ms\n", pct(pod.again_ms, 0.5),
                 pct(pod.again_ms, 0.99));
+    std::printf("an IPI and its count seen by the sender (`ipi %d`, 2 vCPUs, medians of 3)\n",
+                ipi_n);
+    std::printf("  one host (KVM delivers): %8.1f us\n", ipis.one_host_us);
+    std::printf(
+        "  two netns hosts (sink, kInterrupt, KVM_SIGNAL_MSI; the count's page moves "
+        "twice): %8.1f us (%.1fx)\n",
+        ipis.pod_us, ipis.one_host_us > 0 ? ipis.pod_us / ipis.one_host_us : -1.0);
+    std::printf(
+        "  the sink's part (KVM_SIGNAL_MSI to a shadow -> its report, 1000): p50 %.1f us  "
+        "p99 %.1f us\n",
+        pct(ipis.sink_us, 0.5), pct(ipis.sink_us, 0.99));
   }
   if (!local.error.empty())
     std::fprintf(stderr, "vcpu_migration: local: %s\n", local.error.c_str());
   if (!pod.error.empty()) std::fprintf(stderr, "vcpu_migration: pod: %s\n", pod.error.c_str());
-  return local.error.empty() && pod.error.empty() ? 0 : 1;
+  if (!ipis.error.empty()) std::fprintf(stderr, "vcpu_migration: ipi: %s\n", ipis.error.c_str());
+  return local.error.empty() && pod.error.empty() && ipis.error.empty() ? 0 : 1;
 }
