@@ -51,8 +51,8 @@ int run_ipi(uint32_t cpu, uint32_t ncpus, uint64_t n, void (*barrier)(int)) {
   }
   cpl3_enable_interrupts();
   __asm__ volatile("" ::: "memory");
-  lapic_write(LAPIC_SVR, 0x1ff);              /* software-enabled, spurious vector 0xff */
-  barrier(1);                                 /* nobody sends to a LAPIC still disabled */
+  lapic_write(LAPIC_SVR, 0x1ff); /* software-enabled, spurious vector 0xff */
+  barrier(1);                    /* nobody sends to a LAPIC still disabled */
 
   uint64_t sent_to[IPI_MAX_CPUS] = {0};
   uint64_t lost = 0;
