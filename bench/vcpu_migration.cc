@@ -11,7 +11,8 @@
 //   netns hosts, each IPI sent once the previous one was counted, against the same on one
 //   host (KVM's own delivery): (time of `ipi N` - time of `ipi 0`) / N, medians of 3; and the
 //   sink's part alone, on this host: KVM_SIGNAL_MSI to a shadow until its report arrives.
-// Not here yet: `wander` with placement static vs auto (no placement policy exists yet).
+// - the test guest's `wander 500` on 2 hosts x 2 vCPUs with `placement: static` and `auto`:
+//   seconds from `pod up` to its end, and the page requests (remote faults) of both hosts.
 //   vcpu_migration [--json] [MOVES]
 #include <unistd.h>
 
@@ -105,17 +106,22 @@ std::string write_file(const std::string& name, const std::string& text) {
   return path;
 }
 
-// A 2-host pod, one vCPU on each, running `cmdline`; `secret` is the secret file's path.
-std::string two_host_spec(const std::string& cmdline, const std::string& secret) {
+// A 2-host pod with `each` vCPUs on each host, running `cmdline`; `secret` is the secret
+// file's path.
+std::string two_host_spec(const std::string& cmdline, const std::string& secret, int each = 1,
+                          const std::string& placement = "static") {
   std::string spec =
       "apiVersion: shoal/v1\nkind: Pod\nmetadata: {name: vmove}\nspec:\n"
       "  guest: {kernel: " SHOAL_TEST_GUEST ", cmdline: \"" +
-      cmdline + "\"}\n  memory: 256M\n  vcpus: 2\n  transport: tcp\n  secretFile: " + secret +
+      cmdline + "\"}\n  memory: 256M\n  vcpus: " + std::to_string(2 * each) +
+      "\n  transport: tcp\n  placement: " + placement + "\n  secretFile: " + secret +
       "\n  hosts:\n";
-  for (int i = 0; i < 2; ++i)
+  for (int i = 0; i < 2; ++i) {
+    const std::string first = std::to_string(i * each), last = std::to_string(i * each + each - 1);
     spec += "    - {name: h" + std::to_string(i) + ", address: \"127.77.0." +
-            std::to_string(i + 1) + ":7100\", vcpus: \"" + std::to_string(i) +
+            std::to_string(i + 1) + ":7100\", vcpus: \"" + first + (each > 1 ? "-" + last : "") +
             "\", memory: even, zeroPool: 8M}\n";
+  }
   return write_file("pod.yaml", spec);
 }
 
@@ -236,6 +242,42 @@ Ipis ipi_costs(int n) {
   return out;
 }
 
+struct Wander {
+  double seconds = -1;
+  uint64_t remote_faults = 0;  // page requests both hosts sent
+  std::string placement;       // the location table at the end
+};
+
+// The test guest's `wander ROUNDS` on 2 hosts x 2 vCPUs (each pair split across the hosts).
+Wander wander(int rounds, const std::string& placement, std::string& error) {
+  Wander out;
+  if (geteuid() != 0) {
+    error = "skipped: needs root (ip netns)";
+    return out;
+  }
+  const std::string secret = write_file("secret", "vcpu-migration-bench-secret-0123456789\n");
+  const std::string spec = two_host_spec("wander " + std::to_string(rounds), secret, 2, placement);
+  const std::string shoal = SHOAL_BINARY;
+  ProcessResult r = in_two_hosts(secret, "start=$EPOCHREALTIME; " + shoal + " pod up " + spec +
+                                             " > /dev/null 2>&1; echo up-exit=$? start=$start "
+                                             "end=$EPOCHREALTIME; " +
+                                             shoal + " pod status " + spec);
+  unlink(secret.c_str());
+  unlink(spec.c_str());
+  if (r.out.find("up-exit=0") == std::string::npos) {
+    error = "wander (" + placement + ") failed: " + r.out.substr(0, 400) + r.err.substr(0, 400);
+    return out;
+  }
+  out.seconds = std::atof(r.out.c_str() + r.out.find("end=") + 4) -
+                std::atof(r.out.c_str() + r.out.find("start=") + 6);
+  for (size_t at = r.out.find("requests "); at != std::string::npos;
+       at = r.out.find("requests ", at + 1))
+    out.remote_faults += std::strtoull(r.out.c_str() + at + 9, nullptr, 10);
+  const size_t p = r.out.find("placement ");
+  if (p != std::string::npos) out.placement = r.out.substr(p + 10, r.out.find('\n', p) - p - 10);
+  return out;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -251,17 +293,25 @@ int main(int argc, char** argv) {
   const Pod pod = pod_moves(moves);
   const int ipi_n = 2000;
   const Ipis ipis = ipi_costs(ipi_n);
+  const int wander_rounds = 500;
+  std::string wander_error;
+  const Wander fixed = wander(wander_rounds, "static", wander_error);
+  const Wander moving = wander(wander_rounds, "auto", wander_error);
   if (json) {
     std::printf(
         "{\"bench\":\"vcpu_migration\",\"state_bytes\":%zu,\"save_us\":{\"p50\":%.1f,\"p99\":%.1f},"
         "\"restore_us\":{\"p50\":%.1f,\"p99\":%.1f},\"moves\":%zu,\"first_move_ms\":%.2f,"
         "\"move_ms\":{\"p50\":%.2f,\"p99\":%.2f},\"ipi_us\":{\"one_host\":%.1f,"
-        "\"two_hosts\":%.1f,\"sink\":{\"p50\":%.1f,\"p99\":%.1f}}}\n",
+        "\"two_hosts\":%.1f,\"sink\":{\"p50\":%.1f,\"p99\":%.1f}},\"wander\":{\"rounds\":%d,"
+        "\"static\":{\"seconds\":%.2f,\"remote_faults\":%llu},\"auto\":{\"seconds\":%.2f,"
+        "\"remote_faults\":%llu}}}\n",
         local.state_bytes, pct(local.save_us, 0.5), pct(local.save_us, 0.99),
         pct(local.restore_us, 0.5), pct(local.restore_us, 0.99), pod.again_ms.size() + 1,
         pod.first_ms.empty() ? -1.0 : pod.first_ms[0], pct(pod.again_ms, 0.5),
         pct(pod.again_ms, 0.99), ipis.one_host_us, ipis.pod_us, pct(ipis.sink_us, 0.5),
-        pct(ipis.sink_us, 0.99));
+        pct(ipis.sink_us, 0.99), wander_rounds, fixed.seconds,
+        static_cast<unsigned long long>(fixed.remote_faults), moving.seconds,
+        static_cast<unsigned long long>(moving.remote_faults));
   } else {
     std::printf("vCPU state on this host (real KVM, 200 round trips between two VMs)\n");
     std::printf("  encoded state:  %zu bytes\n", local.state_bytes);
@@ -290,5 +340,8 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "vcpu_migration: local: %s\n", local.error.c_str());
   if (!pod.error.empty()) std::fprintf(stderr, "vcpu_migration: pod: %s\n", pod.error.c_str());
   if (!ipis.error.empty()) std::fprintf(stderr, "vcpu_migration: ipi: %s\n", ipis.error.c_str());
-  return local.error.empty() && pod.error.empty() && ipis.error.empty() ? 0 : 1;
+  if (!wander_error.empty())
+    std::fprintf(stderr, "vcpu_migration: wander: %s\n", wander_error.c_str());
+  return local.error.empty() && pod.error.empty() && ipis.error.empty() && wander_error.empty() ? 0
+                                                                                                : 1;
 }

@@ -40,3 +40,5 @@ void discover_platform(uint64_t start_info, struct platform* out);
 
 /* guest/ipi.c; `barrier` waits for every vCPU. */
 int run_ipi(uint32_t cpu, uint32_t ncpus, uint64_t n, void (*barrier)(int));
+/* guest/wander.c */
+int run_wander(uint32_t cpu, uint32_t ncpus, uint64_t rounds, void (*barrier)(int));

@@ -13,6 +13,7 @@
  *                  then every vCPU checksums the pages and vCPU 0 compares the checksums
  *   ipi N          each vCPU sends N IPIs round-robin to the others and counts those it gets
  *                  (guest/ipi.c); vCPU 0 prints sent, received and lost
+ *   wander R       pairs of vCPUs pass a token and a 16-page data set R times (guest/wander.c)
  *   touch-restore MIB  each vCPU writes every ncpus-th page of MIB MiB from 16 MiB, each odd
  *                  page whole (no two words alike) and a zero into each even one (so half
  *                  are zero pages), then all wait until the restore counter (port 0x520) says the
@@ -379,6 +380,8 @@ void guest_main(uint64_t start_info, uint32_t cpu) {
     result = run_counter(cpu, n, n * plat.ncpus);
   } else if (starts_with(plat.cmdline, "handoff", &arg)) {
     result = run_handoff(cpu, parse_u64(arg, 1000));
+  } else if (starts_with(plat.cmdline, "wander", &arg)) {
+    result = run_wander(cpu, plat.ncpus, parse_u64(arg, 1000), barrier);
   } else if (starts_with(plat.cmdline, "ipi", &arg)) {
     result = run_ipi(cpu, plat.ncpus, parse_u64(arg, 1000), barrier);
   } else if (starts_with(plat.cmdline, "compute", &arg)) {
@@ -414,7 +417,7 @@ void guest_main(uint64_t start_info, uint32_t cpu) {
     put_str(
         "' (touch MIB | touch-random MIB | touch-shared MIB | touch-restore MIB | discard MIB | "
         "counter N | "
-        "counter-total T | handoff R | ipi N | compute N "
+        "counter-total T | handoff R | ipi N | wander R | compute N "
         "| hello | cpuid)\n");
     guest_exit(64);
   }

@@ -270,6 +270,13 @@ void HomeDirectory::grant(uint64_t page, Transaction& t, std::vector<Msg>& out) 
     case State::kShared:
       sharers = sharers_of(w);
       self_copy = self_copy_of(w);
+      g.source = self_;
+      if (t.wanted == Access::kWrite)  // the sharers that lost their copies to this write
+        for (NodeId s = 0; s < kMaxPodHosts; ++s)
+          if ((sharers & bit(s)) && s != r) {
+            g.source = s;
+            break;
+          }
       if (auto c = home_copies_.find(page); c != home_copies_.end()) keep = std::move(c->second);
       if (sharers & bit(r)) {
         g.payload = Msg::Payload::kNone;  // an upgrade: keep the copy you have
@@ -287,6 +294,7 @@ void HomeDirectory::grant(uint64_t page, Transaction& t, std::vector<Msg>& out) 
         g.payload = Msg::Payload::kNone;
         t.wanted = Access::kWrite;
       } else {
+        g.source = owner_of(w);
         g.data = t.recalled.value_or(PageBytes{});
         g.payload = g.data.empty() ? Msg::Payload::kZero : Msg::Payload::kData;  // empty: zeros
         if (t.wanted == Access::kRead) {

@@ -67,6 +67,11 @@ struct CoherenceMessage {
   Access access = Access::kNone;  // kRequest/kGrant: the access; kRecall: kRead = downgrade
   Payload payload = Payload::kNone;
   PageBytes data;  // when payload == kData (4096 bytes)
+  // kGrant: the host that was using the page and gave it up or shared it for this grant (the
+  // recalled owner, or another sharer of a page written now; the home when only its copy
+  // was involved); kNoSource for a dormant page. What the placement policy counts.
+  NodeId source = kNoSource;
+  static constexpr NodeId kNoSource = 0xffff;
 };
 
 // Whether the page's home handles `t` (else the host it is sent to, as a requester).

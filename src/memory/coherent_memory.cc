@@ -114,7 +114,7 @@ class CoherentMemory::RemoteHome final : public PageSource {
     auto out = m_.requester_->on_fault(page, access, home);
     // Also a fault on a page whose prefetch is out: it waits for that answer.
     if ((!out.empty() || m_.requester_->pending(page)) && !m_.waiting_.count(page))
-      m_.waiting_[page] = {monotonic_ns(), access};
+      m_.waiting_[page] = {monotonic_ns(), access, m_.fault_tid_};
     for (auto& msg : out) {
       ++m_.stats_.requests_sent;
       m_.work_.push_back(std::move(msg));
@@ -146,7 +146,7 @@ Result<std::unique_ptr<CoherentMemory>> CoherentMemory::create(
                  format_size(bytes));
   std::unique_ptr<CoherentMemory> m(
       new CoherentMemory(base, bytes, config, transport, std::move(on_fatal)));
-  auto uffd = Userfaultfd::open(true);
+  auto uffd = Userfaultfd::open(true, /*want_thread_id=*/true);  // for on_remote_fault
   if (!uffd) return uffd.error();
   m->uffd_ = std::move(*uffd);
   SHOAL_TRY(m->uffd_.register_missing_wp(base, bytes), "coherent memory");
@@ -333,6 +333,7 @@ void CoherentMemory::loop() {
         const uint64_t flags = msgs[i].arg.pagefault.flags;
         const bool wp = (flags & UFFD_PAGEFAULT_FLAG_WP) != 0;
         stats_.wp_faults += wp ? 1 : 0;
+        fault_tid_ = msgs[i].arg.pagefault.feat.ptid;
         on_fault(offset / kPageBytes,
                  wp || (flags & UFFD_PAGEFAULT_FLAG_WRITE) ? Access::kWrite : Access::kRead);
       }
@@ -472,6 +473,9 @@ void CoherentMemory::run_queue() {
           std::lock_guard lock(latency_mu_);
           auto& v = w->second.access == Access::kWrite ? latencies_.write_us : latencies_.read_us;
           if (v.size() < kMaxLatencySamples) v.push_back(us);
+          if (config_.on_remote_fault && m.source != CoherenceMessage::kNoSource &&
+              m.source != config_.self)
+            config_.on_remote_fault(w->second.tid, m.source);
           waiting_.erase(w);
         }
       }

@@ -56,6 +56,9 @@ struct CoherentMemoryConfig {
   // A page that just arrived is kept at least this long before a recall or invalidation takes
   // it away, so the vCPU that faulted on it gets to use it (no ping-pong livelock).
   uint64_t hold_ns = 200'000;
+  // A fault of thread `tid` (a vCPU's) was served with a page another host was using:
+  // `source` (CoherenceMessage::source). Called under the protocol lock: keep it short.
+  std::function<void(uint32_t tid, NodeId source)> on_remote_fault;
 };
 
 struct CoherentMemoryStats {
@@ -193,7 +196,9 @@ class CoherentMemory {
   struct Waiting {
     uint64_t since_ns;
     Access access;
+    uint32_t tid;  // the faulting thread (0 where the kernel does not say)
   };
+  uint32_t fault_tid_ = 0;  // under proto_mu_: the thread of the fault being served
   std::unordered_map<uint64_t, Waiting> waiting_;  // remote faults in flight
   std::atomic<bool> failed_{false};
   uint64_t discard_acks_pending_ = 0;  // under proto_mu_; acks of this host's waiting discards

@@ -40,7 +40,7 @@ int new_uffd() {
 
 }  // namespace
 
-Result<Userfaultfd> Userfaultfd::open(bool want_move) {
+Result<Userfaultfd> Userfaultfd::open(bool want_move, bool want_thread_id) {
   // The API handshake happens once per fd, so probe the kernel's features on a throwaway one.
   UniqueFd probe(new_uffd());
   if (!probe.valid()) {
@@ -56,7 +56,8 @@ Result<Userfaultfd> Userfaultfd::open(bool want_move) {
   Userfaultfd u;
   u.fd_ = UniqueFd(new_uffd());
   if (!u.fd_.valid()) return errno_error("userfaultfd");
-  const uint64_t requested = want_move ? (available & UFFD_FEATURE_MOVE) : 0;
+  const uint64_t requested = (want_move ? (available & UFFD_FEATURE_MOVE) : 0) |
+                             (want_thread_id ? (available & UFFD_FEATURE_THREAD_ID) : 0);
   api = {};
   api.api = UFFD_API;
   api.features = requested;

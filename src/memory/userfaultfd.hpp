@@ -30,7 +30,9 @@ class Userfaultfd {
  public:
   // Opens a non-blocking userfaultfd with the MISSING fault API (and MOVE when the kernel has
   // it and `want_move`). A permission problem names the sysctl and device to fix.
-  static Result<Userfaultfd> open(bool want_move);
+  // `want_thread_id`: fault messages name the faulting thread (UFFD_FEATURE_THREAD_ID), where
+  // the kernel has it.
+  static Result<Userfaultfd> open(bool want_move, bool want_thread_id = false);
 
   int fd() const { return fd_.get(); }
   bool has_move() const { return (features_ & UFFD_FEATURE_MOVE) != 0; }

@@ -24,7 +24,7 @@ namespace shoal::net {
 inline constexpr uint32_t kFrameMagic = 0x014c4853;
 // 2: coherence DISCARD; 3: every frame after the handshake sealed (net/frame_cipher.hpp),
 // coherence PREFETCH and DECLINE
-inline constexpr uint16_t kWireVersion = 3;
+inline constexpr uint16_t kWireVersion = 4;  // 4: a grant names its source host
 inline constexpr size_t kHeaderBytes = 16;
 // A batch of 64 guest pages plus its metadata fits; nothing legitimate is larger.
 inline constexpr uint32_t kMaxPayload = 512 * 1024;
@@ -65,6 +65,7 @@ enum class MessageType : uint16_t {
   kSnapshotStep = 101,  // host 0 -> every member: a pod snapshot's next step
   kSnapshotStepDone = 102,  // a member -> host 0: the step's outcome
   kInterrupt = 103,  // an interrupt for a vCPU that runs on the receiver (docs/interrupts.md)
+  kPlacementProposal = 104,  // a member -> host 0: move a vCPU (docs/placement.md)
 };
 
 struct Frame {

@@ -64,6 +64,10 @@ Result<std::unique_ptr<PodMember>> PodMember::create(PodMemberConfig config) {
             // On the reader, before the next frame of this link: the interrupts the source's
             // sink sends after the state must be held for the vCPU, not sent back.
             if (type == net::MessageType::kVcpuArrive) self->router_->expect(m.vcpu, m.version);
+            if (type == net::MessageType::kPlacementProposal) {
+              if (self->placement_) self->placement_->proposal({m.vcpu, m.host, m.version, 0});
+              return;
+            }
             self->mover_->deliver(from, type, std::move(m));
           },
           [self](NodeId from, net::MessageType type, SnapshotStep step) {
@@ -72,8 +76,32 @@ Result<std::unique_ptr<PodMember>> PodMember::create(PodMemberConfig config) {
           [self](NodeId from, const InterruptMessage& m) { self->router_->deliver(from, m); }},
       std::chrono::milliseconds(spec.failure_timeout_ms));
 
+  if (spec.placement == PodPlacement::kAuto) {
+    std::vector<int> capacity;
+    for (const PodHost& h : spec.hosts) capacity.push_back(h.max_vcpus);
+    m->placement_ = std::make_unique<PlacementRunner>(
+        PlacementConfig{}, m->config_.self, static_cast<size_t>(spec.vcpus), capacity,
+        PlacementRunner::Member{
+            [self] { return self->mover_->table(); },
+            [self] {
+              std::vector<std::pair<uint32_t, uint32_t>> threads;
+              std::lock_guard lock(self->mu_);  // vCPUs are created under it
+              for (auto& v : self->core_->vcpus())
+                threads.emplace_back(v->tid(), static_cast<uint32_t>(v->backend().id()));
+              return threads;
+            },
+            [self](const PlacementProposal& p) {
+              (void)self->mesh_->send_to(0, encode_vcpu_move(net::MessageType::kPlacementProposal,
+                                                             {p.vcpu, p.to, p.version, {}}));
+            },
+            [self](uint32_t vcpu, NodeId to) { return self->move_vcpu(vcpu, to); }});
+  }
   CoherentMemoryConfig mc;
   mc.self = m->config_.self;
+  if (m->placement_)
+    mc.on_remote_fault = [self](uint32_t tid, NodeId source) {
+      self->placement_->remote_fault(tid, source);
+    };
   mc.pool_bytes = m->me().zero_pool_bytes;
   mc.budget_bytes = m->me().memory_budget_bytes != 0
                         ? m->me().memory_budget_bytes
@@ -273,6 +301,7 @@ Status PodMember::run(const BootPlan& plan) {
   SHOAL_TRY(create_shadows(me().vcpus, plan), "");
   core_->start_vcpus();
   mover_->set_plan(plan);
+  if (placement_) placement_->start();
   state_ = "running";
   return {};
 }
@@ -352,10 +381,11 @@ void PodMember::monitor() {
     notice.reason = "host " + me().name + ": " + outcome.reason;
   mesh_->broadcast(encode_pod_outcome(net::MessageType::kPodLeave, notice));
   core_->command_vcpus(VcpuCommand::kStop);
-  memory_->stop();       // also ends a discard waiting for acks on the device thread
-  mesh_->close();        // also fails forwarded accesses still waiting; no more device work
-  mover_->stop();        // its pause of a vCPU ends with the vCPU's stop; it creates no more vCPUs
-  snapshotter_->stop();  // as the mover's: its pause ends once the outcome is decided
+  memory_->stop();  // also ends a discard waiting for acks on the device thread
+  mesh_->close();   // also fails forwarded accesses still waiting; no more device work
+  mover_->stop();   // its pause of a vCPU ends with the vCPU's stop; it creates no more vCPUs
+  if (placement_) placement_->stop();  // a move it waits on has ended with the mover
+  snapshotter_->stop();                // as the mover's: its pause ends once the outcome is decided
   stop_device_thread();
   core_->stop_vcpus();
   flush_console();
@@ -395,6 +425,8 @@ std::string PodMember::metrics() const {
         static_cast<double>(st.page_bytes_sent.load()), "counter");
   gauge("shoal_pod_page_bytes_received_total", "page contents received from other hosts",
         static_cast<double>(st.page_bytes_received.load()), "counter");
+  gauge("shoal_pod_placement_moves_total", "moves the placement policy made (host 0)",
+        placement_ ? static_cast<double>(placement_->moves()) : 0, "counter");
   gauge("shoal_pod_interrupts_sent_total", "interrupts sent on to the host of their vCPU",
         static_cast<double>(router_->forwarded()), "counter");
   gauge("shoal_pod_interrupts_received_total", "interrupts received from other hosts",

@@ -22,6 +22,7 @@
 #include "memory/coherent_memory.hpp"
 #include "net/tcp_link.hpp"
 #include "pod/interrupt_router.hpp"
+#include "pod/pod_placement.hpp"
 #include "pod/pod_mesh.hpp"
 #include "pod/pod_snapshot.hpp"
 #include "pod/pod_snapshot_state.hpp"
@@ -102,6 +103,8 @@ class PodMember {
   // Teardown (monitor()): vCPUs stopped, memory, mesh, vCPUs joined; then, as members go,
   // the memory stack and the mesh before the core (RAM, VM).
   std::unique_ptr<MachineCore> core_;  // VM, RAM, buses, vCPUs: the same as `shoal run`'s
+  // spec.placement auto: before the memory that feeds it (its thread is stopped in monitor()).
+  std::unique_ptr<PlacementRunner> placement_;
   std::unique_ptr<PodMesh> mesh_;
   std::unique_ptr<CoherentMemory> memory_;
   std::unique_ptr<InterruptRouter> router_;  // after the mesh and the core it uses

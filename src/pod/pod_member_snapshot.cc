@@ -200,6 +200,7 @@ Status PodMember::run_restored(const BootPlan& plan) {
     if (Status s = restores[i].get(); !s.ok())
       return s.error().context("restore vcpu " + std::to_string(ids[i]));
   mover_->set_plan(plan);
+  if (placement_) placement_->start();
   std::lock_guard lock(mu_);
   if (outcome_.decided()) return Error("the pod is stopping");
   core_->command_vcpus(vcpus_here(), VcpuCommand::kResume);

@@ -160,7 +160,8 @@ void PodMesh::read_loop(NodeId from, net::Link* link) {
       }
       case MessageType::kVcpuMigrate:
       case MessageType::kVcpuArrive:
-      case MessageType::kVcpuPlaced: {
+      case MessageType::kVcpuPlaced:
+      case MessageType::kPlacementProposal: {
         auto m = decode_vcpu_move(*f);
         if (!m || !handlers_.vcpu) {
           handlers_.lost(from, m ? Error("a vCPU move sent to a mesh that takes none") : m.error());

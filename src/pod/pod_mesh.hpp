@@ -27,8 +27,9 @@ class PodMesh : public CoherenceTransport {
     std::function<void(NodeId from, const ForwardedExit&, uint32_t request)> forwarded_exit;
     std::function<void(NodeId from, const PodOutcome&)> leave;  // the member is stopping
     std::function<void(NodeId from, const Error&)> lost;        // the link broke
-    // A vCPU moving (kVcpuMigrate, kVcpuArrive, kVcpuPlaced; pod/vcpu_mover.hpp). Without
-    // one, such a message ends the link as an unexpected one.
+    // A vCPU moving (kVcpuMigrate, kVcpuArrive, kVcpuPlaced; pod/vcpu_mover.hpp), or a
+    // placement proposal (kPlacementProposal). Without one, such a message ends the link as an
+    // unexpected one.
     std::function<void(NodeId from, net::MessageType, VcpuMove)> vcpu;
     // A pod snapshot's steps (kSnapshotStep, kSnapshotStepDone; pod/pod_snapshot.hpp).
     std::function<void(NodeId from, net::MessageType, SnapshotStep)> snapshot;

@@ -285,7 +285,8 @@ PodSpecResult parse_pod_spec(const std::string& yaml_text) {
     c.error("spec", root, "required field is missing");
   } else if (c.map(s, "spec")) {
     c.only_keys(s, "spec",
-                {"guest", "memory", "vcpus", "hosts", "transport", "secretFile", "failureTimeout"});
+                {"guest", "memory", "vcpus", "hosts", "transport", "secretFile", "failureTimeout",
+                 "placement"});
     if (!s["guest"].IsDefined()) {
       c.error("spec.guest", s, "required field is missing");
     } else if (c.map(s["guest"], "spec.guest")) {
@@ -314,6 +315,12 @@ PodSpecResult parse_pod_spec(const std::string& yaml_text) {
         c.error("spec.transport", s["transport"], "'rdma' is not available yet; use tcp");
       else if (*v != "tcp")
         c.error("spec.transport", s["transport"], "expected tcp or rdma, got '" + *v + "'");
+    }
+    if (auto v = c.text(s, "spec", "placement", false)) {
+      if (*v == "auto")
+        spec.placement = PodPlacement::kAuto;
+      else if (*v != "static")
+        c.error("spec.placement", s["placement"], "expected static or auto, got '" + *v + "'");
     }
     if (auto v = c.text(s, "spec", "secretFile", true)) spec.secret_file = *v;
     if (s["failureTimeout"].IsDefined()) {

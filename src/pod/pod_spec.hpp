@@ -10,6 +10,7 @@
 //     transport: tcp
 //     secretFile: /etc/shoal/demo.secret
 //     failureTimeout: 1s          # a member silent this long is lost (500ms .. 60s)
+//     placement: static           # or auto: vCPUs move to the host their pages come from
 //     hosts:
 //       - {name: a, address: "10.0.0.1:7000", vcpus: [0, 1], memory: even, zeroPool: 64M}
 //       - {name: b, address: "10.0.0.2:7000", vcpus: "2-3", memory: even}
@@ -49,6 +50,9 @@ struct PodHost {
 };
 
 enum class PodTransport { kTcp, kRdma };
+// static: vCPUs stay where the spec (or `pod move`) puts them; auto: the placement policy
+// moves them too (pod/placement.hpp).
+enum class PodPlacement { kStatic, kAuto };
 
 struct PodSpec {
   std::string name;
@@ -58,6 +62,7 @@ struct PodSpec {
   PodTransport transport = PodTransport::kTcp;
   std::string secret_file;
   uint64_t failure_timeout_ms = 1000;
+  PodPlacement placement = PodPlacement::kStatic;
   std::vector<PodHost> hosts;
 };
 

@@ -1,6 +1,7 @@
 #include "vcpu/vcpu_thread.hpp"
 
 #include <signal.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstdio>
@@ -279,6 +280,7 @@ void VcpuThread::apply_commands_locked() {
 void VcpuThread::loop() {
   const std::string name = "vcpu" + std::to_string(backend_->id());
   pthread_setname_np(pthread_self(), name.c_str());
+  tid_.store(static_cast<uint32_t>(gettid()), std::memory_order_relaxed);
   for (;;) {
     std::deque<Job> jobs;
     {

@@ -4,6 +4,7 @@
 
 #include <pthread.h>
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -123,6 +124,8 @@ class VcpuThread {
   bool wait_for(VcpuRunState state, std::chrono::milliseconds timeout);
   void join();
   uint64_t exit_count() const { return exits_; }
+  // The thread's kernel id once it runs (0 before): what userfaultfd names for its faults.
+  uint32_t tid() const { return tid_.load(std::memory_order_relaxed); }
   VcpuBackend& backend() { return *backend_; }
 
  private:
@@ -151,6 +154,7 @@ class VcpuThread {
   pthread_t handle_{};
   bool started_ = false;
   uint64_t exits_ = 0;
+  std::atomic<uint32_t> tid_{0};
 };
 
 // Installs the no-op handler of the kick signal; idempotent.

@@ -22,14 +22,15 @@ const char* pod_failure_timeout() {
 }
 
 std::string pod_spec(int hosts, const std::string& cmdline, int vcpus_each, int memory_mib,
-                     const std::string& pool) {
+                     const std::string& pool, const std::string& placement) {
   std::string s =
       "apiVersion: shoal/v1\nkind: Pod\nmetadata: {name: podtest}\nspec:\n"
       "  guest: {kernel: " SHOAL_TEST_GUEST ", cmdline: \"" +
       cmdline + "\"}\n  memory: " + std::to_string(memory_mib) +
       "M\n  vcpus: " + std::to_string(vcpus_each * hosts) +
       "\n  transport: tcp\n  secretFile: " + pod_secret() +
-      "\n  failureTimeout: " + pod_failure_timeout() + "\n  hosts:\n";
+      "\n  failureTimeout: " + pod_failure_timeout() +
+      (placement.empty() ? "" : "\n  placement: " + placement) + "\n  hosts:\n";
   for (int i = 0; i < hosts; ++i) {
     const int first = vcpus_each * i, last = first + vcpus_each - 1;
     const std::string vcpus =
@@ -37,8 +38,9 @@ std::string pod_spec(int hosts, const std::string& cmdline, int vcpus_each, int 
     s += "    - {name: h" + std::to_string(i) + ", address: \"127.77.0." + std::to_string(i + 1) +
          ":7100\", vcpus: \"" + vcpus + "\", memory: even, zeroPool: " + pool + "}\n";
   }
-  return write_temp_file(
-      "pod-" + std::to_string(hosts) + "x" + std::to_string(vcpus_each) + ".yaml", s);
+  return write_temp_file("pod-" + std::to_string(hosts) + "x" + std::to_string(vcpus_each) +
+                             (placement.empty() ? "" : "-" + placement) + ".yaml",
+                         s);
 }
 
 ProcessResult in_cluster(int hosts, const std::string& spec_path, const std::string& script,

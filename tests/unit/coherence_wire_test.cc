@@ -8,8 +8,8 @@ namespace {
 using Msg = CoherenceMessage;
 
 TEST(CoherenceWire, RoundTripsThroughFrames) {
-  Msg grant{Msg::Type::kGrant,          0x123456789, 2, 5, Access::kWrite, Msg::Payload::kData,
-            PageBytes(kPageBytes, 0x5a)};
+  Msg grant{Msg::Type::kGrant,           0x123456789, 2, 5, Access::kWrite, Msg::Payload::kData,
+            PageBytes(kPageBytes, 0x5a), 31};
   FrameDecoder d;
   ASSERT_TRUE(d.feed(encode_frame(encode_coherence(grant))).ok());
   auto f = d.next();
@@ -22,9 +22,13 @@ TEST(CoherenceWire, RoundTripsThroughFrames) {
   EXPECT_EQ(m->to, 5);
   EXPECT_EQ(m->access, Access::kWrite);
   EXPECT_EQ(m->data, grant.data);
-  // A dormant page's grant is 16 bytes: no page on the wire.
+  EXPECT_EQ(m->source, 31);
+  // A dormant page's grant is 16 bytes: no page on the wire, and no source.
   Msg zero{Msg::Type::kGrant, 7, 0, 1, Access::kRead, Msg::Payload::kZero, {}};
   EXPECT_EQ(encode_coherence(zero).payload.size(), kCoherenceHeaderBytes);
+  auto z = decode_coherence(encode_coherence(zero));
+  ASSERT_TRUE(z.ok());
+  EXPECT_EQ(z->source, Msg::kNoSource);
 }
 
 TEST(CoherenceWire, RejectsOutOfRangeFieldsAndWrongSizes) {
@@ -45,6 +49,13 @@ TEST(CoherenceWire, RejectsOutOfRangeFieldsAndWrongSizes) {
   bad = f;
   bad.payload.resize(8);
   EXPECT_FALSE(decode_coherence(bad).ok());
+  bad = f;
+  bad.payload[3] = 1;  // only a grant names a source
+  EXPECT_NE(decode_coherence(bad).error().message().find("source 1"), std::string::npos);
+  Frame grant =
+      encode_coherence(Msg{Msg::Type::kGrant, 1, 0, 1, Access::kRead, Msg::Payload::kZero, {}, 3});
+  grant.payload[3] = kMaxPodHosts + 1;
+  EXPECT_NE(decode_coherence(grant).error().message().find("out of range"), std::string::npos);
   bad = f;
   bad.type = MessageType::kPing;
   EXPECT_FALSE(decode_coherence(bad).ok());

@@ -109,6 +109,18 @@ TEST(PodSpec, FailureTimeout) {
                  "expected a duration such as 1s or 500ms");
 }
 
+TEST(PodSpec, Placement) {
+  EXPECT_EQ(parse_pod_spec(kGood).spec->placement, PodPlacement::kStatic);  // the default
+  const std::string tcp = "  transport: tcp\n";
+  auto a = parse_pod_spec(edit(tcp, tcp + "  placement: auto\n"));
+  ASSERT_TRUE(a.spec.has_value());
+  EXPECT_EQ(a.spec->placement, PodPlacement::kAuto);
+  EXPECT_EQ(parse_pod_spec(edit(tcp, tcp + "  placement: static\n")).spec->placement,
+            PodPlacement::kStatic);
+  expect_error(edit(tcp, tcp + "  placement: smart\n"), "spec.placement",
+               "expected static or auto, got 'smart'");
+}
+
 TEST(PodSpec, ExplicitRangesAreKept) {
   auto r = parse_pod_spec(edit("      memory: even\n", "      memory: [{start: 0, size: 256M}]\n") +
                           "      memory: [{start: 256M, size: 768M}]\n");
