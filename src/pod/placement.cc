@@ -37,9 +37,9 @@ std::vector<PlacementProposal> PlacementModel::end_window(uint64_t now_ns,
     }
     uint64_t total = 0;
     NodeId top = 0;
-    for (NodeId h = 0; h < hosts_; ++h) {
+    for (size_t h = 0; h < hosts_; ++h) {
       total += v.faults[h];
-      if (v.faults[h] > v.faults[top]) top = h;
+      if (v.faults[h] > v.faults[top]) top = static_cast<NodeId>(h);
     }
     const uint64_t from_top = v.faults[top];
     std::fill(v.faults.begin(), v.faults.end(), 0);
