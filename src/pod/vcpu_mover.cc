@@ -146,10 +146,12 @@ void VcpuMover::migrate(const VcpuMove& m) {
   // state on the same link; carried in the state as well, it would arrive twice.
   clear_pending_vectors(state->lapic);
   state->events.nmi.pending = 0;
-  interrupts_.retarget(m.vcpu, m.host, m.version);
   VcpuMove arrive{m.vcpu, config_.self, m.version, encode_vcpu_state(*state)};
   if (Status s = mesh_.send_to(m.host, encode_vcpu_move(MessageType::kVcpuArrive, arrive)); !s.ok())
     return fail_(s.error().context(what + " to " + config_.host_names[m.host]));
+  // Only now: an interrupt sent on before the state would reach the destination before it
+  // holds the vCPU's interrupts, and come back. Until then one lands in this fd's LAPIC.
+  interrupts_.retarget(m.vcpu, m.host, m.version);
   // Parked from here on, for a return: its fd a shadow in the interrupt sink.
   v->send(VcpuCommand::kSink);
   spdlog::info("vcpu {}: paused and sent to {} ({} bytes of state)", m.vcpu,
