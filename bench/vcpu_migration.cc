@@ -335,6 +335,17 @@ int main(int argc, char** argv) {
         "  the sink's part (KVM_SIGNAL_MSI to a shadow -> its report, 1000): p50 %.1f us  "
         "p99 %.1f us\n",
         pct(ipis.sink_us, 0.5), pct(ipis.sink_us, 0.99));
+    std::printf("`wander %d`, 2 hosts x 2 vCPUs, each pair split across the hosts\n",
+                wander_rounds);
+    std::printf("  placement static: %7.2f s, %8llu remote faults; ends %s\n", fixed.seconds,
+                static_cast<unsigned long long>(fixed.remote_faults), fixed.placement.c_str());
+    std::printf("  placement auto:   %7.2f s, %8llu remote faults; ends %s\n", moving.seconds,
+                static_cast<unsigned long long>(moving.remote_faults), moving.placement.c_str());
+    if (moving.seconds > 0 && moving.remote_faults > 0)
+      std::printf(
+          "  auto vs static: %.1fx faster, %.1fx fewer remote faults\n",
+          fixed.seconds / moving.seconds,
+          static_cast<double>(fixed.remote_faults) / static_cast<double>(moving.remote_faults));
   }
   if (!local.error.empty())
     std::fprintf(stderr, "vcpu_migration: local: %s\n", local.error.c_str());

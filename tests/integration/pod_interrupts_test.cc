@@ -11,10 +11,10 @@
 namespace shoal::test {
 namespace {
 
-// ~10 s here; inside the emulated test machine (scripts/test-vm) a cross-host IPI costs ~20x
+// ~6 s here; inside the emulated test machine (scripts/test-vm) a cross-host IPI costs ~20x
 // more (1000 took 39 s there).
 std::string ipis() {
-  return std::getenv("SHOAL_TEST_VM") ? "300" : "5000";
+  return std::getenv("SHOAL_TEST_VM") ? "300" : "3000";
 }
 
 TEST(PodInterrupts, OneHostDeliversEveryIpiOnce) {
