@@ -9,7 +9,7 @@ namespace shoal {
 namespace {
 
 constexpr uint64_t kGdtOffset = 0x0, kIdtOffset = 0x100, kCodeOffset = 0x1000;
-constexpr uint64_t kStubsOffset = 0x1100, kStubBytes = 16;
+constexpr uint64_t kStubsOffset = kSinkStubsGpa - kSinkGpa, kStubBytes = kSinkStubBytes;
 constexpr uint64_t kStacksOffset = 0x3000, kStackBytes = 256;
 static_assert(kStubsOffset + 256 * kStubBytes <= kStacksOffset);
 static_assert(kStacksOffset + kSinkMaxVcpus * kStackBytes <= kSinkBytes);

@@ -25,6 +25,8 @@ namespace shoal {
 inline constexpr uint64_t kSinkGpa = 0xFE00'0000;
 inline constexpr uint64_t kSinkBytes = 0x2'0000;
 inline constexpr uint64_t kSinkReportGpa = kSinkGpa + kSinkBytes;  // 256 bytes, not RAM
+inline constexpr uint64_t kSinkStubsGpa = kSinkGpa + 0x1100;  // stub[v] at + v * kSinkStubBytes
+inline constexpr uint64_t kSinkStubBytes = 16;
 inline constexpr uint8_t kNmiVector = 2;  // the NMI stub reports 2 (no fixed vector < 16)
 inline constexpr uint8_t kSpuriousVector = 0xff;
 inline constexpr int kSinkMaxVcpus = 256;

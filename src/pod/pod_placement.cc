@@ -19,16 +19,20 @@ PlacementRunner::~PlacementRunner() {
 }
 
 void PlacementRunner::start() {
+  std::lock_guard lock(mu_);  // against a stop() on the monitor thread
+  if (stop_ || thread_.joinable()) return;
   thread_ = std::thread([this] { loop(); });
 }
 
 void PlacementRunner::stop() {
+  std::thread t;
   {
     std::lock_guard lock(mu_);
     stop_ = true;
+    t = std::move(thread_);
   }
   cv_.notify_all();
-  if (thread_.joinable()) thread_.join();
+  if (t.joinable()) t.join();
 }
 
 void PlacementRunner::remote_fault(uint32_t tid, NodeId source) {
@@ -67,7 +71,7 @@ void PlacementRunner::loop() {
       if (member_.table().second == p.version) {
         auto moved = member_.move(p.vcpu, p.to);
         if (moved) {
-          spdlog::info("placement: {} faults from host {} in a window: {}", p.faults, p.to, *moved);
+          spdlog::info("placement: {}", *moved);
           std::lock_guard count(mu_);
           ++moves_;
         } else {

@@ -190,11 +190,16 @@ void VcpuMover::arrive(NodeId from, const VcpuMove& m) {
     auto restored = v->restore(std::move(*state));
     v->start();
     if (Status s = restored.get(); !s.ok()) return fail_(s.error().context(what));
+    if (Status s = interrupts_.release(m.vcpu, {}); !s.ok()) return fail_(s.error().context(what));
   } else {
     // The restore overwrites the shadow's LAPIC: an IPI from another vCPU of this host landing
     // between reading what is pending there and the restore would be lost, so they wait.
+    // The vCPUs that run here, by their threads (the table may not be current yet): never a
+    // shadow.
     std::vector<int> others;
-    for (uint32_t id : vcpus_here()) others.push_back(static_cast<int>(id));
+    for (auto& t : core_.vcpus())
+      if (t->backend().id() != static_cast<int>(m.vcpu) && t->state() == VcpuRunState::kRunning)
+        others.push_back(t->backend().id());
     {
       std::lock_guard lock(mu_);
       if (stop_) return;

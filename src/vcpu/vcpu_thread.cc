@@ -112,12 +112,22 @@ Result<std::vector<uint8_t>> KvmVcpuBackend::pending_interrupts() {
   std::vector<uint8_t> vectors = pending_vectors(lapic);
   kvm_vcpu_events events{};
   SHOAL_TRY(vcpu_.get_vcpu_events(events), what);
-  if (events.nmi.pending) vectors.push_back(kNmiVector);
+  if (events.nmi.pending || events.nmi.injected) vectors.push_back(kNmiVector);
+  // Taken from the IRR but not reported yet: on its way into the sink (being injected), or
+  // delivered with the sink stopped before its stub's first instruction (the report).
+  if (events.interrupt.injected) vectors.push_back(events.interrupt.nr);
+  kvm_regs regs{};
+  SHOAL_TRY(vcpu_.get_regs(regs), what);
+  if (regs.rip >= kSinkStubsGpa && regs.rip < kSinkStubsGpa + 256 * kSinkStubBytes &&
+      (regs.rip - kSinkStubsGpa) % kSinkStubBytes == 0) {
+    const auto v = static_cast<uint8_t>((regs.rip - kSinkStubsGpa) / kSinkStubBytes);
+    if (v != kSpuriousVector) vectors.push_back(v);
+  }
   return vectors;
 }
 
 Status KvmVcpuBackend::unblock_nmi() {
-  complete_pending_exit();  // the OUT that reported it, before the events are touched
+  complete_pending_exit();  // the write that reported it, before the events are touched
   kvm_vcpu_events events{};
   SHOAL_TRY(vcpu_.get_vcpu_events(events), "vcpu " + std::to_string(vcpu_.id()));
   events.nmi.masked = 0;
@@ -272,7 +282,11 @@ void VcpuThread::join() {
 
 void VcpuThread::apply_commands_locked() {
   while (!commands_.empty()) {
-    state_ = next_state(state_, commands_.front());
+    VcpuRunState next = next_state(state_, commands_.front());
+    // A shadow's fd holds the sink's registers, not a guest's: resuming it resumes the sink
+    // (say, a pause and resume of "this host's vCPUs" from a location table not current yet).
+    if (next == VcpuRunState::kRunning && sink_entered_) next = VcpuRunState::kSink;
+    state_ = next;
     commands_.pop_front();
   }
 }
@@ -355,8 +369,9 @@ bool VcpuThread::handle_sink_exit(const VcpuExit& exit) {
     return false;
   }
   const auto vector = static_cast<uint8_t>(report->address - kSinkReportGpa);
-  // Vectors below 32 other than the NMI are exceptions: a fault in the sink itself.
-  if (vector < 32 && vector != kNmiVector) {
+  // Vectors below 16 other than the NMI's can only be exceptions, a fault in the sink itself
+  // (16-31 are exceptions too, but a guest may send them, and the sink raises none of them).
+  if (vector < 16 && vector != kNmiVector) {
     finish(ExitFail{what + "exception " + std::to_string(vector)});
     return false;
   }

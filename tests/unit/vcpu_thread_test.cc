@@ -43,6 +43,12 @@ class FakeBackend : public VcpuBackend {
     return {};
   }
   void complete_pending_exit() override { ++completions; }
+  Status enter_sink() override {
+    ++sink_entries;
+    return {};
+  }
+  Result<std::vector<uint8_t>> pending_interrupts() override { return std::vector<uint8_t>{0x41}; }
+  std::atomic<int> sink_entries{0};
   std::atomic<uint64_t> saved_rax{0x1234};
   std::atomic<int> completions{0};
   std::function<void()> pause_after_script;  // called as the last scripted exit is returned
@@ -118,6 +124,38 @@ TEST(VcpuThread, PauseResumeStop) {
   t.wait_for(VcpuRunState::kStopped);
   t.join();
   EXPECT_EQ(t.state(), VcpuRunState::kStopped);
+}
+
+// A shadow's fd holds the sink's registers: a pause and a resume meant for the vCPUs running
+// on its host (from a location table not current yet) must not run them as the guest.
+TEST(VcpuThread, AShadowResumedWithoutLeavingTheSinkStaysInTheSink) {
+  Fixture f;
+  auto backend = std::make_unique<FakeBackend>();
+  FakeBackend* fake = backend.get();
+  VcpuThread t(std::move(backend), ExitBuses{f.pio, f.mmio},
+               [](int, const ExitAction&, const std::string&) { FAIL() << "not expected"; });
+  t.send(VcpuCommand::kSink);
+  t.start();
+  while (fake->sink_entries.load() == 0) std::this_thread::yield();
+  EXPECT_EQ(t.state(), VcpuRunState::kSink);
+  t.send(VcpuCommand::kPause);
+  ASSERT_TRUE(t.wait_for(VcpuRunState::kPaused, std::chrono::seconds(5)));
+  t.send(VcpuCommand::kResume);
+  ASSERT_TRUE(t.wait_for(VcpuRunState::kSink, std::chrono::seconds(5)));
+  EXPECT_EQ(fake->sink_entries.load(), 1);  // the same sink, not entered again
+  // Leaving the sink restores a state and hands back what was pending; then it may run.
+  VcpuState st;
+  st.id = 7;
+  st.regs.rax = 99;
+  auto pending = t.leave_sink(st).get();
+  ASSERT_TRUE(pending.ok());
+  EXPECT_EQ(*pending, std::vector<uint8_t>{0x41});
+  EXPECT_EQ(t.state(), VcpuRunState::kPaused);
+  EXPECT_EQ(fake->saved_rax.load(), 99u);
+  t.send(VcpuCommand::kResume);
+  ASSERT_TRUE(t.wait_for(VcpuRunState::kRunning, std::chrono::seconds(5)));
+  t.send(VcpuCommand::kStop);
+  t.join();
 }
 
 TEST(VcpuThread, PowerOffIsReported) {
