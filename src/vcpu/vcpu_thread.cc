@@ -297,6 +297,7 @@ void VcpuThread::loop() {
   tid_.store(static_cast<uint32_t>(gettid()), std::memory_order_relaxed);
   for (;;) {
     std::deque<Job> jobs;
+    bool sinking = false;  // read with the commands, not under a second lock per run
     {
       std::unique_lock lock(mu_);
       for (;;) {
@@ -326,12 +327,12 @@ void VcpuThread::loop() {
         for (Job& j : jobs) j(nullptr);
         return;
       }
+      sinking = state_ == VcpuRunState::kSink;
     }
     if (!jobs.empty()) {
       run_jobs(jobs);
       continue;
     }
-    const bool sinking = state() == VcpuRunState::kSink;
     if (sinking && !sink_entered_) {
       if (Status s = backend_->enter_sink(); !s.ok()) return finish(ExitFail{s.error().message()});
       sink_entered_ = true;
@@ -361,23 +362,24 @@ void VcpuThread::loop() {
 }
 
 bool VcpuThread::handle_sink_exit(const VcpuExit& exit) {
-  const std::string what = "vcpu " + std::to_string(backend_->id()) + ": interrupt sink: ";
+  // Only for an error: a report is on the interrupt path, which allocates nothing.
+  auto what = [&] { return "vcpu " + std::to_string(backend_->id()) + ": interrupt sink: "; };
   const auto* report = std::get_if<MmioExit>(&exit);
   if (report == nullptr || !report->write || report->address < kSinkReportGpa ||
       report->address >= kSinkReportGpa + 256) {
-    finish(ExitFail{what + "unexpected " + describe_exit(exit)});
+    finish(ExitFail{what() + "unexpected " + describe_exit(exit)});
     return false;
   }
   const auto vector = static_cast<uint8_t>(report->address - kSinkReportGpa);
   // Vectors below 16 other than the NMI's can only be exceptions, a fault in the sink itself
   // (16-31 are exceptions too, but a guest may send them, and the sink raises none of them).
   if (vector < 16 && vector != kNmiVector) {
-    finish(ExitFail{what + "exception " + std::to_string(vector)});
+    finish(ExitFail{what() + "exception " + std::to_string(vector)});
     return false;
   }
   if (vector == kNmiVector) {
     if (Status s = backend_->unblock_nmi(); !s.ok()) {
-      finish(ExitFail{what + s.error().message()});
+      finish(ExitFail{what() + s.error().message()});
       return false;
     }
   }
