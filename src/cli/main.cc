@@ -1,6 +1,3 @@
-#include <spdlog/sinks/stdout_color_sinks.h>
-#include <spdlog/sinks/stdout_sinks.h>
-#include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -17,20 +14,8 @@
 #include "memory/replica_store.hpp"
 #include "memory/snapshot_file.hpp"
 #include "shoal/clock.hpp"
+#include "shoal/log.hpp"
 #include "shoal/size.hpp"
-
-namespace {
-
-void setup_logging(const std::string& level) {
-  // Under systemd the journal stamps time and unit itself: no colours, no timestamps.
-  const bool journal = std::getenv("JOURNAL_STREAM") != nullptr;
-  auto logger = journal ? spdlog::stderr_logger_mt("shoal") : spdlog::stderr_color_mt("shoal");
-  logger->set_pattern(journal ? "[%l] %v" : "shoal: [%l] %v");
-  spdlog::set_default_logger(logger);
-  spdlog::set_level(spdlog::level::from_str(level));
-}
-
-}  // namespace
 
 int run_main(int argc, char** argv) {
   using namespace shoal;
@@ -41,7 +26,7 @@ int run_main(int argc, char** argv) {
   if (cli.pod_control) return control_pod(*cli.pod_control);
   if (cli.ctl) return control_machine(*cli.ctl);
   if (cli.node) {
-    setup_logging("info");
+    log::setup("info");
     return run_node(*cli.node);
   }
   if (!cli.run) {
@@ -50,7 +35,7 @@ int run_main(int argc, char** argv) {
   }
   RunConfig& cfg = *cli.run;
   cfg.started_ns = started_ns;
-  setup_logging(cfg.log_level);
+  log::setup(cfg.log_level);
   if (!cli.restore.empty()) {
     std::string state_path = cli.restore;
     if (is_replica_dir(cli.restore)) {
@@ -100,7 +85,7 @@ int run_main(int argc, char** argv) {
     // A reset is a new boot from the same files: a fresh VM, RAM and devices (the old
     // machine is torn down first, so its RAM is returned before the new one is touched).
     machine->reset();
-    spdlog::info("restarting the guest (--on-reboot restart)");
+    log::info("restarting the guest (--on-reboot restart)");
     kvm = Kvm::open();
     if (!kvm) return report_error(kExitVmmError, kvm.error().message());
   }

@@ -1,7 +1,6 @@
 #include "cli/pod_commands.hpp"
 
 #include <signal.h>
-#include <spdlog/spdlog.h>
 
 #include <chrono>
 #include <cstdio>
@@ -11,6 +10,7 @@
 #include "net/tcp_link.hpp"
 #include "pod/node_service.hpp"
 #include "pod/pod_spec.hpp"
+#include "shoal/log.hpp"
 #include "shoal/service_notify.hpp"
 #include "shoal/size.hpp"
 
@@ -32,13 +32,13 @@ int run_node(const NodeCommand& command) {
       {address->first, address->second, command.name, *secret, command.api_socket});
   if (!node) return report_error(kExitVmmError, node.error().message());
   const std::string where = address->first + ":" + std::to_string((*node)->port());
-  spdlog::info("node '{}' listening on {}", command.name, where);
+  log::info("node '{}' listening on {}", command.name, where);
   notify_service_manager("READY=1\nSTATUS=listening on " + where);
   int sig = 0;
   sigwait(&stop_signals, &sig);
   notify_service_manager("STOPPING=1\nSTATUS=stopping");
-  spdlog::info("node '{}' stopping on {} ({} peers served, {} refused)", command.name,
-               strsignal(sig), (*node)->peers_served(), (*node)->peers_refused());
+  log::info("node '{}' stopping on {} ({} peers served, {} refused)", command.name, strsignal(sig),
+            (*node)->peers_served(), (*node)->peers_refused());
   (*node)->stop();
   return 0;
 }

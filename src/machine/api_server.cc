@@ -1,7 +1,6 @@
 #include "machine/api_server.hpp"
 
 #include <poll.h>
-#include <spdlog/spdlog.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -10,6 +9,8 @@
 
 #include <cstring>
 #include <nlohmann/json.hpp>
+
+#include "shoal/log.hpp"
 
 namespace shoal {
 
@@ -202,7 +203,7 @@ void ApiServer::loop() {
   for (;;) {
     if (poll(fds, 2, -1) < 0) {
       if (errno == EINTR) continue;
-      spdlog::error("api: poll: {}", std::strerror(errno));
+      log::error("api: poll: {}", std::strerror(errno));
       return;
     }
     if (fds[1].revents != 0) return;

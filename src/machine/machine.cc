@@ -1,7 +1,6 @@
 #include "machine/machine.hpp"
 
 #include <fcntl.h>
-#include <spdlog/spdlog.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -13,6 +12,7 @@
 #include "devices/platform_devices.hpp"
 #include "devices/simple_devices.hpp"
 #include "shoal/clock.hpp"
+#include "shoal/log.hpp"
 #include "shoal/size.hpp"
 
 namespace shoal {
@@ -30,8 +30,8 @@ Result<std::unique_ptr<Machine>> Machine::create(Kvm kvm, const RunConfig& confi
   // Start-up, step by step at debug level (bench/startup explains the figures).
   auto step = [&](const char* what) {
     if (config.started_ns != 0)
-      spdlog::debug("startup: {} {:.2f} ms after main()", what,
-                    static_cast<double>(monotonic_ns() - config.started_ns) / 1e6);
+      log::debug("startup: {} {:.2f} ms after main()", what,
+                 static_cast<double>(monotonic_ns() - config.started_ns) / 1e6);
   };
   step("creating the VM");
   // A restore's slots before the irqchip (MachineCore::create says why).
@@ -70,9 +70,9 @@ Result<std::unique_ptr<Machine>> Machine::create(Kvm kvm, const RunConfig& confi
   if (!plan) return plan.error();
   m->plan_ = std::move(*plan);
   step("guest loaded");
-  spdlog::info("kernel {}: {}; {} of RAM, {} vCPU{}", config.kernel, m->plan_.description,
-               format_size(config.memory), config.vcpus, config.vcpus == 1 ? "" : "s");
-  for (const E820Entry& e : m->plan_.e820) spdlog::debug("e820: {}", format_e820(e));
+  log::info("kernel {}: {}; {} of RAM, {} vCPU{}", config.kernel, m->plan_.description,
+            format_size(config.memory), config.vcpus, config.vcpus == 1 ? "" : "s");
+  for (const E820Entry& e : m->plan_.e820) log::debug("e820: {}", format_e820(e));
 
   SHOAL_TRY(m->build_devices(config), "devices");
   // Guest RAM reaches KVM one 1 GiB slot at a time (see ram_slots.hpp): now the slots holding
@@ -175,7 +175,7 @@ Status Machine::build_devices(const RunConfig& config) {
   auto uart = insert_platform_devices(core_->pio(), core_->vm(),
                                       {[this](uint8_t b) { write_console(b); },
                                        [this](const GuestEnd& end) {
-                                         spdlog::info("{}", end.why);
+                                         log::info("{}", end.why);
                                          finish(end.code, std::nullopt, end.reset);
                                        }});
   if (!uart) return uart.error();
@@ -190,8 +190,8 @@ Status Machine::build_devices(const RunConfig& config) {
                                   Status s = host == nullptr ? Status(Error("not guest RAM"))
                                                              : memory_->discard(host, bytes);
                                   if (!s.ok())
-                                    spdlog::warn("guest discard of {} bytes at 0x{:x}: {}", bytes,
-                                                 gpa, s.error().message());
+                                    log::warn("guest discard of {} bytes at 0x{:x}: {}", bytes, gpa,
+                                              s.error().message());
                                 }),
                                 "discard"),
             "");
@@ -206,7 +206,7 @@ void Machine::write_console(uint8_t byte) {
 void Machine::on_vcpu_finished(int id, const ExitAction& action, const std::string& state) {
   const VcpuEnd end = describe_vcpu_end(id, action, state);
   if (end.failed) return finish(std::nullopt, Error(end.reason));
-  spdlog::info("{}", end.reason);
+  log::info("{}", end.reason);
   finish(0, std::nullopt, end.reset);
 }
 
@@ -230,8 +230,8 @@ Result<int> Machine::run() {
   // bench/startup looks for this line: the first KVM_RUN follows within a thread start. The
   // pool's refill ring and worker start after it, beside the running guest.
   if (started_ns_ != 0)
-    spdlog::debug("startup: vCPUs started {:.2f} ms after main()",
-                  static_cast<double>(monotonic_ns() - started_ns_) / 1e6);
+    log::debug("startup: vCPUs started {:.2f} ms after main()",
+               static_cast<double>(monotonic_ns() - started_ns_) / 1e6);
   if (Status s = memory_->start_background(); !s.ok()) finish(std::nullopt, s.error());
   vcpus_started_ = true;
   if (replica_)

@@ -1,13 +1,12 @@
 #include "machine/machine_core.hpp"
 
-#include <spdlog/spdlog.h>
-
 #include <cstdlib>
 #include <cstring>
 
 #include "arch/interrupt_sink.hpp"
 #include "arch/x86_cpu.hpp"
 #include "memory/ram_slots.hpp"
+#include "shoal/log.hpp"
 
 namespace shoal {
 
@@ -105,7 +104,7 @@ void MachineCore::start_vcpus() {
   if (!pit_thread_.joinable())
     pit_thread_ = std::thread([this] {
       if (Status s = vm_.disable_pit_reinjection(); !s.ok())
-        spdlog::warn("PIT: {} (missed ticks stay reinjected)", s.error().message());
+        log::warn("PIT: {} (missed ticks stay reinjected)", s.error().message());
     });
 }
 

@@ -1,11 +1,11 @@
 // Machine's side of --replica (machine/replica_runner.hpp, docs/snapshot.md "Fast restart").
-#include <spdlog/spdlog.h>
 #include <sys/mman.h>
 
 #include <cstring>
 
 #include "machine/machine.hpp"
 #include "shoal/clock.hpp"
+#include "shoal/log.hpp"
 
 namespace shoal {
 
@@ -79,9 +79,9 @@ Status Machine::replica_checkpoint() {
   r.last_pages = pages.size();
   r.last_pause_ns = t1 - t0;
   r.last_write_ns = monotonic_ns() - t1;
-  spdlog::debug("replica: checkpoint {}: {} pages, guest paused {:.2f} ms, written in {:.1f} ms",
-                r.checkpoints.load(), pages.size(), static_cast<double>(t1 - t0) / 1e6,
-                static_cast<double>(r.last_write_ns.load()) / 1e6);
+  log::debug("replica: checkpoint {}: {} pages, guest paused {:.2f} ms, written in {:.1f} ms",
+             r.checkpoints.load(), pages.size(), static_cast<double>(t1 - t0) / 1e6,
+             static_cast<double>(r.last_write_ns.load()) / 1e6);
   return {};
 }
 

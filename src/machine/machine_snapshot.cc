@@ -1,6 +1,5 @@
 // Machine's snapshot, restore-from-file and control API (docs/snapshot.md).
 #include <fcntl.h>
-#include <spdlog/spdlog.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -10,6 +9,7 @@
 #include "machine/machine.hpp"
 #include "memory/ram_slots.hpp"
 #include "shoal/clock.hpp"
+#include "shoal/log.hpp"
 #include "shoal/prometheus_text.hpp"
 #include "shoal/size.hpp"
 
@@ -82,7 +82,7 @@ Status Machine::restore_from_file(const RunConfig& config) {
   plan_.description = "snapshot " + file.path();
   plan_.all_vcpus_at_entry = true;  // every vCPU's registers come from the file
   const SnapshotHeader& h = file.header();
-  spdlog::info(
+  log::info(
       "restoring {}: {} of RAM, {} vCPU{}; {} stored in {} blocks ({} working set), "
       "{} file",
       file.path(), format_size(h.ram_bytes), h.vcpus, h.vcpus == 1 ? "" : "s",
@@ -149,10 +149,10 @@ Result<SnapshotWriteStats> Machine::snapshot(const std::string& path, bool stay_
   resume_after();
   if (!stats) return stats.error();
   ++snapshots_;
-  spdlog::info("snapshot {}: {} ({} pages stored, {} zero) in {:.1f} ms, the guest paused {}", path,
-               format_size(stats->file_bytes), stats->stored_pages, stats->zero_pages,
-               static_cast<double>(monotonic_ns() - t0) / 1e6,
-               paused_ ? "(stays paused)" : "meanwhile");
+  log::info("snapshot {}: {} ({} pages stored, {} zero) in {:.1f} ms, the guest paused {}", path,
+            format_size(stats->file_bytes), stats->stored_pages, stats->zero_pages,
+            static_cast<double>(monotonic_ns() - t0) / 1e6,
+            paused_ ? "(stays paused)" : "meanwhile");
   return stats;
 }
 
@@ -187,7 +187,7 @@ ApiReply Machine::handle_api(const ApiRequest& r) {
     }
     case C::kQuit:
       // As a power-off would, paused or not: run() stops the vCPUs and returns 0.
-      spdlog::info("quit requested on the control API");
+      log::info("quit requested on the control API");
       finish(0, std::nullopt);
       return ApiReply{}.with("state", std::string("stopping"));
     case C::kMetrics:

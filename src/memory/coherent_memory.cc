@@ -1,7 +1,6 @@
 #include "memory/coherent_memory.hpp"
 
 #include <poll.h>
-#include <spdlog/spdlog.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <unistd.h>

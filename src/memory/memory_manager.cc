@@ -1,13 +1,13 @@
 #include "memory/memory_manager.hpp"
 
 #include <fcntl.h>
-#include <spdlog/spdlog.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 
 #include <algorithm>
 #include <sstream>
 
+#include "shoal/log.hpp"
 #include "shoal/size.hpp"
 #include "shoal/unique_fd.hpp"
 
@@ -159,7 +159,7 @@ void GuestMemoryManager::stop_serving() {
   if (uffd_ && !released_) {
     released_ = true;
     Status s = uffd_->unregister(ram_base_, ram_bytes_);
-    if (!s.ok()) spdlog::warn("guest memory: {}", s.error().message());
+    if (!s.ok()) log::warn("guest memory: {}", s.error().message());
   }
 }
 

@@ -1,9 +1,9 @@
 #include "memory/ram_slots.hpp"
 
-#include <spdlog/spdlog.h>
-
 #include <algorithm>
 #include <cstring>
+
+#include "shoal/log.hpp"
 
 namespace shoal {
 
@@ -82,7 +82,7 @@ void RamSlots::read(uint64_t offset, std::span<uint8_t> data) {
   const uint64_t gpa = base_gpa_ + offset;
   uint8_t* host = ram_.host(gpa, data.size());
   if (auto s = ensure(gpa, data.size()); !s.ok() || host == nullptr) {
-    spdlog::error("guest RAM at 0x{:x}: {}", gpa, s.ok() ? "outside RAM" : s.error().message());
+    log::error("guest RAM at 0x{:x}: {}", gpa, s.ok() ? "outside RAM" : s.error().message());
     std::memset(data.data(), 0xff, data.size());
     return;
   }
@@ -93,7 +93,7 @@ void RamSlots::write(uint64_t offset, std::span<const uint8_t> data) {
   const uint64_t gpa = base_gpa_ + offset;
   uint8_t* host = ram_.host(gpa, data.size());
   if (auto s = ensure(gpa, data.size()); !s.ok() || host == nullptr) {
-    spdlog::error("guest RAM at 0x{:x}: {}", gpa, s.ok() ? "outside RAM" : s.error().message());
+    log::error("guest RAM at 0x{:x}: {}", gpa, s.ok() ? "outside RAM" : s.error().message());
     return;
   }
   std::memcpy(host, data.data(), data.size());

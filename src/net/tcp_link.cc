@@ -1,12 +1,12 @@
 #include "net/tcp_link.hpp"
 
 #include <poll.h>
-#include <spdlog/spdlog.h>
 #include <sys/socket.h>
 
 #include <cstdio>
 
 #include "shoal/clock.hpp"
+#include "shoal/log.hpp"
 
 namespace shoal::net {
 
@@ -96,7 +96,7 @@ Result<std::unique_ptr<TcpLink>> TcpLink::accept_fd(int fd, const LinkIdentity& 
   std::unique_ptr<TcpLink> link(new TcpLink(std::move(io), std::move(own)));
   Handshake hs(Handshake::Role::kServer, me.node_name, me.secret);
   if (auto s = link->handshake(hs, me.handshake_timeout); !s.ok()) {
-    spdlog::warn("refused connection from {}: {}", link->peer_address_, s.error().message());
+    log::warn("refused connection from {}: {}", link->peer_address_, s.error().message());
     return s.error().context("accept from " + link->peer_address_);
   }
   return link;

@@ -1,8 +1,7 @@
 #include "pod/interrupt_router.hpp"
 
-#include <spdlog/spdlog.h>
-
 #include "arch/interrupt_sink.hpp"
+#include "shoal/log.hpp"
 
 namespace shoal {
 
@@ -49,7 +48,7 @@ void InterruptRouter::deliver(NodeId from, const InterruptMessage& m) {
   // the move's kVcpuPlaced has reached every member.
   if (to != self_) return send(m.vcpu, m.vector, to);
   if (Status s = inject(m.vcpu, m.vector); !s.ok())
-    spdlog::warn("interrupt for vcpu {}: {}", m.vcpu, s.error().message());
+    log::warn("interrupt for vcpu {}: {}", m.vcpu, s.error().message());
 }
 
 void InterruptRouter::retarget(uint32_t vcpu, NodeId host, uint64_t version) {
@@ -93,7 +92,7 @@ Status InterruptRouter::inject(uint32_t vcpu, uint8_t vector) {
   if (!taken) return taken.error();
   // Not taken: the vCPU's LAPIC is software-disabled, which drops a fixed interrupt on
   // hardware too.
-  if (!*taken) spdlog::debug("vcpu {}: vector {} dropped by its LAPIC", vcpu, vector);
+  if (!*taken) log::debug("vcpu {}: vector {} dropped by its LAPIC", vcpu, vector);
   return {};
 }
 

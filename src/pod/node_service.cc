@@ -1,7 +1,6 @@
 #include "pod/node_service.hpp"
 #include "shoal/service_notify.hpp"
 
-#include <spdlog/spdlog.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -9,6 +8,7 @@
 #include <charconv>
 
 #include "pod/pod_messages.hpp"
+#include "shoal/log.hpp"
 
 namespace shoal {
 
@@ -114,7 +114,7 @@ void NodeService::serve(std::shared_ptr<net::TcpLink> link) {
   }
   ++served_;
   link->watch_liveness(kControlLinkTimeout);
-  spdlog::info("peer '{}' authenticated", link->peer_name());
+  log::info("peer '{}' authenticated", link->peer_name());
   auto forget = [&] {
     std::lock_guard lock(mu_);
     live_.erase(std::remove(live_.begin(), live_.end(), link.get()), live_.end());
@@ -122,8 +122,7 @@ void NodeService::serve(std::shared_ptr<net::TcpLink> link) {
   for (;;) {
     auto f = link->receive();
     if (!f) {
-      if (!stopping_)
-        spdlog::info("link to '{}' ended: {}", link->peer_name(), f.error().message());
+      if (!stopping_) log::info("link to '{}' ended: {}", link->peer_name(), f.error().message());
       break;
     }
     net::Frame reply{MessageType::kPodReply, f->request, {}};
@@ -141,8 +140,8 @@ void NodeService::serve(std::shared_ptr<net::TcpLink> link) {
         forget();
         if (!join || !pod || pod->spec().name != join->pod_name ||
             !pod->attach(join->host_index, link)) {
-          spdlog::warn("peer '{}' asked to join a pod this node does not run; closing",
-                       link->peer_name());
+          log::warn("peer '{}' asked to join a pod this node does not run; closing",
+                    link->peer_name());
           link->close();
         }
         return;
@@ -160,8 +159,8 @@ void NodeService::serve(std::shared_ptr<net::TcpLink> link) {
         reply = pod_request(*f);
         break;
       default:
-        spdlog::warn("peer '{}' sent message type {} this node does not serve; closing",
-                     link->peer_name(), static_cast<int>(f->type));
+        log::warn("peer '{}' sent message type {} this node does not serve; closing",
+                  link->peer_name(), static_cast<int>(f->type));
         forget();
         return;
     }
@@ -212,8 +211,8 @@ net::Frame NodeService::start_pod(const net::Frame& request,
   client->watch_liveness(failure_timeout);  // `pod up` notices this host's loss as fast
   pod_ = std::move(*member);
   notify_service_manager("STATUS=running pod " + name);
-  spdlog::info("pod {}: this node is host {} of {}", name,
-               pod_->spec().hosts[start->host_index].name, pod_->spec().hosts.size());
+  log::info("pod {}: this node is host {} of {}", name, pod_->spec().hosts[start->host_index].name,
+            pod_->spec().hosts.size());
   return encode_pod_reply({true, "created"});
 }
 

@@ -1,6 +1,5 @@
 #include "pod/pod_member.hpp"
 
-#include <spdlog/spdlog.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -9,6 +8,7 @@
 #include "arch/kernel_loader.hpp"
 #include "devices/platform_devices.hpp"
 #include "devices/simple_devices.hpp"
+#include "shoal/log.hpp"
 #include "shoal/prometheus_text.hpp"
 #include "shoal/size.hpp"
 
@@ -191,7 +191,7 @@ Status PodMember::build_devices() {
                      ? Status(Error("not guest RAM"))
                      : memory_->discard(static_cast<uint64_t>(host - core_->ram().base()), bytes);
       if (!s.ok())
-        spdlog::warn("guest discard of {} bytes at 0x{:x}: {}", bytes, gpa, s.error().message());
+        log::warn("guest discard of {} bytes at 0x{:x}: {}", bytes, gpa, s.error().message());
     };
     return pio.insert(DiscardPort::kPort, 16, std::make_shared<DiscardPort>(discard), "discard");
   }
@@ -281,7 +281,7 @@ Result<BootPlan> PodMember::load() {
   auto plan = load_guest_files(core_->ram(), spec.kernel, spec.initrd, spec.cmdline, spec.vcpus);
   if (!plan) return plan.error();
   SHOAL_TRY(core_->map_for_boot(), "");
-  spdlog::info("pod {}: loaded {}: {}", spec.name, spec.kernel, plan->description);
+  log::info("pod {}: loaded {}: {}", spec.name, spec.kernel, plan->description);
   return plan;
 }
 
@@ -371,8 +371,8 @@ void PodMember::monitor() {
                 " s to be served"});
   }
   const PodOutcome outcome = outcome_.get();
-  spdlog::log(outcome.failed ? spdlog::level::warn : spdlog::level::info, "pod {}: stopping: {}",
-              config_.spec.name, outcome.reason);
+  log::at(outcome.failed ? log::Level::kWarn : log::Level::kInfo, "pod {}: stopping: {}",
+          config_.spec.name, outcome.reason);
   // Every member tells every other, also one that stops because it got a notice: otherwise a
   // member that has not read the first notice yet would see this one's links end and report
   // an orderly stop as a lost host. A failure that began here is named after this host.
@@ -389,8 +389,8 @@ void PodMember::monitor() {
   stop_device_thread();
   core_->stop_vcpus();
   flush_console();
-  spdlog::info("pod {}: stopped after {} page faults", config_.spec.name,
-               memory_->stats().faults.load());
+  log::info("pod {}: stopped after {} page faults", config_.spec.name,
+            memory_->stats().faults.load());
   {
     std::lock_guard lock(mu_);
     state_ = "stopped";

@@ -1,6 +1,5 @@
 // PodMember's part of a pod snapshot (pod/pod_snapshot.hpp) and of `pod up --restore`: what
 // this host saves, and how a fresh member takes it back before any vCPU of the pod runs.
-#include <spdlog/spdlog.h>
 
 #include <cstdio>
 #include <filesystem>
@@ -10,6 +9,7 @@
 #include "memory/snapshot_writer.hpp"
 #include "pod/pod_member.hpp"
 #include "shoal/clock.hpp"
+#include "shoal/log.hpp"
 #include "shoal/size.hpp"
 
 namespace shoal {
@@ -162,10 +162,10 @@ Result<BootPlan> PodMember::restore() {
   SHOAL_TRY(memory_->restore(st->memory, **file, spec.hosts.size()), path);
   // Every member's slots: a page walk or an instruction fetch may touch any member's page.
   SHOAL_TRY(core_->map_for_boot(st->slot_gpas), "");
-  spdlog::info("pod {}: restored {} ({} mapped here, {} vCPU{}) in {:.1f} ms", spec.name, path,
-               format_size(memory_->mapped_pages() * kPageSize), st->machine.vcpus.size(),
-               st->machine.vcpus.size() == 1 ? "" : "s",
-               static_cast<double>(monotonic_ns() - t0) / 1e6);
+  log::info("pod {}: restored {} ({} mapped here, {} vCPU{}) in {:.1f} ms", spec.name, path,
+            format_size(memory_->mapped_pages() * kPageSize), st->machine.vcpus.size(),
+            st->machine.vcpus.size() == 1 ? "" : "s",
+            static_cast<double>(monotonic_ns() - t0) / 1e6);
   plan->description = "snapshot " + path;
   plan->all_vcpus_at_entry = true;  // every vCPU's registers come from the files
   restored_ = std::move(*st);

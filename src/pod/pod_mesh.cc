@@ -1,7 +1,5 @@
 #include "pod/pod_mesh.hpp"
 
-#include <spdlog/spdlog.h>
-
 #include <algorithm>
 #include <cstring>
 

@@ -1,9 +1,9 @@
 #include "pod/pod_placement.hpp"
 
 #include <pthread.h>
-#include <spdlog/spdlog.h>
 
 #include "shoal/clock.hpp"
+#include "shoal/log.hpp"
 
 namespace shoal {
 
@@ -71,11 +71,11 @@ void PlacementRunner::loop() {
       if (member_.table().second == p.version) {
         auto moved = member_.move(p.vcpu, p.to);
         if (moved) {
-          spdlog::info("placement: {}", *moved);
+          log::info("placement: {}", *moved);
           std::lock_guard count(mu_);
           ++moves_;
         } else {
-          spdlog::info("placement: vcpu {} to host {}: {}", p.vcpu, p.to, moved.error().message());
+          log::info("placement: vcpu {} to host {}: {}", p.vcpu, p.to, moved.error().message());
         }
       }
       lock.lock();

@@ -1,10 +1,9 @@
 #include "pod/pod_snapshot.hpp"
 
-#include <spdlog/spdlog.h>
-
 #include <cstdio>
 
 #include "shoal/clock.hpp"
+#include "shoal/log.hpp"
 
 namespace shoal {
 
@@ -199,7 +198,7 @@ Result<std::string> PodSnapshotter::snapshot(const std::string& dir, bool stay_p
     order.phase = Phase::kResume;
     order.slot_gpas.clear();
     order.text.clear();
-    if (auto r = round(order); !r) spdlog::warn("pod snapshot: resume: {}", r.error().message());
+    if (auto r = round(order); !r) log::warn("pod snapshot: resume: {}", r.error().message());
   };
   // Every member's location table as host 0's, before anyone decides which vCPUs are its own.
   const uint64_t version = member_.location_version();
@@ -259,7 +258,7 @@ Result<std::string> PodSnapshotter::snapshot(const std::string& dir, bool stay_p
                 stay_paused ? "left paused" : "resumed");
   report = line;
   for (size_t n = 0; n < names_.size(); ++n) report += "\n  " + names_[n] + ": " + (*saved)[n].text;
-  spdlog::info("{}", report);
+  log::info("{}", report);
   return report;
 }
 

@@ -1,13 +1,12 @@
 #include "pod/vcpu_mover.hpp"
 
-#include <spdlog/spdlog.h>
-
 #include <algorithm>
 #include <cstdio>
 
 #include "arch/interrupt_sink.hpp"
 #include "kvm/vcpu_state.hpp"
 #include "shoal/clock.hpp"
+#include "shoal/log.hpp"
 
 namespace shoal {
 
@@ -154,8 +153,8 @@ void VcpuMover::migrate(const VcpuMove& m) {
   interrupts_.retarget(m.vcpu, m.host, m.version);
   // Parked from here on, for a return: its fd a shadow in the interrupt sink.
   v->send(VcpuCommand::kSink);
-  spdlog::info("vcpu {}: paused and sent to {} ({} bytes of state)", m.vcpu,
-               config_.host_names[m.host], arrive.state.size());
+  log::info("vcpu {}: paused and sent to {} ({} bytes of state)", m.vcpu,
+            config_.host_names[m.host], arrive.state.size());
 }
 
 // On the destination: restore into the parked vCPU or a new one, resume, announce.
@@ -221,8 +220,8 @@ void VcpuMover::arrive(NodeId from, const VcpuMove& m) {
   place(m.vcpu, config_.self, m.version);
   mesh_.broadcast(
       encode_vcpu_move(MessageType::kVcpuPlaced, {m.vcpu, config_.self, m.version, {}}));
-  spdlog::info("vcpu {}: arrived from {} and runs here ({})", m.vcpu, config_.host_names[from],
-               created ? "new vCPU fd" : "its shadow's fd");
+  log::info("vcpu {}: arrived from {} and runs here ({})", m.vcpu, config_.host_names[from],
+            created ? "new vCPU fd" : "its shadow's fd");
 }
 
 void VcpuMover::place(uint32_t vcpu, NodeId host, uint64_t version) {

@@ -1,6 +1,6 @@
 #include "vcpu/exit_handler.hpp"
 
-#include <spdlog/spdlog.h>
+#include "shoal/log.hpp"
 
 namespace shoal {
 
@@ -12,7 +12,7 @@ ExitAction handle_io(const IoExit& io, const IoBus& pio) {
     auto chunk = io.data.subspan(size_t{i} * io.size, io.size);
     const bool handled = io.write ? pio.write(io.port, chunk) : pio.read(io.port, chunk);
     if (!handled)
-      SPDLOG_TRACE("unclaimed port 0x{:x} {} size {}", io.port, io.write ? "out" : "in", io.size);
+      log::trace("unclaimed port 0x{:x} {} size {}", io.port, io.write ? "out" : "in", io.size);
   }
   return ExitContinue{};
 }
@@ -21,8 +21,8 @@ ExitAction handle_mmio(const MmioExit& mmio, const IoBus& bus) {
   const bool handled =
       mmio.write ? bus.write(mmio.address, mmio.data) : bus.read(mmio.address, mmio.data);
   if (!handled)
-    SPDLOG_DEBUG("unclaimed MMIO 0x{:x} {} {}", mmio.address, mmio.write ? "write" : "read",
-                 mmio.data.size());
+    log::debug("unclaimed MMIO 0x{:x} {} {}", mmio.address, mmio.write ? "write" : "read",
+               mmio.data.size());
   return ExitContinue{};
 }
 

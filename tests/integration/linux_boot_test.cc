@@ -27,7 +27,12 @@ std::set<std::string> e820_lines(const std::string& text, const std::string& pre
 
 constexpr const char* kNestedSafeCmdline = "clearcpuid=xsave,avx,smap,cx16,pcid,invpcid,fsgsbase";
 
-void boot_linux(const std::string& kernel) {
+// How far a boot is followed: through FPU setup (~35 s here, the console and APIC checks
+// included), or only to the CPUs from the MADT (~4 s), for an entry path whose difference from
+// the other ends long before that.
+enum class Depth { kFpuSetup, kCpus };
+
+void boot_linux(const std::string& kernel, Depth depth) {
   SHOAL_REQUIRE_KVM();
   const std::string path = std::string(SHOAL_LINUX_DIR) + "/" + kernel;
   if (access(path.c_str(), R_OK) != 0)
@@ -36,7 +41,8 @@ void boot_linux(const std::string& kernel) {
   // that the nested hypervisor's emulator cannot run. clearcpuid= keeps Linux off the other
   // instructions that emulator lacks (XSAVE family, CMPXCHG16B, CLAC/STAC, INVPCID, WRFSBASE);
   // on this host KVM_SET_CPUID2 cannot hide them (docs/linux-boot.md).
-  const std::string last_reliable = "x86/fpu: x87 FPU will use FXSAVE";
+  const std::string last_reliable =
+      depth == Depth::kFpuSetup ? "x86/fpu: x87 FPU will use FXSAVE" : "smpboot: Allowing 2 CPUs";
   auto r = run_process(
       {SHOAL_BINARY, "run", "--kernel", path, "--memory", "512M", "--vcpus", "2", "--cmdline",
        "console=ttyS0 earlyprintk=serial " + std::string(kNestedSafeCmdline), "--log-level",
@@ -55,9 +61,11 @@ void boot_linux(const std::string& kernel) {
   EXPECT_NE(r.out.find("ACPI: Using ACPI (MADT) for SMP configuration information"),
             std::string::npos);
   EXPECT_NE(r.out.find("smpboot: Allowing 2 CPUs"), std::string::npos) << r.out;
-  // The 8250 driver probed our UART (scratch, loopback, FIFO) and took the console over.
-  EXPECT_NE(r.out.find("printk: console [ttyS0] enabled"), std::string::npos);
-  EXPECT_NE(r.out.find("APIC: Switch to symmetric I/O mode setup"), std::string::npos);
+  if (depth == Depth::kFpuSetup) {
+    // The 8250 driver probed our UART (scratch, loopback, FIFO) and took the console over.
+    EXPECT_NE(r.out.find("printk: console [ttyS0] enabled"), std::string::npos);
+    EXPECT_NE(r.out.find("APIC: Switch to symmetric I/O mode setup"), std::string::npos);
+  }
   EXPECT_TRUE(r.stopped_early) << "did not reach '" << last_reliable << "' in " << r.seconds
                                << " s:\n"
                                << r.out.substr(r.out.size() > 3000 ? r.out.size() - 3000 : 0)
@@ -67,10 +75,12 @@ void boot_linux(const std::string& kernel) {
 }
 
 TEST(LinuxBoot, BzImage) {
-  boot_linux("bzImage");
+  boot_linux("bzImage", Depth::kFpuSetup);
 }
 TEST(LinuxBoot, VmlinuxThroughPvh) {
-  boot_linux("vmlinux");
+  // PVH differs from the 64-bit boot protocol in the entry and the boot information (start
+  // info, e820 from shoal's table): the banner, the map and the MADT show both worked.
+  boot_linux("vmlinux", Depth::kCpus);
 }
 
 }  // namespace
