@@ -50,18 +50,19 @@ void NodeService::stop() {
   if (api_) api_->stop();  // no request reaches the pod from here on
   listener_->close();      // wakes the accept loop
   if (acceptor_.joinable()) acceptor_.join();
-  {
-    std::unique_lock lock(mu_);
-    for (auto* l : live_) l->close();
-    for (auto& p : pending_) ::shutdown(p.fd.get(), SHUT_RDWR);
-    workers_done_.wait(lock, [&] { return workers_ == 0; });
-  }
+  // The pod before the links: its teardown tells the other members and the `pod up` client
+  // why it stops ("the node is shutting down") over links still open. Closed first, the client
+  // only saw its link end and reported this host as lost.
   std::shared_ptr<PodMember> pod;
   {
     std::lock_guard lock(pod_mu_);
     pod.swap(pod_);
   }
-  pod.reset();  // stops it and waits
+  pod.reset();  // stops it and waits (unless a request holds it: then that thread does)
+  std::unique_lock lock(mu_);
+  for (auto* l : live_) l->close();
+  for (auto& p : pending_) ::shutdown(p.fd.get(), SHUT_RDWR);
+  workers_done_.wait(lock, [&] { return workers_ == 0; });
 }
 
 void NodeService::accept_loop() {
