@@ -9,6 +9,14 @@ install(TARGETS shoal RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
 # Where the example pod specs expect it: /usr/lib/shoal/shoal-test-guest.elf.
 install(TARGETS shoal-test-guest RUNTIME DESTINATION lib/shoal)
 install(FILES README.md DESTINATION ${CMAKE_INSTALL_DOCDIR})
+# What Debian's tools expect of a package: a changelog, and overrides for what lintian flags
+# on purpose (a freestanding guest kernel is static; shoal is not PIE, see CMakeLists.txt).
+add_custom_command(OUTPUT changelog.gz
+  COMMAND gzip -9n -c ${PROJECT_SOURCE_DIR}/configs/debian/changelog > changelog.gz
+  DEPENDS ${PROJECT_SOURCE_DIR}/configs/debian/changelog VERBATIM)
+add_custom_target(shoal-changelog ALL DEPENDS changelog.gz)
+install(FILES ${CMAKE_CURRENT_BINARY_DIR}/changelog.gz DESTINATION ${CMAKE_INSTALL_DOCDIR})
+install(FILES configs/debian/lintian-overrides DESTINATION share/lintian/overrides RENAME shoal)
 install(DIRECTORY docs/ DESTINATION ${CMAKE_INSTALL_DOCDIR} FILES_MATCHING PATTERN "*.md")
 file(GLOB shoal_example_specs ${PROJECT_SOURCE_DIR}/configs/*.yaml)
 install(FILES ${shoal_example_specs} DESTINATION ${CMAKE_INSTALL_DOCDIR}/examples)
@@ -50,10 +58,11 @@ set(CPACK_PACKAGE_VERSION ${PROJECT_VERSION})
 set(CPACK_PACKAGE_DESCRIPTION_SUMMARY
   "virtual machine monitor that runs one guest across several hosts")
 set(CPACK_PACKAGE_DESCRIPTION
-  "shoal runs one unmodified guest on KVM across several Linux hosts, with no kernel patch:\n\
-guest memory moves between the hosts on demand over TCP, and vCPUs move to their pages.\n\
-This package holds the shoal binary, its test guest, the shoal-node systemd service\n\
-(installed but not enabled), example pod specs and the documentation.")
+  "shoal runs one unmodified guest on KVM across several Linux hosts, with\n\
+no kernel patch: guest memory moves between the hosts on demand over TCP,\n\
+and vCPUs move to their pages. This package holds the shoal binary, its\n\
+test guest, the shoal-node systemd service (installed but not enabled),\n\
+example pod specs and the documentation.")
 set(CPACK_PACKAGE_CONTACT "shoal developers <shoal@localhost>")
 set(CPACK_PACKAGING_INSTALL_PREFIX /usr)
 # The install code above works out /etc from the prefix: it needs CMAKE_INSTALL_PREFIX=/usr
