@@ -62,6 +62,7 @@ class WireReader {
     if (!get_bytes(out.data(), n)) return error = "truncated", false;
     return true;
   }
+  size_t left() const { return b_.size() - pos_; }
   std::string rest() {
     std::string s(b_.begin() + static_cast<long>(pos_), b_.end());
     pos_ = b_.size();

@@ -185,6 +185,7 @@ int pod_up(const PodSpec& spec, const std::string& yaml, const std::string& rest
     if (Status s = hosts[i].link->send(Frame{MessageType::kPodLoad, 0, {}}); !s.ok())
       return abort_all("host " + hosts[i].spec->name + ": " + s.error().message());
   std::optional<BootPlan> plan;
+  uint64_t host0_snapshot = 0;
   for (size_t i = 0; i < loaders; ++i) {
     const std::string what = "host " + hosts[i].spec->name + ": ";
     auto loaded = await_reply(hosts[i]);
@@ -194,9 +195,22 @@ int pod_up(const PodSpec& spec, const std::string& yaml, const std::string& rest
       return abort_all(what + (restore_dir.empty() ? "load: " : "restore: ") +
                        (r ? r->text : r.error().message()));
     }
-    auto p = decode_boot_plan(*loaded);
+    uint64_t snapshot = 0;
+    auto p = decode_boot_plan(*loaded, &snapshot);
     if (!p) return abort_all(what + p.error().message());
-    if (i == 0) plan = *p;
+    if (i == 0) {
+      plan = *p;
+      host0_snapshot = snapshot;
+    } else if (snapshot != host0_snapshot) {
+      // A crash between two members' commits, or files copied by hand, mixes snapshots: their
+      // pages and directories would not fit together.
+      char ids[96];
+      std::snprintf(ids, sizeof ids, "%016llx, host %s's is %016llx",
+                    static_cast<unsigned long long>(snapshot), hosts[0].spec->name.c_str(),
+                    static_cast<unsigned long long>(host0_snapshot));
+      return abort_all(what + "restore: its file is of another pod snapshot (id " + ids +
+                       "); restore every host from the files of one `pod snapshot`");
+    }
   }
   for (auto& h : hosts)
     if (Status s = request(h, encode_boot_plan(MessageType::kPodRun, *plan)); !s.ok())

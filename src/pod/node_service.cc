@@ -268,7 +268,7 @@ net::Frame NodeService::pod_request(const net::Frame& request) {
     case MessageType::kPodLoad: {
       auto plan = pod->load();
       if (!plan) return encode_pod_reply({false, plan.error().message()});
-      return encode_boot_plan(MessageType::kPodRun, *plan);
+      return encode_boot_plan(MessageType::kPodRun, *plan, pod->restored_snapshot_id());
     }
     case MessageType::kPodRun: {
       auto plan = decode_boot_plan(request);

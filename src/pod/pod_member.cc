@@ -154,17 +154,17 @@ Result<std::unique_ptr<PodMember>> PodMember::create(PodMemberConfig config) {
                             }});
   m->snapshotter_ = std::make_unique<PodSnapshotter>(
       m->config_.self, names, *m->mesh_,
-      PodSnapshotter::Member{[self] { return self->pause_here(); }, [self] { self->resume_here(); },
-                             [self] { return self->memory_->quiet(); },
-                             [self] { return self->mover_->version(); },
-                             [self] { return self->core_->slot_gpas(); },
-                             [self](const std::string& dir, const std::vector<uint64_t>& slots) {
-                               return self->save_snapshot(dir, slots);
-                             },
-                             [self](const std::string& dir) { return self->commit_snapshot(dir); },
-                             [self](const Error& e) {
-                               self->stop({1, true, e.message()});
-                             }});
+      PodSnapshotter::Member{
+          [self] { return self->pause_here(); }, [self] { self->resume_here(); },
+          [self] { return self->memory_->quiet(); }, [self] { return self->mover_->version(); },
+          [self] { return self->core_->slot_gpas(); },
+          [self](const std::string& dir, const std::vector<uint64_t>& slots, uint64_t snapshot_id) {
+            return self->save_snapshot(dir, slots, snapshot_id);
+          },
+          [self](const std::string& dir) { return self->commit_snapshot(dir); },
+          [self](const Error& e) {
+            self->stop({1, true, e.message()});
+          }});
   SHOAL_TRY(m->build_devices(), "devices");
   if (m->config_.self == 0) m->device_thread_ = std::thread([self] { self->device_loop(); });
   m->monitor_ = std::thread([self] { self->monitor(); });

@@ -58,6 +58,9 @@ class PodMember {
   // Host 0: loads the guest into (coherent) RAM; the plan is what every member's vCPUs need.
   // Restoring, every member: restores its snapshot file (the plan is the one saved).
   Result<BootPlan> load();
+  // After a restoring load(): the id of the pod snapshot this member's file is of (0: a file
+  // of state version 1, which has none).
+  uint64_t restored_snapshot_id() const { return restored_snapshot_id_; }
   Status run(const BootPlan& plan);
   // Host 0: moves a running vCPU to host `to` (`shoal pod move`; pod/vcpu_mover.hpp).
   Result<std::string> move_vcpu(uint32_t vcpu, NodeId to);
@@ -89,7 +92,8 @@ class PodMember {
   // Pod snapshots (pod/pod_member_snapshot.cc).
   Status pause_here();
   void resume_here();
-  Result<std::string> save_snapshot(const std::string& dir, const std::vector<uint64_t>& slots);
+  Result<std::string> save_snapshot(const std::string& dir, const std::vector<uint64_t>& slots,
+                                    uint64_t snapshot_id);
   Status commit_snapshot(const std::string& dir);
   Result<BootPlan> restore();
   Status run_restored(const BootPlan& plan);
@@ -109,9 +113,10 @@ class PodMember {
   std::unique_ptr<CoherentMemory> memory_;
   std::unique_ptr<InterruptRouter> router_;  // after the mesh and the core it uses
   std::unique_ptr<VcpuMover> mover_;         // after the mesh and the core it uses; stopped first
-  std::unique_ptr<PodSnapshotter> snapshotter_;  // as the mover
-  std::mutex control_mu_;                        // host 0: a move and a snapshot never overlap
-  std::optional<PodMemberState> restored_;       // load() restored a snapshot; run() uses it
+  std::unique_ptr<PodSnapshotter> snapshotter_;    // as the mover
+  std::mutex control_mu_;                          // host 0: a move and a snapshot never overlap
+  std::optional<PodMemberState> restored_;         // load() restored a snapshot; run() uses it
+  std::atomic<uint64_t> restored_snapshot_id_{0};  // and the id of the pod snapshot it is of
   std::string state_ = "created";
 
   // Host 0: other hosts' device exits, served on the device thread (never on a link reader).

@@ -75,10 +75,12 @@ void PodMember::resume_here() {
 }
 
 Result<std::string> PodMember::save_snapshot(const std::string& dir,
-                                             const std::vector<uint64_t>& slots) {
+                                             const std::vector<uint64_t>& slots,
+                                             uint64_t snapshot_id) {
   const PodSpec& spec = config_.spec;
   PodMemberState st;
   st.pod_name = spec.name;
+  st.snapshot_id = snapshot_id;
   st.host = config_.self;
   st.hosts = static_cast<uint16_t>(spec.hosts.size());
   const std::optional<BootPlan> plan = mover_->plan();
@@ -168,6 +170,7 @@ Result<BootPlan> PodMember::restore() {
             static_cast<double>(monotonic_ns() - t0) / 1e6);
   plan->description = "snapshot " + path;
   plan->all_vcpus_at_entry = true;  // every vCPU's registers come from the files
+  restored_snapshot_id_ = st->snapshot_id;
   restored_ = std::move(*st);
   std::lock_guard lock(mu_);
   state_ = "restored";

@@ -79,7 +79,7 @@ Result<PodOutcome> decode_pod_outcome(const Frame& f) {
   return o;
 }
 
-Frame encode_boot_plan(MessageType type, const BootPlan& plan) {
+Frame encode_boot_plan(MessageType type, const BootPlan& plan, uint64_t snapshot_id) {
   return Frame{type, 0,
                WireWriter()
                    .put<uint8_t>(plan.mode == EntryMode::kLinux64 ? 0 : 1)
@@ -88,10 +88,11 @@ Frame encode_boot_plan(MessageType type, const BootPlan& plan) {
                    .put<uint32_t>(0)
                    .put<uint64_t>(plan.entry)
                    .put<uint64_t>(plan.boot_info)
+                   .put<uint64_t>(snapshot_id)
                    .take()};
 }
 
-Result<BootPlan> decode_boot_plan(const Frame& f) {
+Result<BootPlan> decode_boot_plan(const Frame& f, uint64_t* snapshot_id) {
   WireReader r(f.payload);
   uint8_t mode = 0, all = 0;
   uint16_t z16 = 0;
@@ -101,6 +102,10 @@ Result<BootPlan> decode_boot_plan(const Frame& f) {
       !r.get(p.boot_info))
     return bad("boot plan", "too short");
   if (mode > 1 || all > 1) return bad("boot plan", "bad entry mode");
+  // The snapshot id: absent in the plans that files of state version 1 hold.
+  uint64_t id = 0;
+  if (r.left() != 0 && (!r.get(id) || r.left() != 0)) return bad("boot plan", "bad length");
+  if (snapshot_id != nullptr) *snapshot_id = id;
   p.mode = mode == 0 ? EntryMode::kLinux64 : EntryMode::kPvh32;
   p.all_vcpus_at_entry = all == 1;
   return p;
@@ -241,6 +246,7 @@ Frame encode_snapshot_step(MessageType type, const SnapshotStep& s) {
       .put(s.sent)
       .put(s.received)
       .put(s.version)
+      .put(s.snapshot_id)
       .put(static_cast<uint32_t>(s.slot_gpas.size()));
   for (uint64_t g : s.slot_gpas) w.put(g);
   w.put_string(s.text);
@@ -255,7 +261,8 @@ Result<SnapshotStep> decode_snapshot_step(const Frame& f) {
   uint8_t phase = 0, ok = 0, quiet = 0, zero = 0;
   uint32_t slots = 0;
   if (!r.get(phase) || !r.get(ok) || !r.get(quiet) || !r.get(zero) || !r.get(s.id) ||
-      !r.get(s.sent) || !r.get(s.received) || !r.get(s.version) || !r.get(slots))
+      !r.get(s.sent) || !r.get(s.received) || !r.get(s.version) || !r.get(s.snapshot_id) ||
+      !r.get(slots))
     return bad("snapshot step", "shorter than its header");
   if (phase < 1 || phase > 5) return bad("snapshot step", "phase " + std::to_string(phase));
   if (ok > 1 || quiet > 1 || zero != 0) return bad("snapshot step", "bad flags");

@@ -65,8 +65,10 @@ struct PodOutcome {
 net::Frame encode_pod_outcome(net::MessageType type, const PodOutcome& o);
 Result<PodOutcome> decode_pod_outcome(const net::Frame& f);
 
-net::Frame encode_boot_plan(net::MessageType type, const BootPlan& plan);
-Result<BootPlan> decode_boot_plan(const net::Frame& f);
+// A restoring member's kPodRun answer also names the pod snapshot its file is of
+// (`snapshot_id`, 0 otherwise), so that `pod up --restore` can refuse files of two snapshots.
+net::Frame encode_boot_plan(net::MessageType type, const BootPlan& plan, uint64_t snapshot_id = 0);
+Result<BootPlan> decode_boot_plan(const net::Frame& f, uint64_t* snapshot_id = nullptr);
 
 struct MeshJoin {
   uint16_t host_index = 0;
@@ -130,6 +132,7 @@ struct SnapshotStep {
   uint32_t id = 0;                  // matches an answer to its order
   uint64_t sent = 0, received = 0;  // kSettle's answer: coherence messages so far
   uint64_t version = 0;             // kPause's and kSettle's answer: the location table's
+  uint64_t snapshot_id = 0;         // kSave's order: the id every member's file records
   std::vector<uint64_t> slot_gpas;  // kPause's answer; kSave's order: every member's
   std::string text;
 };

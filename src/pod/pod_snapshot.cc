@@ -1,11 +1,25 @@
 #include "pod/pod_snapshot.hpp"
 
+#include <sys/random.h>
+
 #include <cstdio>
 
 #include "shoal/clock.hpp"
 #include "shoal/log.hpp"
 
 namespace shoal {
+
+namespace {
+
+// Names one pod snapshot in every member's file. Random, so that files of two snapshots
+// (of this pod or another) do not share one; never 0, which a version 1 file reads as.
+uint64_t new_snapshot_id() {
+  uint64_t id = 0;
+  if (getrandom(&id, sizeof id, 0) != sizeof id) id = monotonic_ns() * 0x9e3779b97f4a7c15ULL;
+  return id == 0 ? 1 : id;
+}
+
+}  // namespace
 
 using net::MessageType;
 
@@ -89,7 +103,7 @@ SnapshotStep PodSnapshotter::perform(const SnapshotStep& order) {
       break;
     }
     case Phase::kSave: {
-      auto saved = member_.save(order.text, order.slot_gpas);
+      auto saved = member_.save(order.text, order.slot_gpas, order.snapshot_id);
       if (!saved) return failed(saved.error());
       done.text = saved->substr(0, kMaxSnapshotStepText);
       break;
@@ -225,6 +239,7 @@ Result<std::string> PodSnapshotter::snapshot(const std::string& dir, bool stay_p
   order.phase = Phase::kSave;
   order.text = dir;
   order.slot_gpas = slots;
+  order.snapshot_id = new_snapshot_id();
   bool save_timed_out = false;
   auto saved = round(order, kSaveTimeout, &save_timed_out);
   if (!saved && save_timed_out) {
@@ -252,9 +267,10 @@ Result<std::string> PodSnapshotter::snapshot(const std::string& dir, bool stay_p
   std::string report;
   char line[160];
   std::snprintf(line, sizeof line,
-                "pod snapshot %s: %zu hosts in %.1f ms (the guest paused throughout; settled in "
-                "%d rounds), %s",
-                dir.c_str(), names_.size(), static_cast<double>(t1 - t0) / 1e6, *settled,
+                "pod snapshot %s (id %016llx): %zu hosts in %.1f ms (the guest paused "
+                "throughout; settled in %d rounds), %s",
+                dir.c_str(), static_cast<unsigned long long>(order.snapshot_id), names_.size(),
+                static_cast<double>(t1 - t0) / 1e6, *settled,
                 stay_paused ? "left paused" : "resumed");
   report = line;
   for (size_t n = 0; n < names_.size(); ++n) report += "\n  " + names_[n] + ": " + (*saved)[n].text;

@@ -49,7 +49,8 @@ class PodSnapshotter {
     std::function<uint64_t()> location_version;
     std::function<std::vector<uint64_t>()> slot_gpas;
     // Writes this member's file in `dir`; returns what it wrote, for the report.
-    std::function<Result<std::string>(const std::string& dir, const std::vector<uint64_t>& slots)>
+    std::function<Result<std::string>(const std::string& dir, const std::vector<uint64_t>& slots,
+                                      uint64_t snapshot_id)>
         save;
     // Puts the file `save` wrote in `dir` in place of the previous one.
     std::function<Status(const std::string& dir)> commit;

@@ -52,7 +52,7 @@ Result<std::vector<uint64_t>> get_pages(WireReader& r, size_t left, const std::s
 
 std::vector<uint8_t> encode_pod_member_state(const PodMemberState& s) {
   WireWriter w;
-  w.put(kMagic).put(kPodMemberStateVersion).put(s.host).put(s.hosts);
+  w.put(kMagic).put(kPodMemberStateVersion).put(s.host).put(s.hosts).put(s.snapshot_id);
   w.put_blob(std::vector<uint8_t>(s.pod_name.begin(), s.pod_name.end()));
   w.put_blob(s.boot_plan);
   w.put(static_cast<uint32_t>(s.host_of_vcpu.size()));
@@ -77,11 +77,13 @@ Result<PodMemberState> decode_pod_member_state(const std::vector<uint8_t>& bytes
   WireReader r(bytes);
   uint32_t magic = 0, version = 0;
   if (!r.get(magic) || magic != kMagic) return bad("not a shoal pod member's state");
-  if (!r.get(version) || version != kPodMemberStateVersion)
-    return bad("version " + std::to_string(version) + ", this build reads " +
+  // Version 1 is version 2 without the snapshot id.
+  if (!r.get(version) || version < 1 || version > kPodMemberStateVersion)
+    return bad("version " + std::to_string(version) + ", this build reads 1.." +
                std::to_string(kPodMemberStateVersion));
   PodMemberState s;
   if (!r.get(s.host) || !r.get(s.hosts)) return bad("hosts: truncated");
+  if (version >= 2 && !r.get(s.snapshot_id)) return bad("snapshot id: truncated");
   if (s.hosts == 0 || s.hosts > kMaxPodHosts || s.host >= s.hosts)
     return bad("host " + std::to_string(s.host) + " of " + std::to_string(s.hosts) + " (at most " +
                std::to_string(kMaxPodHosts) + ")");

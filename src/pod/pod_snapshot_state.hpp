@@ -15,6 +15,9 @@ namespace shoal {
 
 struct PodMemberState {
   std::string pod_name;
+  // One pod snapshot's files all have the same id (random, chosen by host 0); `pod up
+  // --restore` refuses files of different snapshots. 0: a version 1 file, which has none.
+  uint64_t snapshot_id = 0;
   uint16_t host = 0;   // this member's index in the spec
   uint16_t hosts = 0;  // the pod's size
   // The boot plan's frame payload (pod/pod_messages.hpp): a vCPU created later (one moving
@@ -31,7 +34,7 @@ struct PodMemberState {
   CoherenceSnapshot memory;  // what this host held of the pod's memory
 };
 
-inline constexpr uint32_t kPodMemberStateVersion = 1;
+inline constexpr uint32_t kPodMemberStateVersion = 2;  // 2: the snapshot id
 inline constexpr size_t kMaxPodNameBytes = 256;
 inline constexpr size_t kMaxBootPlanBytes = 64 * 1024;
 inline constexpr size_t kMaxPodSlots = 1 << 16;

@@ -83,8 +83,12 @@ TEST(PodSnapshot, RestoringIntoAnotherPodOrWithoutAFileStopsWithTheReason) {
           "md5sum $dir/snap/h0.snap > $dir/sum; mkdir -p $dir/snap/h1.snap.new/x; "
           "$SHOAL pod snapshot $SPEC $dir/snap; echo failed-snapshot=$?; "
           "md5sum -c --quiet $dir/sum && echo h0-kept; rm -r $dir/snap/h1.snap.new; "
+          // Files of two snapshots (as a crash between two members' commits could leave).
+          "$SHOAL pod snapshot $SPEC $dir/snap2 >/dev/null; mkdir $dir/mixed; "
+          "cp $dir/snap/h0.snap $dir/snap2/h1.snap $dir/mixed/; "
           "$SHOAL pod down $SPEC; "
           "wait $up; "
+          "$SHOAL pod up $SPEC --restore $dir/mixed; echo mixed=$?; "
           // The same hosts in another order: h0's file is not host 1's.
           "sed -e 's/name: h0/name: hx/' -e 's/name: h1/name: h0/' -e 's/name: hx/name: h1/' "
           "$SPEC > $dir/swapped.yaml; "
@@ -103,6 +107,10 @@ TEST(PodSnapshot, RestoringIntoAnotherPodOrWithoutAFileStopsWithTheReason) {
             std::string::npos)
       << r.err;
   EXPECT_NE(r.out.find("swapped=1"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("mixed=1"), std::string::npos) << r.out;
+  EXPECT_NE(r.err.find("host h1: restore: its file is of another pod snapshot (id "),
+            std::string::npos)
+      << r.err;
   EXPECT_NE(r.out.find("missing=1"), std::string::npos) << r.out;
   EXPECT_NE(r.err.find("h1.snap: No such file or directory"), std::string::npos) << r.err;
   // The failed restore stopped the pod on every host; nothing is left to snapshot.

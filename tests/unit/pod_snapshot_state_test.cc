@@ -14,6 +14,7 @@ using State = HomeDirectory::State;
 PodMemberState sample() {
   PodMemberState s;
   s.pod_name = "podtest";
+  s.snapshot_id = 0x1122334455667788;
   s.host = 1;
   s.hosts = 3;
   s.boot_plan = {1, 2, 3};
@@ -44,6 +45,7 @@ TEST(PodMemberState, RoundTrips) {
   auto s = decode_pod_member_state(encode_pod_member_state(sample()));
   ASSERT_TRUE(s.ok()) << s.error().message();
   EXPECT_EQ(s->pod_name, "podtest");
+  EXPECT_EQ(s->snapshot_id, 0x1122334455667788u);
   EXPECT_EQ(s->host, 1);
   EXPECT_EQ(s->hosts, 3);
   EXPECT_EQ(s->boot_plan, (std::vector<uint8_t>{1, 2, 3}));
@@ -105,8 +107,16 @@ TEST(PodMemberState, BadInputIsRefusedWithTheField) {
   bad[0] ^= 1;
   EXPECT_NE(error_of(bad).find("not a shoal pod member's state"), std::string::npos);
   bad = good;
-  bad[4] = 2;
-  EXPECT_NE(error_of(bad).find("version 2, this build reads 1"), std::string::npos);
+  bad[4] = 3;
+  EXPECT_NE(error_of(bad).find("version 3, this build reads 1..2"), std::string::npos);
+  // Version 1 (session 10's files) has no snapshot id: it reads as 0.
+  std::vector<uint8_t> v1 = good;
+  v1[4] = 1;
+  v1.erase(v1.begin() + 12, v1.begin() + 20);  // magic, version, host, hosts, then the id
+  auto old = decode_pod_member_state(v1);
+  ASSERT_TRUE(old.ok()) << old.error().message();
+  EXPECT_EQ(old->snapshot_id, 0u);
+  EXPECT_EQ(old->pod_name, "podtest");
   bad = good;
   bad.push_back(0);
   EXPECT_NE(error_of(bad).find("trailing bytes"), std::string::npos);
@@ -177,6 +187,7 @@ TEST(PodSnapshotMessages, RoundTripAndRefuseBadInput) {
   step.sent = 100;
   step.received = 99;
   step.version = 12;
+  step.snapshot_id = 0xfeedface12345678;
   step.slot_gpas = {0, 1ull << 30};
   step.text = "why";
   auto back = decode_snapshot_step(encode_snapshot_step(net::MessageType::kSnapshotStepDone, step));
@@ -188,14 +199,31 @@ TEST(PodSnapshotMessages, RoundTripAndRefuseBadInput) {
   EXPECT_EQ(back->sent, 100u);
   EXPECT_EQ(back->received, 99u);
   EXPECT_EQ(back->version, 12u);
+  EXPECT_EQ(back->snapshot_id, 0xfeedface12345678u);
   EXPECT_EQ(back->slot_gpas, step.slot_gpas);
   EXPECT_EQ(back->text, "why");
   net::Frame f = encode_snapshot_step(net::MessageType::kSnapshotStep, step);
   f.payload[0] = 9;
   EXPECT_NE(decode_snapshot_step(f).error().message().find("phase 9"), std::string::npos);
   f = encode_snapshot_step(net::MessageType::kSnapshotStep, step);
-  f.payload[32] = 0xff;  // the slot count's low byte
+  f.payload[40] = 0xff;  // the slot count's low byte
   EXPECT_NE(decode_snapshot_step(f).error().message().find("slots"), std::string::npos);
+
+  // A restoring member's plan names its snapshot; a plan without the id (a version 1 file's)
+  // reads as 0; anything else after the plan is refused.
+  BootPlan plan;
+  plan.entry = 0x1000;
+  uint64_t id = 0;
+  auto p = decode_boot_plan(encode_boot_plan(net::MessageType::kPodRun, plan, 42), &id);
+  ASSERT_TRUE(p.ok()) << p.error().message();
+  EXPECT_EQ(p->entry, 0x1000u);
+  EXPECT_EQ(id, 42u);
+  net::Frame short_plan = encode_boot_plan(net::MessageType::kPodRun, plan, 42);
+  short_plan.payload.resize(short_plan.payload.size() - 8);
+  ASSERT_TRUE(decode_boot_plan(short_plan, &id).ok());
+  EXPECT_EQ(id, 0u);
+  short_plan.payload.resize(short_plan.payload.size() + 3);
+  EXPECT_FALSE(decode_boot_plan(short_plan, &id).ok());
 
   auto start = decode_pod_start(encode_pod_start({2, "spec: yaml", "/snap/dir"}));
   ASSERT_TRUE(start.ok()) << start.error().message();
