@@ -1,5 +1,6 @@
 #include "arch/x86_cpu.hpp"
 
+#include <cstdio>
 #include <cstring>
 #include <string>
 
@@ -136,6 +137,54 @@ std::vector<kvm_cpuid_entry2> guest_cpuid(std::vector<kvm_cpuid_entry2> entries,
     }
   }
   return entries;
+}
+
+Status check_cpuid_features(const std::vector<kvm_cpuid_entry2>& saved,
+                            const std::vector<kvm_cpuid_entry2>& supported) {
+  // Feature flags only: other leaves describe caches, topology or sizes, which differ between
+  // hosts without a guest minding. Leaf 1 ECX bits 27 (OSXSAVE, the guest's own CR4) and 31
+  // (hypervisor, set by guest_cpuid) are not KVM's to offer.
+  struct Features {
+    uint32_t function, index;
+    const char* reg;
+    uint32_t kvm_cpuid_entry2::*field;
+    uint32_t ignore;
+  };
+  static constexpr Features kFeatures[] = {
+      {1, 0, "ECX", &kvm_cpuid_entry2::ecx, (1u << 27) | (1u << 31)},
+      {1, 0, "EDX", &kvm_cpuid_entry2::edx, 0},
+      {7, 0, "EBX", &kvm_cpuid_entry2::ebx, 0},
+      {7, 0, "ECX", &kvm_cpuid_entry2::ecx, 0},
+      {7, 0, "EDX", &kvm_cpuid_entry2::edx, 0},
+      {7, 1, "EAX", &kvm_cpuid_entry2::eax, 0},
+      {0xd, 0, "EAX", &kvm_cpuid_entry2::eax, 0},
+      {0xd, 1, "EAX", &kvm_cpuid_entry2::eax, 0},
+      {0x80000001, 0, "ECX", &kvm_cpuid_entry2::ecx, 0},
+      {0x80000001, 0, "EDX", &kvm_cpuid_entry2::edx, 0},
+  };
+  auto find = [](const std::vector<kvm_cpuid_entry2>& t, uint32_t f,
+                 uint32_t i) -> const kvm_cpuid_entry2* {
+    for (const kvm_cpuid_entry2& e : t)
+      if (e.function == f && (e.index == i || (e.flags & KVM_CPUID_FLAG_SIGNIFCANT_INDEX) == 0))
+        return &e;
+    return nullptr;
+  };
+  std::string missing;
+  for (const Features& f : kFeatures) {
+    const kvm_cpuid_entry2* was = find(saved, f.function, f.index);
+    if (was == nullptr) continue;
+    const kvm_cpuid_entry2* here = find(supported, f.function, f.index);
+    const uint32_t offered = here != nullptr ? here->*f.field : 0;
+    const uint32_t lacking = (was->*f.field) & ~offered & ~f.ignore;
+    if (lacking == 0) continue;
+    char part[64];
+    std::snprintf(part, sizeof part, "%sCPUID.0x%x.%u:%s bits 0x%08x", missing.empty() ? "" : ", ",
+                  f.function, f.index, f.reg, lacking);
+    missing += part;
+  }
+  if (!missing.empty())
+    return Error("this host's KVM lacks CPU features the guest saw: " + missing);
+  return {};
 }
 
 Status configure_vcpu(const VcpuFd& vcpu, const BootPlan& plan,

@@ -34,6 +34,13 @@ kvm_regs boot_regs(const BootPlan& plan);
 std::vector<kvm_cpuid_entry2> guest_cpuid(std::vector<kvm_cpuid_entry2> supported, int id,
                                           int count);
 
+// Whether a guest that saw `saved` (a snapshot's CPUID, perhaps from another host) can go on
+// under a KVM that supports `supported`: every feature bit the guest may have acted on
+// (leaves 1, 7, 0xd and 0x80000001) must be offered here too. The error names the leaf, the
+// register and the missing bits.
+Status check_cpuid_features(const std::vector<kvm_cpuid_entry2>& saved,
+                            const std::vector<kvm_cpuid_entry2>& supported);
+
 // Full boot-time setup of one vCPU. With `enter_now` false the vCPU is left for the guest's
 // INIT/SIPI (a Linux AP); only its CPUID, MSRs and LAPIC are set.
 Status configure_vcpu(const VcpuFd& vcpu, const BootPlan& plan,

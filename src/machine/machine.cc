@@ -117,6 +117,7 @@ Result<MachineState> Machine::save_paused() {
   if (!vm) return vm.error().context("save VM");
   s.vm = *vm;
   s.port_devices = core_->pio().save_state();
+  s.cpuid = core_->cpuid_base();
   return s;
 }
 

@@ -79,6 +79,13 @@ std::vector<uint64_t> MachineCore::slot_gpas() const {
   return gpas;
 }
 
+Status MachineCore::use_saved_cpuid(const std::vector<kvm_cpuid_entry2>& saved) {
+  if (saved.empty()) return {};
+  SHOAL_TRY(check_cpuid_features(saved, kvm_.supported_cpuid()), "restore");
+  saved_cpuid_ = saved;
+  return {};
+}
+
 Status MachineCore::create_vcpus(const std::vector<int>& ids, int total, const BootPlan& plan,
                                  const VcpuFinished& finished) {
   auto msrs = kvm_.msr_index_list();
@@ -89,7 +96,7 @@ Status MachineCore::create_vcpus(const std::vector<int>& ids, int total, const B
     // The boot vCPU starts at the entry point; the others wait for INIT/SIPI unless the boot
     // protocol starts them all there.
     const bool enter_now = id == 0 || plan.all_vcpus_at_entry;
-    SHOAL_TRY(configure_vcpu(*fd, plan, guest_cpuid(kvm_.supported_cpuid(), id, total), enter_now),
+    SHOAL_TRY(configure_vcpu(*fd, plan, guest_cpuid(cpuid_base(), id, total), enter_now),
               "configure vcpu " + std::to_string(id));
     auto backend = std::make_unique<KvmVcpuBackend>(std::move(*fd), kvm_.vcpu_mmap_size(), *msrs);
     vcpus_.push_back(

@@ -90,6 +90,7 @@ Status Machine::restore_from_file(const RunConfig& config) {
       format_size(h.working_set_pages * kSnapshotPageBytes), format_size(file.file_bytes()));
   SHOAL_TRY(build_devices(config), "devices");
   SHOAL_TRY(core_->map_for_boot(), "");  // the snapshot's slots exist already (create())
+  SHOAL_TRY(core_->use_saved_cpuid(state->cpuid), file.path());
   SHOAL_TRY(create_vcpus(config), "");
   return queue_restore(*state);
 }

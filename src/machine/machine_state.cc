@@ -26,6 +26,9 @@ std::vector<uint8_t> encode_machine_state(const MachineState& s) {
   w.put(static_cast<uint32_t>(s.vcpus.size()));
   for (const VcpuState& v : s.vcpus) w.put_blob(encode_vcpu_state(v));
   w.put_blob(s.port_devices);
+  w.put(static_cast<uint32_t>(s.cpuid.size()));
+  for (const kvm_cpuid_entry2& e : s.cpuid)
+    w.put(e.function).put(e.index).put(e.flags).put(e.eax).put(e.ebx).put(e.ecx).put(e.edx);
   return w.take();
 }
 
@@ -33,8 +36,9 @@ Result<MachineState> decode_machine_state(const std::vector<uint8_t>& bytes) {
   WireReader r(bytes);
   uint32_t magic = 0, version = 0, vcpus = 0;
   if (!r.get(magic) || magic != kMagic) return Error("machine state: not a shoal machine state");
-  if (!r.get(version) || version != kMachineStateVersion)
-    return Error("machine state: version " + std::to_string(version) + ", this build reads " +
+  // Version 1 is version 2 without the CPUID table.
+  if (!r.get(version) || version < 1 || version > kMachineStateVersion)
+    return Error("machine state: version " + std::to_string(version) + ", this build reads 1.." +
                  std::to_string(kMachineStateVersion));
   MachineState s;
   auto vm = get_blob(r, kMaxVmStateBytes, "vm");
@@ -59,6 +63,24 @@ Result<MachineState> decode_machine_state(const std::vector<uint8_t>& bytes) {
   auto ports = get_blob(r, kMaxPortDeviceBytes, "port devices");
   if (!ports) return ports.error();
   s.port_devices = std::move(*ports);
+  if (version >= 2) {
+    uint32_t n = 0;
+    if (!r.get(n)) return Error("machine state: cpuid: truncated");
+    if (n > kMaxCpuidEntries)
+      return Error("machine state: cpuid: " + std::to_string(n) + " entries, at most " +
+                   std::to_string(kMaxCpuidEntries));
+    s.cpuid.resize(n);
+    for (uint32_t i = 0; i < n; ++i) {
+      kvm_cpuid_entry2& e = s.cpuid[i];
+      if (!r.get(e.function) || !r.get(e.index) || !r.get(e.flags) || !r.get(e.eax) ||
+          !r.get(e.ebx) || !r.get(e.ecx) || !r.get(e.edx))
+        return Error("machine state: cpuid: entry " + std::to_string(i) + ": truncated");
+      if ((e.flags & ~uint32_t{KVM_CPUID_FLAG_SIGNIFCANT_INDEX | KVM_CPUID_FLAG_STATEFUL_FUNC |
+                               KVM_CPUID_FLAG_STATE_READ_NEXT}) != 0)
+        return Error("machine state: cpuid: entry " + std::to_string(i) + ": flags " +
+                     std::to_string(e.flags));
+    }
+  }
   if (!r.rest().empty()) return Error("machine state: trailing bytes");
   return s;
 }

@@ -15,9 +15,13 @@ struct MachineState {
   VmState vm;
   std::vector<VcpuState> vcpus;
   std::vector<uint8_t> port_devices;  // IoBus::save_state of the port bus
+  // The CPUID table the vCPUs were made from (MachineCore::cpuid_base): a restore checks this
+  // host offers its features and gives the vCPUs the same table. Empty in version 1.
+  std::vector<kvm_cpuid_entry2> cpuid;
 };
 
-inline constexpr uint32_t kMachineStateVersion = 1;
+inline constexpr uint32_t kMachineStateVersion = 2;  // 2: the CPUID table
+inline constexpr size_t kMaxCpuidEntries = 256;
 inline constexpr uint32_t kMaxMachineVcpus = 254;
 inline constexpr size_t kMaxPortDeviceBytes = 1u << 20;
 

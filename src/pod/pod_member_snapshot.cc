@@ -101,6 +101,7 @@ Result<std::string> PodMember::save_snapshot(const std::string& dir,
     st.machine.vcpus.push_back(std::move(*saved));
   }
   st.machine.port_devices = core_->pio().save_state();
+  st.machine.cpuid = core_->cpuid_base();
   std::vector<uint64_t> pages;
   auto memory = memory_->save(pages);
   if (!memory) return memory.error();
@@ -157,6 +158,7 @@ Result<BootPlan> PodMember::restore() {
                     std::to_string(spec.vcpus));
   auto plan = decode_boot_plan(net::Frame{net::MessageType::kPodRun, 0, st->boot_plan});
   if (!plan) return plan.error().context(path);
+  SHOAL_TRY(core_->use_saved_cpuid(st->machine.cpuid), path);
   std::vector<NodeId> table(st->host_of_vcpu.begin(), st->host_of_vcpu.end());
   SHOAL_TRY(mover_->restore_table(table, st->location_version), path);
   router_->reset(table, st->location_version);

@@ -117,5 +117,35 @@ TEST(Cpuid, EachVcpuGetsItsApicId) {
   EXPECT_EQ(out[2].edx, 5u);               // x2APIC ID
 }
 
+TEST(GuestCpuid, ARestoreNeedsEveryFeatureTheGuestSaw) {
+  std::vector<kvm_cpuid_entry2> host(3);
+  host[0].function = 1;
+  host[0].ecx = 0x00000201;
+  host[0].edx = 0x178bfbff;
+  host[1].function = 7;
+  host[1].flags = KVM_CPUID_FLAG_SIGNIFCANT_INDEX;
+  host[1].ebx = 0x000001ab;
+  host[2].function = 0x80000001;
+  host[2].edx = 1u << 29;  // long mode
+  EXPECT_TRUE(check_cpuid_features(host, host).ok());
+  // What guest_cpuid sets (hypervisor) and the guest's own OSXSAVE do not count.
+  auto saved = guest_cpuid(host, 0, 1);
+  saved[0].ecx |= 1u << 27;
+  EXPECT_TRUE(check_cpuid_features(saved, host).ok());
+  // A feature the other host had (HLE in 7.0:EBX) and this one lacks.
+  saved[1].ebx |= 1u << 4;
+  auto s = check_cpuid_features(saved, host);
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.error().message(),
+            "this host's KVM lacks CPU features the guest saw: CPUID.0x7.0:EBX bits 0x00000010");
+  // A leaf this host has none of: every bit the guest saw there is missing.
+  saved[1].ebx = host[1].ebx;
+  host.pop_back();
+  s = check_cpuid_features(saved, host);
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.error().message().find("CPUID.0x80000001.0:EDX bits 0x20000000"), std::string::npos)
+      << s.error().message();
+}
+
 }  // namespace
 }  // namespace shoal
