@@ -53,7 +53,21 @@ Result<std::unique_ptr<Machine>> Machine::create(Kvm kvm, const RunConfig& confi
   GuestRam& ram = m->core_->ram();
   // Before anything writes to guest RAM: from here on even the loader's writes are first
   // touches served by the fault server.
-  auto memory = GuestMemoryManager::create(ram, config.memory_options, [self](const Error& e) {
+  MemoryOptions memory_options = config.memory_options;
+  if (memory_options.restore_from) {
+    // The background load's progress: a line every 500 ms on a terminal, the end in any case.
+    memory_options.restore_progress = [tty = isatty(STDERR_FILENO) == 1,
+                                       file = memory_options.restore_from, t0 = monotonic_ns()](
+                                          uint64_t loaded, uint64_t blocks, bool done) {
+      const double ms = static_cast<double>(monotonic_ns() - t0) / 1e6;
+      if (done)
+        log::info("restore: all {} blocks of {} in after {:.0f} ms", blocks, file->path(), ms);
+      else if (tty)
+        log::info("restore: {}% of {} in ({} of {} blocks, {:.0f} ms)", loaded * 100 / blocks,
+                  file->path(), loaded, blocks, ms);
+    };
+  }
+  auto memory = GuestMemoryManager::create(ram, memory_options, [self](const Error& e) {
     self->finish(std::nullopt, e.context("guest memory"));
   });
   if (!memory) return memory.error();

@@ -94,6 +94,7 @@ Result<std::unique_ptr<GuestMemoryManager>> GuestMemoryManager::create(
                    format_size(ram.size()));
     m->snapshot_ = std::make_unique<SnapshotSource>(*m->uffd_, target, *m->directory_,
                                                     options.restore_from, on_fatal);
+    if (options.restore_progress) m->snapshot_->set_progress(options.restore_progress, 500'000'000);
   }
   auto tracker = WorkingSetTracker::create(*m->uffd_, target, *m->directory_);
   if (!tracker) return tracker.error();

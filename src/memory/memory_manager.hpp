@@ -35,6 +35,9 @@ struct MemoryOptions {
   // lazily and by a background loader, or all before the guest starts with `restore_eager`.
   std::shared_ptr<const SnapshotFile> restore_from;
   bool restore_eager = false;
+  // Called by the background loader as it goes (SnapshotSource::Progress), every 500 ms and
+  // once all is in.
+  std::function<void(uint64_t loaded, uint64_t blocks, bool done)> restore_progress;
   // Instead of the snapshot's blocks: guest RAM is this raw image of it, mapped MAP_PRIVATE,
   // and the kernel pages it in (Cloud Hypervisor's way; bench/restore compares against it).
   std::string restore_image;

@@ -195,12 +195,23 @@ void SnapshotSource::loader_loop() {
       return;
     }
   std::vector<uint8_t> buffer(file_->header().block_bytes), scratch;
+  uint64_t reported_ns = monotonic_ns();
   for (uint64_t b = 0; b < file_->blocks() && !stop_.load(std::memory_order_relaxed); ++b) {
     loader_busy_since_.store(monotonic_ns(), std::memory_order_relaxed);
     auto claimed = load_block(b, buffer, scratch);
     loader_busy_since_.store(0, std::memory_order_relaxed);
     if (!claimed) return;  // load_block told on_fatal
     if (*claimed) ++stats_.blocks_by_loader;
+    if (progress_ && monotonic_ns() - reported_ns >= progress_every_ns_) {
+      reported_ns = monotonic_ns();
+      progress_(blocks_loaded(), file_->blocks(), false);
+    }
+  }
+  // Every block is claimed now; those faults claimed may still be installing.
+  if (progress_ && !stop_.load(std::memory_order_relaxed)) {
+    for (uint64_t b = 0; b < file_->blocks(); ++b)
+      if (!ensure_block(b, buffer, scratch).ok()) return;
+    progress_(blocks_loaded(), file_->blocks(), true);
   }
 }
 

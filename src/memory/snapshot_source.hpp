@@ -67,6 +67,13 @@ class SnapshotSource final : public PageSource {
   // Installs every block not yet in, on the calling thread, and waits for those another thread
   // is installing: an eager restore, and a snapshot of a guest still being restored.
   Status load_all();
+  // What the loader reports as it goes: blocks in so far, of how many; `done` once all are in
+  // (whoever loaded them). At most one report per `every`, and the last; on its thread.
+  using Progress = std::function<void(uint64_t loaded, uint64_t blocks, bool done)>;
+  void set_progress(Progress progress, uint64_t every_ns) {
+    progress_ = std::move(progress);
+    progress_every_ns_ = every_ns;
+  }
   // Starts the background loader (a thread); stop() ends it.
   Status start_loader();
   void stop();
@@ -95,6 +102,8 @@ class SnapshotSource final : public PageSource {
   PageDirectory& dir_;
   std::shared_ptr<const SnapshotFile> file_;
   std::function<void(const Error&)> on_fatal_;
+  Progress progress_;
+  uint64_t progress_every_ns_ = 0;
   std::unique_ptr<std::atomic<uint8_t>[]> state_;
   std::atomic<uint64_t> loaded_{0};
   std::vector<uint8_t> fault_buffer_, fault_scratch_;  // the fault thread's
