@@ -23,7 +23,8 @@ install(FILES ${shoal_example_specs} DESTINATION ${CMAKE_INSTALL_DOCDIR}/example
 
 # The man page, from the --help texts (scripts/man-page: help2man, from Debian's archive).
 find_program(HELP2MAN help2man)
-if(HELP2MAN)
+# Not in sanitizer builds: it runs the instrumented binary at build time.
+if(HELP2MAN AND NOT SHOAL_SANITIZE)
   add_custom_command(OUTPUT shoal.1.gz
     COMMAND ${PROJECT_SOURCE_DIR}/scripts/man-page $<TARGET_FILE:shoal> shoal.1.gz
     DEPENDS shoal ${PROJECT_SOURCE_DIR}/docs/shoal.h2m ${PROJECT_SOURCE_DIR}/scripts/man-page
@@ -31,7 +32,7 @@ if(HELP2MAN)
   add_custom_target(shoal-man ALL DEPENDS shoal.1.gz)
   install(FILES ${CMAKE_CURRENT_BINARY_DIR}/shoal.1.gz DESTINATION ${CMAKE_INSTALL_MANDIR}/man1)
 else()
-  message(STATUS "help2man not found: no man page (scripts/setup installs it)")
+  message(STATUS "no man page (help2man missing, scripts/setup installs it, or a sanitizer build)")
 endif()
 
 install(CODE "
@@ -47,8 +48,12 @@ install(CODE "
     \"${CMAKE_CURRENT_BINARY_DIR}/install/shoal-node.service\" @ONLY)
   file(INSTALL \"${CMAKE_CURRENT_BINARY_DIR}/install/shoal-node.service\"
     DESTINATION \"\${prefix}/lib/systemd/system\")
-  file(INSTALL \"${PROJECT_SOURCE_DIR}/configs/systemd/shoal-node.default\"
-    DESTINATION \"\${SYSCONFDIR}/default\" RENAME shoal-node)
+  # Settings an administrator may have edited stay (the package's conffile handling does the
+  # same); CPack's staging directory is always empty.
+  if(NOT EXISTS \"\$ENV{DESTDIR}\${SYSCONFDIR}/default/shoal-node\")
+    file(INSTALL \"${PROJECT_SOURCE_DIR}/configs/systemd/shoal-node.default\"
+      DESTINATION \"\${SYSCONFDIR}/default\" RENAME shoal-node)
+  endif()
 ")
 
 # The Debian package: scripts/package runs cpack on the build directory.

@@ -161,6 +161,7 @@ Status check_cpuid_features(const std::vector<kvm_cpuid_entry2>& saved,
       {0xd, 1, "EAX", &kvm_cpuid_entry2::eax, 0},
       {0x80000001, 0, "ECX", &kvm_cpuid_entry2::ecx, 0},
       {0x80000001, 0, "EDX", &kvm_cpuid_entry2::edx, 0},
+      {0x40000001, 0, "EAX", &kvm_cpuid_entry2::eax, 0},  // KVM's paravirtual features
   };
   auto find = [](const std::vector<kvm_cpuid_entry2>& t, uint32_t f,
                  uint32_t i) -> const kvm_cpuid_entry2* {
@@ -180,6 +181,15 @@ Status check_cpuid_features(const std::vector<kvm_cpuid_entry2>& saved,
     char part[64];
     std::snprintf(part, sizeof part, "%sCPUID.0x%x.%u:%s bits 0x%08x", missing.empty() ? "" : ", ",
                   f.function, f.index, f.reg, lacking);
+    missing += part;
+  }
+  // The physical address width: the guest may have placed things up to its top.
+  const kvm_cpuid_entry2* was = find(saved, 0x80000008, 0);
+  const kvm_cpuid_entry2* here = find(supported, 0x80000008, 0);
+  if (was != nullptr && here != nullptr && (was->eax & 0xff) > (here->eax & 0xff)) {
+    char part[96];
+    std::snprintf(part, sizeof part, "%s%u physical address bits, this host has %u",
+                  missing.empty() ? "" : ", ", was->eax & 0xff, here->eax & 0xff);
     missing += part;
   }
   if (!missing.empty())

@@ -35,9 +35,9 @@ std::vector<kvm_cpuid_entry2> guest_cpuid(std::vector<kvm_cpuid_entry2> supporte
                                           int count);
 
 // Whether a guest that saw `saved` (a snapshot's CPUID, perhaps from another host) can go on
-// under a KVM that supports `supported`: every feature bit the guest may have acted on
-// (leaves 1, 7, 0xd and 0x80000001) must be offered here too. The error names the leaf, the
-// register and the missing bits.
+// under a KVM that supports `supported`: the feature flags of leaves 1, 7, 0xd, 0x80000001
+// and KVM's 0x40000001 must be offered here too, and as many physical address bits. The error
+// names the leaf, the register and the missing bits.
 Status check_cpuid_features(const std::vector<kvm_cpuid_entry2>& saved,
                             const std::vector<kvm_cpuid_entry2>& supported);
 

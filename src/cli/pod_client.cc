@@ -1,5 +1,6 @@
 #include "cli/pod_client.hpp"
 
+#include <fmt/format.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -204,12 +205,11 @@ int pod_up(const PodSpec& spec, const std::string& yaml, const std::string& rest
     } else if (snapshot != host0_snapshot) {
       // A crash between two members' commits, or files copied by hand, mixes snapshots: their
       // pages and directories would not fit together.
-      char ids[96];
-      std::snprintf(ids, sizeof ids, "%016llx, host %s's is %016llx",
-                    static_cast<unsigned long long>(snapshot), hosts[0].spec->name.c_str(),
-                    static_cast<unsigned long long>(host0_snapshot));
-      return abort_all(what + "restore: its file is of another pod snapshot (id " + ids +
-                       "); restore every host from the files of one `pod snapshot`");
+      return abort_all(what +
+                       fmt::format("restore: its file is of another pod snapshot (id {:016x}, "
+                                   "host {}'s is {:016x}); restore every host from the files "
+                                   "of one `pod snapshot`",
+                                   snapshot, hosts[0].spec->name, host0_snapshot));
     }
   }
   for (auto& h : hosts)

@@ -55,10 +55,13 @@ void NodeService::stop() {
   // only saw its link end and reported this host as lost.
   std::shared_ptr<PodMember> pod;
   {
-    std::lock_guard lock(pod_mu_);
+    std::lock_guard lock(pod_mu_);  // start_pod checks stopping_ under it: no pod after this
     pod.swap(pod_);
   }
-  pod.reset();  // stops it and waits (unless a request holds it: then that thread does)
+  // Stopped here even if a request's thread still holds it (a mesh connect, a snapshot): that
+  // thread's wait ends with the pod, and the last reference joins its teardown.
+  if (pod) pod->stop({0, true, "the node is shutting down"});
+  pod.reset();
   std::unique_lock lock(mu_);
   for (auto* l : live_) l->close();
   for (auto& p : pending_) ::shutdown(p.fd.get(), SHUT_RDWR);
@@ -190,6 +193,7 @@ net::Frame NodeService::start_pod(const net::Frame& request,
   if (start->host_index >= parsed.spec->hosts.size())
     return fail("host index " + std::to_string(start->host_index) + " is not in the pod");
   std::lock_guard lock(pod_mu_);
+  if (stopping_) return fail("this node is shutting down");
   if (pod_ && !pod_->stopped()) return fail("this node already runs pod " + pod_->spec().name);
   pod_.reset();  // a finished pod: wait for its teardown
   PodMemberConfig c;

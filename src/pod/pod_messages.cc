@@ -102,7 +102,8 @@ Result<BootPlan> decode_boot_plan(const Frame& f, uint64_t* snapshot_id) {
       !r.get(p.boot_info))
     return bad("boot plan", "too short");
   if (mode > 1 || all > 1) return bad("boot plan", "bad entry mode");
-  // The snapshot id: absent in the plans that files of state version 1 hold.
+  // The snapshot id: absent in the plans that files of state version 1 hold (version 2 files
+  // hold plans with id 0: the id is the state's own field).
   uint64_t id = 0;
   if (r.left() != 0 && (!r.get(id) || r.left() != 0)) return bad("boot plan", "bad length");
   if (snapshot_id != nullptr) *snapshot_id = id;

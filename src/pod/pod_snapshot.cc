@@ -1,5 +1,6 @@
 #include "pod/pod_snapshot.hpp"
 
+#include <fmt/format.h>
 #include <sys/random.h>
 
 #include <cstdio>
@@ -264,15 +265,11 @@ Result<std::string> PodSnapshotter::snapshot(const std::string& dir, bool stay_p
   if (!saved) return saved.error().context("pod snapshot: save");
   if (!committed.ok()) return committed.error();
   const uint64_t t1 = monotonic_ns();
-  std::string report;
-  char line[160];
-  std::snprintf(line, sizeof line,
-                "pod snapshot %s (id %016llx): %zu hosts in %.1f ms (the guest paused "
-                "throughout; settled in %d rounds), %s",
-                dir.c_str(), static_cast<unsigned long long>(order.snapshot_id), names_.size(),
-                static_cast<double>(t1 - t0) / 1e6, *settled,
-                stay_paused ? "left paused" : "resumed");
-  report = line;
+  std::string report = fmt::format(
+      "pod snapshot {} (id {:016x}): {} hosts in {:.1f} ms (the guest paused throughout; "
+      "settled in {} rounds), {}",
+      dir, order.snapshot_id, names_.size(), static_cast<double>(t1 - t0) / 1e6, *settled,
+      stay_paused ? "left paused" : "resumed");
   for (size_t n = 0; n < names_.size(); ++n) report += "\n  " + names_[n] + ": " + (*saved)[n].text;
   log::info("{}", report);
   return report;

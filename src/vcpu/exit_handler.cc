@@ -21,7 +21,7 @@ ExitAction handle_mmio(const MmioExit& mmio, const IoBus& bus) {
   const bool handled =
       mmio.write ? bus.write(mmio.address, mmio.data) : bus.read(mmio.address, mmio.data);
   if (!handled)
-    log::debug("unclaimed MMIO 0x{:x} {} {}", mmio.address, mmio.write ? "write" : "read",
+    log::trace("unclaimed MMIO 0x{:x} {} {}", mmio.address, mmio.write ? "write" : "read",
                mmio.data.size());
   return ExitContinue{};
 }

@@ -145,6 +145,17 @@ TEST(GuestCpuid, ARestoreNeedsEveryFeatureTheGuestSaw) {
   ASSERT_FALSE(s.ok());
   EXPECT_NE(s.error().message().find("CPUID.0x80000001.0:EDX bits 0x20000000"), std::string::npos)
       << s.error().message();
+  // A guest that saw 46 physical address bits cannot go on with 40.
+  std::vector<kvm_cpuid_entry2> wide(1), narrow(1);
+  wide[0].function = narrow[0].function = 0x80000008;
+  wide[0].eax = 0x3000 | 46;
+  narrow[0].eax = 0x3000 | 40;
+  s = check_cpuid_features(wide, narrow);
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.error().message().find("46 physical address bits, this host has 40"),
+            std::string::npos)
+      << s.error().message();
+  EXPECT_TRUE(check_cpuid_features(narrow, wide).ok());
 }
 
 }  // namespace
