@@ -2,18 +2,14 @@
 // JOURNAL_STREAM of the test's own: READY=1 with a STATUS= line once it listens, STOPPING=1 on
 // SIGTERM, exit 0, and log lines the journal can take as they are (no colours, no timestamps).
 #include <gtest/gtest.h>
-#include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 
-#include <cerrno>
-#include <cstddef>
-#include <cstring>
 #include <regex>
 #include <string>
 #include <vector>
 
 #include "shoal/unique_fd.hpp"
+#include "support/notify_socket.hpp"
 #include "support/process.hpp"
 
 namespace shoal::test {
@@ -21,9 +17,7 @@ namespace {
 
 std::vector<std::string> datagrams(const UniqueFd& fd) {
   std::vector<std::string> all;
-  char buf[1024];
-  for (ssize_t n; (n = recv(fd.get(), buf, sizeof buf, MSG_DONTWAIT)) > 0;)
-    all.emplace_back(buf, static_cast<size_t>(n));
+  for (std::string d; (d = next_notification(fd)) != "(nothing)";) all.push_back(d);
   return all;
 }
 
@@ -32,13 +26,7 @@ TEST(NodeService, TellsTheServiceManagerReadyThenStoppingAndLogsBareLines) {
   const std::string socket_path = dir + "/notify-node-" + std::to_string(getpid());
   const std::string secret = dir + "/notify-node-secret-" + std::to_string(getpid());
   unlink(socket_path.c_str());
-  UniqueFd fd(socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0));
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  ASSERT_LT(socket_path.size(), sizeof addr.sun_path);
-  std::memcpy(addr.sun_path, socket_path.data(), socket_path.size());
-  ASSERT_EQ(bind(fd.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr), 0)
-      << strerror(errno);
+  const UniqueFd fd = listen_for_notifications(socket_path);
   // The node answers SIGTERM only once it listens: wait for its line, as systemd waits for
   // READY=1 before it would send one.
   const std::string script =
