@@ -24,7 +24,8 @@ namespace shoal::net {
 inline constexpr uint32_t kFrameMagic = 0x014c4853;
 // 2: coherence DISCARD; 3: every frame after the handshake sealed (net/frame_cipher.hpp),
 // coherence PREFETCH and DECLINE
-inline constexpr uint16_t kWireVersion = 5;  // 5: pod snapshot ids; 4: grants name their source
+inline constexpr uint16_t kWireVersion =
+    6;  // 6: RDMA connect; 5: pod snapshot ids; 4: grants name their source
 inline constexpr size_t kHeaderBytes = 16;
 // A batch of 64 guest pages plus its metadata fits; nothing legitimate is larger.
 inline constexpr uint32_t kMaxPayload = 512 * 1024;
@@ -40,6 +41,8 @@ enum class MessageType : uint16_t {
   kPing = 16,
   kPong = 17,
   kHeartbeat = 18,      // liveness (net/link.hpp); consumed by the link, never handed up
+  kRdmaConnect = 19,    // a queue pair's endpoint, both ways (net/rdma_wire.hpp)
+  kRdmaReady = 20,      // the connecting side's queue pair is ready to send and receive
   kCoherence = 32,      // a CoherenceMessage (net/coherence_wire.hpp)
   kForwardedExit = 48,  // a port/MMIO exit forwarded to the devices' host
   kForwardedExitDone = 49,

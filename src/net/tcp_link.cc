@@ -306,6 +306,12 @@ Result<Frame> TcpLink::receive() {
   }
 }
 
+std::string TcpLink::local_ip() const {
+  boost::system::error_code ec;
+  const auto ep = socket_.local_endpoint(ec);
+  return ec ? std::string() : ep.address().to_string();
+}
+
 void TcpLink::close() {
   std::lock_guard lock(send_mu_);
   closed_ = true;

@@ -61,6 +61,8 @@ class TcpLink : public Link {
   void finish(std::chrono::milliseconds timeout) override;
   void watch_liveness(std::chrono::milliseconds timeout) override;
   const std::string& peer_name() const override { return peer_name_; }
+  // This end's IP address ("127.1.0.1"): the RDMA link finds its GID from it.
+  std::string local_ip() const;
   // Writes bytes as they are, unframed: for tests of how the other end copes with garbage.
   Status send_raw_for_test(const std::vector<uint8_t>& bytes);
 

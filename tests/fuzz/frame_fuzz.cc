@@ -1,6 +1,7 @@
 // libFuzzer target: the frame decoder, coherence message decoding, every pod control and
 // member-to-member payload decoder (pod/pod_messages.hpp, the vCPU moves and pod snapshot
-// steps included), the sealed-frame opener, and a server-side handshake on arbitrary bytes.
+// steps included), the RDMA endpoint exchange, the sealed-frame opener, and a server-side handshake
+// on arbitrary bytes.
 #include <cstddef>
 #include <cstdint>
 
@@ -8,6 +9,7 @@
 #include "net/coherence_wire.hpp"
 #include "net/frame_cipher.hpp"
 #include "net/handshake.hpp"
+#include "net/rdma_wire.hpp"
 #include "pod/pod_messages.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -41,6 +43,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
           m.ok() && (m->vcpu >= shoal::kMaxPodVcpus || m->state.size() > shoal::kMaxVcpuStateBytes))
         __builtin_trap();
       if (auto e = shoal::decode_forwarded_exit(*f); e.ok() && e->size > 8) __builtin_trap();
+      if (auto r = shoal::net::decode_rdma_endpoint(*f);
+          r.ok() &&
+          (r->qpn == 0 || r->qpn > 0xffffff || r->recv_slots > shoal::net::kMaxRdmaSlots ||
+           r->slot_bytes > shoal::net::kMaxRdmaSlotBytes || r->credit_addr % 8 != 0))
+        __builtin_trap();
       if (auto i = shoal::decode_interrupt(*f);
           i.ok() && (i->vcpu >= shoal::kMaxPodVcpus || (i->vector < 16 && i->vector != 2)))
         __builtin_trap();
