@@ -203,6 +203,12 @@ Status RdmaLink::wait_for_receives() {
     SHOAL_TRY(take_receives(16), "");
     if (receives_posted_ != before) return {};
   }
+  // The writer counts silence from here until something arrives (not from each wake-up).
+  struct Waiting {
+    std::atomic<uint64_t>& since;
+    explicit Waiting(std::atomic<uint64_t>& s) : since(s) { since = monotonic_ns(); }
+    ~Waiting() { since = 0; }
+  } waiting(reader_waiting_since_ns_);
   for (;;) {
     if (ibv_req_notify_cq(recv_cq_.get(), 0) != 0) return Error("RDMA: arm the completion queue");
     // A completion that came between the last poll and the arming raises no event.
@@ -214,10 +220,8 @@ Status RdmaLink::wait_for_receives() {
       if (closed_) return Error("the link is closed");
       if (peer_gone_) return *peer_gone_;
     }
-    reader_waiting_since_ns_ = monotonic_ns();
     pollfd p[2] = {{channel_->fd, POLLIN, 0}, {wake_.get(), POLLIN, 0}};
     const int r = ::poll(p, 2, 100);
-    reader_waiting_since_ns_ = 0;
     if (r > 0 && (p[0].revents & POLLIN)) {
       ibv_cq* cq = nullptr;
       void* ctx = nullptr;

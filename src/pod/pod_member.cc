@@ -31,6 +31,14 @@ PodMember::~PodMember() {
 Result<std::unique_ptr<PodMember>> PodMember::create(PodMemberConfig config) {
   std::unique_ptr<PodMember> m(new PodMember(std::move(config)));
   const PodSpec& spec = m->config_.spec;
+  if (spec.transport == PodTransport::kRdma) {
+    // Before anything else: a host that cannot do RDMA refuses the pod at once.
+    auto device = net::RdmaDevice::open(m->me().rdma_device);
+    if (!device) return device.error().context("host " + m->me().name);
+    if (auto gid = (*device)->gid_index_for(m->me().host); !gid)
+      return gid.error().context("host " + m->me().name);
+    m->rdma_ = std::move(*device);
+  }
   auto kvm = Kvm::open();
   if (!kvm) return kvm.error();
   auto core = MachineCore::create(std::move(*kvm), spec.memory, {}, /*interrupt_sink=*/true);
@@ -255,11 +263,12 @@ Status PodMember::connect_mesh() {
   const PodSpec& spec = config_.spec;
   for (NodeId n = 0; n < config_.self; ++n) {
     const PodHost& h = spec.hosts[n];
-    auto link = net::TcpLink::connect(h.host, h.port, config_.identity);
-    if (!link) return link.error().context("connect to host " + h.name);
-    SHOAL_TRY((*link)->send(encode_mesh_join({config_.self, spec.name})), "join " + h.name);
-    if (!mesh_->attach(n, std::shared_ptr<net::Link>(std::move(*link))))
-      return Error("host " + h.name + " joined twice");
+    auto tcp = net::TcpLink::connect(h.host, h.port, config_.identity);
+    if (!tcp) return tcp.error().context("connect to host " + h.name);
+    SHOAL_TRY((*tcp)->send(encode_mesh_join({config_.self, spec.name})), "join " + h.name);
+    auto link = mesh_link(std::shared_ptr<net::TcpLink>(std::move(*tcp)), true);
+    if (!link) return link.error().context("host " + h.name);
+    if (!mesh_->attach(n, std::move(*link))) return Error("host " + h.name + " joined twice");
   }
   if (!mesh_->wait_complete(kMeshTimeout))
     return Error("the pod's mesh did not come up within " + std::to_string(kMeshTimeout.count()) +
@@ -269,8 +278,25 @@ Status PodMember::connect_mesh() {
   return {};
 }
 
-bool PodMember::attach(NodeId from, std::shared_ptr<net::Link> link) {
-  return mesh_->attach(from, std::move(link));
+bool PodMember::attach(NodeId from, std::shared_ptr<net::TcpLink> link) {
+  auto l = mesh_link(std::move(link), false);
+  if (!l) {
+    log::warn("pod {}: {}", config_.spec.name, l.error().message());
+    return false;
+  }
+  return mesh_->attach(from, std::move(*l));
+}
+
+Result<std::shared_ptr<net::Link>> PodMember::mesh_link(std::shared_ptr<net::TcpLink> tcp,
+                                                        bool connecting) {
+  if (!rdma_) return std::shared_ptr<net::Link>(std::move(tcp));
+  net::RdmaLinkConfig c;
+  c.sealed = config_.spec.rdma_sealed;
+  auto rdma = net::RdmaLink::upgrade(std::move(tcp), rdma_, connecting, c);
+  if (!rdma) return rdma.error();
+  log::info("pod {}: RDMA link to {} up on {}", config_.spec.name, (*rdma)->peer_name(),
+            rdma_->name());
+  return std::shared_ptr<net::Link>(std::move(*rdma));
 }
 
 Result<BootPlan> PodMember::load() {

@@ -20,6 +20,7 @@
 #include "arch/boot_plan.hpp"
 #include "machine/machine_core.hpp"
 #include "memory/coherent_memory.hpp"
+#include "net/rdma_link.hpp"
 #include "net/tcp_link.hpp"
 #include "pod/interrupt_router.hpp"
 #include "pod/pod_mesh.hpp"
@@ -54,7 +55,9 @@ class PodMember {
   // Connects to the members before this one (the later ones connect here, see attach()) and
   // waits until a link to every member is up.
   Status connect_mesh();
-  bool attach(NodeId from, std::shared_ptr<net::Link> link);
+  // A member that connected here (its join arrived on `link`). With transport rdma the TCP link
+  // is upgraded to an RdmaLink first (net/rdma_link.hpp).
+  bool attach(NodeId from, std::shared_ptr<net::TcpLink> link);
   // Host 0: loads the guest into (coherent) RAM; the plan is what every member's vCPUs need.
   // Restoring, every member: restores its snapshot file (the plan is the one saved).
   Result<BootPlan> load();
@@ -82,6 +85,7 @@ class PodMember {
  private:
   explicit PodMember(PodMemberConfig config);
   Status build_devices();
+  Result<std::shared_ptr<net::Link>> mesh_link(std::shared_ptr<net::TcpLink> tcp, bool connecting);
   void serve_forwarded(NodeId from, const ForwardedExit& e, uint32_t request);
   void device_loop();
   void stop_device_thread();
@@ -109,6 +113,7 @@ class PodMember {
   std::unique_ptr<MachineCore> core_;  // VM, RAM, buses, vCPUs: the same as `shoal run`'s
   // spec.placement auto: before the memory that feeds it (its thread is stopped in monitor()).
   std::unique_ptr<PlacementRunner> placement_;
+  std::shared_ptr<net::RdmaDevice> rdma_;  // transport rdma: this host's verbs device
   std::unique_ptr<PodMesh> mesh_;
   std::unique_ptr<CoherentMemory> memory_;
   std::unique_ptr<InterruptRouter> router_;  // after the mesh and the core it uses

@@ -1,8 +1,11 @@
 #include "pod/pod_spec.hpp"
 
+#include <arpa/inet.h>
+
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
+#include <cctype>
 #include <charconv>
 #include <fstream>
 #include <map>
@@ -164,8 +167,9 @@ struct HostDraft {
 
 void parse_host(Checker& c, const YAML::Node& h, const std::string& path, HostDraft& d) {
   if (!c.map(h, path)) return;
-  c.only_keys(h, path,
-              {"name", "address", "vcpus", "memory", "zeroPool", "memoryBudget", "maxVcpus"});
+  c.only_keys(
+      h, path,
+      {"name", "address", "vcpus", "memory", "zeroPool", "memoryBudget", "maxVcpus", "rdmaDevice"});
   if (auto v = c.text(h, path, "name", true)) d.host.name = *v;
   if (auto v = c.text(h, path, "address", true)) {
     const auto colon = v->rfind(':');
@@ -194,6 +198,20 @@ void parse_host(Checker& c, const YAML::Node& h, const std::string& path, HostDr
       else
         d.host.max_vcpus = static_cast<int>(*v);
     }
+  if (auto v = c.text(h, path, "rdmaDevice", false)) {
+    // A verbs device name (IB_DEVICE_NAME_MAX is 64): letters, digits, '_', '-', '.'.
+    const bool fine =
+        !v->empty() && v->size() < 64 && std::all_of(v->begin(), v->end(), [](char ch) {
+          return std::isalnum(static_cast<unsigned char>(ch)) || ch == '_' || ch == '-' ||
+                 ch == '.';
+        });
+    if (fine)
+      d.host.rdma_device = *v;
+    else
+      c.error(path + ".rdmaDevice", h["rdmaDevice"],
+              "expected a verbs device name (up to 63 letters, digits, '_', '-', '.'), got '" + *v +
+                  "'");
+  }
   if (const YAML::Node m = h["memory"]; m.IsDefined() && !(m.IsScalar() && m.Scalar() == "even")) {
     if (!m.IsSequence()) {
       c.error(path + ".memory", m,
@@ -285,8 +303,8 @@ PodSpecResult parse_pod_spec(const std::string& yaml_text) {
     c.error("spec", root, "required field is missing");
   } else if (c.map(s, "spec")) {
     c.only_keys(s, "spec",
-                {"guest", "memory", "vcpus", "hosts", "transport", "secretFile", "failureTimeout",
-                 "placement"});
+                {"guest", "memory", "vcpus", "hosts", "transport", "rdmaSealed", "secretFile",
+                 "failureTimeout", "placement"});
     if (!s["guest"].IsDefined()) {
       c.error("spec.guest", s, "required field is missing");
     } else if (c.map(s["guest"], "spec.guest")) {
@@ -312,9 +330,17 @@ PodSpecResult parse_pod_spec(const std::string& yaml_text) {
     }
     if (auto v = c.text(s, "spec", "transport", false)) {
       if (*v == "rdma")
-        c.error("spec.transport", s["transport"], "'rdma' is not available yet; use tcp");
+        spec.transport = PodTransport::kRdma;
       else if (*v != "tcp")
         c.error("spec.transport", s["transport"], "expected tcp or rdma, got '" + *v + "'");
+    }
+    if (auto v = c.text(s, "spec", "rdmaSealed", false)) {
+      if (*v != "true" && *v != "false")
+        c.error("spec.rdmaSealed", s["rdmaSealed"], "expected true or false, got '" + *v + "'");
+      else if (spec.transport != PodTransport::kRdma)
+        c.error("spec.rdmaSealed", s["rdmaSealed"], "applies to transport: rdma only");
+      else
+        spec.rdma_sealed = *v == "true";
     }
     if (auto v = c.text(s, "spec", "placement", false)) {
       if (*v == "auto")
@@ -358,6 +384,14 @@ PodSpecResult parse_pod_spec(const std::string& yaml_text) {
     if (!h.name.empty() && !names.emplace(h.name, i).second)
       c.error(path + ".name", node["name"],
               "'" + h.name + "' is also spec.hosts[" + std::to_string(names[h.name]) + "]");
+    if (spec.transport == PodTransport::kRdma) {
+      in_addr a{};
+      if (h.port != 0 && inet_pton(AF_INET, h.host.c_str(), &a) != 1)
+        c.error(path + ".address", node["address"],
+                "transport rdma needs an IPv4 address (its RoCE GID), got '" + h.host + "'");
+    } else if (!h.rdma_device.empty()) {
+      c.error(path + ".rdmaDevice", node["rdmaDevice"], "applies to transport: rdma only");
+    }
     const std::string addr = h.host + ":" + std::to_string(h.port);
     if (h.port != 0 && !addresses.emplace(addr, i).second)
       c.error(path + ".address", node["address"],

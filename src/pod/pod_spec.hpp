@@ -7,12 +7,14 @@
 //     guest: {kernel: /srv/guest.elf, initrd: ..., cmdline: "counter 500000"}
 //     memory: 2G
 //     vcpus: 4
-//     transport: tcp
+//     transport: tcp              # or rdma: verbs queue pairs (docs/rdma.md)
+//     rdmaSealed: true            # rdma only: encrypt frames as tcp does (default true)
 //     secretFile: /etc/shoal/demo.secret
 //     failureTimeout: 1s          # a member silent this long is lost (500ms .. 60s)
 //     placement: static           # or auto: vCPUs move to the host their pages come from
 //     hosts:
-//       - {name: a, address: "10.0.0.1:7000", vcpus: [0, 1], memory: even, zeroPool: 64M}
+//       - {name: a, address: "10.0.0.1:7000", vcpus: [0, 1], memory: even, zeroPool: 64M,
+//          rdmaDevice: mlx5_0}    # rdma only; default: the first device with an active port
 //       - {name: b, address: "10.0.0.2:7000", vcpus: "2-3", memory: even}
 //
 // parse_pod_spec() reports every problem, each with its path
@@ -47,6 +49,7 @@ struct PodHost {
   // The most vCPUs this host runs at once, counting ones moved here (docs/vcpu-migration.md).
   // 0 in a spec means the default: its spec'd vCPUs + 1.
   int max_vcpus = 0;
+  std::string rdma_device;  // empty: the first verbs device with an active port
 };
 
 enum class PodTransport { kTcp, kRdma };
@@ -60,6 +63,7 @@ struct PodSpec {
   uint64_t memory = 0;
   int vcpus = 0;
   PodTransport transport = PodTransport::kTcp;
+  bool rdma_sealed = true;  // transport rdma: frames encrypted as over TCP (docs/security.md)
   std::string secret_file;
   uint64_t failure_timeout_ms = 1000;
   PodPlacement placement = PodPlacement::kStatic;

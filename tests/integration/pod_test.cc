@@ -5,6 +5,8 @@
 #include <gtest/gtest.h>
 
 #include <cstdlib>
+#include <fstream>
+#include <iterator>
 
 #include "support/pod_cluster.hpp"
 #include "support/sanitized.hpp"
@@ -131,6 +133,22 @@ TEST(Pod, APartitionedMemberIsLostWithinTheFailureTimeout) {
                          " (" + std::to_string(i + 1) + "/3): stopped"),
               std::string::npos)
         << r.out << r.err;
+}
+
+TEST(Pod, TransportRdmaWithoutAVerbsDeviceFailsBeforeAnythingStarts) {
+  SHOAL_REQUIRE_POD_HOSTS();
+  // This machine (and the test machine without --rdma) has no verbs device; and where one
+  // is, the spec names one that is not there.
+  std::ifstream in(pod_spec(2, "counter-total 1000"));
+  std::string spec((std::istreambuf_iterator<char>(in)), {});
+  spec.replace(spec.find("transport: tcp"), 14, "transport: rdma");
+  spec.replace(spec.find("zeroPool: 8M}"), 13, "zeroPool: 8M, rdmaDevice: nosuchdev0}");
+  auto r = in_cluster(2, write_temp_file("pod-rdma-nodev.yaml", spec),
+                      "$SHOAL pod up $SPEC; echo up-exit=$?; $SHOAL pod status $SPEC");
+  EXPECT_NE(r.out.find("up-exit=1"), std::string::npos) << r.out << r.err;
+  EXPECT_NE(r.err.find("host h0: no RDMA device: "), std::string::npos) << r.err;
+  EXPECT_NE(r.out.find("h0: idle: no pod"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("h1: idle: no pod"), std::string::npos) << r.out;
 }
 
 TEST(Pod, NodeWithTheWrongSecretIsRefusedAndNothingStarts) {

@@ -22,24 +22,25 @@ const char* pod_failure_timeout() {
 }
 
 std::string pod_spec(int hosts, const std::string& cmdline, int vcpus_each, int memory_mib,
-                     const std::string& pool, const std::string& placement) {
+                     const std::string& pool, const std::string& placement,
+                     const std::string& transport) {
   std::string s =
       "apiVersion: shoal/v1\nkind: Pod\nmetadata: {name: podtest}\nspec:\n"
       "  guest: {kernel: " SHOAL_TEST_GUEST ", cmdline: \"" +
       cmdline + "\"}\n  memory: " + std::to_string(memory_mib) +
-      "M\n  vcpus: " + std::to_string(vcpus_each * hosts) +
-      "\n  transport: tcp\n  secretFile: " + pod_secret() +
-      "\n  failureTimeout: " + pod_failure_timeout() +
+      "M\n  vcpus: " + std::to_string(vcpus_each * hosts) + "\n  transport: " + transport +
+      "\n  secretFile: " + pod_secret() + "\n  failureTimeout: " + pod_failure_timeout() +
       (placement.empty() ? "" : "\n  placement: " + placement) + "\n  hosts:\n";
   for (int i = 0; i < hosts; ++i) {
     const int first = vcpus_each * i, last = first + vcpus_each - 1;
     const std::string vcpus =
         std::to_string(first) + (last > first ? "-" + std::to_string(last) : "");
-    s += "    - {name: h" + std::to_string(i) + ", address: \"127.77.0." + std::to_string(i + 1) +
+    const std::string net = transport == "rdma" ? "127.1.0." : "127.77.0.";
+    s += "    - {name: h" + std::to_string(i) + ", address: \"" + net + std::to_string(i + 1) +
          ":7100\", vcpus: \"" + vcpus + "\", memory: even, zeroPool: " + pool + "}\n";
   }
   return write_temp_file("pod-" + std::to_string(hosts) + "x" + std::to_string(vcpus_each) +
-                             (placement.empty() ? "" : "-" + placement) + ".yaml",
+                             (placement.empty() ? "" : "-" + placement) + "-" + transport + ".yaml",
                          s);
 }
 

@@ -48,6 +48,27 @@ void expect_error(const std::string& yaml, const std::string& path, const std::s
   EXPECT_TRUE(found) << "wanted '" << path << ": ..." << problem << "' in:" << all;
 }
 
+TEST(PodSpec, RdmaTakesIPv4HostsAnOptionalDeviceAndTheSealedChoice) {
+  std::string rdma = edit("  transport: tcp", "  transport: rdma\n  rdmaSealed: false");
+  rdma.replace(rdma.find("      memory: even\n"), 19,
+               "      memory: even\n      rdmaDevice: mlx5_0\n");
+  auto r = parse_pod_spec(rdma);
+  ASSERT_TRUE(r.spec.has_value()) << (r.errors.empty() ? "" : r.errors[0]);
+  EXPECT_EQ(r.spec->transport, PodTransport::kRdma);
+  EXPECT_FALSE(r.spec->rdma_sealed);
+  EXPECT_EQ(r.spec->hosts[0].rdma_device, "mlx5_0");
+  EXPECT_EQ(r.spec->hosts[1].rdma_device, "");
+  auto sealed = parse_pod_spec(edit("  transport: tcp", "  transport: rdma"));
+  ASSERT_TRUE(sealed.spec.has_value());
+  EXPECT_TRUE(sealed.spec->rdma_sealed);
+  std::string named = rdma;
+  named.replace(named.find("10.0.0.2"), 8, "node-b.example");
+  expect_error(named, "spec.hosts[1].address", "transport rdma needs an IPv4 address");
+  std::string bad_device = rdma;
+  bad_device.replace(bad_device.find("mlx5_0"), 6, "mlx5/0");
+  expect_error(bad_device, "spec.hosts[0].rdmaDevice", "expected a verbs device name");
+}
+
 TEST(PodSpec, GoodSpecResolvesHostsVcpusAndAnEvenSplit) {
   auto r = parse_pod_spec(kGood);
   ASSERT_TRUE(r.spec.has_value()) << (r.errors.empty() ? "" : r.errors[0]);
@@ -155,8 +176,12 @@ TEST(PodSpec, EachKindOfMistakeNamesItsField) {
                "'a' is also spec.hosts[0]");
   expect_error(edit("  transport: tcp", "  transport: carrier-pigeon"), "spec.transport",
                "expected tcp or rdma");
-  expect_error(edit("  transport: tcp", "  transport: rdma"), "spec.transport",
-               "not available yet");
+  expect_error(edit("  transport: tcp", "  transport: tcp\n  rdmaSealed: false"), "spec.rdmaSealed",
+               "applies to transport: rdma only");
+  expect_error(edit("  transport: tcp", "  transport: rdma\n  rdmaSealed: maybe"),
+               "spec.rdmaSealed", "expected true or false, got 'maybe'");
+  expect_error(edit("      memory: even\n", "      memory: even\n      rdmaDevice: rxe0\n"),
+               "spec.hosts[0].rdmaDevice", "applies to transport: rdma only");
   expect_error(edit("  secretFile: /etc/shoal/demo.secret\n", ""), "spec.secretFile", "required");
   expect_error(edit("  vcpus: 4\n", "  vcpus: 4\n  cpus: 4\n"), "spec.cpus", "unknown field");
   expect_error(edit("      memory: even", "      memry: even"), "spec.hosts[0].memry",
