@@ -1,6 +1,12 @@
-// Remote page faults between two pod hosts in network namespaces, over TCP.
+// Remote page faults between two pod hosts in network namespaces, over TCP or RDMA.
 //
 //   scripts/netns-cluster 2 SECRET_FILE -- build/bench/remote_faults [PAGES]
+//   scripts/test-vm --rdma -- env SHOAL_CLUSTER_RDMA=1 scripts/netns-cluster 2 SECRET_FILE --
+//       build/bench/remote_faults --transport rdma [--unsealed] [PAGES]
+//
+// With --transport rdma both hosts are in one namespace (soft-RoCE serves only the first) at
+// 127.1.0.1 and 127.1.0.2, and the TCP links are upgraded to RdmaLinks as pod members do;
+// inside the emulated test machine the times are emulated, and the output says so.
 //
 // Host A is this process in namespace h0; host B is this process too, its sockets opened by a
 // thread that entered namespace h1 (setns), so the link crosses the veth pair and the bridge as
@@ -26,6 +32,7 @@
 
 #include "memory/coherent_memory.hpp"
 #include "net/frame_cipher.hpp"
+#include "net/rdma_link.hpp"
 #include "net/tcp_link.hpp"
 #include "pod/pod_mesh.hpp"
 
@@ -125,8 +132,24 @@ uint64_t wire_bytes(const Host& a, const Host& b) {
   return a.memory->stats().page_bytes_sent + b.memory->stats().page_bytes_sent;
 }
 
-int run(uint64_t pages) {
+struct Options {
+  uint64_t pages = 20000;
+  bool rdma = false;
+  bool sealed = true;
+};
+
+int run(const Options& o) {
+  const uint64_t pages = o.pages;
   const char* prefix = std::getenv("SHOAL_NETNS_PREFIX");
+  std::shared_ptr<net::RdmaDevice> device;
+  if (o.rdma) {
+    auto d = net::RdmaDevice::open("");
+    if (!d) {
+      std::fprintf(stderr, "remote_faults: %s\n", d.error().message().c_str());
+      return 1;
+    }
+    device = std::move(*d);
+  }
   if (prefix == nullptr) {
     std::fprintf(stderr,
                  "remote_faults: run me inside a 2-host cluster:\n"
@@ -166,18 +189,20 @@ int run(uint64_t pages) {
     h.memory = std::move(*m);
   }
   // B listens from inside namespace h1; A connects from h0 (where this process runs).
-  const std::string b_addr = "127.77.0.2";
+  const std::string b_addr = o.rdma ? "127.1.0.2" : "127.77.0.2";
+  net::RdmaLinkConfig rdma_config;
+  rdma_config.sealed = o.sealed;
   std::shared_ptr<net::Link> b_side;
   std::string b_error;
   std::unique_ptr<net::TcpListener> listener;
   std::thread b([&] {
     const std::string ns = std::string("/var/run/netns/") + prefix + "-h1";
-    const int fd = open(ns.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0 || setns(fd, CLONE_NEWNET) != 0) {
+    const int fd = o.rdma ? -2 : open(ns.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd == -1 || (fd >= 0 && setns(fd, CLONE_NEWNET) != 0)) {
       b_error = "enter " + ns + ": " + std::strerror(errno);
       return;
     }
-    close(fd);
+    if (fd >= 0) close(fd);
     auto l = net::TcpListener::listen(b_addr, kPort);
     if (!l) {
       b_error = l.error().message();
@@ -189,18 +214,33 @@ int run(uint64_t pages) {
       return;
     }
     auto link = net::TcpLink::accept(std::move(*sock), {"b", secret, std::chrono::seconds(5)});
-    if (!link)
+    if (!link) {
       b_error = link.error().message();
-    else
+    } else if (o.rdma) {
+      auto r = net::RdmaLink::upgrade(std::move(*link), device, false, rdma_config);
+      if (r)
+        b_side = std::move(*r);
+      else
+        b_error = r.error().message();
+    } else {
       b_side = std::move(*link);
+    }
   });
   std::shared_ptr<net::Link> a_side;
   for (int attempt = 0; attempt < 50 && !a_side; ++attempt) {
     auto link = net::TcpLink::connect(b_addr, kPort, {"a", secret, std::chrono::seconds(5)});
-    if (link)
-      a_side = std::move(*link);
-    else
+    if (!link) {
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    } else if (o.rdma) {
+      auto r = net::RdmaLink::upgrade(std::move(*link), device, true, rdma_config);
+      if (!r) {
+        std::fprintf(stderr, "remote_faults: %s\n", r.error().message().c_str());
+        break;
+      }
+      a_side = std::move(*r);
+    } else {
+      a_side = std::move(*link);
+    }
   }
   b.join();
   if (!a_side || !b_side) {
@@ -265,9 +305,16 @@ int run(uint64_t pages) {
   auto remote_w = touch(A.ram, r3, pages, true, &sink);
   const uint64_t write_wire = wire_bytes(A, B) - w0;
 
-  std::fprintf(g_text, "remote faults between two netns hosts over TCP, %llu pages per case\n",
-               static_cast<unsigned long long>(pages));
-  report("floor: sealed round trip, 4 KiB answer", rtt_us, 0);
+  std::fprintf(g_text, "remote faults between two %s, %llu pages per case%s\n",
+               o.rdma ? (o.sealed ? "hosts over RDMA (sealed frames)"
+                                  : "hosts over RDMA (frames not sealed)")
+                      : "netns hosts over TCP",
+               static_cast<unsigned long long>(pages),
+               std::getenv("SHOAL_TEST_VM") ? " [EMULATED: inside the TCG test machine, times are "
+                                              "not speeds]"
+                                            : "");
+  report(o.sealed ? "floor: sealed round trip, 4 KiB answer" : "floor: round trip, 4 KiB answer",
+         rtt_us, 0);
   report("baseline: kernel first touch (no uffd)", kernel, 0);
   report("baseline: first touch served by own pool", local, 0);
   report("dormant page homed remotely, read", dormant_r, 0);
@@ -313,20 +360,41 @@ int run(uint64_t pages) {
 
 }  // namespace
 
-//   remote_faults [--json] [PAGES]
+//   remote_faults [--json] [--transport tcp|rdma] [--unsealed] [PAGES]
 int main(int argc, char** argv) {
-  uint64_t pages = 20000;
+  Options o;
   for (int i = 1; i < argc; ++i) {
-    if (std::string(argv[i]) == "--json") {
+    const std::string a = argv[i];
+    if (a == "--json") {
       g_json = true;
       g_text = stderr;
+    } else if (a == "--transport" && i + 1 < argc &&
+               (std::string(argv[i + 1]) == "tcp" || std::string(argv[i + 1]) == "rdma")) {
+      o.rdma = std::string(argv[++i]) == "rdma";
+    } else if (a == "--unsealed") {
+      o.sealed = false;
+    } else if (!a.empty() && a.find_first_not_of("0123456789") == std::string::npos) {
+      o.pages = std::strtoull(argv[i], nullptr, 10);
     } else {
-      pages = std::strtoull(argv[i], nullptr, 10);
+      std::fprintf(stderr,
+                   "remote_faults: unknown argument '%s'\n"
+                   "usage: remote_faults [--json] [--transport tcp|rdma] [--unsealed] [PAGES]\n",
+                   argv[i]);
+      return 2;
     }
   }
-  const int rc = run(std::max<uint64_t>(pages, 100));
+  if (!o.sealed && !o.rdma) {
+    std::fprintf(stderr, "remote_faults: --unsealed is for --transport rdma (TCP always seals)\n");
+    return 2;
+  }
+  o.pages = std::max<uint64_t>(o.pages, 100);
+  const int rc = run(o);
   if (g_json)
-    std::printf("{\"bench\":\"remote_faults\",\"pages\":%llu%s}\n",
-                static_cast<unsigned long long>(pages), g_json_out.c_str());
+    std::printf(
+        "{\"bench\":\"remote_faults\",\"transport\":\"%s\",\"sealed\":%s,"
+        "\"emulated\":%s,\"pages\":%llu%s}\n",
+        o.rdma ? "rdma" : "tcp", o.sealed ? "true" : "false",
+        std::getenv("SHOAL_TEST_VM") ? "true" : "false", static_cast<unsigned long long>(o.pages),
+        g_json_out.c_str());
   return rc;
 }

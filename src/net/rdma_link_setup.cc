@@ -4,6 +4,7 @@
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 
+#include <cstdio>
 #include <cstring>
 
 #include "net/rdma_link.hpp"
@@ -97,12 +98,38 @@ Result<std::unique_ptr<RdmaLink>> RdmaLink::upgrade(std::shared_ptr<TcpLink> con
   }
   control->watch_liveness(std::chrono::milliseconds(0));
   link->start_threads();
+  // Both ways over the queue pair itself before the link is handed on: TCP reaching the peer
+  // says nothing about RoCE reaching it (another route, a firewall on UDP 4791, no GID).
+  link->watch_liveness(config.setup_timeout);
+  SHOAL_TRY(link->send(Frame{MessageType::kRdmaReady, 0, {}}), where + ": send ready");
+  auto ready = link->receive();
+  if (!ready || ready->type != MessageType::kRdmaReady) {
+    char text[96];
+    std::snprintf(text, sizeof text, "the peer is not reachable over RDMA (nothing within %.1f s)",
+                  static_cast<double>(config.setup_timeout.count()) / 1000);
+    return Error(where + ": " + text + ": " +
+                 (ready ? "message type " + std::to_string(static_cast<int>(ready->type))
+                        : ready.error().message()));
+  }
+  link->watch_liveness(std::chrono::milliseconds(0));
   log::debug("{}: queue pair {} on {} up ({} slots of {} KiB each way)", where, link->qp_->qp_num,
              link->device_->name(), config.slots, config.slot_bytes >> 10);
   return link;
 }
 
 Status RdmaLink::create_queue_pair() {
+  ibv_device_attr attr{};
+  if (int rc = ibv_query_device(device_->context(), &attr); rc != 0)
+    return errno_error("query RDMA device " + device_->name(), rc);
+  auto short_of = [&](const char* what, int has, uint32_t needs) -> Status {
+    if (has >= 0 && static_cast<uint32_t>(has) >= needs) return {};
+    return Error("RDMA device " + device_->name() + " lacks a needed capability: " + what + " " +
+                 std::to_string(has) + ", shoal needs " + std::to_string(needs));
+  };
+  SHOAL_TRY(short_of("queue pair depth (max_qp_wr)", attr.max_qp_wr, config_.slots + 4), "");
+  SHOAL_TRY(short_of("completion queue size (max_cqe)", attr.max_cqe, config_.slots + 8), "");
+  SHOAL_TRY(short_of("scatter/gather entries (max_sge)", attr.max_sge, 1), "");
+  SHOAL_TRY(short_of("memory regions (max_mr)", attr.max_mr, 2), "");
   const size_t data = 2ull * config_.slots * config_.slot_bytes;
   region_.bytes = data + 4096;
   void* p =
@@ -133,7 +160,9 @@ Status RdmaLink::create_queue_pair() {
   init.cap.max_recv_sge = 1;
   init.cap.max_inline_data = 8;  // the credit word goes inline
   qp_.reset(ibv_create_qp(pd, &init));
-  if (!qp_) return errno_error("create a queue pair");
+  if (!qp_)
+    return errno_error("create a queue pair (RC, " + std::to_string(init.cap.max_send_wr) +
+                       " work requests, 8 bytes inline)");
   ibv_qp_attr a{};
   a.qp_state = IBV_QPS_INIT;
   a.pkey_index = 0;

@@ -140,6 +140,15 @@ TEST(RdmaLink, AWrongSecretIsRefusedBeforeAnyQueuePairExists) {
       << pair.error().message();
 }
 
+TEST(RdmaLink, AnAddressWithoutARoceGidIsRefusedNamingIt) {
+  if (auto d = test::rdma_device(); !d) GTEST_SKIP() << d.error().message();
+  // 127.0.0.1 is on lo, not on the device's interface: TCP works, RoCE has no GID for it.
+  auto pair = test::make_link_pair({}, {}, "rdma test secret", "127.0.0.1");
+  ASSERT_FALSE(pair.ok());
+  EXPECT_NE(pair.error().message().find("has no RoCE v2 GID for 127.0.0.1"), std::string::npos)
+      << pair.error().message();
+}
+
 TEST(RdmaLink, APeerThatDiesMidTransferEndsTheLinkWithinSeconds) {
   auto device = test::rdma_device();
   if (!device) GTEST_SKIP() << device.error().message();

@@ -19,10 +19,10 @@ Result<std::shared_ptr<net::RdmaDevice>> rdma_device() {
 }
 
 Result<LinkPair> make_link_pair(const net::RdmaLinkConfig& a, const net::RdmaLinkConfig& b,
-                                const std::string& secret_b) {
+                                const std::string& secret_b, const std::string& address) {
   auto device = rdma_device();
   if (!device) return device.error();
-  auto listener = net::TcpListener::listen(kRdmaAddress, 0);
+  auto listener = net::TcpListener::listen(address, 0);
   if (!listener) return listener.error();
   auto accepted = std::async(std::launch::async, [&]() -> Result<std::unique_ptr<net::RdmaLink>> {
     auto socket = (*listener)->accept();
@@ -32,7 +32,7 @@ Result<LinkPair> make_link_pair(const net::RdmaLinkConfig& a, const net::RdmaLin
     return net::RdmaLink::upgrade(std::shared_ptr<net::TcpLink>(std::move(*tcp)), *device, false,
                                   b);
   });
-  auto tcp = net::TcpLink::connect(kRdmaAddress, (*listener)->port(), identity("a"));
+  auto tcp = net::TcpLink::connect(address, (*listener)->port(), identity("a"));
   Result<std::unique_ptr<net::RdmaLink>> connected = Error("not connected");
   if (tcp)
     connected =

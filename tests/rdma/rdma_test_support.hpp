@@ -22,7 +22,8 @@ struct LinkPair {
 };
 Result<LinkPair> make_link_pair(const net::RdmaLinkConfig& a = {},
                                 const net::RdmaLinkConfig& b = {},
-                                const std::string& secret_b = "rdma test secret");
+                                const std::string& secret_b = "rdma test secret",
+                                const std::string& address = kRdmaAddress);
 
 // The death test's peer process: connects to kRdmaAddress:port and sends frames until killed.
 int run_sending_peer(uint16_t port);
