@@ -77,7 +77,9 @@ set(CPACK_INSTALL_PREFIX /usr)
 set(CPACK_STRIP_FILES ON)
 set(CPACK_DEBIAN_FILE_NAME DEB-DEFAULT)
 set(CPACK_DEBIAN_PACKAGE_SECTION admin)
-set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)
+set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)  # libc6 and libibverbs1
+# The verbs providers (rxe, mlx5, ...) only where spec.transport is rdma.
+set(CPACK_DEBIAN_PACKAGE_SUGGESTS "ibverbs-providers")
 set(CPACK_DEBIAN_PACKAGE_CONTROL_STRICT_PERMISSION ON)
 set(CPACK_DEBIAN_PACKAGE_CONTROL_EXTRA
   "${PROJECT_SOURCE_DIR}/configs/debian/conffiles;${PROJECT_SOURCE_DIR}/configs/debian/postinst;${PROJECT_SOURCE_DIR}/configs/debian/prerm;${PROJECT_SOURCE_DIR}/configs/debian/postrm")

@@ -50,9 +50,11 @@ Result<std::shared_ptr<RdmaDevice>> RdmaDevice::open(const std::string& name) {
       if (!name.empty()) return Error("RDMA device " + name + " has no active port");
       continue;
     }
-    if (attr.link_layer != IBV_LINK_LAYER_ETHERNET)
+    if (attr.link_layer != IBV_LINK_LAYER_ETHERNET) {
+      if (name.empty()) continue;  // the first RoCE device, then
       return Error("RDMA device " + dev_name +
                    " is not RoCE (InfiniBand link layer): shoal addresses peers by IP");
+    }
     std::shared_ptr<RdmaDevice> d(new RdmaDevice());
     d->pd_.reset(ibv_alloc_pd(ctx.get()));
     if (!d->pd_) return errno_error("RDMA device " + dev_name + ": ibv_alloc_pd");
@@ -65,7 +67,7 @@ Result<std::shared_ptr<RdmaDevice>> RdmaDevice::open(const std::string& name) {
   }
   if (!name.empty())
     return Error("no RDMA device: no device named " + name + " (there is " + seen + ")");
-  return Error("no RDMA device: none with an active port (there is " + seen + ")");
+  return Error("no RDMA device: none with an active RoCE port (there is " + seen + ")");
 }
 
 Result<int> RdmaDevice::gid_index_for(const std::string& ipv4) const {
@@ -93,6 +95,22 @@ Result<std::array<uint8_t, 16>> RdmaDevice::gid(int index) const {
   std::array<uint8_t, 16> out{};
   std::memcpy(out.data(), g.raw, 16);
   return out;
+}
+
+Status RdmaDevice::check_capabilities(uint32_t slots) const {
+  ibv_device_attr attr{};
+  if (int rc = ibv_query_device(context(), &attr); rc != 0)
+    return errno_error("query RDMA device " + name_, rc);
+  auto short_of = [&](const char* what, int has, uint32_t needs) -> Status {
+    if (has >= 0 && static_cast<uint32_t>(has) >= needs) return {};
+    return Error("RDMA device " + name_ + " lacks a needed capability: " + what + " " +
+                 std::to_string(has) + ", shoal needs " + std::to_string(needs));
+  };
+  SHOAL_TRY(short_of("queue pair depth (max_qp_wr)", attr.max_qp_wr, slots + 4), "");
+  SHOAL_TRY(short_of("completion queue size (max_cqe)", attr.max_cqe, slots + 8), "");
+  SHOAL_TRY(short_of("scatter/gather entries (max_sge)", attr.max_sge, 1), "");
+  SHOAL_TRY(short_of("memory regions (max_mr)", attr.max_mr, 2), "");
+  return {};
 }
 
 }  // namespace shoal::net

@@ -43,6 +43,9 @@ class RdmaDevice {
   // spec and the TCP link have it): the one that address's packets leave from.
   Result<int> gid_index_for(const std::string& ipv4) const;
   Result<std::array<uint8_t, 16>> gid(int index) const;
+  // What an RdmaLink of `slots` slots needs of the device; the error names the capability
+  // ("RDMA device X lacks a needed capability: queue pair depth (max_qp_wr) 16, shoal needs 36").
+  Status check_capabilities(uint32_t slots) const;
 
  private:
   RdmaDevice() = default;

@@ -62,6 +62,7 @@ Status RdmaLink::send(const Frame& frame) {
 Status RdmaLink::push_locked(const std::vector<uint8_t>& bytes) {
   if (broken_) return broken_->context("send to " + who());
   if (closed_) return Error("send to " + who() + ": the link is closed");
+  if (finished_) return Error("send to " + who() + ": this end has finished sending");
   if (peer_gone_) return peer_gone_->context("send to " + who());
   last_sent_ns_ = monotonic_ns();
   if (queued_from_ == queued_.size()) {
@@ -108,7 +109,7 @@ void RdmaLink::pump_locked() {
          sends_posted_ - sends_done_ < config_.slots) {
     const size_t n = std::min(chunk, queued_.size() - queued_from_);
     const uint32_t slot = static_cast<uint32_t>(sends_posted_ % config_.slots);
-    uint8_t* buf = region_.base + (size_t{config_.slots} + slot) * config_.slot_bytes;
+    uint8_t* buf = slots_base() + (size_t{config_.slots} + slot) * config_.slot_bytes;
     std::memcpy(buf, queued_.data() + queued_from_, n);
     ibv_sge sge{reinterpret_cast<uintptr_t>(buf), static_cast<uint32_t>(n), data_mr_->lkey};
     ibv_send_wr wr{};
@@ -123,6 +124,7 @@ void RdmaLink::pump_locked() {
     }
     ++sends_posted_;
     ++stats_.sends;
+    stats_.bytes += n;
     queued_from_ += n;
   }
   if (queued_from_ == queued_.size() && sends_done_ == sends_posted_) send_cv_.notify_all();
@@ -158,6 +160,12 @@ void RdmaLink::break_locked(Error why) {
   closed_ = true;
   send_cv_.notify_all();
   wake_reader();
+  // Tell the peer at once, as a TCP link's shutdown does: its side channel ends. And stop
+  // taking its SENDs: an errored queue pair acknowledges nothing more.
+  control_->close();
+  ibv_qp_attr a{};
+  a.qp_state = IBV_QPS_ERR;
+  (void)ibv_modify_qp(qp_.get(), &a, IBV_QP_STATE);
 }
 
 void RdmaLink::wake_reader() {
@@ -169,18 +177,22 @@ Status RdmaLink::take_receives(int max) {
   ibv_wc wc[16];
   const int want = std::min(max, 16);
   const int n = ibv_poll_cq(recv_cq_.get(), want, wc);
-  if (n < 0) return Error("RDMA: poll the receive completion queue failed");
+  // Any failure here ends the link, for both ends (break_locked).
+  auto fail = [&](Error why) {
+    std::lock_guard lock(send_mu_);
+    if (broken_) return *broken_;
+    if (closed_) return Error("the link is closed");  // slots flushed by a local close
+    break_locked(why);
+    return why;
+  };
+  if (n < 0) return fail(Error("RDMA: poll the receive completion queue failed"));
   for (int i = 0; i < n; ++i) {
-    if (wc[i].status != IBV_WC_SUCCESS) {
-      std::lock_guard lock(send_mu_);
-      if (broken_) return *broken_;
-      if (closed_) return Error("the link is closed");  // close() flushed the slots
-      return wc_error("receive", wc[i]);
-    }
+    if (wc[i].status != IBV_WC_SUCCESS) return fail(wc_error("receive", wc[i]));
     const auto slot = static_cast<uint32_t>(wc[i].wr_id);
-    const uint8_t* p = region_.base + size_t{slot} * config_.slot_bytes;
-    SHOAL_TRY(decoder_.feed(std::span<const uint8_t>(p, wc[i].byte_len)), "receive");
-    SHOAL_TRY(post_receive(slot), "repost a receive slot");
+    const uint8_t* p = slots_base() + size_t{slot} * config_.slot_bytes;
+    if (auto st = decoder_.feed(std::span<const uint8_t>(p, wc[i].byte_len)); !st.ok())
+      return fail(st.error().context("receive"));
+    if (auto st = post_receive(slot); !st.ok()) return fail(st.error().context("repost a slot"));
     ++receives_posted_;
   }
   if (n > 0) {
@@ -210,15 +222,23 @@ Status RdmaLink::wait_for_receives() {
     ~Waiting() { since = 0; }
   } waiting(reader_waiting_since_ns_);
   for (;;) {
-    if (ibv_req_notify_cq(recv_cq_.get(), 0) != 0) return Error("RDMA: arm the completion queue");
-    // A completion that came between the last poll and the arming raises no event.
-    SHOAL_TRY(take_receives(16), "");
-    if (receives_posted_ != before) return {};
+    // The peer's end is read before the poll: every SEND it made was acknowledged, so was in
+    // this completion queue, before its finish marker or its end reached the side channel.
+    bool peer_ended = false;
     {
       std::lock_guard lock(send_mu_);
       if (broken_) return *broken_;
       if (closed_) return Error("the link is closed");
-      if (peer_gone_) return *peer_gone_;
+      peer_ended = peer_finished_ || peer_gone_;
+    }
+    if (int rc = ibv_req_notify_cq(recv_cq_.get(), 0); rc != 0)
+      return errno_error("RDMA: arm the completion queue", rc);
+    // A completion that came between the last poll and the arming raises no event.
+    SHOAL_TRY(take_receives(16), "");
+    if (receives_posted_ != before) return {};
+    if (peer_ended) {
+      std::lock_guard lock(send_mu_);
+      return peer_gone_ ? *peer_gone_ : Error("peer closed the connection");
     }
     pollfd p[2] = {{channel_->fd, POLLIN, 0}, {wake_.get(), POLLIN, 0}};
     const int r = ::poll(p, 2, 100);
@@ -304,16 +324,24 @@ void RdmaLink::write_loop() {
 }
 
 void RdmaLink::watch_control() {
-  // Nothing more comes over TCP after the set-up: any frame is a protocol error, and the end
-  // of the connection is the end of the peer.
-  auto f = control_->receive();
-  std::lock_guard lock(send_mu_);
-  if (f)
-    break_locked(Error("unexpected message type " + std::to_string(static_cast<int>(f->type)) +
-                       " on the RDMA link's TCP side channel"));
-  else if (!closed_)
-    peer_gone_ = f.error();
-  wake_reader();
+  // After the set-up only the peer's finish marker comes over TCP; anything else is a protocol
+  // error, and the end of the connection without the marker is the end of the peer.
+  for (;;) {
+    auto f = control_->receive();
+    std::lock_guard lock(send_mu_);
+    if (f && f->type == MessageType::kRdmaFinish && !peer_finished_) {
+      peer_finished_ = true;
+      wake_reader();
+      continue;
+    }
+    if (f)
+      break_locked(Error("unexpected message type " + std::to_string(static_cast<int>(f->type)) +
+                         " on the RDMA link's TCP side channel"));
+    else if (!closed_ && !peer_finished_)
+      peer_gone_ = f.error();
+    wake_reader();
+    return;
+  }
 }
 
 void RdmaLink::watch_liveness(std::chrono::milliseconds timeout) {
@@ -323,14 +351,24 @@ void RdmaLink::watch_liveness(std::chrono::milliseconds timeout) {
 }
 
 void RdmaLink::finish(std::chrono::milliseconds timeout) {
-  std::unique_lock lock(send_mu_);
-  send_cv_.notify_all();
-  send_cv_.wait_for(lock, timeout, [&] {
-    return closed_ || (queued_from_ == queued_.size() && sends_done_ == sends_posted_);
-  });
-  // Every SEND is acknowledged, so it sits in the peer's completion queue before the FIN,
-  // which its reader sees only after it drained that queue.
-  if (!closed_) control_->finish(timeout);
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  {
+    std::unique_lock lock(send_mu_);
+    send_cv_.notify_all();
+    send_cv_.wait_until(lock, deadline, [&] {
+      return closed_ || (queued_from_ == queued_.size() && sends_done_ == sends_posted_);
+    });
+    if (closed_ || finished_) return;
+    finished_ = true;
+    queued_.clear();  // what did not go within the timeout does not go
+    queued_from_ = 0;
+  }
+  // Every SEND was acknowledged, so it sits in the peer's completion queue before the marker
+  // arrives; its reader ends only after draining that queue. Outside send_mu_: TCP may wait.
+  (void)control_->send(Frame{MessageType::kRdmaFinish, 0, {}});
+  control_->finish(
+      std::max(std::chrono::milliseconds(0), std::chrono::duration_cast<std::chrono::milliseconds>(
+                                                 deadline - std::chrono::steady_clock::now())));
 }
 
 void RdmaLink::close() {

@@ -44,11 +44,19 @@ struct RdmaLinkConfig {
   uint32_t slots = 32;              // receive slots posted for the peer, and send slots
   uint32_t slot_bytes = 32u << 10;  // a 4 KiB page's frame fits one; a batch takes several
   bool sealed = true;               // AES-256-GCM on every frame, as over TCP (docs/security.md)
+  // Silence during the set-up that ends it (heartbeats run both ways meanwhile).
   std::chrono::milliseconds setup_timeout{10000};
+  // This host's IP address, whose RoCE GID the queue pair uses (a pod member's spec address).
+  // Empty: the TCP link's own end.
+  std::string local_address;
 };
+
+// Registered memory of a link: the credit word's page, then the slots.
+inline constexpr size_t kCreditPageBytes = 4096;
 
 struct RdmaLinkStats {
   uint64_t sends = 0;          // SENDs posted
+  uint64_t bytes = 0;          // stream bytes those SENDs carried
   uint64_t credit_writes = 0;  // RDMA WRITEs of the posted-slot count
   uint64_t credit_waits = 0;   // times a sender found no credit and left bytes to the writer
 };
@@ -67,6 +75,8 @@ class RdmaLink : public Link {
   Status send(const Frame& frame) override;
   Result<Frame> receive() override;
   void close() override;
+  // As TcpLink: delivers what was sent, then ends this direction (the peer's receive() ends
+  // with "peer closed the connection" once it has read everything); the peer may still send.
   void finish(std::chrono::milliseconds timeout) override;
   void watch_liveness(std::chrono::milliseconds timeout) override;
   const std::string& peer_name() const override { return control_->peer_name(); }
@@ -94,6 +104,7 @@ class RdmaLink : public Link {
   void watch_control();
   void wake_reader();
   const std::string& who() const { return control_->peer_name(); }
+  uint8_t* slots_base() const { return region_.base + kCreditPageBytes; }
 
   std::shared_ptr<TcpLink> control_;
   std::shared_ptr<RdmaDevice> device_;
@@ -132,8 +143,10 @@ class RdmaLink : public Link {
   uint64_t credit_to_publish_ = 0;  // receive slots posted in all, for the peer's credit
   uint64_t credit_published_ = 0;
   bool closed_ = false;
+  bool finished_ = false;  // finish() ended this direction
   std::optional<Error> broken_;
-  std::optional<Error> peer_gone_;  // the side channel ended: why
+  bool peer_finished_ = false;      // the peer's finish marker came: it sends nothing more
+  std::optional<Error> peer_gone_;  // the side channel ended without it: the peer is gone
   std::chrono::nanoseconds failure_timeout_{0};
   uint64_t last_sent_ns_ = 0;
   RdmaLinkStats stats_;

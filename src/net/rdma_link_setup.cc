@@ -4,7 +4,9 @@
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 
-#include <cstdio>
+#include <sys/resource.h>
+
+#include <algorithm>
 #include <cstring>
 
 #include "net/rdma_link.hpp"
@@ -42,10 +44,15 @@ Result<std::unique_ptr<RdmaLink>> RdmaLink::upgrade(std::shared_ptr<TcpLink> con
   const std::string where = "RDMA link to " + control->peer_name();
   if (config.slots < kMinRdmaSlots || config.slots > kMaxRdmaSlots ||
       config.slot_bytes < kMinRdmaSlotBytes || config.slot_bytes > kMaxRdmaSlotBytes)
-    return Error(where + ": slots or slot size out of range");
+    return Error(where + ": " + std::to_string(config.slots) + " slots of " +
+                 std::to_string(config.slot_bytes) + " bytes; expected " +
+                 std::to_string(kMinRdmaSlots) + " to " + std::to_string(kMaxRdmaSlots) +
+                 " slots of " + std::to_string(kMinRdmaSlotBytes) + " to " +
+                 std::to_string(kMaxRdmaSlotBytes) + " bytes");
   std::unique_ptr<RdmaLink> link(new RdmaLink(control, std::move(device), config));
   SHOAL_TRY(link->create_queue_pair(), where);
-  auto gid_index = link->device_->gid_index_for(control->local_ip());
+  auto gid_index = link->device_->gid_index_for(
+      config.local_address.empty() ? control->local_ip() : config.local_address);
   if (!gid_index) return gid_index.error().context(where);
   auto gid = link->device_->gid(*gid_index);
   if (!gid) return gid.error().context(where);
@@ -103,14 +110,11 @@ Result<std::unique_ptr<RdmaLink>> RdmaLink::upgrade(std::shared_ptr<TcpLink> con
   link->watch_liveness(config.setup_timeout);
   SHOAL_TRY(link->send(Frame{MessageType::kRdmaReady, 0, {}}), where + ": send ready");
   auto ready = link->receive();
-  if (!ready || ready->type != MessageType::kRdmaReady) {
-    char text[96];
-    std::snprintf(text, sizeof text, "the peer is not reachable over RDMA (nothing within %.1f s)",
-                  static_cast<double>(config.setup_timeout.count()) / 1000);
-    return Error(where + ": " + text + ": " +
-                 (ready ? "message type " + std::to_string(static_cast<int>(ready->type))
-                        : ready.error().message()));
-  }
+  if (!ready)
+    return Error(where + ": the peer is not reachable over RDMA: " + ready.error().message());
+  if (ready->type != MessageType::kRdmaReady)
+    return Error(where + ": expected the peer's ready over RDMA, got message type " +
+                 std::to_string(static_cast<int>(ready->type)));
   link->watch_liveness(std::chrono::milliseconds(0));
   log::debug("{}: queue pair {} on {} up ({} slots of {} KiB each way)", where, link->qp_->qp_num,
              link->device_->name(), config.slots, config.slot_bytes >> 10);
@@ -118,31 +122,33 @@ Result<std::unique_ptr<RdmaLink>> RdmaLink::upgrade(std::shared_ptr<TcpLink> con
 }
 
 Status RdmaLink::create_queue_pair() {
-  ibv_device_attr attr{};
-  if (int rc = ibv_query_device(device_->context(), &attr); rc != 0)
-    return errno_error("query RDMA device " + device_->name(), rc);
-  auto short_of = [&](const char* what, int has, uint32_t needs) -> Status {
-    if (has >= 0 && static_cast<uint32_t>(has) >= needs) return {};
-    return Error("RDMA device " + device_->name() + " lacks a needed capability: " + what + " " +
-                 std::to_string(has) + ", shoal needs " + std::to_string(needs));
-  };
-  SHOAL_TRY(short_of("queue pair depth (max_qp_wr)", attr.max_qp_wr, config_.slots + 4), "");
-  SHOAL_TRY(short_of("completion queue size (max_cqe)", attr.max_cqe, config_.slots + 8), "");
-  SHOAL_TRY(short_of("scatter/gather entries (max_sge)", attr.max_sge, 1), "");
-  SHOAL_TRY(short_of("memory regions (max_mr)", attr.max_mr, 2), "");
+  SHOAL_TRY(device_->check_capabilities(config_.slots), "");
+  // The credit word first, on a page of its own (aligned for its atomic reads), then the
+  // receive slots, then the send slots.
   const size_t data = 2ull * config_.slots * config_.slot_bytes;
-  region_.bytes = data + 4096;
+  region_.bytes = kCreditPageBytes + data;
   void* p =
       mmap(nullptr, region_.bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (p == MAP_FAILED) return errno_error("map the slots");
   region_.base = static_cast<uint8_t*>(p);
   ibv_pd* pd = device_->pd();
+  // Registering pins the pages, within RLIMIT_MEMLOCK for a process without CAP_IPC_LOCK.
+  auto registration_error = [&](const std::string& what) {
+    const int err = errno;
+    Error e = errno_error("register " + what, err);
+    rlimit lim{};
+    if (err == ENOMEM && getrlimit(RLIMIT_MEMLOCK, &lim) == 0 && lim.rlim_cur != RLIM_INFINITY)
+      return Error(e.message() + " (RLIMIT_MEMLOCK is " + std::to_string(lim.rlim_cur >> 10) +
+                   " KiB and each RDMA link pins " + std::to_string(region_.bytes >> 10) +
+                   " KiB: raise it with LimitMEMLOCK= or ulimit -l)");
+    return e;
+  };
   // Only the credit word is open to the peer's writes; the slots take SENDs alone.
-  data_mr_.reset(ibv_reg_mr(pd, region_.base, data, IBV_ACCESS_LOCAL_WRITE));
-  if (!data_mr_) return errno_error("register the slots");
+  data_mr_.reset(ibv_reg_mr(pd, slots_base(), data, IBV_ACCESS_LOCAL_WRITE));
+  if (!data_mr_) return registration_error("the slots");
   credit_mr_.reset(
-      ibv_reg_mr(pd, region_.base + data, 8, IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE));
-  if (!credit_mr_) return errno_error("register the credit word");
+      ibv_reg_mr(pd, region_.base, 8, IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE));
+  if (!credit_mr_) return registration_error("the credit word");
   channel_.reset(ibv_create_comp_channel(device_->context()));
   if (!channel_) return errno_error("create a completion channel");
   const int slots = static_cast<int>(config_.slots);
@@ -185,7 +191,7 @@ Status RdmaLink::create_queue_pair() {
 }
 
 Status RdmaLink::post_receive(uint32_t slot) {
-  ibv_sge sge{reinterpret_cast<uintptr_t>(region_.base + size_t{slot} * config_.slot_bytes),
+  ibv_sge sge{reinterpret_cast<uintptr_t>(slots_base() + size_t{slot} * config_.slot_bytes),
               config_.slot_bytes, data_mr_->lkey};
   ibv_recv_wr wr{};
   ibv_recv_wr* bad = nullptr;
@@ -208,6 +214,7 @@ RdmaEndpoint RdmaLink::endpoint(const std::array<uint8_t, 16>& gid) {
   e.slot_bytes = config_.slot_bytes;
   e.sealed = config_.sealed;
   e.key = send_key_;
+  e.mtu = static_cast<uint32_t>(device_->active_mtu());
   return e;
 }
 
@@ -220,7 +227,8 @@ Status RdmaLink::connect_to(const RdmaEndpoint& peer, int gid_index) {
   *static_cast<volatile uint64_t*>(credit_mr_->addr) = peer.recv_slots;
   ibv_qp_attr a{};
   a.qp_state = IBV_QPS_RTR;
-  a.path_mtu = device_->active_mtu();
+  a.path_mtu = static_cast<ibv_mtu>(
+      std::min(static_cast<uint32_t>(device_->active_mtu()), peer.mtu));  // both ends' smaller
   a.dest_qp_num = peer.qpn;
   a.rq_psn = peer.psn;
   a.max_dest_rd_atomic = 1;

@@ -12,6 +12,7 @@ Frame encode_rdma_endpoint(const RdmaEndpoint& e) {
   w.put_bytes(e.gid.data(), e.gid.size());
   w.put(e.credit_addr).put(e.credit_rkey).put(e.recv_slots).put(e.slot_bytes);
   w.put_bytes(e.key.data(), e.key.size());
+  w.put(e.mtu);
   return Frame{MessageType::kRdmaConnect, 0, w.take()};
 }
 
@@ -28,6 +29,7 @@ Result<RdmaEndpoint> decode_rdma_endpoint(const Frame& f) {
   r.get_bytes(e.gid.data(), e.gid.size());
   r.get(e.credit_addr), r.get(e.credit_rkey), r.get(e.recv_slots), r.get(e.slot_bytes);
   r.get_bytes(e.key.data(), e.key.size());
+  r.get(e.mtu);
   auto bad = [](const char* field, uint64_t v, const std::string& want) {
     return Error("RDMA connect message: " + std::string(field) + " " + std::to_string(v) +
                  " is out of range (" + want + ")");
@@ -46,6 +48,7 @@ Result<RdmaEndpoint> decode_rdma_endpoint(const Frame& f) {
   if (e.slot_bytes < kMinRdmaSlotBytes || e.slot_bytes > kMaxRdmaSlotBytes)
     return bad("slot_bytes", e.slot_bytes,
                std::to_string(kMinRdmaSlotBytes) + " to " + std::to_string(kMaxRdmaSlotBytes));
+  if (e.mtu < 1 || e.mtu > 5) return bad("mtu", e.mtu, "1 (256 bytes) to 5 (4096 bytes)");
   return e;
 }
 

@@ -14,8 +14,10 @@
 //         44  u32 slot_bytes  bytes each of those slots takes (the largest SEND the peer may post)
 //         48  u8  key[32]     a fresh random key for the frames the sender seals over RDMA
 //                             (this message itself travels sealed over the TCP link)
+//         80  u32 mtu         the sender port's active MTU (ibv_mtu: 1 = 256 .. 5 = 4096);
+//                             both ends use the smaller
 //
-// 80 bytes exactly; decode_rdma_endpoint() checks every field's range.
+// 84 bytes exactly; decode_rdma_endpoint() checks every field's range.
 #pragma once
 
 #include <array>
@@ -26,7 +28,7 @@
 namespace shoal::net {
 
 inline constexpr uint16_t kRdmaWireVersion = 1;
-inline constexpr size_t kRdmaEndpointBytes = 80;
+inline constexpr size_t kRdmaEndpointBytes = 84;
 inline constexpr uint16_t kRdmaSealedFlag = 1;
 inline constexpr uint32_t kMinRdmaSlots = 2;
 inline constexpr uint32_t kMaxRdmaSlots = 1024;
@@ -43,6 +45,7 @@ struct RdmaEndpoint {
   uint32_t slot_bytes = 0;
   bool sealed = true;
   std::array<uint8_t, 32> key{};
+  uint32_t mtu = 3;  // IBV_MTU_1024
 };
 
 Frame encode_rdma_endpoint(const RdmaEndpoint& e);

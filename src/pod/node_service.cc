@@ -144,8 +144,10 @@ void NodeService::serve(std::shared_ptr<net::TcpLink> link) {
         forget();
         if (!join || !pod || pod->spec().name != join->pod_name ||
             !pod->attach(join->host_index, link)) {
-          log::warn("peer '{}' asked to join a pod this node does not run; closing",
-                    link->peer_name());
+          log::warn("peer '{}' could not join: {}; closing", link->peer_name(),
+                    pod && join && pod->spec().name == join->pod_name
+                        ? "its link did not come up (the line above says why)"
+                        : "this node does not run that pod");
           link->close();
         }
         return;

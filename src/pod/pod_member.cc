@@ -37,6 +37,7 @@ Result<std::unique_ptr<PodMember>> PodMember::create(PodMemberConfig config) {
     if (!device) return device.error().context("host " + m->me().name);
     if (auto gid = (*device)->gid_index_for(m->me().host); !gid)
       return gid.error().context("host " + m->me().name);
+    SHOAL_TRY((*device)->check_capabilities(net::RdmaLinkConfig{}.slots), "host " + m->me().name);
     m->rdma_ = std::move(*device);
   }
   auto kvm = Kvm::open();
@@ -292,6 +293,7 @@ Result<std::shared_ptr<net::Link>> PodMember::mesh_link(std::shared_ptr<net::Tcp
   if (!rdma_) return std::shared_ptr<net::Link>(std::move(tcp));
   net::RdmaLinkConfig c;
   c.sealed = config_.spec.rdma_sealed;
+  c.local_address = me().host;  // its GID, whatever source address TCP picked
   auto rdma = net::RdmaLink::upgrade(std::move(tcp), rdma_, connecting, c);
   if (!rdma) return rdma.error();
   log::info("pod {}: RDMA link to {} up on {}", config_.spec.name, (*rdma)->peer_name(),

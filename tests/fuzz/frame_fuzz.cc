@@ -46,7 +46,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       if (auto r = shoal::net::decode_rdma_endpoint(*f);
           r.ok() &&
           (r->qpn == 0 || r->qpn > 0xffffff || r->recv_slots > shoal::net::kMaxRdmaSlots ||
-           r->slot_bytes > shoal::net::kMaxRdmaSlotBytes || r->credit_addr % 8 != 0))
+           r->slot_bytes > shoal::net::kMaxRdmaSlotBytes || r->credit_addr % 8 != 0 || r->mtu < 1 ||
+           r->mtu > 5))
         __builtin_trap();
       if (auto i = shoal::decode_interrupt(*f);
           i.ok() && (i->vcpu >= shoal::kMaxPodVcpus || (i->vector < 16 && i->vector != 2)))

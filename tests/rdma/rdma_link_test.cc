@@ -37,15 +37,20 @@ TEST(RdmaLink, FramesOfEverySizeArriveInOrderOverManyRoundsOfCredit) {
   if (!pair) GTEST_SKIP() << pair.error().message();
   constexpr uint32_t kFrames = 3000;
   auto size_of = [](uint32_t n) { return size_t{(n * 7919u) % 70000u}; };
+  std::string send_error;
   std::thread sender([&] {
-    for (uint32_t n = 0; n < kFrames; ++n) ASSERT_TRUE(pair->a->send(numbered(n, size_of(n))).ok());
+    for (uint32_t n = 0; n < kFrames && send_error.empty(); ++n)
+      if (auto st = pair->a->send(numbered(n, size_of(n))); !st.ok())
+        send_error = st.error().message();
   });
   for (uint32_t n = 0; n < kFrames; ++n) {
     auto f = pair->b->receive();
+    if (!f.ok()) sender.join();
     ASSERT_TRUE(f.ok()) << "frame " << n << ": " << f.error().message();
     ASSERT_TRUE(intact(*f, n, size_of(n))) << "frame " << n << " differs";
   }
   sender.join();
+  EXPECT_EQ(send_error, "");
   const RdmaLinkStats s = pair->a->stats();
   // ~100 MiB through 32 slots of 32 KiB: the credit went round many times.
   EXPECT_GT(s.sends, 100u * 32);
@@ -119,20 +124,34 @@ TEST(RdmaLink, BothWaysAtOnceWithRepliesFromTheReaderThreads) {
 TEST(RdmaLink, UnsealedFramesWhenBothEndsSaySoAndARefusalWhenTheyDisagree) {
   RdmaLinkConfig plain;
   plain.sealed = false;
-  auto pair = test::make_link_pair(plain, plain);
-  if (!pair) GTEST_SKIP() << pair.error().message();
-  ASSERT_TRUE(pair->a->send(numbered(1, 5000)).ok());
-  auto f = pair->b->receive();
-  ASSERT_TRUE(f.ok()) << f.error().message();
-  EXPECT_TRUE(intact(*f, 1, 5000));
-  auto mixed = test::make_link_pair(RdmaLinkConfig{}, plain);
+  // Byte counts tell sealed from not: a sealed frame carries its inner type, request and tag.
+  for (bool sealed : {false, true}) {
+    test::PairOptions o;
+    o.a.sealed = o.b.sealed = sealed;
+    o.liveness = std::chrono::milliseconds(0);  // no heartbeats among the counted bytes
+    auto pair = test::make_link_pair(o);
+    if (!pair) GTEST_SKIP() << pair.error().message();
+    const uint64_t before = pair->a->stats().bytes;
+    ASSERT_TRUE(pair->a->send(numbered(1, 5000)).ok());
+    auto f = pair->b->receive();
+    ASSERT_TRUE(f.ok()) << f.error().message();
+    EXPECT_TRUE(intact(*f, 1, 5000));
+    EXPECT_EQ(pair->a->stats().bytes - before, sealed ? 16u + 6 + 5000 + 16 : 16u + 5000);
+  }
+  test::PairOptions mixed_options;
+  mixed_options.b = plain;
+  auto mixed = test::make_link_pair(mixed_options);
   ASSERT_FALSE(mixed.ok());
   EXPECT_NE(mixed.error().message().find("must agree"), std::string::npos)
       << mixed.error().message();
 }
 
-TEST(RdmaLink, AWrongSecretIsRefusedBeforeAnyQueuePairExists) {
-  auto pair = test::make_link_pair(RdmaLinkConfig{}, RdmaLinkConfig{}, "another secret");
+// The upgrade starts only on a link the handshake authenticated: the refusal is the
+// handshake's, and no RDMA endpoint was sent.
+TEST(RdmaLink, AWrongSecretIsRefusedInTheHandshakeBeforeAnyUpgrade) {
+  test::PairOptions o;
+  o.secret_b = "another secret";
+  auto pair = test::make_link_pair(o);
   if (!pair && pair.error().message().find("no RDMA device") != std::string::npos)
     GTEST_SKIP() << pair.error().message();
   ASSERT_FALSE(pair.ok());
@@ -140,10 +159,77 @@ TEST(RdmaLink, AWrongSecretIsRefusedBeforeAnyQueuePairExists) {
       << pair.error().message();
 }
 
+TEST(RdmaLink, AFinishedEndIsReadToTheEndAndStillHearsThePeer) {
+  auto pair = test::make_link_pair();
+  if (!pair) GTEST_SKIP() << pair.error().message();
+  // As TCP's half-close: a's finish ends a's direction only. b reads meanwhile (2 MB is
+  // twice what a's credit covers).
+  std::string read_error;
+  std::thread reader([&] {
+    for (uint32_t n = 0; n < 100 && read_error.empty(); ++n) {
+      auto f = pair->b->receive();
+      if (!f.ok())
+        read_error = "frame " + std::to_string(n) + ": " + f.error().message();
+      else if (!intact(*f, n, 20000))
+        read_error = "frame " + std::to_string(n) + " differs";
+    }
+  });
+  for (uint32_t n = 0; n < 100; ++n) ASSERT_TRUE(pair->a->send(numbered(n, 20000)).ok());
+  pair->a->finish(std::chrono::milliseconds(20000));
+  auto late = pair->a->send(numbered(100, 10));
+  reader.join();
+  ASSERT_EQ(read_error, "");
+  ASSERT_FALSE(late.ok());
+  EXPECT_NE(late.error().message().find("finished sending"), std::string::npos)
+      << late.error().message();
+  auto end = pair->b->receive();
+  ASSERT_FALSE(end.ok());
+  EXPECT_EQ(end.error().message(), "peer closed the connection");
+  ASSERT_TRUE(pair->b->send(numbered(7, 3000)).ok());
+  auto back = pair->a->receive();
+  ASSERT_TRUE(back.ok()) << back.error().message();
+  EXPECT_TRUE(intact(*back, 7, 3000));
+}
+
+TEST(RdmaLink, EndsWithDifferentSlotsAgreeOnTheSmallerAndKeepOrder) {
+  test::PairOptions o;
+  o.a.slots = 2;  // the fewest: two credits, and credit WRITEs capped in flight
+  o.a.slot_bytes = 4096;
+  auto pair = test::make_link_pair(o);
+  if (!pair) GTEST_SKIP() << pair.error().message();
+  constexpr uint32_t kFrames = 300;
+  auto size_of = [](uint32_t n) { return size_t{(n * 4099u) % 40000u}; };
+  auto run = [&](RdmaLink* from, RdmaLink* to, std::string* error) {
+    std::thread sender([&] {
+      for (uint32_t n = 0; n < kFrames; ++n)
+        if (!from->send(numbered(n, size_of(n))).ok()) return;
+    });
+    for (uint32_t n = 0; n < kFrames && error->empty(); ++n) {
+      auto f = to->receive();
+      if (!f.ok())
+        *error = "frame " + std::to_string(n) + ": " + f.error().message();
+      else if (!intact(*f, n, size_of(n)))
+        *error = "frame " + std::to_string(n) + " differs";
+    }
+    sender.join();
+  };
+  std::string ab, ba;
+  std::thread one([&] { run(pair->a.get(), pair->b.get(), &ab); });
+  run(pair->b.get(), pair->a.get(), &ba);
+  one.join();
+  EXPECT_EQ(ab, "");
+  EXPECT_EQ(ba, "");
+  // Both ways in 4 KiB SENDs (a's slots; b takes the smaller): ~6 MB each way.
+  EXPECT_GT(pair->a->stats().sends, 1000u);
+  EXPECT_GT(pair->b->stats().sends, 1000u);
+}
+
 TEST(RdmaLink, AnAddressWithoutARoceGidIsRefusedNamingIt) {
   if (auto d = test::rdma_device(); !d) GTEST_SKIP() << d.error().message();
   // 127.0.0.1 is on lo, not on the device's interface: TCP works, RoCE has no GID for it.
-  auto pair = test::make_link_pair({}, {}, "rdma test secret", "127.0.0.1");
+  test::PairOptions o;
+  o.address = "127.0.0.1";
+  auto pair = test::make_link_pair(o);
   ASSERT_FALSE(pair.ok());
   EXPECT_NE(pair.error().message().find("has no RoCE v2 GID for 127.0.0.1"), std::string::npos)
       << pair.error().message();
@@ -184,7 +270,7 @@ TEST(RdmaLink, APeerThatDiesMidTransferEndsTheLinkWithinSeconds) {
   EXPECT_LT(seconds, 5.0);
   EXPECT_NE(f.error().message().find("peer closed the connection"), std::string::npos)
       << f.error().message();
-  // Sending fails too, at the latest once the queue pair gives up on the dead peer.
+  // Sending fails too: the side channel's end says the peer is gone.
   Status s;
   for (int i = 0; i < 2000 && s.ok(); ++i) {
     s = (*link)->send(numbered(1, 1000));

@@ -18,21 +18,22 @@ Result<std::shared_ptr<net::RdmaDevice>> rdma_device() {
   return *device;
 }
 
-Result<LinkPair> make_link_pair(const net::RdmaLinkConfig& a, const net::RdmaLinkConfig& b,
-                                const std::string& secret_b, const std::string& address) {
+Result<LinkPair> make_link_pair(const PairOptions& o) {
   auto device = rdma_device();
   if (!device) return device.error();
-  auto listener = net::TcpListener::listen(address, 0);
+  net::RdmaLinkConfig a = o.a;
+  if (a.local_address.empty() && o.address == kRdmaAddress) a.local_address = "127.1.0.2";
+  auto listener = net::TcpListener::listen(o.address, 0);
   if (!listener) return listener.error();
   auto accepted = std::async(std::launch::async, [&]() -> Result<std::unique_ptr<net::RdmaLink>> {
     auto socket = (*listener)->accept();
     if (!socket) return socket.error();
-    auto tcp = net::TcpLink::accept(std::move(*socket), identity("b", secret_b));
+    auto tcp = net::TcpLink::accept(std::move(*socket), identity("b", o.secret_b));
     if (!tcp) return tcp.error();
     return net::RdmaLink::upgrade(std::shared_ptr<net::TcpLink>(std::move(*tcp)), *device, false,
-                                  b);
+                                  o.b);
   });
-  auto tcp = net::TcpLink::connect(address, (*listener)->port(), identity("a"));
+  auto tcp = net::TcpLink::connect(o.address, (*listener)->port(), identity("a"));
   Result<std::unique_ptr<net::RdmaLink>> connected = Error("not connected");
   if (tcp)
     connected =
@@ -46,6 +47,10 @@ Result<LinkPair> make_link_pair(const net::RdmaLinkConfig& a, const net::RdmaLin
   }
   auto other = accepted.get();
   if (!other) return other.error();
+  if (o.liveness.count() > 0) {
+    (*connected)->watch_liveness(o.liveness);
+    (*other)->watch_liveness(o.liveness);
+  }
   return LinkPair{std::move(*connected), std::move(*other)};
 }
 

@@ -20,10 +20,16 @@ struct LinkPair {
   std::unique_ptr<net::RdmaLink> a;  // connected
   std::unique_ptr<net::RdmaLink> b;  // accepted
 };
-Result<LinkPair> make_link_pair(const net::RdmaLinkConfig& a = {},
-                                const net::RdmaLinkConfig& b = {},
-                                const std::string& secret_b = "rdma test secret",
-                                const std::string& address = kRdmaAddress);
+struct PairOptions {
+  net::RdmaLinkConfig a;  // local_address empty: 127.1.0.2, another GID than b's
+  net::RdmaLinkConfig b;
+  std::string secret_b = "rdma test secret";
+  std::string address = kRdmaAddress;  // b listens there (and a's GID, if a's is empty)
+  // Heartbeats both ways: a link that stops working fails the test within this, instead of
+  // hanging it until the test machine's timeout. 0: none (exact byte counts).
+  std::chrono::milliseconds liveness{5000};
+};
+Result<LinkPair> make_link_pair(const PairOptions& options = {});
 
 // The death test's peer process: connects to kRdmaAddress:port and sends frames until killed.
 int run_sending_peer(uint16_t port);

@@ -20,6 +20,7 @@ RdmaEndpoint sample() {
   e.slot_bytes = 32768;
   e.sealed = true;
   e.key.fill(0x42);
+  e.mtu = 5;
   return e;
 }
 
@@ -42,6 +43,7 @@ TEST(RdmaWire, AnEndpointRoundTrips) {
   EXPECT_EQ(e->slot_bytes, 32768u);
   EXPECT_TRUE(e->sealed);
   EXPECT_EQ(e->key, sample().key);
+  EXPECT_EQ(e->mtu, 5u);
   RdmaEndpoint plain = sample();
   plain.sealed = false;
   EXPECT_FALSE(decode_rdma_endpoint(encode_rdma_endpoint(plain))->sealed);
@@ -71,6 +73,8 @@ TEST(RdmaWire, EveryFieldOutOfRangeIsRefusedByName) {
   EXPECT_NE(
       error_of(with([](RdmaEndpoint& e) { e.slot_bytes = (1u << 20) + 1; })).find("slot_bytes"),
       std::string::npos);
+  EXPECT_NE(error_of(with([](RdmaEndpoint& e) { e.mtu = 0; })).find("mtu 0"), std::string::npos);
+  EXPECT_NE(error_of(with([](RdmaEndpoint& e) { e.mtu = 6; })).find("mtu 6"), std::string::npos);
   Frame f = encode_rdma_endpoint(sample());
   f.payload[0] = 9;  // version
   EXPECT_NE(error_of(f).find("version 9"), std::string::npos);
@@ -85,7 +89,7 @@ TEST(RdmaWire, EveryOtherSizeAndTypeIsRefused) {
     if (n == kRdmaEndpointBytes) continue;
     Frame f = good;
     f.payload.resize(n);
-    EXPECT_NE(error_of(f).find("bytes; expected 80"), std::string::npos) << n;
+    EXPECT_NE(error_of(f).find("bytes; expected 84"), std::string::npos) << n;
   }
   Frame other = good;
   other.type = MessageType::kPing;
