@@ -35,7 +35,7 @@ bool intact(const Frame& f, uint32_t n, size_t bytes) {
 TEST(RdmaLink, FramesOfEverySizeArriveInOrderOverManyRoundsOfCredit) {
   auto pair = test::make_link_pair();
   if (!pair) GTEST_SKIP() << pair.error().message();
-  constexpr uint32_t kFrames = 3000;
+  constexpr uint32_t kFrames = 2000;
   auto size_of = [](uint32_t n) { return size_t{(n * 7919u) % 70000u}; };
   std::string send_error;
   std::thread sender([&] {
@@ -52,9 +52,9 @@ TEST(RdmaLink, FramesOfEverySizeArriveInOrderOverManyRoundsOfCredit) {
   sender.join();
   EXPECT_EQ(send_error, "");
   const RdmaLinkStats s = pair->a->stats();
-  // ~100 MiB through 32 slots of 32 KiB: the credit went round many times.
-  EXPECT_GT(s.sends, 100u * 32);
-  EXPECT_GT(pair->b->stats().credit_writes, 100u);
+  // ~67 MiB through 32 slots of 32 KiB: the credit went round 60 times or more.
+  EXPECT_GT(s.sends, 60u * 32);
+  EXPECT_GT(pair->b->stats().credit_writes, 60u);
 }
 
 TEST(RdmaLink, TheLargestFrameArrivesWholeAndALargerOneIsRefused) {

@@ -39,6 +39,25 @@ TEST(RdmaPod, TwoHostsCountExactlyOneMillionOverRdma) {
         << r.err;
 }
 
+TEST(RdmaPod, IpisAcrossThreeHostsArriveExactlyOnceWhileVcpusMove) {
+  SHOAL_REQUIRE_RDMA_POD();
+  // Everything else that crosses a link, over RDMA: interrupts (each IPI to a vCPU on another
+  // host is a message), vCPU moves (the saved state, the location table) and forwarded exits.
+  auto r =
+      in_rdma_cluster(3, pod_spec(3, "ipi 150", 2, 256, "8M", "", "rdma"),
+                      "out=$(mktemp); $SHOAL pod up $SPEC > $out 2>&1 & up=$!; " + wait_running(3) +
+                          "ok=0; for i in $(seq 6); do "
+                          "$SHOAL pod move $SPEC --vcpu $((i % 2 ? 1 : 4)) --to h$((i % 3)) "
+                          "  > /dev/null && ok=$((ok + 1)); done; echo moves-ok=$ok; "
+                          "wait $up; echo up-exit=$?; cat $out");
+  EXPECT_FALSE(r.timed_out) << r.out << r.err;
+  EXPECT_NE(r.out.find("moves-ok=6"), std::string::npos) << r.out << r.err;
+  EXPECT_NE(r.out.find("ipi vcpus=6 sent=900 received=900 lost=0"), std::string::npos)
+      << r.out << r.err;
+  EXPECT_NE(r.out.find("up-exit=0"), std::string::npos) << r.out << r.err;
+  EXPECT_NE(r.err.find("pod podtest: RDMA link to h2 up on rxe0"), std::string::npos) << r.err;
+}
+
 TEST(RdmaPod, AMemberKilledMidRunStopsThePodCleanly) {
   SHOAL_REQUIRE_RDMA_POD();
   auto r = in_rdma_cluster(2, pod_spec(2, "handoff 10000000", 2, 256, "8M", "", "rdma"),
