@@ -43,7 +43,7 @@ enum class MessageType : uint16_t {
   kHeartbeat = 18,      // liveness (net/link.hpp); consumed by the link, never handed up
   kRdmaConnect = 19,    // a queue pair's endpoint, both ways (net/rdma_wire.hpp)
   kRdmaReady = 20,      // the connecting side's queue pair is ready to send and receive
-  kRdmaFinish = 21,     // (over TCP) every frame over RDMA was delivered: this side is done
+  kRdmaFinish = 21,     // (RDMA, in-band, last) this side sends nothing more: its end of stream
   kCoherence = 32,      // a CoherenceMessage (net/coherence_wire.hpp)
   kForwardedExit = 48,  // a port/MMIO exit forwarded to the devices' host
   kForwardedExitDone = 49,

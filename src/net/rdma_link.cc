@@ -33,7 +33,8 @@ Error wc_error(const char* what, const ibv_wc& wc) {
 }  // namespace
 
 RdmaLink::~RdmaLink() {
-  finish(std::chrono::milliseconds(1000));
+  // A link whose set-up failed has no threads and owes its peer no end of stream.
+  if (writer_.joinable()) finish(std::chrono::milliseconds(1000));
   close();
   if (writer_.joinable()) writer_.join();
   if (watcher_.joinable()) watcher_.join();
@@ -56,13 +57,13 @@ Status RdmaLink::send(const Frame& frame) {
   if (frame.payload.size() > kMaxPayload)
     return Error("frame of " + std::to_string(frame.payload.size()) + " bytes exceeds the limit");
   std::lock_guard lock(send_mu_);
+  if (finished_) return Error("send to " + who() + ": this end has finished sending");
   return push_locked(sealer_ ? sealer_->seal(frame) : encode_frame(frame));
 }
 
 Status RdmaLink::push_locked(const std::vector<uint8_t>& bytes) {
   if (broken_) return broken_->context("send to " + who());
   if (closed_) return Error("send to " + who() + ": the link is closed");
-  if (finished_) return Error("send to " + who() + ": this end has finished sending");
   if (peer_gone_) return peer_gone_->context("send to " + who());
   last_sent_ns_ = monotonic_ns();
   if (queued_from_ == queued_.size()) {
@@ -160,6 +161,8 @@ void RdmaLink::break_locked(Error why) {
   closed_ = true;
   send_cv_.notify_all();
   wake_reader();
+  if (qp_errored_) return;  // flushed completions come back here, one per work request
+  qp_errored_ = true;
   // Tell the peer at once, as a TCP link's shutdown does: its side channel ends. And stop
   // taking its SENDs: an errored queue pair acknowledges nothing more.
   control_->close();
@@ -222,23 +225,27 @@ Status RdmaLink::wait_for_receives() {
     ~Waiting() { since = 0; }
   } waiting(reader_waiting_since_ns_);
   for (;;) {
-    // The peer's end is read before the poll: every SEND it made was acknowledged, so was in
-    // this completion queue, before its finish marker or its end reached the side channel.
+    // The peer's end is read before the poll: what it sent before it ended was in this
+    // completion queue by then (soft-RoCE posts a receive's completion before it acknowledges
+    // the SEND), and a dead peer's last frames are read before its end is reported.
     bool peer_ended = false;
     {
       std::lock_guard lock(send_mu_);
       if (broken_) return *broken_;
       if (closed_) return Error("the link is closed");
-      peer_ended = peer_finished_ || peer_gone_;
+      peer_ended = peer_gone_.has_value();
     }
-    if (int rc = ibv_req_notify_cq(recv_cq_.get(), 0); rc != 0)
-      return errno_error("RDMA: arm the completion queue", rc);
+    if (int rc = ibv_req_notify_cq(recv_cq_.get(), 0); rc != 0) {
+      std::lock_guard lock(send_mu_);
+      break_locked(errno_error("RDMA: arm the completion queue", rc));
+      return *broken_;
+    }
     // A completion that came between the last poll and the arming raises no event.
     SHOAL_TRY(take_receives(16), "");
     if (receives_posted_ != before) return {};
     if (peer_ended) {
       std::lock_guard lock(send_mu_);
-      return peer_gone_ ? *peer_gone_ : Error("peer closed the connection");
+      return *peer_gone_;
     }
     pollfd p[2] = {{channel_->fd, POLLIN, 0}, {wake_.get(), POLLIN, 0}};
     const int r = ::poll(p, 2, 100);
@@ -256,6 +263,7 @@ Status RdmaLink::wait_for_receives() {
 
 Result<Frame> RdmaLink::receive() {
   for (;;) {
+    if (peer_finished_seen_) return Error("peer closed the connection");
     if (auto f = decoder_.next()) {
       Result<Frame> frame = *f;
       if (opener_) frame = opener_->open(*f);
@@ -265,13 +273,21 @@ Result<Frame> RdmaLink::receive() {
         return frame.error();
       }
       if (frame->type == MessageType::kHeartbeat) continue;
+      if (frame->type == MessageType::kRdmaFinish) {
+        // In-band, after every frame the peer sent: the end of its direction.
+        peer_finished_seen_ = true;
+        std::lock_guard lock(send_mu_);
+        peer_finished_ = true;
+        continue;
+      }
       return frame;
     }
     if (decoder_.error()) return *decoder_.error();
     if (auto s = wait_for_receives(); !s.ok()) {
-      // A peer that ended in the middle of a frame is not one that said goodbye.
-      if (decoder_.buffered() > 0 && s.error().message() == "peer closed the connection")
-        return Error("peer closed the connection mid-frame");
+      // A peer that ended in the middle of a frame: say so.
+      if (decoder_.buffered() > 0 &&
+          s.error().message().find("peer closed the connection") != std::string::npos)
+        return Error(s.error().message() + " mid-frame");
       return s.error();
     }
   }
@@ -302,19 +318,22 @@ void RdmaLink::write_loop() {
     }
     if (closed_) break;
     pump_locked();
-    if (timeout.count() > 0 && !closed_) {
+    const auto watch = failure_timeout_;  // watch_liveness may have changed it meanwhile
+    if (watch.count() > 0 && !closed_) {
       const uint64_t now = monotonic_ns();
-      const auto timeout_ns = static_cast<uint64_t>(timeout.count());
+      const auto timeout_ns = static_cast<uint64_t>(watch.count());
       // As TcpLink: silence counts only while the reader waits for bytes.
       const uint64_t waiting_since = reader_waiting_since_ns_.load();
       if (waiting_since != 0 && now > waiting_since && now - waiting_since > timeout_ns) {
         char text[64];
         std::snprintf(text, sizeof text, "no heartbeat for %.1f s",
-                      static_cast<double>(timeout.count()) / 1e9);
+                      static_cast<double>(watch.count()) / 1e9);
         break_locked(Error(text));
         break;
       }
-      if (now - last_sent_ns_ >= static_cast<uint64_t>(heartbeat_period(timeout).count()) &&
+      // Nothing after the end of stream, not even a heartbeat.
+      if (!finished_ &&
+          now - last_sent_ns_ >= static_cast<uint64_t>(heartbeat_period(watch).count()) &&
           queued_from_ == queued_.size()) {
         const Frame beat{MessageType::kHeartbeat, 0, {}};
         (void)push_locked(sealer_ ? sealer_->seal(beat) : encode_frame(beat));
@@ -324,24 +343,17 @@ void RdmaLink::write_loop() {
 }
 
 void RdmaLink::watch_control() {
-  // After the set-up only the peer's finish marker comes over TCP; anything else is a protocol
-  // error, and the end of the connection without the marker is the end of the peer.
-  for (;;) {
-    auto f = control_->receive();
-    std::lock_guard lock(send_mu_);
-    if (f && f->type == MessageType::kRdmaFinish && !peer_finished_) {
-      peer_finished_ = true;
-      wake_reader();
-      continue;
-    }
-    if (f)
-      break_locked(Error("unexpected message type " + std::to_string(static_cast<int>(f->type)) +
-                         " on the RDMA link's TCP side channel"));
-    else if (!closed_ && !peer_finished_)
-      peer_gone_ = f.error();
-    wake_reader();
-    return;
-  }
+  // After the set-up nothing comes over TCP: any frame is a protocol error, and the end of the
+  // connection is the end of the peer's link (its close(), or its process). After its finish
+  // marker (in-band) that is an orderly close; before it, the peer is gone.
+  auto f = control_->receive();
+  std::lock_guard lock(send_mu_);
+  if (f)
+    break_locked(Error("unexpected message type " + std::to_string(static_cast<int>(f->type)) +
+                       " on the RDMA link's TCP side channel"));
+  else if (!closed_)
+    peer_gone_ = peer_finished_ ? f.error() : f.error().context("the peer ended without finishing");
+  wake_reader();
 }
 
 void RdmaLink::watch_liveness(std::chrono::milliseconds timeout) {
@@ -352,23 +364,28 @@ void RdmaLink::watch_liveness(std::chrono::milliseconds timeout) {
 
 void RdmaLink::finish(std::chrono::milliseconds timeout) {
   const auto deadline = std::chrono::steady_clock::now() + timeout;
-  {
-    std::unique_lock lock(send_mu_);
-    send_cv_.notify_all();
-    send_cv_.wait_until(lock, deadline, [&] {
-      return closed_ || (queued_from_ == queued_.size() && sends_done_ == sends_posted_);
-    });
-    if (closed_ || finished_) return;
-    finished_ = true;
-    queued_.clear();  // what did not go within the timeout does not go
-    queued_from_ = 0;
+  std::unique_lock lock(send_mu_);
+  if (closed_ || finished_ || peer_gone_) return;
+  auto delivered = [&] {
+    return closed_ || peer_gone_ ||
+           (queued_from_ == queued_.size() && sends_done_ == sends_posted_);
+  };
+  send_cv_.notify_all();
+  if (!send_cv_.wait_until(lock, deadline, delivered)) {
+    // Not an orderly end: the peer must not take the stream as complete.
+    break_locked(Error("finish: " + std::to_string(queued_.size() - queued_from_) + " bytes and " +
+                       std::to_string(sends_posted_ - sends_done_) +
+                       " SENDs not delivered within " + std::to_string(timeout.count()) + " ms"));
+    return;
   }
-  // Every SEND was acknowledged, so it sits in the peer's completion queue before the marker
-  // arrives; its reader ends only after draining that queue. Outside send_mu_: TCP may wait.
-  (void)control_->send(Frame{MessageType::kRdmaFinish, 0, {}});
-  control_->finish(
-      std::max(std::chrono::milliseconds(0), std::chrono::duration_cast<std::chrono::milliseconds>(
-                                                 deadline - std::chrono::steady_clock::now())));
+  if (closed_ || peer_gone_) return;
+  // The end of stream goes in-band, as the last SEND: the peer reads it after every frame
+  // before it, whatever the fabric's ordering of completions and acknowledgements. The TCP
+  // side channel stays open until close(): the peer may still send this way.
+  const Frame end{MessageType::kRdmaFinish, 0, {}};
+  (void)push_locked(sealer_ ? sealer_->seal(end) : encode_frame(end));
+  finished_ = true;
+  send_cv_.wait_until(lock, deadline, delivered);
 }
 
 void RdmaLink::close() {

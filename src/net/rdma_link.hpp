@@ -124,7 +124,7 @@ class RdmaLink : public Link {
     size_t bytes = 0;
     ~Region();
   };
-  Region region_;  // receive slots | send slots | the credit word the peer writes
+  Region region_;  // the credit word the peer writes (own page) | receive slots | send slots
   VerbsPtr<ibv_mr> data_mr_;
   VerbsPtr<ibv_mr> credit_mr_;
   VerbsPtr<ibv_comp_channel> channel_;
@@ -144,9 +144,10 @@ class RdmaLink : public Link {
   uint64_t credit_published_ = 0;
   bool closed_ = false;
   bool finished_ = false;  // finish() ended this direction
+  bool qp_errored_ = false;
   std::optional<Error> broken_;
-  bool peer_finished_ = false;      // the peer's finish marker came: it sends nothing more
-  std::optional<Error> peer_gone_;  // the side channel ended without it: the peer is gone
+  bool peer_finished_ = false;      // its end-of-stream frame was read: it sends nothing more
+  std::optional<Error> peer_gone_;  // the side channel ended: the peer's link is closed
   std::chrono::nanoseconds failure_timeout_{0};
   uint64_t last_sent_ns_ = 0;
   RdmaLinkStats stats_;
@@ -154,6 +155,7 @@ class RdmaLink : public Link {
   std::atomic<uint64_t> reader_waiting_since_ns_{0};
 
   // Reader's own.
+  bool peer_finished_seen_ = false;
   FrameDecoder decoder_;
   std::unique_ptr<FrameOpener> opener_;
   uint64_t receives_posted_ = 0;

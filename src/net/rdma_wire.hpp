@@ -27,7 +27,7 @@
 
 namespace shoal::net {
 
-inline constexpr uint16_t kRdmaWireVersion = 1;
+inline constexpr uint16_t kRdmaWireVersion = 2;  // 2: the MTU; the end of stream in-band
 inline constexpr size_t kRdmaEndpointBytes = 84;
 inline constexpr uint16_t kRdmaSealedFlag = 1;
 inline constexpr uint32_t kMinRdmaSlots = 2;

@@ -8,8 +8,10 @@
 #include <spawn.h>
 #include <sys/wait.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <future>
 #include <thread>
 
@@ -28,6 +30,19 @@ Frame numbered(uint32_t n, size_t bytes) {
   return f;
 }
 
+// Joins a test's helper thread on every way out, a failed ASSERT's early return included (a
+// joinable std::thread destroyed would end the whole binary).
+// `stop` (closing a link) first, so that a thread blocked in receive() ends.
+struct Joined {
+  std::thread& t;
+  std::function<void()> stop = {};
+  ~Joined() {
+    if (!t.joinable()) return;
+    if (stop) stop();
+    t.join();
+  }
+};
+
 bool intact(const Frame& f, uint32_t n, size_t bytes) {
   return f.type == MessageType::kPing && f.request == n && f.payload == numbered(n, bytes).payload;
 }
@@ -43,9 +58,9 @@ TEST(RdmaLink, FramesOfEverySizeArriveInOrderOverManyRoundsOfCredit) {
       if (auto st = pair->a->send(numbered(n, size_of(n))); !st.ok())
         send_error = st.error().message();
   });
+  Joined joined{sender};
   for (uint32_t n = 0; n < kFrames; ++n) {
     auto f = pair->b->receive();
-    if (!f.ok()) sender.join();
     ASSERT_TRUE(f.ok()) << "frame " << n << ": " << f.error().message();
     ASSERT_TRUE(intact(*f, n, size_of(n))) << "frame " << n << " differs";
   }
@@ -106,7 +121,8 @@ TEST(RdmaLink, BothWaysAtOnceWithRepliesFromTheReaderThreads) {
     }
   };
   std::thread eb([&] { echo(pair->b.get()); });
-  uint32_t pongs = 0;
+  Joined joined_echo{eb, [&] { pair->b->close(); }};
+  std::atomic<uint32_t> pongs = 0;
   std::thread reader([&] {
     while (pongs < kRequests) {
       auto f = pair->a->receive();
@@ -114,9 +130,10 @@ TEST(RdmaLink, BothWaysAtOnceWithRepliesFromTheReaderThreads) {
       if (f->type == MessageType::kPong && f->request == pongs) ++pongs;
     }
   });
+  Joined joined_reader{reader, [&] { pair->a->close(); }};
   for (uint32_t n = 0; n < kRequests; ++n) ASSERT_TRUE(pair->a->send(numbered(n, 4096 + 16)).ok());
   reader.join();
-  EXPECT_EQ(pongs, kRequests);
+  EXPECT_EQ(pongs.load(), kRequests);
   ASSERT_TRUE(pair->a->send(Frame{MessageType::kBye, 0, {}}).ok());
   eb.join();
 }
@@ -174,6 +191,7 @@ TEST(RdmaLink, AFinishedEndIsReadToTheEndAndStillHearsThePeer) {
         read_error = "frame " + std::to_string(n) + " differs";
     }
   });
+  Joined joined{reader, [&] { pair->b->close(); }};
   for (uint32_t n = 0; n < 100; ++n) ASSERT_TRUE(pair->a->send(numbered(n, 20000)).ok());
   pair->a->finish(std::chrono::milliseconds(20000));
   auto late = pair->a->send(numbered(100, 10));
@@ -191,7 +209,26 @@ TEST(RdmaLink, AFinishedEndIsReadToTheEndAndStillHearsThePeer) {
   EXPECT_TRUE(intact(*back, 7, 3000));
 }
 
-TEST(RdmaLink, EndsWithDifferentSlotsAgreeOnTheSmallerAndKeepOrder) {
+TEST(RdmaLink, FramesSentBeforeFinishAreAllReadBeforeTheEnd) {
+  auto pair = test::make_link_pair();
+  if (!pair) GTEST_SKIP() << pair.error().message();
+  // Less than a's credit, and b reads only after a finished: the end of stream must come
+  // after every frame, never instead of the ones still waiting in b's completion queue.
+  for (uint32_t n = 0; n < 20; ++n) ASSERT_TRUE(pair->a->send(numbered(n, 20000)).ok());
+  pair->a->finish(std::chrono::milliseconds(20000));
+  uint32_t read = 0;
+  Result<Frame> f = Frame{};
+  while ((f = pair->b->receive()).ok()) {
+    ASSERT_TRUE(intact(*f, read, 20000)) << "frame " << read;
+    ++read;
+  }
+  EXPECT_EQ(read, 20u);
+  EXPECT_EQ(f.error().message(), "peer closed the connection");
+  // And it stays ended.
+  EXPECT_EQ(pair->b->receive().error().message(), "peer closed the connection");
+}
+
+TEST(RdmaLink, EndsWithDifferentSlotsSendAtMostThePeersSlotAndKeepOrder) {
   test::PairOptions o;
   o.a.slots = 2;  // the fewest: two credits, and credit WRITEs capped in flight
   o.a.slot_bytes = 4096;
@@ -215,6 +252,10 @@ TEST(RdmaLink, EndsWithDifferentSlotsAgreeOnTheSmallerAndKeepOrder) {
   };
   std::string ab, ba;
   std::thread one([&] { run(pair->a.get(), pair->b.get(), &ab); });
+  Joined joined{one, [&] {
+                  pair->a->close();
+                  pair->b->close();
+                }};
   run(pair->b.get(), pair->a.get(), &ba);
   one.join();
   EXPECT_EQ(ab, "");
