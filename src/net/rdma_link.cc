@@ -6,7 +6,6 @@
 #include <sys/eventfd.h>
 
 #include <algorithm>
-#include <cstdio>
 #include <cstring>
 
 #include "shoal/clock.hpp"
@@ -22,8 +21,19 @@ constexpr uint32_t kMaxCreditWritesInFlight = 4;
 // a round trip away (a page request) comes back within this, without a wake-up's cost.
 constexpr int kReceiveSpins = 2000;
 
-std::chrono::nanoseconds heartbeat_period(std::chrono::nanoseconds timeout) {
-  return std::min<std::chrono::nanoseconds>(timeout / 4, kMaxHeartbeatPeriod);
+// Posts one work request with one scatter entry; returns 0 or ibv_post_send's error number.
+int post_one(ibv_qp* qp, uint64_t wr_id, ibv_wr_opcode opcode, ibv_sge sge, unsigned flags = 0,
+             uint64_t remote_addr = 0, uint32_t rkey = 0) {
+  ibv_send_wr wr{};
+  ibv_send_wr* bad = nullptr;
+  wr.wr_id = wr_id;
+  wr.sg_list = &sge;
+  wr.num_sge = 1;
+  wr.opcode = opcode;
+  wr.send_flags = flags;
+  wr.wr.rdma.remote_addr = remote_addr;
+  wr.wr.rdma.rkey = rkey;
+  return ibv_post_send(qp, &wr, &bad);
 }
 
 Error wc_error(const char* what, const ibv_wc& wc) {
@@ -112,14 +122,8 @@ void RdmaLink::pump_locked() {
     const uint32_t slot = static_cast<uint32_t>(sends_posted_ % config_.slots);
     uint8_t* buf = slots_base() + (size_t{config_.slots} + slot) * config_.slot_bytes;
     std::memcpy(buf, queued_.data() + queued_from_, n);
-    ibv_sge sge{reinterpret_cast<uintptr_t>(buf), static_cast<uint32_t>(n), data_mr_->lkey};
-    ibv_send_wr wr{};
-    ibv_send_wr* bad = nullptr;
-    wr.wr_id = slot;
-    wr.sg_list = &sge;
-    wr.num_sge = 1;
-    wr.opcode = IBV_WR_SEND;
-    if (int rc = ibv_post_send(qp_.get(), &wr, &bad); rc != 0) {
+    const ibv_sge sge{reinterpret_cast<uintptr_t>(buf), static_cast<uint32_t>(n), data_mr_->lkey};
+    if (int rc = post_one(qp_.get(), slot, IBV_WR_SEND, sge); rc != 0) {
       break_locked(errno_error("RDMA post send", rc));
       return;
     }
@@ -137,17 +141,11 @@ void RdmaLink::post_credit_locked() {
       credit_writes_in_flight_ >= kMaxCreditWritesInFlight)
     return;
   const uint64_t value = credit_to_publish_;
-  ibv_sge sge{reinterpret_cast<uintptr_t>(&value), sizeof value, 0};
-  ibv_send_wr wr{};
-  ibv_send_wr* bad = nullptr;
-  wr.wr_id = kCreditTag;
-  wr.sg_list = &sge;
-  wr.num_sge = 1;
-  wr.opcode = IBV_WR_RDMA_WRITE;
-  wr.send_flags = IBV_SEND_INLINE;  // copied at post time: `value` may go out of scope
-  wr.wr.rdma.remote_addr = peer_credit_addr_;
-  wr.wr.rdma.rkey = peer_credit_rkey_;
-  if (int rc = ibv_post_send(qp_.get(), &wr, &bad); rc != 0) {
+  const ibv_sge sge{reinterpret_cast<uintptr_t>(&value), sizeof value, 0};
+  // Inline: copied at post time, so `value` may go out of scope.
+  if (int rc = post_one(qp_.get(), kCreditTag, IBV_WR_RDMA_WRITE, sge, IBV_SEND_INLINE,
+                        peer_credit_addr_, peer_credit_rkey_);
+      rc != 0) {
     break_locked(errno_error("RDMA post credit write", rc));
     return;
   }
@@ -321,19 +319,12 @@ void RdmaLink::write_loop() {
     const auto watch = failure_timeout_;  // watch_liveness may have changed it meanwhile
     if (watch.count() > 0 && !closed_) {
       const uint64_t now = monotonic_ns();
-      const auto timeout_ns = static_cast<uint64_t>(watch.count());
-      // As TcpLink: silence counts only while the reader waits for bytes.
-      const uint64_t waiting_since = reader_waiting_since_ns_.load();
-      if (waiting_since != 0 && now > waiting_since && now - waiting_since > timeout_ns) {
-        char text[64];
-        std::snprintf(text, sizeof text, "no heartbeat for %.1f s",
-                      static_cast<double>(watch.count()) / 1e9);
-        break_locked(Error(text));
+      if (auto silent = silent_peer(now, reader_waiting_since_ns_.load(), watch)) {
+        break_locked(std::move(*silent));
         break;
       }
       // Nothing after the end of stream, not even a heartbeat.
-      if (!finished_ &&
-          now - last_sent_ns_ >= static_cast<uint64_t>(heartbeat_period(watch).count()) &&
+      if (!finished_ && heartbeat_due(now, last_sent_ns_, watch) &&
           queued_from_ == queued_.size()) {
         const Frame beat{MessageType::kHeartbeat, 0, {}};
         (void)push_locked(sealer_ ? sealer_->seal(beat) : encode_frame(beat));

@@ -3,8 +3,6 @@
 #include <poll.h>
 #include <sys/socket.h>
 
-#include <cstdio>
-
 #include "shoal/clock.hpp"
 #include "shoal/log.hpp"
 
@@ -14,13 +12,6 @@ namespace asio = boost::asio;
 using asio::ip::tcp;
 
 namespace {
-
-// Every end that watches at all sends at least this often, whatever its own timeout: the two
-// ends of a link may watch with different timeouts (a node's control link and `pod up`), and
-// neither may go quiet for longer than the stricter one allows.
-std::chrono::nanoseconds heartbeat_period(std::chrono::nanoseconds timeout) {
-  return std::min<std::chrono::nanoseconds>(timeout / 4, kMaxHeartbeatPeriod);
-}
 
 std::string endpoint_text(const tcp::socket& s) {
   boost::system::error_code ec;
@@ -224,20 +215,11 @@ void TcpLink::write_loop() {
     if (closed_) break;
     if (timeout.count() > 0) {
       const uint64_t now = monotonic_ns();
-      const auto timeout_ns = static_cast<uint64_t>(timeout.count());
-      // Silence counts only while the reader waits for bytes: a reader busy with a frame
-      // (a long local operation) says nothing about the peer, whose bytes wait unread.
-      const uint64_t waiting_since = reader_waiting_since_ns_.load();
-      // (The reader may have started waiting after `now` was read.)
-      if (waiting_since != 0 && now > waiting_since && now - waiting_since > timeout_ns) {
-        char text[64];
-        std::snprintf(text, sizeof text, "no heartbeat for %.1f s",
-                      static_cast<double>(timeout.count()) / 1e9);
-        break_locked(Error(text));
+      if (auto silent = silent_peer(now, reader_waiting_since_ns_.load(), timeout)) {
+        break_locked(std::move(*silent));
         break;
       }
-      if (now - last_sent_ns_ >= static_cast<uint64_t>(heartbeat_period(timeout).count()) &&
-          queued_from_ == queued_.size())
+      if (heartbeat_due(now, last_sent_ns_, timeout) && queued_from_ == queued_.size())
         (void)push_locked(sealer_->seal(Frame{MessageType::kHeartbeat, 0, {}}));
     }
     if (queued_from_ < queued_.size()) {

@@ -38,9 +38,6 @@ struct LinkIdentity {
 
 // What a link may hold unsent before it counts as broken (its peer no longer reads).
 inline constexpr size_t kMaxQueuedBytes = 64u << 20;
-// A watching end sends a heartbeat every min(timeout / 4, this); so any timeout of 500 ms or
-// more is met by every peer, whatever timeout that peer watches with.
-inline constexpr std::chrono::milliseconds kMaxHeartbeatPeriod{100};
 
 class TcpLink : public Link {
  public:
