@@ -261,7 +261,7 @@ Status RdmaLink::wait_for_receives() {
 
 Result<Frame> RdmaLink::receive() {
   for (;;) {
-    if (peer_finished_seen_) return Error("peer closed the connection");
+    if (peer_finished_) return Error("peer closed the connection");
     if (auto f = decoder_.next()) {
       Result<Frame> frame = *f;
       if (opener_) frame = opener_->open(*f);
@@ -273,8 +273,6 @@ Result<Frame> RdmaLink::receive() {
       if (frame->type == MessageType::kHeartbeat) continue;
       if (frame->type == MessageType::kRdmaFinish) {
         // In-band, after every frame the peer sent: the end of its direction.
-        peer_finished_seen_ = true;
-        std::lock_guard lock(send_mu_);
         peer_finished_ = true;
         continue;
       }

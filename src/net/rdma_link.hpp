@@ -146,16 +146,17 @@ class RdmaLink : public Link {
   bool finished_ = false;  // finish() ended this direction
   bool qp_errored_ = false;
   std::optional<Error> broken_;
-  bool peer_finished_ = false;      // its end-of-stream frame was read: it sends nothing more
   std::optional<Error> peer_gone_;  // the side channel ended: the peer's link is closed
   std::chrono::nanoseconds failure_timeout_{0};
   uint64_t last_sent_ns_ = 0;
   RdmaLinkStats stats_;
   std::unique_ptr<FrameSealer> sealer_;
   std::atomic<uint64_t> reader_waiting_since_ns_{0};
+  // Set by the reader when the peer's end-of-stream frame was read (it sends nothing more);
+  // the watcher reads it to word the side channel's end.
+  std::atomic<bool> peer_finished_{false};
 
   // Reader's own.
-  bool peer_finished_seen_ = false;
   FrameDecoder decoder_;
   std::unique_ptr<FrameOpener> opener_;
   uint64_t receives_posted_ = 0;
