@@ -24,6 +24,7 @@ static inline void cpu_relax(void) {
   __asm__ volatile("pause" ::: "memory");
 }
 
+void* memset(void* d, int c, unsigned long n); /* main.c */
 void put_char(char c);
 void put_str(const char* s);
 void put_u64(uint64_t v);
@@ -38,7 +39,15 @@ struct platform {
 };
 void discover_platform(uint64_t start_info, struct platform* out);
 
+/* Page visited at step i: a multiplicative permutation of [0, pages) (the multiplier is a prime
+ * larger than any page count here, so coprime to it). */
+static inline uint64_t random_order(uint64_t i, uint64_t pages) {
+  return (i * 2654435761ull) % pages;
+}
+
 /* guest/ipi.c; `barrier` waits for every vCPU. */
 int run_ipi(uint32_t cpu, uint32_t ncpus, uint64_t n, void (*barrier)(int));
 /* guest/wander.c */
 int run_wander(uint32_t cpu, uint32_t ncpus, uint64_t rounds, void (*barrier)(int));
+/* guest/virtio_blk.c: blk-read (write 0) and blk-write (write 1); vCPU 0 only. */
+int run_blk(uint32_t cpu, uint64_t ram_end, uint64_t mib, int write);

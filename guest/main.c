@@ -16,13 +16,20 @@
  *   wander R       pairs of vCPUs pass a token and a 16-page data set R times (guest/wander.c)
  *   touch-restore MIB  each vCPU writes every ncpus-th page of MIB MiB from 16 MiB, each odd
  *                  page whole (no two words alike) and a zero into each even one (so half
- *                  are zero pages), then all wait until the restore counter (port 0x520) says the
- * guest was restored, then read every page back and vCPU 0 prints the checksum and the cycles the
- * read-back took (for bench/restore and the snapshot tests) compute N      each vCPU runs N
- * xorshift64* steps; all must agree hello          print one line and exit (start-up timing) cpuid
- * print the feature words the vCPU sees (leaf 1 ECX/EDX, leaf 7 EBX/ECX) vCPU 0 prints
- * "shoal-guest: ... ok" or "... FAILED" and exits through the debug-exit port with 0 or 1. Other
- * vCPUs spin once done.
+ *                  are zero pages), then all wait until the restore counter (port 0x520) says
+ *                  the guest was restored, then read every page back and vCPU 0 prints the
+ *                  checksum and the cycles the read-back took (for bench/restore and the
+ *                  snapshot tests)
+ *   compute N      each vCPU runs N xorshift64* steps; all must agree
+ *   blk-read MIB   vCPU 0 reads the first MIB MiB of the virtio-blk disk (guest/virtio_blk.c)
+ *                  in 128 KiB requests, then MIB * 256 4 KiB requests in a fixed pseudo-random
+ *                  order, 32 in flight; prints MB/s, IOPS, notifies and a checksum of the data
+ *   blk-write MIB  the same with writes of a fixed pattern (and a flush after each pass), then
+ *                  reads the MIB back and counts the words that differ from the pattern
+ *   hello          print one line and exit (start-up timing)
+ *   cpuid          print the feature words the vCPU sees (leaf 1 ECX/EDX, leaf 7 EBX/ECX)
+ * vCPU 0 prints "shoal-guest: ... ok" or "... FAILED" and exits through the debug-exit port
+ * with 0 or 1. Other vCPUs spin once done.
  */
 #include "guest.h"
 
@@ -74,12 +81,6 @@ static uint64_t parse_u64(const char* s, uint64_t fallback) {
 
 static uint64_t touch_pattern(uint64_t page) {
   return (page + 1) * 0x9E3779B97F4A7C15ull;
-}
-
-/* Page visited at step i: a multiplicative permutation of [0, pages) (the multiplier is a prime
- * larger than any page count here, so coprime to it). */
-static uint64_t random_order(uint64_t i, uint64_t pages) {
-  return (i * 2654435761ull) % pages;
 }
 
 static int run_touch(uint32_t cpu, uint64_t mib, int random) {
@@ -386,6 +387,10 @@ void guest_main(uint64_t start_info, uint32_t cpu) {
     result = run_ipi(cpu, plat.ncpus, parse_u64(arg, 1000), barrier);
   } else if (starts_with(plat.cmdline, "compute", &arg)) {
     result = run_compute(cpu, parse_u64(arg, 10000000));
+  } else if (starts_with(plat.cmdline, "blk-read", &arg)) {
+    result = run_blk(cpu, plat.ram_end, parse_u64(arg, 64), 0);
+  } else if (starts_with(plat.cmdline, "blk-write", &arg)) {
+    result = run_blk(cpu, plat.ram_end, parse_u64(arg, 64), 1);
   } else if (starts_with(plat.cmdline, "cpuid", &arg)) {
     if (cpu != 0) return;
     uint32_t a, b, c, d;
@@ -416,9 +421,8 @@ void guest_main(uint64_t start_info, uint32_t cpu) {
     put_str(plat.cmdline);
     put_str(
         "' (touch MIB | touch-random MIB | touch-shared MIB | touch-restore MIB | discard MIB | "
-        "counter N | "
-        "counter-total T | handoff R | ipi N | wander R | compute N "
-        "| hello | cpuid)\n");
+        "counter N | counter-total T | handoff R | ipi N | wander R | compute N | "
+        "blk-read MIB | blk-write MIB | hello | cpuid)\n");
     guest_exit(64);
   }
   if (result < 0) return;

@@ -52,8 +52,8 @@ void put_io_port_gas(std::vector<uint8_t>& b, size_t at, uint16_t port) {
 // The DSDT's AML: the legacy devices Linux cannot find any other way on a hardware-reduced
 // platform (with no legacy PIC it maps no ISA interrupt by itself, so the UART gets IRQ 4
 // only through this _CRS), and \_S5_, without which it never uses the sleep register to
-// power off.
-std::vector<uint8_t> dsdt_aml() {
+// power off. Each virtio-mmio transport is a device of its own: its registers and its IOAPIC pin.
+std::vector<uint8_t> dsdt_aml(uint32_t virtio_mmio) {
   using namespace aml;
   const Bytes com1 = device(
       "COM1",
@@ -66,7 +66,20 @@ std::vector<uint8_t> dsdt_aml() {
       concat(
           {name("_HID", eisa_id("PNP0B00")),
            name("_CRS", resource_template({io_port(platform::kRtcPort, platform::kRtcLength)}))}));
-  return concat({scope("\\_SB", concat({com1, rtc})),
+  std::vector<Bytes> devices{com1, rtc};
+  for (uint32_t n = 0; n < virtio_mmio; ++n) {
+    const char hex[] = "0123456789ABCDEF";
+    const std::string path = std::string("VR") + hex[n >> 4 & 15] + hex[n & 15];
+    devices.push_back(device(
+        path,
+        concat({name("_HID", aml::string("LNRO0005")), name("_UID", integer(n)),
+                name("_CRS", resource_template({memory32_fixed(static_cast<uint32_t>(
+                                                                   platform::kVirtioMmioBase +
+                                                                   n * platform::kVirtioMmioStride),
+                                                               platform::kVirtioMmioStride),
+                                                interrupt(platform::kVirtioMmioFirstGsi + n)}))})));
+  }
+  return concat({scope("\\_SB", concat(devices)),
                  name("_S5", package({integer(platform::kAcpiS5SleepType), integer(0)}))});
 }
 
@@ -84,7 +97,7 @@ uint8_t acpi_checksum(const uint8_t* bytes, size_t len) {
   return static_cast<uint8_t>(-sum);
 }
 
-Result<AcpiTables> build_acpi_tables(uint64_t addr, int vcpus) {
+Result<AcpiTables> build_acpi_tables(uint64_t addr, int vcpus, uint32_t virtio_mmio) {
   if (vcpus < 1 || vcpus > kMpTableMaxVcpus)
     return Error("ACPI MADT: " + std::to_string(vcpus) + " vCPUs (1.." +
                  std::to_string(kMpTableMaxVcpus) + " supported)");
@@ -95,7 +108,10 @@ Result<AcpiTables> build_acpi_tables(uint64_t addr, int vcpus) {
   std::vector<uint8_t> fadt = table("FACP", kFadtSize, 6);
   const uint64_t dsdt_addr = (fadt_addr + fadt.size() + 15) & ~uint64_t{15};
   std::vector<uint8_t> dsdt = table("DSDT", kHeaderSize, 2);
-  const std::vector<uint8_t> aml = dsdt_aml();
+  if (virtio_mmio > platform::kVirtioMmioSlots)
+    return Error("ACPI: " + std::to_string(virtio_mmio) + " virtio-mmio devices, at most " +
+                 std::to_string(platform::kVirtioMmioSlots));
+  const std::vector<uint8_t> aml = dsdt_aml(virtio_mmio);
   dsdt.insert(dsdt.end(), aml.begin(), aml.end());
   const uint64_t madt_addr = (dsdt_addr + dsdt.size() + 15) & ~uint64_t{15};
 

@@ -82,6 +82,13 @@ Bytes integer(uint64_t value) {
   return out;
 }
 
+Bytes string(const std::string& text) {
+  Bytes out{0x0d};  // StringPrefix, then ASCII and a NUL
+  for (char c : text) out.push_back(static_cast<uint8_t>(c));
+  out.push_back(0);
+  return out;
+}
+
 Bytes eisa_id(const std::string& id) {
   // Three letters of 5 bits each ('A' = 1), then four hex digits; stored big-endian.
   auto letter = [&](size_t i) { return static_cast<uint32_t>(id.at(i) - '@') & 0x1f; };
@@ -144,6 +151,14 @@ Bytes interrupt(uint32_t gsi) {
   // high, exclusive; one interrupt number, which Linux takes as a GSI (the IOAPIC pin).
   Bytes out{0x89, 0x06, 0x00, 0x03, 0x01};
   append_le(out, gsi, 4);
+  return out;
+}
+
+Bytes memory32_fixed(uint32_t base, uint32_t length) {
+  // Large item 0x06 (32-bit fixed memory range), 9 data bytes: read-write, base, length.
+  Bytes out{0x86, 0x09, 0x00, 0x01};
+  append_le(out, base, 4);
+  append_le(out, length, 4);
   return out;
 }
 

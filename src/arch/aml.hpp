@@ -18,6 +18,9 @@ Bytes name_string(const std::string& path);
 // The smallest integer encoding (Zero, One, Byte, Word, DWord or QWord prefix).
 Bytes integer(uint64_t value);
 
+// A string constant ("LNRO0005").
+Bytes string(const std::string& text);
+
 // A compressed EISA ID ("PNP0501") as a DWord constant, as ASL's EisaId() makes.
 Bytes eisa_id(const std::string& id);
 
@@ -30,6 +33,7 @@ Bytes resource_template(const std::vector<Bytes>& descriptors);  // Buffer with 
 // Resource descriptors for resource_template().
 Bytes io_port(uint16_t base, uint8_t length);  // IO(Decode16, base, base, 1, length)
 Bytes interrupt(uint32_t gsi);                 // Interrupt(ResourceConsumer, Edge, ActiveHigh)
+Bytes memory32_fixed(uint32_t base, uint32_t length);  // Memory32Fixed(ReadWrite, base, length)
 
 // The terms one after another (a term list).
 Bytes concat(const std::vector<Bytes>& terms);

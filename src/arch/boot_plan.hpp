@@ -31,7 +31,8 @@ struct BootInputs {
   std::span<const uint8_t> kernel;
   std::span<const uint8_t> initrd;  // empty: none
   std::string cmdline;
-  uint64_t acpi_rsdp = 0;  // where the ACPI RSDP will be (0: no ACPI)
+  uint64_t acpi_rsdp = 0;    // where the ACPI RSDP will be (0: no ACPI)
+  uint32_t virtio_mmio = 0;  // virtio-mmio transports the ACPI tables describe
 };
 
 // Highest page-aligned address for `size` bytes of initrd in [lowest, limit); fails with a

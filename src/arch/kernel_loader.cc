@@ -66,7 +66,7 @@ Result<BootPlan> load_guest(GuestRam& ram, const BootInputs& inputs, int vcpus) 
   const uint16_t ebda_segment = boot::kEbdaAddr >> 4;
   SHOAL_TRY(ram.write(0x40e, std::span(reinterpret_cast<const uint8_t*>(&ebda_segment), 2)),
             "write EBDA pointer");
-  auto acpi = build_acpi_tables(in.acpi_rsdp, vcpus);
+  auto acpi = build_acpi_tables(in.acpi_rsdp, vcpus, in.virtio_mmio);
   if (!acpi) return acpi.error();
   SHOAL_TRY(ram.write(acpi->rsdp_addr, acpi->bytes), "write ACPI tables");
   SHOAL_TRY(ram.write(boot::kResetVectorAddr, reset_vector_stub()), "write reset vector");
@@ -92,8 +92,8 @@ std::vector<uint8_t> reset_vector_stub() {
 }
 
 Result<BootPlan> load_guest_files(GuestRam& ram, const std::string& kernel,
-                                  const std::string& initrd, const std::string& cmdline,
-                                  int vcpus) {
+                                  const std::string& initrd, const std::string& cmdline, int vcpus,
+                                  uint32_t virtio_mmio) {
   constexpr uint64_t kMaxKernelFile = 1ull << 30;
   auto kernel_bytes = read_file(kernel, "kernel", kMaxKernelFile);
   if (!kernel_bytes) return kernel_bytes.error();
@@ -103,7 +103,8 @@ Result<BootPlan> load_guest_files(GuestRam& ram, const std::string& kernel,
     if (!bytes) return bytes.error();
     initrd_bytes = std::move(*bytes);
   }
-  auto plan = load_guest(ram, BootInputs{*kernel_bytes, initrd_bytes, cmdline}, vcpus);
+  auto plan =
+      load_guest(ram, BootInputs{*kernel_bytes, initrd_bytes, cmdline, 0, virtio_mmio}, vcpus);
   if (!plan) return plan.error().context(kernel);
   return plan;
 }

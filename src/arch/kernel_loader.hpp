@@ -26,8 +26,10 @@ Result<BootPlan> load_guest(GuestRam& ram, const BootInputs& in, int vcpus);
 std::vector<uint8_t> reset_vector_stub();
 
 // load_guest() from files: the kernel (at most 1 GiB) and the initrd (empty path: none; at
-// most the size of guest RAM). Errors name the file.
+// most the size of guest RAM), with `virtio_mmio` transports in the ACPI tables. Errors name
+// the file.
 Result<BootPlan> load_guest_files(GuestRam& ram, const std::string& kernel,
-                                  const std::string& initrd, const std::string& cmdline, int vcpus);
+                                  const std::string& initrd, const std::string& cmdline, int vcpus,
+                                  uint32_t virtio_mmio = 0);
 
 }  // namespace shoal

@@ -23,4 +23,12 @@ inline constexpr uint8_t kAcpiPmLength = 3;
 inline constexpr uint8_t kAcpiResetValue = 0x01;
 inline constexpr uint8_t kAcpiS5SleepType = 5;  // the _S5_ package's SLP_TYP
 
+// virtio-mmio transports (version 2): where QEMU's microvm puts them, 512 bytes each, each
+// with its own IOAPIC pin from 16 (the pins above the ISA range). The DSDT describes each one
+// (_HID LNRO0005), so Linux finds them without a kernel parameter; the test guest scans them.
+inline constexpr uint64_t kVirtioMmioBase = 0xfeb0'0000;
+inline constexpr uint64_t kVirtioMmioStride = 0x200;
+inline constexpr uint32_t kVirtioMmioSlots = 8;
+inline constexpr uint32_t kVirtioMmioFirstGsi = 16;
+
 }  // namespace shoal::platform

@@ -64,6 +64,11 @@ CliOutcome parse_cli(int argc, const char* const* argv) {
   run->add_option("--api-socket", cfg.api_socket,
                   "serve the control API (pause, resume, status, metrics, snapshot) on this Unix "
                   "socket; see shoal ctl");
+  std::vector<std::string> disks;
+  run->add_option("--disk", disks,
+                  "PATH[,ro]: a raw disk image (or block device) as a virtio-blk device; "
+                  "repeatable")
+      ->take_all();
   run->add_option("--initrd", cfg.initrd, "initial ramdisk");
   run->add_option("--cmdline", cfg.cmdline, "kernel command line");
   run->add_option("--memory", memory, "guest RAM, e.g. 512M, 4G, 1T (bare number: MiB)")
@@ -232,6 +237,11 @@ CliOutcome parse_cli(int argc, const char* const* argv) {
   } else {
     cfg.memory_options.budget_bytes = static_cast<uint64_t>(sysconf(_SC_PHYS_PAGES)) *
                                       static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+  }
+  for (const std::string& d : disks) {
+    auto disk = parse_disk_option(d);
+    if (!disk) return fail("shoal: error: " + disk.error().message());
+    cfg.disks.push_back(*disk);
   }
   if (on_reboot == "restart") cfg.on_reboot = RunConfig::OnReboot::kRestart;
   if (on_reboot == "restart" && !cfg.replica_dir.empty())

@@ -143,6 +143,28 @@ Status Vm::set_irq_line(uint32_t gsi, bool level) {
   return {};
 }
 
+Status Vm::set_irqfd(int eventfd, uint32_t gsi, bool assign) {
+  kvm_irqfd irqfd{};
+  irqfd.fd = static_cast<uint32_t>(eventfd);
+  irqfd.gsi = gsi;
+  irqfd.flags = assign ? 0 : KVM_IRQFD_FLAG_DEASSIGN;
+  if (ioctl(fd(), KVM_IRQFD, &irqfd) < 0)
+    return errno_error("KVM_IRQFD gsi " + std::to_string(gsi));
+  return {};
+}
+
+Status Vm::set_ioeventfd(int eventfd, uint64_t addr, uint32_t len, uint64_t datamatch,
+                         bool assign) {
+  kvm_ioeventfd io{};
+  io.datamatch = datamatch;
+  io.addr = addr;
+  io.len = len;
+  io.fd = eventfd;
+  io.flags = KVM_IOEVENTFD_FLAG_DATAMATCH | (assign ? 0 : KVM_IOEVENTFD_FLAG_DEASSIGN);
+  if (ioctl(fd(), KVM_IOEVENTFD, &io) < 0) return errno_error("KVM_IOEVENTFD");
+  return {};
+}
+
 int Vm::memslot_count() const {
   const int n = ioctl(fd(), KVM_CHECK_EXTENSION, KVM_CAP_NR_MEMSLOTS);
   return n > 0 ? n : 32;  // KVM's documented minimum

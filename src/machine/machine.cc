@@ -9,6 +9,7 @@
 #include <cstdio>
 
 #include "arch/kernel_loader.hpp"
+#include "arch/platform_ports.hpp"
 #include "devices/platform_devices.hpp"
 #include "devices/simple_devices.hpp"
 #include "shoal/clock.hpp"
@@ -23,7 +24,30 @@ Machine::~Machine() {
   if (api_) api_->stop();
   if (replica_) replica_->stop();
   core_->stop_vcpus();
+  stop_devices();   // their workers may wait on guest-memory faults: before the server goes
   memory_.reset();  // fault server and pool, before the RAM mapping goes
+}
+
+void Machine::stop_devices() {
+  for (auto& t : virtio_) t->stop();
+}
+
+Status Machine::open_disks(const RunConfig& config) {
+  if (config.disks.size() > platform::kVirtioMmioSlots)
+    return Error("--disk: " + std::to_string(config.disks.size()) + " disks, at most " +
+                 std::to_string(platform::kVirtioMmioSlots));
+  if (!config.disks.empty() && config.memory_options.restore_from)
+    return Error(
+        "--disk: a restored guest cannot have disks yet (virtio devices do not save "
+        "their state)");
+  // A queue per vCPU, as Linux's blk-mq likes it, up to the device's limit.
+  const auto queues = static_cast<uint16_t>(std::min<int>(config.vcpus, VirtioBlk::kMaxQueues));
+  for (const DiskOptions& d : config.disks) {
+    auto disk = VirtioBlk::open(d, queues);
+    if (!disk) return disk.error();
+    disks_.push_back(std::move(*disk));
+  }
+  return {};
 }
 
 Result<std::unique_ptr<Machine>> Machine::create(Kvm kvm, const RunConfig& config) {
@@ -47,6 +71,7 @@ Result<std::unique_ptr<Machine>> Machine::create(Kvm kvm, const RunConfig& confi
   auto core = MachineCore::create(std::move(kvm), config.memory, early);
   if (!core) return core.error();
   std::unique_ptr<Machine> m(new Machine(std::move(*core)));
+  SHOAL_TRY(m->open_disks(config), "");
   m->print_stats_ = config.print_stats;
   m->started_ns_ = config.started_ns;
   Machine* self = m.get();
@@ -80,7 +105,8 @@ Result<std::unique_ptr<Machine>> Machine::create(Kvm kvm, const RunConfig& confi
     step("restored");
     return m;
   }
-  auto plan = load_guest_files(ram, config.kernel, config.initrd, config.cmdline, config.vcpus);
+  auto plan = load_guest_files(ram, config.kernel, config.initrd, config.cmdline, config.vcpus,
+                               static_cast<uint32_t>(config.disks.size()));
   if (!plan) return plan.error();
   m->plan_ = std::move(*plan);
   step("guest loaded");
@@ -121,6 +147,7 @@ Result<MachineState> Machine::pause_and_save() {
 }
 
 Result<MachineState> Machine::save_paused() {
+  if (!virtio_.empty()) return Error("save: virtio devices (--disk) do not save their state yet");
   MachineState s;
   for (auto& v : core_->vcpus()) {
     auto vcpu = v->save().get();
@@ -196,6 +223,18 @@ Status Machine::build_devices(const RunConfig& config) {
   if (!uart) return uart.error();
   uart_ = std::move(*uart);
   if (config.serial == "stdio") console_input_ = std::make_unique<ConsoleInput>(0, uart_);
+  for (size_t n = 0; n < disks_.size(); ++n) {
+    const uint64_t base = platform::kVirtioMmioBase + n * platform::kVirtioMmioStride;
+    const std::string name = disks_[n]->name();
+    auto t = VirtioMmio::create(&core_->vm(), core_->ram(), base,
+                                platform::kVirtioMmioFirstGsi + static_cast<uint32_t>(n),
+                                std::move(disks_[n]));
+    if (!t) return t.error();
+    SHOAL_TRY(core_->mmio().insert(base, platform::kVirtioMmioStride, *t, name), "");
+    log::info("{} at {} (GSI {})", name, format_hex(base), platform::kVirtioMmioFirstGsi + n);
+    virtio_.push_back(std::move(*t));
+  }
+  disks_.clear();
   SHOAL_TRY(core_->pio().insert(RestoreCounter::kPort, 4, std::make_shared<RestoreCounter>(),
                                 "restore counter"),
             "");
@@ -261,6 +300,8 @@ Result<int> Machine::run() {
   if (api_) api_->stop();          // no request may pause or save the machine as it stops
   if (replica_) replica_->stop();  // nor a checkpoint (one under way finishes first)
   core_->command_vcpus(VcpuCommand::kStop);
+  // Their requests under way finish first; a worker may wait on a fault the server serves.
+  stop_devices();
   // Before joining: a vCPU may wait on a fault the server will not serve (see stop_serving).
   memory_->stop_serving();
   core_->stop_vcpus();

@@ -87,8 +87,15 @@ class Machine {
   void finish(std::optional<int> code, std::optional<Error> error, bool reset = false);
   void write_console(uint8_t byte);
 
+  Status open_disks(const RunConfig& config);
+  void stop_devices();
+
   std::unique_ptr<MachineCore> core_;  // VM, RAM, buses, vCPUs
   std::unique_ptr<GuestMemoryManager> memory_;
+  // --disk: opened (and checked) before anything else, put on the MMIO bus by build_devices().
+  // Their workers use guest memory, so they stop before the memory stack does.
+  std::vector<std::unique_ptr<VirtioBlk>> disks_;
+  std::vector<std::shared_ptr<VirtioMmio>> virtio_;
   bool print_stats_ = false;
   uint64_t started_ns_ = 0;
   std::shared_ptr<Uart16550> uart_;

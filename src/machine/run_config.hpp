@@ -4,6 +4,9 @@
 #include <cstdint>
 #include <string>
 
+#include <vector>
+
+#include "devices/virtio_blk.hpp"
 #include "memory/memory_manager.hpp"
 
 namespace shoal {
@@ -25,7 +28,9 @@ struct RunConfig {
   // interval (machine/replica_runner.hpp); empty: none.
   std::string replica_dir;
   uint32_t replica_interval_ms =
-      1000;                 // --api-socket: the control API (machine/api_server.hpp); empty: none
+      1000;  // --api-socket: the control API (machine/api_server.hpp); empty: none
+  // --disk PATH[,ro]: one virtio-blk device each, in order from the first virtio-mmio slot.
+  std::vector<DiskOptions> disks;
   uint64_t started_ns = 0;  // monotonic_ns() when main() began: start-up is logged against it
 };
 

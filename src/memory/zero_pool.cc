@@ -6,7 +6,7 @@
 #include <cstring>
 #include <string>
 
-#include "memory/io_ring.hpp"
+#include "base/io_ring.hpp"
 #include "memory/userfaultfd.hpp"
 #include "shoal/clock.hpp"
 #include "shoal/size.hpp"

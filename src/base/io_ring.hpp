@@ -1,8 +1,11 @@
-// Owns one io_uring (liburing); move-only. Only what the zero pool's refill worker needs:
-// queue madvise requests, submit, and reap completions.
+// Owns one io_uring (liburing); move-only. What the zero pool's refill worker (madvise) and the
+// virtio-blk worker (vectored reads and writes, fsync, reads of its notify eventfds) queue,
+// submit and reap.
 #pragma once
 
 #include <liburing.h>
+
+#include <sys/uio.h>
 
 #include <cstdint>
 
@@ -22,10 +25,18 @@ class IoRing {
   // Queues madvise(addr, len, advice) tagged with `user_data`; false when the SQ is full.
   // liburing 2.3 takes a 32-bit length: callers keep len < 4 GiB.
   bool queue_madvise(void* addr, uint32_t len, int advice, uint64_t user_data);
+  // preadv/pwritev(fd, iov, count, offset), read(fd, buf, len) and fsync(fd), tagged with
+  // `user_data`; false when the SQ is full. `iov` and `buf` must live until the completion.
+  bool queue_readv(int fd, const iovec* iov, unsigned count, uint64_t offset, uint64_t user_data);
+  bool queue_writev(int fd, const iovec* iov, unsigned count, uint64_t offset, uint64_t user_data);
+  bool queue_read(int fd, void* buf, unsigned len, uint64_t user_data);
+  bool queue_fsync(int fd, uint64_t user_data);
   // Submits what is queued; returns how many or -errno.
   int submit();
   // Waits for one completion: its user_data and result (-errno on failure).
   Status wait(uint64_t* user_data, int* result);
+  // A completion if one is ready (true), without waiting.
+  bool peek(uint64_t* user_data, int* result);
 
  private:
   IoRing() = default;
