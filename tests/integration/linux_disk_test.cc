@@ -24,20 +24,6 @@
 namespace shoal::test {
 namespace {
 
-// Empty when this host's CPUs offer VT-x or AMD-V (the "vmx"/"svm" flags); else why not.
-std::string hardware_virtualization_missing() {
-  std::ifstream cpuinfo("/proc/cpuinfo");
-  std::string line;
-  while (std::getline(cpuinfo, line)) {
-    if (line.rfind("flags", 0) != 0) continue;
-    std::istringstream words(line);
-    for (std::string w; words >> w;)
-      if (w == "vmx" || w == "svm") return {};
-    return "no vmx/svm flag in /proc/cpuinfo; run through scripts/test-vm";
-  }
-  return "no CPU flags in /proc/cpuinfo";
-}
-
 const std::string kKernel = std::string(SHOAL_LINUX_DIR) + "/vmlinux";
 // scripts/fetch-linux keeps the virtio modules here; scripts/guest-initramfs packs them.
 const std::string kModules = std::string(SHOAL_LINUX_DIR) + "/modules/order";

@@ -20,20 +20,6 @@ namespace {
 
 using namespace std::chrono_literals;
 
-// Empty when this host's CPUs offer VT-x or AMD-V (the "vmx"/"svm" flags); else why not.
-std::string hardware_virtualization_missing() {
-  std::ifstream cpuinfo("/proc/cpuinfo");
-  std::string line;
-  while (std::getline(cpuinfo, line)) {
-    if (line.rfind("flags", 0) != 0) continue;
-    std::istringstream words(line);
-    for (std::string w; words >> w;)
-      if (w == "vmx" || w == "svm") return {};
-    return "no vmx/svm flag in /proc/cpuinfo; run through scripts/test-vm";
-  }
-  return "no CPU flags in /proc/cpuinfo";
-}
-
 #define SHOAL_REQUIRE_LINUX_GUEST(kernel)                                                     \
   do {                                                                                        \
     SHOAL_REQUIRE_KVM();                                                                      \

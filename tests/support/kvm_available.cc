@@ -5,6 +5,8 @@
 
 #include <cerrno>
 #include <cstring>
+#include <fstream>
+#include <sstream>
 
 namespace shoal::test {
 
@@ -13,6 +15,19 @@ std::string kvm_unavailable_reason() {
   if (fd < 0) return std::strerror(errno);
   close(fd);
   return {};
+}
+
+std::string hardware_virtualization_missing() {
+  std::ifstream cpuinfo("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(cpuinfo, line)) {
+    if (line.rfind("flags", 0) != 0) continue;
+    std::istringstream words(line);
+    for (std::string w; words >> w;)
+      if (w == "vmx" || w == "svm") return {};
+    return "no vmx/svm flag in /proc/cpuinfo; run through scripts/test-vm";
+  }
+  return "no CPU flags in /proc/cpuinfo";
 }
 
 }  // namespace shoal::test

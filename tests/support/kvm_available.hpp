@@ -10,6 +10,10 @@ namespace shoal::test {
 // Empty when /dev/kvm opens read-write; else the reason.
 std::string kvm_unavailable_reason();
 
+// Empty when this host's CPUs offer VT-x or AMD-V (the "vmx"/"svm" flags in /proc/cpuinfo),
+// which a Linux guest needs (its ring 0 is emulated on the nested hosts); else why not.
+std::string hardware_virtualization_missing();
+
 }  // namespace shoal::test
 
 #define SHOAL_REQUIRE_KVM()                                               \

@@ -106,6 +106,39 @@ std::vector<uint8_t> dsdt_of(const std::vector<uint8_t>& b) {
           b.begin() + static_cast<long>(d.offset + d.length)};
 }
 
+// The DSDT as ACPICA's disassembler (the reference parser, the one Linux's interpreter shares)
+// prints it; empty when iasl is not installed.
+std::string disassemble(const std::vector<uint8_t>& dsdt) {
+  if (std::system("command -v iasl >/dev/null 2>&1") != 0) return {};
+  char dir[] = "/tmp/shoal-dsdt-XXXXXX";
+  EXPECT_NE(mkdtemp(dir), nullptr);
+  const std::string aml = std::string(dir) + "/dsdt.aml", dsl = std::string(dir) + "/dsdt.dsl";
+  std::ofstream(aml, std::ios::binary)
+      .write(reinterpret_cast<const char*>(dsdt.data()), static_cast<long>(dsdt.size()));
+  EXPECT_EQ(std::system(("iasl -d " + aml + " >" + dir + "/iasl.log 2>&1").c_str()), 0);
+  std::stringstream text;
+  text << std::ifstream(dsl).rdbuf();
+  std::system(("rm -rf " + std::string(dir)).c_str());
+  return text.str();
+}
+
+TEST(Acpi, DsdtDescribesEachVirtioMmioTransport) {
+  EXPECT_FALSE(build_acpi_tables(boot::kAcpiAddr, 1, platform::kVirtioMmioSlots + 1).ok());
+  auto t = build_acpi_tables(boot::kAcpiAddr, 1, 2);
+  ASSERT_TRUE(t.ok());
+  const std::string d = disassemble(dsdt_of(t->bytes));
+  if (d.empty())
+    GTEST_SKIP() << "iasl not installed (Debian package acpica-tools): AML not disassembled";
+  EXPECT_NE(d.find("Device (VR00)"), std::string::npos) << d;
+  EXPECT_NE(d.find("Device (VR01)"), std::string::npos) << d;
+  EXPECT_EQ(d.find("Device (VR02)"), std::string::npos) << d;
+  EXPECT_NE(d.find("Name (_HID, \"LNRO0005\")"), std::string::npos) << d;
+  EXPECT_NE(d.find("Memory32Fixed (ReadWrite,"), std::string::npos) << d;
+  EXPECT_NE(d.find("0xFEB00200,"), std::string::npos) << d;  // transport 1's base
+  EXPECT_NE(d.find("0x00000200,"), std::string::npos) << d;  // 512 bytes each
+  EXPECT_NE(d.find("0x00000011,"), std::string::npos) << d;  // transport 1's GSI, 17
+}
+
 TEST(Acpi, DsdtDescribesCom1TheRtcAndS5) {
   auto t = build_acpi_tables(boot::kAcpiAddr, 1);
   ASSERT_TRUE(t.ok());
@@ -119,19 +152,9 @@ TEST(Acpi, DsdtDescribesCom1TheRtcAndS5) {
   EXPECT_NE(s.find("RTC_"), std::string::npos);
   EXPECT_NE(s.find("_S5_"), std::string::npos);
 
-  // ACPICA's disassembler is the reference parser (the one Linux's interpreter shares).
-  if (std::system("command -v iasl >/dev/null 2>&1") != 0)
+  const std::string d = disassemble(dsdt);
+  if (d.empty())
     GTEST_SKIP() << "iasl not installed (Debian package acpica-tools): AML not disassembled";
-  char dir[] = "/tmp/shoal-dsdt-XXXXXX";
-  ASSERT_NE(mkdtemp(dir), nullptr);
-  const std::string aml = std::string(dir) + "/dsdt.aml", dsl = std::string(dir) + "/dsdt.dsl";
-  std::ofstream(aml, std::ios::binary)
-      .write(reinterpret_cast<const char*>(dsdt.data()), static_cast<long>(dsdt.size()));
-  ASSERT_EQ(std::system(("iasl -d " + aml + " >" + dir + "/iasl.log 2>&1").c_str()), 0);
-  std::stringstream text;
-  text << std::ifstream(dsl).rdbuf();
-  const std::string d = text.str();
-  std::system(("rm -rf " + std::string(dir)).c_str());
   EXPECT_NE(d.find("EisaId (\"PNP0501\")"), std::string::npos) << d;
   EXPECT_NE(d.find("EisaId (\"PNP0B00\")"), std::string::npos) << d;
   EXPECT_NE(d.find("0x03F8"), std::string::npos) << d;

@@ -41,15 +41,29 @@ struct Image {
 // The guest side: registers through the transport, rings in guest RAM.
 class Driver {
  public:
-  Driver(GuestRam& ram, VirtioMmio& t) : ram_(ram), t_(t) {}
+  // Queue `queue`'s rings, headers and status bytes are 0x4000 apart from the next queue's.
+  Driver(GuestRam& ram, VirtioMmio& t, uint16_t queue = 0)
+      : ram_(ram),
+        t_(t),
+        queue_(queue),
+        desc_(kDesc + 0x4000ull * queue),
+        avail_(kAvail + 0x4000ull * queue),
+        used_(kUsed + 0x4000ull * queue),
+        headers_(kHeaders + 0x4000ull * queue),
+        status_(kStatus + 0x4000ull * queue) {}
   uint32_t reg(uint64_t off) {
     uint32_t v = 0;
     t_.read(off, {reinterpret_cast<uint8_t*>(&v), 4});
     return v;
   }
   void set(uint64_t off, uint32_t v) { t_.write(off, {reinterpret_cast<uint8_t*>(&v), 4}); }
-  // The spec's initialization sequence with `features` (low and high words) for queue 0.
-  void start(uint64_t features, uint64_t desc = kDesc) {
+  // The spec's initialization sequence with `features` (low and high words) for this queue.
+  void start(uint64_t features, uint64_t desc = 0) {
+    begin(features);
+    setup_queue(desc);
+    driver_ok();
+  }
+  void begin(uint64_t features) {
     set(0x70, 0);
     set(0x70, 1 | 2);
     set(0x24, 0);
@@ -57,17 +71,20 @@ class Driver {
     set(0x24, 1);
     set(0x20, static_cast<uint32_t>(features >> 32));
     set(0x70, 1 | 2 | 8);
-    set(0x30, 0);
+  }
+  void setup_queue(uint64_t desc = 0) {
+    if (desc == 0) desc = desc_;
+    set(0x30, queue_);
     set(0x38, kQueue);
     set(0x80, static_cast<uint32_t>(desc));
     set(0x84, static_cast<uint32_t>(desc >> 32));
-    set(0x90, kAvail);
-    set(0xa0, kUsed);
+    set(0x90, static_cast<uint32_t>(avail_));
+    set(0xa0, static_cast<uint32_t>(used_));
     set(0x44, 1);
-    set(0x70, reg(0x70) | 4);
   }
+  void driver_ok() { set(0x70, reg(0x70) | 4); }
   void put_desc(uint16_t i, uint64_t addr, uint32_t len, uint16_t flags, uint16_t next) {
-    uint8_t* d = ram_.host(kDesc + 16 * i, 16);
+    uint8_t* d = ram_.host(desc_ + 16 * i, 16);
     std::memcpy(d, &addr, 8);
     std::memcpy(d + 8, &len, 4);
     std::memcpy(d + 12, &flags, 2);
@@ -78,51 +95,53 @@ class Driver {
                   const std::vector<std::pair<uint64_t, uint32_t>>& data,
                   uint32_t* used_len = nullptr) {
     const uint16_t head = static_cast<uint16_t>((next_ * 4) % kQueue);
-    uint8_t* hdr = ram_.host(kHeaders + 16 * head, 16);
+    uint8_t* hdr = ram_.host(headers_ + 16 * head, 16);
     std::memcpy(hdr, &type, 4);
     std::memset(hdr + 4, 0, 4);
     std::memcpy(hdr + 8, &sector, 8);
     const bool in = type == 0 || type == 8;
     uint16_t i = head;
-    put_desc(i, kHeaders + 16 * head, 16, 1, static_cast<uint16_t>(i + 1));
+    put_desc(i, headers_ + 16 * head, 16, 1, static_cast<uint16_t>(i + 1));
     for (const auto& [gpa, len] : data) {
       ++i;
       put_desc(i, gpa, len, static_cast<uint16_t>(1 | (in ? 2 : 0)), static_cast<uint16_t>(i + 1));
     }
     ++i;
-    *ram_.host(kStatus + head, 1) = 0xee;
-    put_desc(i, kStatus + head, 1, 2, 0);
-    return submit(head, used_len, ram_.host(kStatus + head, 1));
+    *ram_.host(status_ + head, 1) = 0xee;
+    put_desc(i, status_ + head, 1, 2, 0);
+    return submit(head, used_len, ram_.host(status_ + head, 1));
   }
   uint8_t submit(uint16_t head, uint32_t* used_len, const uint8_t* status) {
-    uint8_t* avail = ram_.host(kAvail, 4 + 2 * kQueue);
+    uint8_t* avail = ram_.host(avail_, 4 + 2 * kQueue);
     std::memcpy(avail + 4 + 2 * (next_ % kQueue), &head, 2);
     ++next_;
     __atomic_store_n(reinterpret_cast<uint16_t*>(avail + 2), next_, __ATOMIC_RELEASE);
-    set(0x50, 0);
-    const uint16_t* used_idx = reinterpret_cast<const uint16_t*>(ram_.host(kUsed + 2, 2));
+    set(0x50, queue_);
+    const uint16_t* used_idx = reinterpret_cast<const uint16_t*>(ram_.host(used_ + 2, 2));
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
     while (__atomic_load_n(used_idx, __ATOMIC_ACQUIRE) != next_) {
       if (std::chrono::steady_clock::now() > deadline || (reg(0x70) & 64) != 0) return 0xff;
       std::this_thread::yield();
     }
     if (used_len)
-      std::memcpy(used_len, ram_.host(kUsed + 4 + 8 * ((next_ - 1) % kQueue) + 4, 4), 4);
+      std::memcpy(used_len, ram_.host(used_ + 4 + 8 * ((next_ - 1) % kQueue) + 4, 4), 4);
     return *status;
   }
 
  private:
   GuestRam& ram_;
   VirtioMmio& t_;
+  uint16_t queue_;
+  uint64_t desc_, avail_, used_, headers_, status_;
   uint16_t next_ = 0;
 };
 
 struct Fixture {
-  explicit Fixture(const Image& img, bool ro = false) {
+  explicit Fixture(const Image& img, bool ro = false, uint16_t queues = 1) {
     auto r = GuestRam::reserve(4 << 20, 40);
     EXPECT_TRUE(r.ok());
     ram.emplace(std::move(*r));
-    auto blk = VirtioBlk::open({img.path, ro}, 1);
+    auto blk = VirtioBlk::open({img.path, ro}, queues);
     EXPECT_TRUE(blk.ok()) << (blk.ok() ? "" : blk.error().message());
     auto t = VirtioMmio::create(nullptr, *ram, 0xfeb00000, 16, std::move(*blk));
     EXPECT_TRUE(t.ok());
@@ -175,6 +194,33 @@ TEST(VirtioBlk, WritesAndReadsBackThroughTheQueue) {
   ::close(fd);
   EXPECT_EQ(std::memcmp(back.data() + 512, data, 8192), 0);
   EXPECT_EQ(back[0], static_cast<uint8_t>(7 * 512 * 7 + 7));
+  EXPECT_EQ(f.transport->device().name(), "virtio-blk " + img.path);
+}
+
+TEST(VirtioBlk, ServesEveryQueueTheDriverSetUp) {
+  Image img(1 << 20);
+  Fixture f(img, false, 2);
+  f.driver->set(0x14, 0);
+  EXPECT_NE(f.driver->reg(0x10) & (1u << 12), 0u);  // VIRTIO_BLK_F_MQ
+  uint16_t queues = 0;
+  f.transport->read(0x100 + 34, {reinterpret_cast<uint8_t*>(&queues), 2});
+  EXPECT_EQ(queues, 2);
+  Driver second(*f.ram, *f.transport, 1);
+  f.driver->begin(kVersion1 | (1u << 12));
+  f.driver->setup_queue();
+  second.setup_queue();
+  f.driver->driver_ok();
+  ASSERT_EQ(f.driver->reg(0x70) & 64, 0u);
+  uint8_t* data = f.ram->host(kData, 4096);
+  std::memset(data, 0xa5, 4096);
+  // Written through queue 1, read back through queue 0, and the other way round.
+  EXPECT_EQ(second.request(1, 16, {{kData, 4096}}), 0);
+  EXPECT_EQ(f.driver->request(0, 16, {{kData + 8192, 4096}}), 0);
+  EXPECT_EQ(std::memcmp(f.ram->host(kData + 8192, 4096), data, 4096), 0);
+  std::memset(data, 0x3c, 4096);
+  EXPECT_EQ(f.driver->request(1, 24, {{kData, 4096}}), 0);
+  EXPECT_EQ(second.request(0, 24, {{kData + 16384, 4096}}), 0);
+  EXPECT_EQ(std::memcmp(f.ram->host(kData + 16384, 4096), data, 4096), 0);
   EXPECT_EQ(f.transport->device().name(), "virtio-blk " + img.path);
 }
 
