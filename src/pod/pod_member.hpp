@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "arch/boot_plan.hpp"
+#include "devices/virtio_mmio.hpp"
 #include "machine/machine_core.hpp"
 #include "memory/coherent_memory.hpp"
 #include "net/rdma_link.hpp"
@@ -84,7 +85,9 @@ class PodMember {
 
  private:
   explicit PodMember(PodMemberConfig config);
-  Status build_devices();
+  Status build_devices();  // pod_member_devices.cc
+  Status insert_disks();
+  void stop_disks();
   Result<std::shared_ptr<net::Link>> mesh_link(std::shared_ptr<net::TcpLink> tcp, bool connecting);
   void serve_forwarded(NodeId from, const ForwardedExit& e, uint32_t request);
   void device_loop();
@@ -135,6 +138,7 @@ class PodMember {
   std::deque<ForwardedWork> device_queue_;
   bool device_stop_ = false;
   std::thread device_thread_;
+  std::vector<std::shared_ptr<VirtioMmio>> disks_;  // host 0's spec.disks
 
   std::mutex console_mu_;
   std::string console_line_;

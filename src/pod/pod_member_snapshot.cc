@@ -78,6 +78,8 @@ Result<std::string> PodMember::save_snapshot(const std::string& dir,
                                              const std::vector<uint64_t>& slots,
                                              uint64_t snapshot_id) {
   const PodSpec& spec = config_.spec;
+  if (!spec.disks.empty())
+    return Error("snapshot: virtio devices (spec.disks) do not save their state yet");
   PodMemberState st;
   st.pod_name = spec.name;
   st.snapshot_id = snapshot_id;
@@ -140,6 +142,10 @@ Status PodMember::commit_snapshot(const std::string& dir) {
 
 Result<BootPlan> PodMember::restore() {
   const PodSpec& spec = config_.spec;
+  if (!spec.disks.empty())
+    return Error(
+        "restore: a pod with spec.disks cannot be restored yet (virtio devices do not "
+        "save their state)");
   const std::string path = config_.restore_dir + "/" + me().name + ".snap";
   auto file = SnapshotFile::open(path);
   if (!file) return file.error();

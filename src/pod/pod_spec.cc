@@ -12,7 +12,9 @@
 #include <set>
 #include <sstream>
 
+#include "arch/platform_ports.hpp"
 #include "memory/coherence.hpp"
+#include "pod/yaml_checker.hpp"
 #include "shoal/size.hpp"
 
 namespace shoal {
@@ -21,108 +23,7 @@ namespace {
 
 constexpr uint64_t kHomeAlign = 2ull << 20;  // home ranges in whole 2 MiB pieces (pool chunks)
 
-// Walks the YAML tree, collecting "path: problem" errors instead of stopping at the first.
-class Checker {
- public:
-  std::vector<std::string> errors;
-
-  void error(const std::string& path, const YAML::Node& at, const std::string& problem) {
-    std::string where = path;
-    if (at.IsDefined() && at.Mark().line >= 0)
-      where += " (line " + std::to_string(at.Mark().line + 1) + ")";
-    errors.push_back(where + ": " + problem);
-  }
-
-  static std::string kind_of(const YAML::Node& n) {
-    switch (n.Type()) {
-      case YAML::NodeType::Map:
-        return "a mapping";
-      case YAML::NodeType::Sequence:
-        return "a list";
-      case YAML::NodeType::Null:
-        return "nothing";
-      case YAML::NodeType::Scalar:
-        return "'" + n.Scalar() + "'";
-      default:
-        return "nothing";
-    }
-  }
-
-  bool map(const YAML::Node& n, const std::string& path) {
-    if (n.IsMap()) return true;
-    error(path, n, "expected a mapping, got " + kind_of(n));
-    return false;
-  }
-
-  void only_keys(const YAML::Node& m, const std::string& path, const std::set<std::string>& known) {
-    for (const auto& kv : m) {
-      const std::string key = kv.first.IsScalar() ? kv.first.Scalar() : "?";
-      if (!known.count(key)) {
-        std::string list;
-        for (const auto& k : known) list += (list.empty() ? "" : ", ") + k;
-        error(join(path, key), kv.first, "unknown field (known: " + list + ")");
-      }
-    }
-  }
-
-  std::optional<std::string> text(const YAML::Node& m, const std::string& path, const char* key,
-                                  bool required) {
-    const YAML::Node n = m[key];
-    if (!n.IsDefined() || n.IsNull()) {
-      if (required) error(join(path, key), m, "required field is missing");
-      return std::nullopt;
-    }
-    if (!n.IsScalar()) {
-      error(join(path, key), n, "expected a string, got " + kind_of(n));
-      return std::nullopt;
-    }
-    return n.Scalar();
-  }
-
-  std::optional<int64_t> integer(const YAML::Node& n, const std::string& path) {
-    if (n.IsScalar()) {
-      int64_t v = 0;
-      const std::string& s = n.Scalar();
-      auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
-      if (ec == std::errc() && end == s.data() + s.size()) return v;
-    }
-    error(path, n, "expected an integer, got " + kind_of(n));
-    return std::nullopt;
-  }
-
-  std::optional<uint64_t> size(const YAML::Node& n, const std::string& path) {
-    if (!n.IsScalar()) {
-      error(path, n, "expected a size such as 512M or 4G, got " + kind_of(n));
-      return std::nullopt;
-    }
-    auto r = parse_size(n.Scalar(), MiB);
-    if (!r) {
-      error(path, n, r.error().message());
-      return std::nullopt;
-    }
-    return *r;
-  }
-
-  // "1s", "1.5s", "500ms".
-  std::optional<uint64_t> millis(const YAML::Node& n, const std::string& path) {
-    const std::string t = n.IsScalar() ? n.Scalar() : "";
-    const bool ms = t.size() > 2 && t.ends_with("ms");
-    const bool sec = !ms && t.size() > 1 && t.ends_with("s");
-    if (ms || sec) {
-      const std::string num = t.substr(0, t.size() - (ms ? 2 : 1));
-      double v = 0;
-      auto [end, ec] = std::from_chars(num.data(), num.data() + num.size(), v);
-      if (ec == std::errc() && end == num.data() + num.size() && v >= 0 && v < 1e9)
-        return static_cast<uint64_t>(ms ? v : v * 1000.0);
-    }
-    error(path, n, "expected a duration such as 1s or 500ms, got " + kind_of(n));
-    return std::nullopt;
-  }
-
-  static std::string join(const std::string& path, const std::string& key) {
-    return path.empty() ? key : path + "." + key;
-  }
-};
+using pod_yaml::Checker;
 
 // "0-3", "0,2,5-6" or a YAML list of integers.
 std::vector<int> parse_vcpu_list(Checker& c, const YAML::Node& n, const std::string& path) {
@@ -304,7 +205,7 @@ PodSpecResult parse_pod_spec(const std::string& yaml_text) {
   } else if (c.map(s, "spec")) {
     c.only_keys(s, "spec",
                 {"guest", "memory", "vcpus", "hosts", "transport", "rdmaSealed", "secretFile",
-                 "failureTimeout", "placement"});
+                 "failureTimeout", "placement", "disks"});
     if (!s["guest"].IsDefined()) {
       c.error("spec.guest", s, "required field is missing");
     } else if (c.map(s["guest"], "spec.guest")) {
@@ -355,6 +256,24 @@ PodSpecResult parse_pod_spec(const std::string& yaml_text) {
           c.error("spec.failureTimeout", s["failureTimeout"], "expected 500ms to 60s");
         else
           spec.failure_timeout_ms = *v;
+      }
+    }
+    if (const YAML::Node d = s["disks"]; d.IsDefined()) {
+      if (!d.IsSequence() || d.size() > platform::kVirtioMmioSlots) {
+        c.error("spec.disks", d,
+                "expected a list of at most " + std::to_string(platform::kVirtioMmioSlots) +
+                    " PATH[,ro], got " + Checker::kind_of(d));
+      } else {
+        for (size_t i = 0; i < d.size(); ++i) {
+          const std::string path = "spec.disks[" + std::to_string(i) + "]";
+          if (!d[i].IsScalar()) {
+            c.error(path, d[i], "expected PATH[,ro], got " + Checker::kind_of(d[i]));
+          } else if (auto disk = parse_disk_option(d[i].as<std::string>()); !disk) {
+            c.error(path, d[i], disk.error().message());
+          } else {
+            spec.disks.push_back(*disk);
+          }
+        }
       }
     }
     const YAML::Node hosts = s["hosts"];

@@ -12,6 +12,7 @@
 //     secretFile: /etc/shoal/demo.secret
 //     failureTimeout: 1s          # a member silent this long is lost (500ms .. 60s)
 //     placement: static           # or auto: vCPUs move to the host their pages come from
+//     disks: [/srv/root.img, "/srv/data.img,ro"]  # virtio-blk on the first host (docs/devices.md)
 //     hosts:
 //       - {name: a, address: "10.0.0.1:7000", vcpus: [0, 1], memory: even, zeroPool: 64M,
 //          rdmaDevice: mlx5_0}    # rdma only; default: the first device with an active port
@@ -25,6 +26,8 @@
 #include <optional>
 #include <string>
 #include <vector>
+
+#include "devices/virtio_blk.hpp"
 
 namespace shoal {
 
@@ -67,6 +70,9 @@ struct PodSpec {
   std::string secret_file;
   uint64_t failure_timeout_ms = 1000;
   PodPlacement placement = PodPlacement::kStatic;
+  // virtio-blk devices, opened by the first host (devices live there); the others reach them
+  // through coherent memory and forwarded MMIO exits.
+  std::vector<DiskOptions> disks;
   std::vector<PodHost> hosts;
 };
 

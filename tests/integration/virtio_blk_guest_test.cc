@@ -25,31 +25,12 @@ class VirtioBlkGuest : public ::testing::Test {
   void SetUp() override {
     SHOAL_REQUIRE_KVM();
     image_ = ::testing::TempDir() + "shoal-blk-" + std::to_string(::getpid()) + ".img";
-    // Words no two alike, so a sector read from the wrong place changes the checksum.
-    std::vector<uint64_t> words(kImageBytes / 8);
-    for (uint64_t i = 0; i < words.size(); ++i) words[i] = (i ^ 0x5555) * 0xD6E8FEB86659FD93ull;
-    write_image(words);
+    ASSERT_TRUE(write_blk_image(image_, kImageBytes));
   }
   void TearDown() override {
     if (!image_.empty()) ::unlink(image_.c_str());
   }
-  void write_image(const std::vector<uint64_t>& words) {
-    const int fd = ::open(image_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    ASSERT_GE(fd, 0);
-    ASSERT_EQ(::write(fd, words.data(), words.size() * 8), static_cast<ssize_t>(words.size() * 8));
-    ::close(fd);
-  }
-  // The guest's blk-read checksum of the file's first `mib` MiB: the sum of word * (index + 1).
-  uint64_t file_checksum(uint64_t mib) const {
-    std::vector<uint64_t> words((mib << 20) / 8);
-    const int fd = ::open(image_.c_str(), O_RDONLY);
-    EXPECT_EQ(::pread(fd, words.data(), words.size() * 8, 0),
-              static_cast<ssize_t>(words.size() * 8));
-    ::close(fd);
-    uint64_t sum = 0;
-    for (uint64_t i = 0; i < words.size(); ++i) sum += words[i] * (i + 1);
-    return sum;
-  }
+  uint64_t file_checksum(uint64_t mib) const { return expected_blk_read_checksum(image_, mib); }
   ProcessResult run(const std::string& workload, const std::string& disk_option) {
     return run_process({SHOAL_BINARY, "run", "--kernel", SHOAL_TEST_GUEST, "--memory", "256M",
                         "--cmdline", workload, "--disk", disk_option, "--log-level", "warn"},

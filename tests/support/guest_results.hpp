@@ -1,9 +1,13 @@
 // What the bundled test guest's workloads must print, computed the same way on the host.
 #pragma once
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <cstdint>
 #include <cstdio>
 #include <string>
+#include <vector>
 
 namespace shoal::test {
 
@@ -23,6 +27,32 @@ inline uint64_t expected_touch_checksum(uint64_t mib) {
   uint64_t sum = 0;
   for (uint64_t p = 0; p < (mib << 8); ++p) sum += (p + 1) * 0x9E3779B97F4A7C15ull;
   return sum;
+}
+
+// `blk-read MIB`'s checksum of a disk image's first MIB MiB: the sum of word * (index + 1);
+// 0 when the file cannot be read that far.
+inline uint64_t expected_blk_read_checksum(const std::string& image, uint64_t mib) {
+  std::vector<uint64_t> words((mib << 20) / 8);
+  const int fd = ::open(image.c_str(), O_RDONLY | O_CLOEXEC);
+  const bool whole = fd >= 0 && ::pread(fd, words.data(), words.size() * 8, 0) ==
+                                    static_cast<ssize_t>(words.size() * 8);
+  if (fd >= 0) ::close(fd);
+  if (!whole) return 0;
+  uint64_t sum = 0;
+  for (uint64_t i = 0; i < words.size(); ++i) sum += words[i] * (i + 1);
+  return sum;
+}
+
+// A disk image of `bytes` whose 8-byte words are all different, so a sector read from the
+// wrong place changes blk-read's checksum.
+inline bool write_blk_image(const std::string& path, uint64_t bytes) {
+  std::vector<uint64_t> words(bytes / 8);
+  for (uint64_t i = 0; i < words.size(); ++i) words[i] = (i ^ 0x5555) * 0xD6E8FEB86659FD93ull;
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return false;
+  const bool ok = ::write(fd, words.data(), bytes) == static_cast<ssize_t>(bytes);
+  ::close(fd);
+  return ok;
 }
 
 inline std::string hex64(uint64_t v) {

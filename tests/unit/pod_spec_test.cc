@@ -142,6 +142,23 @@ TEST(PodSpec, Placement) {
                "expected static or auto, got 'smart'");
 }
 
+TEST(PodSpec, Disks) {
+  EXPECT_TRUE(parse_pod_spec(kGood).spec->disks.empty());
+  const std::string tcp = "  transport: tcp\n";
+  auto d = parse_pod_spec(edit(tcp, tcp + "  disks: [/srv/a.img, \"/srv/b.img,ro\"]\n"));
+  ASSERT_TRUE(d.spec.has_value());
+  ASSERT_EQ(d.spec->disks.size(), 2u);
+  EXPECT_EQ(d.spec->disks[0].path, "/srv/a.img");
+  EXPECT_FALSE(d.spec->disks[0].read_only);
+  EXPECT_TRUE(d.spec->disks[1].read_only);
+  expect_error(edit(tcp, tcp + "  disks: [\"/srv/a.img,rw\"]\n"), "spec.disks[0]",
+               "--disk /srv/a.img: unknown option 'rw' (expected PATH[,ro])");
+  expect_error(edit(tcp, tcp + "  disks: /srv/a.img\n"), "spec.disks", "expected a list");
+  expect_error(edit(tcp, tcp + "  disks: [[a]]\n"), "spec.disks[0]", "expected PATH[,ro]");
+  expect_error(edit(tcp, tcp + "  disks: [a, b, c, d, e, f, g, h, i]\n"), "spec.disks",
+               "at most 8");
+}
+
 TEST(PodSpec, ExplicitRangesAreKept) {
   auto r = parse_pod_spec(edit("      memory: even\n", "      memory: [{start: 0, size: 256M}]\n") +
                           "      memory: [{start: 256M, size: 768M}]\n");

@@ -1,0 +1,123 @@
+// The pod spec parser's YAML walker (pod_spec.cc): collects "path: problem" errors instead of
+// stopping at the first, so that one run names every problem of a spec.
+#pragma once
+
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <cctype>
+#include <charconv>
+#include <cstdint>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "shoal/size.hpp"
+
+namespace shoal::pod_yaml {
+
+// Walks the YAML tree, collecting "path: problem" errors instead of stopping at the first.
+class Checker {
+ public:
+  std::vector<std::string> errors;
+
+  void error(const std::string& path, const YAML::Node& at, const std::string& problem) {
+    std::string where = path;
+    if (at.IsDefined() && at.Mark().line >= 0)
+      where += " (line " + std::to_string(at.Mark().line + 1) + ")";
+    errors.push_back(where + ": " + problem);
+  }
+
+  static std::string kind_of(const YAML::Node& n) {
+    switch (n.Type()) {
+      case YAML::NodeType::Map:
+        return "a mapping";
+      case YAML::NodeType::Sequence:
+        return "a list";
+      case YAML::NodeType::Null:
+        return "nothing";
+      case YAML::NodeType::Scalar:
+        return "'" + n.Scalar() + "'";
+      default:
+        return "nothing";
+    }
+  }
+
+  bool map(const YAML::Node& n, const std::string& path) {
+    if (n.IsMap()) return true;
+    error(path, n, "expected a mapping, got " + kind_of(n));
+    return false;
+  }
+
+  void only_keys(const YAML::Node& m, const std::string& path, const std::set<std::string>& known) {
+    for (const auto& kv : m) {
+      const std::string key = kv.first.IsScalar() ? kv.first.Scalar() : "?";
+      if (!known.count(key)) {
+        std::string list;
+        for (const auto& k : known) list += (list.empty() ? "" : ", ") + k;
+        error(join(path, key), kv.first, "unknown field (known: " + list + ")");
+      }
+    }
+  }
+
+  std::optional<std::string> text(const YAML::Node& m, const std::string& path, const char* key,
+                                  bool required) {
+    const YAML::Node n = m[key];
+    if (!n.IsDefined() || n.IsNull()) {
+      if (required) error(join(path, key), m, "required field is missing");
+      return std::nullopt;
+    }
+    if (!n.IsScalar()) {
+      error(join(path, key), n, "expected a string, got " + kind_of(n));
+      return std::nullopt;
+    }
+    return n.Scalar();
+  }
+
+  std::optional<int64_t> integer(const YAML::Node& n, const std::string& path) {
+    if (n.IsScalar()) {
+      int64_t v = 0;
+      const std::string& s = n.Scalar();
+      auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+      if (ec == std::errc() && end == s.data() + s.size()) return v;
+    }
+    error(path, n, "expected an integer, got " + kind_of(n));
+    return std::nullopt;
+  }
+
+  std::optional<uint64_t> size(const YAML::Node& n, const std::string& path) {
+    if (!n.IsScalar()) {
+      error(path, n, "expected a size such as 512M or 4G, got " + kind_of(n));
+      return std::nullopt;
+    }
+    auto r = parse_size(n.Scalar(), MiB);
+    if (!r) {
+      error(path, n, r.error().message());
+      return std::nullopt;
+    }
+    return *r;
+  }
+
+  // "1s", "1.5s", "500ms".
+  std::optional<uint64_t> millis(const YAML::Node& n, const std::string& path) {
+    const std::string t = n.IsScalar() ? n.Scalar() : "";
+    const bool ms = t.size() > 2 && t.ends_with("ms");
+    const bool sec = !ms && t.size() > 1 && t.ends_with("s");
+    if (ms || sec) {
+      const std::string num = t.substr(0, t.size() - (ms ? 2 : 1));
+      double v = 0;
+      auto [end, ec] = std::from_chars(num.data(), num.data() + num.size(), v);
+      if (ec == std::errc() && end == num.data() + num.size() && v >= 0 && v < 1e9)
+        return static_cast<uint64_t>(ms ? v : v * 1000.0);
+    }
+    error(path, n, "expected a duration such as 1s or 500ms, got " + kind_of(n));
+    return std::nullopt;
+  }
+
+  static std::string join(const std::string& path, const std::string& key) {
+    return path.empty() ? key : path + "." + key;
+  }
+};
+
+}  // namespace shoal::pod_yaml
