@@ -51,3 +51,5 @@ int run_ipi(uint32_t cpu, uint32_t ncpus, uint64_t n, void (*barrier)(int));
 int run_wander(uint32_t cpu, uint32_t ncpus, uint64_t rounds, void (*barrier)(int));
 /* guest/virtio_blk.c: blk-read (write 0) and blk-write (write 1); vCPU 0 only. */
 int run_blk(uint32_t cpu, uint64_t ram_end, uint64_t mib, int write);
+/* guest/virtio_chan.c: `chan N BYTES`, round trips over virtio-console; vCPU 0 only. */
+int run_chan(uint32_t cpu, uint64_t n, uint64_t bytes);

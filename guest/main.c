@@ -26,6 +26,10 @@
  *                  order, 32 in flight; prints MB/s, IOPS, notifies and a checksum of the data
  *   blk-write MIB  the same with writes of a fixed pattern (and a flush after each pass), then
  *                  reads the MIB back and counts the words that differ from the pattern
+ *   chan N [BYTES] vCPU 0 does N round trips of a BYTES-byte message (default 64, at most
+ *                  4096) over a virtio-console device (guest/virtio_chan.c) with a peer on the
+ *                  host that echoes every byte; checks the echoes and prints round trips per
+ *                  second, notifies per message and the bytes that differ
  *   hello          print one line and exit (start-up timing)
  *   cpuid          print the feature words the vCPU sees (leaf 1 ECX/EDX, leaf 7 EBX/ECX)
  * vCPU 0 prints "shoal-guest: ... ok" or "... FAILED" and exits through the debug-exit port
@@ -391,6 +395,11 @@ void guest_main(uint64_t start_info, uint32_t cpu) {
     result = run_blk(cpu, plat.ram_end, parse_u64(arg, 64), 0);
   } else if (starts_with(plat.cmdline, "blk-write", &arg)) {
     result = run_blk(cpu, plat.ram_end, parse_u64(arg, 64), 1);
+  } else if (starts_with(plat.cmdline, "chan", &arg)) {
+    const uint64_t n = parse_u64(arg, 10000);
+    while (*arg >= '0' && *arg <= '9') ++arg;
+    while (*arg == ' ') ++arg;
+    result = run_chan(cpu, n, parse_u64(arg, 64));
   } else if (starts_with(plat.cmdline, "cpuid", &arg)) {
     if (cpu != 0) return;
     uint32_t a, b, c, d;
@@ -422,7 +431,7 @@ void guest_main(uint64_t start_info, uint32_t cpu) {
     put_str(
         "' (touch MIB | touch-random MIB | touch-shared MIB | touch-restore MIB | discard MIB | "
         "counter N | counter-total T | handoff R | ipi N | wander R | compute N | "
-        "blk-read MIB | blk-write MIB | hello | cpuid)\n");
+        "blk-read MIB | blk-write MIB | chan N [BYTES] | hello | cpuid)\n");
     guest_exit(64);
   }
   if (result < 0) return;

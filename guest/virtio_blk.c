@@ -5,75 +5,22 @@
  * its own tag: three descriptors (header, data, status), a header, a status byte and a data
  * slot of SEQ_BYTES at DATA_BASE. See main.c for what the workloads do and print.
  */
-#include "guest.h"
+#include "virtio_mmio.h"
 
-#define MMIO_BASE 0xfeb00000ull
-#define MMIO_STRIDE 0x200
-#define MMIO_SLOTS 32
-
-#define REG_MAGIC 0x000
-#define REG_VERSION 0x004
-#define REG_DEVICE_ID 0x008
-#define REG_DEVICE_FEATURES 0x010
-#define REG_DEVICE_FEATURES_SEL 0x014
-#define REG_DRIVER_FEATURES 0x020
-#define REG_DRIVER_FEATURES_SEL 0x024
-#define REG_QUEUE_SEL 0x030
-#define REG_QUEUE_NUM_MAX 0x034
-#define REG_QUEUE_NUM 0x038
-#define REG_QUEUE_READY 0x044
-#define REG_QUEUE_NOTIFY 0x050
-#define REG_STATUS 0x070
-#define REG_QUEUE_DESC 0x080 /* low, high at +4 */
-#define REG_QUEUE_DRIVER 0x090
-#define REG_QUEUE_DEVICE 0x0a0
-#define REG_CONFIG_GENERATION 0x0fc
-#define REG_CONFIG 0x100
-
-#define VIRTIO_MAGIC 0x74726976 /* "virt" */
 #define VIRTIO_ID_BLOCK 2
-#define STATUS_ACKNOWLEDGE 1
-#define STATUS_DRIVER 2
-#define STATUS_DRIVER_OK 4
-#define STATUS_FEATURES_OK 8
-#define STATUS_NEEDS_RESET 0x40
-#define STATUS_FAILED 0x80
-
 #define F_BLK_RO (1ull << 5)
 #define F_BLK_SIZE (1ull << 6)
 #define F_BLK_FLUSH (1ull << 9)
-#define F_VERSION_1 (1ull << 32)
-#define DESC_F_NEXT 1
-#define DESC_F_WRITE 2
-#define AVAIL_F_NO_INTERRUPT 1
-#define USED_F_NO_NOTIFY 1
 #define BLK_T_IN 0
 #define BLK_T_OUT 1
 #define BLK_T_FLUSH 4
 
-#define QUEUE_MAX 256
 #define BLK_QD 32
 #define SEQ_BYTES (128u << 10)
 #define BLOCK_BYTES 4096u
 #define DATA_BASE (32ull << 20)
 #define DATA_END (DATA_BASE + (uint64_t)BLK_QD * SEQ_BYTES)
 
-struct virtq_desc {
-  uint64_t addr;
-  uint32_t len;
-  uint16_t flags, next;
-};
-struct virtq_avail {
-  uint16_t flags, idx, ring[QUEUE_MAX], used_event;
-};
-struct virtq_used_elem {
-  uint32_t id, len;
-};
-struct virtq_used {
-  uint16_t flags, idx;
-  struct virtq_used_elem ring[QUEUE_MAX];
-  uint16_t avail_event;
-};
 struct blk_req_hdr {
   uint32_t type, reserved;
   uint64_t sector;
@@ -91,11 +38,11 @@ static struct {
 } vq __attribute__((aligned(4096)));
 
 struct blk {
-  uint64_t base, features, sectors;
-  uint32_t status; /* what the driver last wrote to Status */
+  struct virtio_dev dev;
+  struct virtq q;
+  uint64_t sectors;
   uint32_t qd;
-  uint16_t num, avail_idx, used_idx;
-  uint64_t requests, notifies, errors;
+  uint64_t requests, errors;
 };
 
 enum op { OP_READ, OP_READ_SUM, OP_READ_VERIFY, OP_WRITE, OP_FLUSH };
@@ -110,124 +57,32 @@ struct phase {
   uint64_t bad; /* OP_READ_VERIFY: words that differ from blk_pattern */
 };
 
-static inline uint32_t mmio_read(const struct blk* d, uint32_t reg) {
-  return *(volatile uint32_t*)(d->base + reg);
-}
-static inline void mmio_write(const struct blk* d, uint32_t reg, uint32_t v) {
-  *(volatile uint32_t*)(d->base + reg) = v;
-}
-static inline void mmio_write64(const struct blk* d, uint32_t reg, uint64_t v) {
-  mmio_write(d, reg, (uint32_t)v);
-  mmio_write(d, reg + 4, (uint32_t)(v >> 32));
-}
-
-/* " key=value", as the result lines have them (or any text and a number) */
-static void put_kv(const char* key, uint64_t v) {
-  put_str(key);
-  put_u64(v);
-}
-
-static void set_status(struct blk* d, uint32_t bits) {
-  d->status |= bits;
-  mmio_write(d, REG_STATUS, d->status);
-}
-
-/* Tells the device the driver gave up (spec 3.1.1), and the user why. */
-static int blk_fail(struct blk* d, const char* what) {
-  put_str("shoal-guest: virtio-blk: ");
-  put_str(what);
-  put_str("\n");
-  set_status(d, STATUS_FAILED);
-  return 1;
-}
-
-static int needs_reset(struct blk* d) {
-  if (!(mmio_read(d, REG_STATUS) & STATUS_NEEDS_RESET)) return 0;
-  blk_fail(d, "device needs reset (DEVICE_NEEDS_RESET)");
-  return 1;
-}
-
-/* The first modern block device among the transports; 0 with a message if there is none. */
-static uint64_t find_blk(void) {
-  uint64_t legacy = 0;
-  for (uint64_t n = 0; n < MMIO_SLOTS; ++n) {
-    const struct blk t = {.base = MMIO_BASE + n * MMIO_STRIDE};
-    if (mmio_read(&t, REG_MAGIC) != VIRTIO_MAGIC) continue;
-    if (mmio_read(&t, REG_DEVICE_ID) != VIRTIO_ID_BLOCK) continue; /* 0: an empty slot */
-    const uint32_t version = mmio_read(&t, REG_VERSION);
-    if (version == 2) return t.base;
-    if (version == 1 && legacy == 0) legacy = t.base;
-  }
-  if (legacy != 0) {
-    put_str("shoal-guest: legacy virtio-mmio (version 1) at ");
-    put_hex(legacy);
-    put_str("; QEMU needs -global virtio-mmio.force-legacy=false\n");
-  } else {
-    put_str("shoal-guest: no virtio-blk device\n");
-  }
-  return 0;
-}
-
 /* Device initialisation, spec 3.1.1, with queue 0 set up as a split virtqueue. */
 static int blk_init(struct blk* d) {
-  mmio_write(d, REG_STATUS, 0);
-  for (uint32_t i = 0; mmio_read(d, REG_STATUS) != 0; ++i) {
-    if (i > 1000000) return blk_fail(d, "reset does not complete");
-    cpu_relax();
-  }
-  set_status(d, STATUS_ACKNOWLEDGE);
-  set_status(d, STATUS_DRIVER);
-  mmio_write(d, REG_DEVICE_FEATURES_SEL, 0);
-  uint64_t offered = mmio_read(d, REG_DEVICE_FEATURES);
-  mmio_write(d, REG_DEVICE_FEATURES_SEL, 1);
-  offered |= (uint64_t)mmio_read(d, REG_DEVICE_FEATURES) << 32;
-  if (!(offered & F_VERSION_1)) return blk_fail(d, "device does not offer VIRTIO_F_VERSION_1");
-  d->features = offered & (F_VERSION_1 | F_BLK_FLUSH | F_BLK_RO | F_BLK_SIZE);
-  mmio_write(d, REG_DRIVER_FEATURES_SEL, 0);
-  mmio_write(d, REG_DRIVER_FEATURES, (uint32_t)d->features);
-  mmio_write(d, REG_DRIVER_FEATURES_SEL, 1);
-  mmio_write(d, REG_DRIVER_FEATURES, (uint32_t)(d->features >> 32));
-  set_status(d, STATUS_FEATURES_OK);
-  if (!(mmio_read(d, REG_STATUS) & STATUS_FEATURES_OK))
-    return blk_fail(d, "device did not accept the features (FEATURES_OK clear)");
-
-  mmio_write(d, REG_QUEUE_SEL, 0);
-  if (mmio_read(d, REG_QUEUE_READY) != 0) return blk_fail(d, "queue 0 is ready before set-up");
-  const uint32_t max = mmio_read(d, REG_QUEUE_NUM_MAX);
-  if (max == 0) return blk_fail(d, "queue 0 is not available (QueueNumMax 0)");
-  /* A power of two, so that the free-running 16-bit indices wrap with the ring. */
-  uint32_t num = QUEUE_MAX;
-  while (num > max) num >>= 1;
-  if (num < 3) return blk_fail(d, "queue 0 is too small for one request");
-  d->num = (uint16_t)num;
+  struct virtio_dev* dev = &d->dev;
+  if (virtio_init(dev, F_BLK_FLUSH | F_BLK_RO | F_BLK_SIZE) != 0) return 1;
+  d->q = (struct virtq){.desc = vq.desc, .avail = &vq.avail, .used = &vq.used, .index = 0};
+  if (virtq_setup(dev, &d->q, 3) != 0) return 1; /* 3: one request's descriptors */
+  const uint32_t num = d->q.num;
   d->qd = num / 3 < BLK_QD ? num / 3 : BLK_QD;
-  memset(&vq, 0, sizeof vq);
-  vq.avail.flags = AVAIL_F_NO_INTERRUPT;
-  d->avail_idx = d->used_idx = 0;
-  mmio_write(d, REG_QUEUE_NUM, num);
-  mmio_write64(d, REG_QUEUE_DESC, (uint64_t)vq.desc);
-  mmio_write64(d, REG_QUEUE_DRIVER, (uint64_t)&vq.avail);
-  mmio_write64(d, REG_QUEUE_DEVICE, (uint64_t)&vq.used);
-  mmio_write(d, REG_QUEUE_READY, 1);
-  set_status(d, STATUS_DRIVER_OK);
-  if (needs_reset(d)) return 1;
+  if (virtio_driver_ok(dev)) return 1;
 
   /* capacity (u64 at +0) and blk_size (u32 at +20), read until the generation holds still */
   uint32_t gen, blk_size;
   do {
-    gen = mmio_read(d, REG_CONFIG_GENERATION);
-    d->sectors = mmio_read(d, REG_CONFIG) | (uint64_t)mmio_read(d, REG_CONFIG + 4) << 32;
-    blk_size = mmio_read(d, REG_CONFIG + 20);
-  } while (gen != mmio_read(d, REG_CONFIG_GENERATION));
+    gen = mmio_read(dev, REG_CONFIG_GENERATION);
+    d->sectors = mmio_read(dev, REG_CONFIG) | (uint64_t)mmio_read(dev, REG_CONFIG + 4) << 32;
+    blk_size = mmio_read(dev, REG_CONFIG + 20);
+  } while (gen != mmio_read(dev, REG_CONFIG_GENERATION));
   /* The 4 KiB requests must be whole logical blocks. */
-  if ((d->features & F_BLK_SIZE) && (blk_size == 0 || BLOCK_BYTES % blk_size != 0))
-    return blk_fail(d, "logical block size does not divide 4 KiB");
+  if ((dev->features & F_BLK_SIZE) && (blk_size == 0 || BLOCK_BYTES % blk_size != 0))
+    return virtio_fail(dev, "logical block size does not divide 4 KiB");
   put_str("shoal-guest: virtio-blk at ");
-  put_hex(d->base);
+  put_hex(dev->base);
   put_kv(" sectors=", d->sectors);
   put_kv(" queue=", num);
   put_str(" features=");
-  put_hex(d->features);
+  put_hex(dev->features);
   put_str("\n");
   return 0;
 }
@@ -246,7 +101,7 @@ static uint64_t request_offset(const struct phase* p, uint64_t i) {
 }
 
 /* Puts request `tag` (its descriptors are 3 * tag and the two after it) in the avail ring;
- * the device sees it once publish() moves avail->idx. */
+ * the device sees it once virtq_publish moves avail->idx. */
 static void submit(struct blk* d, uint32_t tag, uint32_t type, uint64_t offset, uint32_t bytes) {
   const uint16_t head = (uint16_t)(3 * tag);
   struct virtq_desc* desc = &vq.desc[head];
@@ -266,31 +121,8 @@ static void submit(struct blk* d, uint32_t tag, uint32_t type, uint64_t offset, 
   desc[2].len = 1;
   desc[2].flags = DESC_F_WRITE;
   desc[2].next = 0;
-  vq.avail.ring[d->avail_idx & (d->num - 1)] = head;
-  ++d->avail_idx;
+  virtq_push(&d->q, head);
   ++d->requests;
-}
-
-static void publish(struct blk* d) {
-  __atomic_store_n(&vq.avail.idx, d->avail_idx, __ATOMIC_RELEASE);
-  /* The idx store must be visible before used->flags is read, or the device could go idle
-   * between our check and its next look at the ring. */
-  __asm__ volatile("mfence" ::: "memory");
-  if (!(__atomic_load_n(&vq.used.flags, __ATOMIC_RELAXED) & USED_F_NO_NOTIFY)) {
-    mmio_write(d, REG_QUEUE_NOTIFY, 0);
-    ++d->notifies;
-  }
-}
-
-/* Spins until used->idx moves; -1 if the device wants a reset. Status is an MMIO read (a VM
- * exit), so it is looked at only now and then. */
-static int wait_used(struct blk* d) {
-  for (uint64_t spins = 1;; ++spins) {
-    const uint16_t idx = __atomic_load_n(&vq.used.idx, __ATOMIC_ACQUIRE);
-    if (idx != d->used_idx) return idx;
-    if ((spins & 0xfffff) == 0 && needs_reset(d)) return -1;
-    cpu_relax();
-  }
 }
 
 static void fill(uint32_t tag, uint64_t offset, uint32_t bytes) {
@@ -326,7 +158,7 @@ static int run_phase(struct blk* d, struct phase* p) {
   }
   uint64_t next = 0, done = 0;
   while (done < p->count) {
-    const uint16_t before = d->avail_idx;
+    const uint16_t before = d->q.avail_idx;
     while (nfree > 0 && next < p->count) {
       const uint32_t tag = free_tags[--nfree];
       offsets[tag] = request_offset(p, next++);
@@ -334,11 +166,11 @@ static int run_phase(struct blk* d, struct phase* p) {
       in_flight[tag] = 1;
       submit(d, tag, types[p->op], offsets[tag], p->bytes);
     }
-    if (d->avail_idx != before) publish(d);
-    const int idx = wait_used(d);
+    if (d->q.avail_idx != before) virtq_publish(&d->dev, &d->q);
+    const int idx = virtq_wait_used(&d->dev, &d->q);
     if (idx < 0) return 1;
-    for (; d->used_idx != (uint16_t)idx; ++d->used_idx, ++done) {
-      const uint32_t id = vq.used.ring[d->used_idx & (d->num - 1)].id;
+    for (; d->q.used_idx != (uint16_t)idx; ++d->q.used_idx, ++done) {
+      const uint32_t id = vq.used.ring[d->q.used_idx & (d->q.num - 1)].id;
       const uint32_t tag = id / 3;
       if (id % 3 != 0 || tag >= d->qd || !in_flight[tag]) {
         put_str("shoal-guest: virtio-blk: used ring returned descriptor ");
@@ -359,69 +191,9 @@ static int run_phase(struct blk* d, struct phase* p) {
 }
 
 static int flush(struct blk* d) {
-  if (!(d->features & F_BLK_FLUSH)) return 0;
+  if (!(d->dev.features & F_BLK_FLUSH)) return 0;
   struct phase p = {.op = OP_FLUSH, .count = 1};
   return run_phase(d, &p);
-}
-
-/* Whether PIT channel 2 has counted down to zero: OUT2 in port 0x61, or where nothing answers
- * there (QEMU's microvm: it reads 0xff, which KVM's speaker port never does) the count, latched
- * so that both bytes are of one moment. Mode 0 goes on counting past zero: 0 or a wrap ends. */
-static int pit2_done(int have_port61, uint16_t* last) {
-  if (have_port61) return (inb(0x61) & 0x20) != 0;
-  outb(0x43, 0x80);
-  const uint8_t lo = inb(0x42);
-  const uint16_t count = (uint16_t)(lo | inb(0x42) << 8);
-  const int done = count == 0 || count > *last;
-  *last = count;
-  return done;
-}
-
-/* TSC cycles while channel 2 counts `latch` ticks in mode 0 (as Linux's pit_calibrate_tsc), 0
- * if it does not count; *err: how far off the ends may be (a long poll: an exit, preemption). */
-static uint64_t pit_cycles(uint64_t latch, int have_port61, uint64_t* err) {
-  outb(0x43, 0xb0); /* channel 2, lobyte/hibyte, mode 0 */
-  outb(0x42, (uint8_t)latch);
-  const uint64_t start0 = rdtsc();
-  outb(0x42, (uint8_t)(latch >> 8)); /* counting starts */
-  const uint64_t start1 = rdtsc();
-  uint64_t before = start1, end;
-  uint16_t last = (uint16_t)latch;
-  for (uint64_t polls = 0;; ++polls) {
-    const uint64_t t = rdtsc();
-    if (pit2_done(have_port61, &last)) {
-      end = rdtsc();
-      if (polls == 0) return 0; /* done at the first look: no PIT */
-      break;
-    }
-    if (polls > 100000000) return 0;
-    before = t; /* zero came after this */
-  }
-  *err = (end - before + start1 - start0) / 2;
-  return (end + before) / 2 - (start0 + start1) / 2;
-}
-
-/* TSC kHz from the best of up to five ~20 ms measurements (stopping at one within 0.1%); 0 if
- * the PIT does not count. */
-static uint64_t calibrate_tsc_khz(void) {
-  const uint64_t pit_hz = 1193182, latch = pit_hz / 50;
-  const uint8_t port61 = inb(0x61);
-  outb(0x61, (uint8_t)((port61 & ~0x02) | 0x01)); /* gate on, speaker off */
-  uint64_t best = 0, best_err = ~0ull;
-  for (int i = 0; i < 5 && best_err > best / 1000; ++i) {
-    uint64_t err;
-    const uint64_t cycles = pit_cycles(latch, port61 != 0xff, &err);
-    if (cycles == 0) return 0;
-    if (err < best_err) {
-      best = cycles;
-      best_err = err;
-    }
-  }
-  return best * pit_hz / (latch * 1000);
-}
-
-static uint64_t per_second(uint64_t n, uint64_t cycles, uint64_t khz) {
-  return cycles == 0 ? 0 : n * khz * 1000 / cycles;
 }
 
 /* MB/s (10^6 bytes/s), in an order that stays within 64 bits up to terabytes. */
@@ -440,8 +212,9 @@ int run_blk(uint32_t cpu, uint64_t ram_end, uint64_t mib, int write) {
     put_str("\n");
     return 1;
   }
-  struct blk d = {.base = find_blk()};
-  if (d.base == 0 || blk_init(&d) != 0) return 1;
+  struct blk d = {
+      .dev = {.base = virtio_find(VIRTIO_ID_BLOCK, "virtio-blk"), .name = "virtio-blk"}};
+  if (d.dev.base == 0 || blk_init(&d) != 0) return 1;
   if (d.sectors < mib << 11) {
     put_kv("shoal-guest: disk has ", d.sectors >> 11);
     put_str(" MiB, ");
@@ -450,7 +223,7 @@ int run_blk(uint32_t cpu, uint64_t ram_end, uint64_t mib, int write) {
     put_str(" MiB\n");
     return 1;
   }
-  if (write && (d.features & F_BLK_RO)) {
+  if (write && (d.dev.features & F_BLK_RO)) {
     put_str("shoal-guest: disk is read-only\n");
     return 1;
   }
@@ -485,7 +258,7 @@ int run_blk(uint32_t cpu, uint64_t ram_end, uint64_t mib, int write) {
   put_kv(" seq_cycles=", seq_cycles);
   put_kv(" rand4k_cycles=", rand_cycles);
   put_kv(" requests=", d.requests);
-  put_kv(" notifies=", d.notifies);
+  put_kv(" notifies=", d.dev.notifies);
   put_kv(" tsc_khz=", khz);
   if (write) {
     put_kv(" bad=", verify.bad);

@@ -1,5 +1,7 @@
 #include "base/io_ring.hpp"
 
+#include <sys/socket.h>
+
 #include <cstring>
 #include <utility>
 
@@ -58,6 +60,22 @@ bool IoRing::queue_read(int fd, void* buf, unsigned len, uint64_t user_data) {
   io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
   if (sqe == nullptr) return false;
   io_uring_prep_read(sqe, fd, buf, len, 0);
+  io_uring_sqe_set_data64(sqe, user_data);
+  return true;
+}
+
+bool IoRing::queue_write(int fd, const void* buf, unsigned len, uint64_t user_data) {
+  io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
+  if (sqe == nullptr) return false;
+  io_uring_prep_write(sqe, fd, buf, len, 0);
+  io_uring_sqe_set_data64(sqe, user_data);
+  return true;
+}
+
+bool IoRing::queue_accept(int fd, uint64_t user_data) {
+  io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
+  if (sqe == nullptr) return false;
+  io_uring_prep_accept(sqe, fd, nullptr, nullptr, SOCK_CLOEXEC);
   io_uring_sqe_set_data64(sqe, user_data);
   return true;
 }

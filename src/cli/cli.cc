@@ -69,6 +69,9 @@ CliOutcome parse_cli(int argc, const char* const* argv) {
                   "PATH[,ro]: a raw disk image (or block device) as a virtio-blk device; "
                   "repeatable")
       ->take_all();
+  run->add_option("--channel", cfg.channel,
+                  "PATH: a virtio-console port bridged to a Unix socket shoal listens on "
+                  "(the guest's /dev/hvc0)");
   run->add_option("--initrd", cfg.initrd, "initial ramdisk");
   run->add_option("--cmdline", cfg.cmdline, "kernel command line");
   run->add_option("--memory", memory, "guest RAM, e.g. 512M, 4G, 1T (bare number: MiB)")

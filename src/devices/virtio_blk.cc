@@ -147,14 +147,14 @@ void VirtioBlk::run() {
   IoRing& ring = *made;
   // Completions below are reaped one by one as they come; these reads are re-armed each time
   // their eventfd fires.
-  for (uint16_t q = 0; q < queues_.size(); ++q)
+  for (size_t q = 0; q < queues_.size(); ++q)
     ring.queue_read(notify_fds_[q], &notify_values_[q], 8, kNotifyTag | q);
   ring.queue_read(stop_fd_.get(), &stop_value_, 8, kStopTag);
   bool stopping = false;
   ring_ = &ring;
   for (;;) {
     if (!stopping)
-      for (uint16_t q = 0; q < queues_.size(); ++q) drain(q);
+      for (size_t q = 0; q < queues_.size(); ++q) drain(static_cast<uint16_t>(q));
     if (ring.submit() < 0) log::warn("{}: io_uring submit: {}", name(), std::strerror(errno));
     if (stopping && in_flight_ == 0) break;
     if (!stopping && in_flight_ == 0) {
@@ -176,7 +176,7 @@ void VirtioBlk::run() {
     do {
       if (!handle_completion(tag, result)) stopping = true;
     } while (ring.peek(&tag, &result));
-    for (uint16_t q = 0; q < queues_.size(); ++q)
+    for (size_t q = 0; q < queues_.size(); ++q)
       if (interrupt_due_[q]) {
         interrupt_due_[q] = false;
         if (queues_[q].interrupt_wanted()) interrupt_->used_buffers();
@@ -252,7 +252,7 @@ void VirtioBlk::start(uint16_t q, const DescriptorChain& c) {
       // The image's file name, cut to the 20 bytes the ID has (NUL-padded if shorter).
       char id[kBlkIdBytes] = {};
       const std::string base = path_.substr(path_.find_last_of('/') + 1);
-      std::memcpy(id, base.data(), std::min<size_t>(base.size(), kBlkIdBytes));
+      base.copy(id, std::min<size_t>(base.size(), kBlkIdBytes));
       uint32_t done = 0;
       for (const iovec& v : r.iov) {
         const auto n = static_cast<uint32_t>(std::min<uint64_t>(v.iov_len, kBlkIdBytes - done));

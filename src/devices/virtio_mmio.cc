@@ -82,7 +82,7 @@ Status VirtioMmio::register_eventfds() {
   if (vm_ == nullptr) return {};
   SHOAL_TRY(vm_->set_irqfd(irq_fd_.get(), gsi_, true), "");
   registered_ = true;
-  for (uint16_t q = 0; q < notify_fds_.size(); ++q)
+  for (size_t q = 0; q < notify_fds_.size(); ++q)
     SHOAL_TRY(vm_->set_ioeventfd(notify_fds_[q].get(), base_ + kQueueNotify, 4, q, true),
               "queue " + std::to_string(q));
   return {};
@@ -90,7 +90,7 @@ Status VirtioMmio::register_eventfds() {
 
 void VirtioMmio::unregister_eventfds() {
   if (!registered_) return;
-  for (uint16_t q = 0; q < notify_fds_.size(); ++q)
+  for (size_t q = 0; q < notify_fds_.size(); ++q)
     (void)vm_->set_ioeventfd(notify_fds_[q].get(), base_ + kQueueNotify, 4, q, false);
   (void)vm_->set_irqfd(irq_fd_.get(), gsi_, false);
   registered_ = false;
@@ -154,9 +154,7 @@ uint32_t VirtioMmio::read_register(uint64_t offset) {
       return interrupt_status_.load(std::memory_order_acquire);
     case kStatus:
       return status_ | (needs_reset_.load(std::memory_order_acquire) ? kStatusNeedsReset : 0);
-    case kConfigGeneration:
-      return 0;  // the configuration never changes while the guest runs
-    default:
+    default:  // ConfigGeneration among them: the configuration never changes
       return 0;
   }
 }

@@ -45,7 +45,12 @@ Status Machine::open_disks(const RunConfig& config) {
   for (const DiskOptions& d : config.disks) {
     auto disk = VirtioBlk::open(d, queues);
     if (!disk) return disk.error();
-    disks_.push_back(std::move(*disk));
+    virtio_devices_.push_back(std::move(*disk));
+  }
+  if (!config.channel.empty()) {
+    auto channel = VirtioConsole::listen(config.channel);
+    if (!channel) return channel.error();
+    virtio_devices_.push_back(std::move(*channel));
   }
   return {};
 }
@@ -106,7 +111,7 @@ Result<std::unique_ptr<Machine>> Machine::create(Kvm kvm, const RunConfig& confi
     return m;
   }
   auto plan = load_guest_files(ram, config.kernel, config.initrd, config.cmdline, config.vcpus,
-                               static_cast<uint32_t>(config.disks.size()));
+                               static_cast<uint32_t>(m->virtio_devices_.size()));
   if (!plan) return plan.error();
   m->plan_ = std::move(*plan);
   step("guest loaded");
@@ -223,18 +228,18 @@ Status Machine::build_devices(const RunConfig& config) {
   if (!uart) return uart.error();
   uart_ = std::move(*uart);
   if (config.serial == "stdio") console_input_ = std::make_unique<ConsoleInput>(0, uart_);
-  for (size_t n = 0; n < disks_.size(); ++n) {
+  for (size_t n = 0; n < virtio_devices_.size(); ++n) {
     const uint64_t base = platform::kVirtioMmioBase + n * platform::kVirtioMmioStride;
-    const std::string name = disks_[n]->name();
+    const std::string name = virtio_devices_[n]->name();
     auto t = VirtioMmio::create(&core_->vm(), core_->ram(), base,
                                 platform::kVirtioMmioFirstGsi + static_cast<uint32_t>(n),
-                                std::move(disks_[n]));
+                                std::move(virtio_devices_[n]));
     if (!t) return t.error();
     SHOAL_TRY(core_->mmio().insert(base, platform::kVirtioMmioStride, *t, name), "");
     log::info("{} at {} (GSI {})", name, format_hex(base), platform::kVirtioMmioFirstGsi + n);
     virtio_.push_back(std::move(*t));
   }
-  disks_.clear();
+  virtio_devices_.clear();
   SHOAL_TRY(core_->pio().insert(RestoreCounter::kPort, 4, std::make_shared<RestoreCounter>(),
                                 "restore counter"),
             "");

@@ -1,0 +1,264 @@
+#include "devices/virtio_console.hpp"
+
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "base/io_ring.hpp"
+#include "shoal/clock.hpp"
+#include "shoal/log.hpp"
+
+namespace shoal {
+
+namespace {
+
+constexpr uint16_t kReceiveQ = 0, kTransmitQ = 1;
+// io_uring tags: the notify reads carry their queue in the low bits.
+constexpr uint64_t kNotifyTag = 1 << 8, kStopTag = 2 << 8, kAcceptTag = 3 << 8, kReadTag = 4 << 8,
+                   kWriteTag = 5 << 8;
+// As virtio-blk's worker: how long an idle worker keeps looking before notifications go on.
+constexpr uint64_t kPollNs = 50'000;
+
+}  // namespace
+
+VirtioConsole::VirtioConsole(std::string path, UniqueFd listener)
+    : path_(std::move(path)), listener_(std::move(listener)) {}
+
+Result<std::unique_ptr<VirtioConsole>> VirtioConsole::listen(const std::string& path) {
+  const std::string what = "--channel " + path;
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (path.empty() || path.size() >= sizeof addr.sun_path)
+    return Error(what + ": a socket path must be 1 to " + std::to_string(sizeof addr.sun_path - 1) +
+                 " bytes");
+  std::memcpy(addr.sun_path, path.c_str(), path.size());
+  // A socket left by an earlier run is replaced; anything else at the path is not ours.
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) == 0) {
+    if (!S_ISSOCK(st.st_mode)) return Error(what + ": exists and is not a socket");
+    if (::unlink(path.c_str()) < 0) return errno_error(what + ": unlink");
+  }
+  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!fd.valid()) return errno_error(what + ": socket");
+  if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0)
+    return errno_error(what + ": bind");
+  if (::chmod(path.c_str(), 0600) < 0) return errno_error(what + ": chmod");
+  if (::listen(fd.get(), 1) < 0) return errno_error(what + ": listen");
+  return std::unique_ptr<VirtioConsole>(new VirtioConsole(path, std::move(fd)));
+}
+
+VirtioConsole::~VirtioConsole() {
+  reset();
+  ::unlink(path_.c_str());
+}
+
+void VirtioConsole::read_config(uint64_t offset, std::span<uint8_t> data) const {
+  // struct virtio_console_config: cols, rows, max_nr_ports, emerg_wr; none offered, all zero.
+  (void)offset;
+  std::fill(data.begin(), data.end(), 0);
+}
+
+ChannelCounters VirtioConsole::counters() const {
+  return {to_guest_.load(), from_guest_.load(), wakeups_.load(), peers_.load()};
+}
+
+Status VirtioConsole::activate(std::vector<Virtqueue> queues, uint64_t features,
+                               std::vector<int> notify_fds, VirtioInterrupt& interrupt) {
+  (void)features;
+  reset();
+  if (queues.size() != 2) return Error("the driver did not set up both queues of port 0");
+  stop_fd_ = UniqueFd(eventfd(0, EFD_CLOEXEC));
+  if (!stop_fd_.valid()) return errno_error("eventfd");
+  queues_ = std::move(queues);
+  notify_fds_ = std::move(notify_fds);
+  interrupt_ = &interrupt;
+  interrupt_due_.assign(2, false);
+  in_.clear();
+  in_at_ = 0;
+  out_.clear();
+  out_at_ = 0;
+  out_heads_.clear();
+  broken_ = false;
+  worker_ = std::thread([this] { run(); });
+  return {};
+}
+
+void VirtioConsole::reset() {
+  if (!worker_.joinable()) return;
+  const uint64_t one = 1;
+  (void)!::write(stop_fd_.get(), &one, sizeof one);
+  worker_.join();
+  queues_.clear();
+}
+
+bool VirtioConsole::work_waiting() const {
+  if (broken_) return false;
+  return (in_at_ < in_.size() && queues_[kReceiveQ].has_available()) ||
+         (peer_.valid() && !writing_ && queues_[kTransmitQ].has_available());
+}
+
+void VirtioConsole::run() {
+  auto made = IoRing::create(16);
+  if (!made) return interrupt_->needs_reset("io_uring: " + made.error().message());
+  IoRing& ring = *made;
+  ring_ = &ring;
+  for (uint16_t q = 0; q < 2; ++q)
+    ring.queue_read(notify_fds_[q], &notify_values_[q], 8, kNotifyTag | q);
+  ring.queue_read(stop_fd_.get(), &stop_value_, 8, kStopTag);
+  bool stopping = false;
+  for (;;) {
+    if (!stopping && !peer_.valid() && !accepting_ && !reading_ && !writing_) {
+      ring.queue_accept(listener_.get(), kAcceptTag);
+      accepting_ = true;
+    }
+    if (!stopping && !broken_) {
+      for (Virtqueue& q : queues_) q.set_notify(false);
+      to_guest();
+      from_guest();
+    }
+    if (ring.submit() < 0) log::warn("{}: io_uring submit: {}", name(), std::strerror(errno));
+    for (uint16_t q = 0; q < 2; ++q)
+      if (interrupt_due_[q]) {
+        interrupt_due_[q] = false;
+        if (queues_[q].interrupt_wanted()) interrupt_->used_buffers();
+      }
+    // The reads and writes under way use this device's buffers: they end before it stops.
+    if (stopping && !reading_ && !writing_) break;
+    if (!stopping) {
+      const uint64_t until = monotonic_ns() + kPollNs;
+      bool more = false;
+      while (!(more = work_waiting()) && monotonic_ns() < until) __builtin_ia32_pause();
+      if (more) continue;
+      for (Virtqueue& q : queues_) q.set_notify(true);
+      if (work_waiting()) continue;
+    }
+    uint64_t tag = 0;
+    int result = 0;
+    if (Status s = ring.wait(&tag, &result); !s.ok()) {
+      interrupt_->needs_reset(s.error().message());
+      break;
+    }
+    do {
+      if (tag == kStopTag) {
+        stopping = true;
+        drop_peer();
+      } else {
+        handle(tag, result);
+      }
+    } while (ring.peek(&tag, &result));
+  }
+  ring_ = nullptr;
+  peer_ = UniqueFd();
+}
+
+void VirtioConsole::handle(uint64_t tag, int result) {
+  if ((tag & ~0xffull) == kNotifyTag) {
+    const auto q = static_cast<uint16_t>(tag & 0xff);
+    wakeups_.fetch_add(1, std::memory_order_relaxed);
+    ring_->queue_read(notify_fds_[q], &notify_values_[q], 8, tag);
+  } else if (tag == kAcceptTag) {
+    accepting_ = false;
+    if (result < 0) {
+      log::warn("{}: accept: {}", name(), std::strerror(-result));
+    } else {
+      peer_ = UniqueFd(result);
+      peers_.fetch_add(1, std::memory_order_relaxed);
+      log::debug("{}: a peer connected", name());
+    }
+  } else if (tag == kReadTag) {
+    reading_ = false;
+    if (result <= 0) return drop_peer();  // the peer closed (0) or failed
+    in_.resize(static_cast<size_t>(result));
+    in_at_ = 0;
+  } else if (tag == kWriteTag) {
+    writing_ = false;
+    if (result > 0) out_at_ += static_cast<size_t>(result);
+    if (result > 0 && out_at_ < out_.size()) {
+      // A short write on a stream socket: the rest goes next.
+      writing_ = ring_->queue_write(peer_.get(), out_.data() + out_at_,
+                                    static_cast<unsigned>(out_.size() - out_at_), kWriteTag);
+      return;
+    }
+    // Written, or lost with the peer: either way the guest gets its buffers back.
+    from_guest_.fetch_add(out_at_, std::memory_order_relaxed);
+    for (uint16_t head : out_heads_) queues_[kTransmitQ].push_used(head, 0);
+    if (!out_heads_.empty()) interrupt_due_[kTransmitQ] = true;
+    out_heads_.clear();
+    out_.clear();
+    out_at_ = 0;
+    if (result <= 0) drop_peer();
+  }
+}
+
+void VirtioConsole::drop_peer() {
+  if (!peer_.valid()) return;
+  // Ends a read or write still under way on it (its completion then clears the flag); the
+  // bytes the peer had sent and the guest has not taken go with it.
+  ::shutdown(peer_.get(), SHUT_RDWR);
+  if (!reading_ && !writing_) peer_ = UniqueFd();
+  in_.clear();
+  in_at_ = 0;
+}
+
+void VirtioConsole::to_guest() {
+  Virtqueue& q = queues_[kReceiveQ];
+  DescriptorChain chain;
+  while (in_at_ < in_.size()) {
+    auto got = q.pop(chain);
+    if (!got) {
+      broken_ = true;
+      return interrupt_->needs_reset("receive queue: " + got.error().message());
+    }
+    if (!*got) return;  // no buffer: the peer's bytes wait (and the socket is not read)
+    uint32_t written = 0;
+    for (const GuestBuffer& b : chain.buffers) {
+      if (!b.device_writable) continue;  // a receive buffer the device may not write: skipped
+      const size_t n = std::min<size_t>(b.len, in_.size() - in_at_);
+      std::memcpy(b.host, in_.data() + in_at_, n);
+      in_at_ += n;
+      written += static_cast<uint32_t>(n);
+      if (in_at_ == in_.size()) break;
+    }
+    q.push_used(chain.head, written);
+    to_guest_.fetch_add(written, std::memory_order_relaxed);
+    interrupt_due_[kReceiveQ] = true;
+  }
+  if (peer_.valid() && !reading_) {
+    in_.resize(kStaging);
+    in_at_ = in_.size();  // nothing pending until the read completes
+    reading_ = ring_->queue_read(peer_.get(), in_.data(), kStaging, kReadTag);
+  }
+}
+
+void VirtioConsole::from_guest() {
+  if (!peer_.valid() || writing_) return;
+  Virtqueue& q = queues_[kTransmitQ];
+  DescriptorChain chain;
+  while (out_.size() < kStaging) {
+    auto got = q.pop(chain);
+    if (!got) {
+      broken_ = true;
+      return interrupt_->needs_reset("transmit queue: " + got.error().message());
+    }
+    if (!*got) break;
+    for (const GuestBuffer& b : chain.buffers)
+      if (!b.device_writable) out_.insert(out_.end(), b.host, b.host + b.len);
+    out_heads_.push_back(chain.head);
+  }
+  if (out_heads_.empty()) return;
+  if (out_.empty()) {  // only empty chains: nothing to send, but they go back
+    for (uint16_t head : out_heads_) q.push_used(head, 0);
+    out_heads_.clear();
+    interrupt_due_[kTransmitQ] = true;
+    return;
+  }
+  writing_ =
+      ring_->queue_write(peer_.get(), out_.data(), static_cast<unsigned>(out_.size()), kWriteTag);
+}
+
+}  // namespace shoal

@@ -1,0 +1,89 @@
+// The shared-memory channel between the guest and the host: a virtio-console device (virtio
+// 1.x, section 5.3; one port, no MULTIPORT) whose byte stream shoal bridges to a Unix socket
+// it listens on (`--channel PATH`, mode 0600, one peer at a time). Linux sees /dev/hvc0; the
+// test guest's `chan N` polls it. Messages move through the two virtqueues in guest memory;
+// the worker keeps notifications off while it has work and polls briefly before it sleeps,
+// so a busy guest exchanges messages with far fewer exits than messages.
+//
+// Until a peer connects the device takes no transmit buffers (the guest's bytes wait in its
+// queue, as on a serial line without a cable); bytes from the peer wait in the device until the
+// guest posts receive buffers (the socket is not read meanwhile: back-pressure). A peer that
+// goes away loses what was in flight; the next one starts afresh.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "devices/virtio_mmio.hpp"
+#include "shoal/status.hpp"
+#include "shoal/unique_fd.hpp"
+
+namespace shoal {
+
+class IoRing;
+
+struct ChannelCounters {
+  uint64_t to_guest = 0;    // bytes
+  uint64_t from_guest = 0;  // bytes
+  uint64_t wakeups = 0;     // notifications the worker woke up for
+  uint64_t peers = 0;       // connections accepted
+};
+
+class VirtioConsole : public VirtioDevice {
+ public:
+  static constexpr uint32_t kDeviceId = 3;
+  static constexpr size_t kStaging = 64 << 10;  // bytes per socket read or write
+
+  // Listens on a new Unix socket at `path` (an existing socket file is replaced; any other
+  // file is an error). Errors start with "--channel PATH".
+  static Result<std::unique_ptr<VirtioConsole>> listen(const std::string& path);
+  ~VirtioConsole() override;
+
+  uint32_t device_id() const override { return kDeviceId; }
+  std::string name() const override { return "virtio-console " + path_; }
+  uint64_t features() const override { return 0; }
+  uint16_t queue_count() const override { return 2; }  // receiveq, transmitq of port 0
+  void read_config(uint64_t offset, std::span<uint8_t> data) const override;
+  Status activate(std::vector<Virtqueue> queues, uint64_t features, std::vector<int> notify_fds,
+                  VirtioInterrupt& interrupt) override;
+  void reset() override;
+
+  ChannelCounters counters() const;
+
+ private:
+  VirtioConsole(std::string path, UniqueFd listener);
+  void run();
+  void handle(uint64_t tag, int result);
+  void to_guest();
+  void from_guest();
+  void drop_peer();
+  bool work_waiting() const;
+
+  const std::string path_;
+  const UniqueFd listener_;
+
+  // The worker's, from activate() until reset() joins it.
+  std::vector<Virtqueue> queues_;
+  std::vector<int> notify_fds_;
+  VirtioInterrupt* interrupt_ = nullptr;
+  IoRing* ring_ = nullptr;
+  UniqueFd stop_fd_;
+  UniqueFd peer_;
+  bool accepting_ = false, reading_ = false, writing_ = false, broken_ = false;
+  std::vector<uint8_t> in_;  // read from the peer, not yet in the guest's buffers
+  size_t in_at_ = 0;
+  std::vector<uint8_t> out_;  // the guest's bytes being written to the peer
+  size_t out_at_ = 0;
+  std::vector<uint16_t> out_heads_;  // transmit chains whose bytes are in out_
+  std::vector<bool> interrupt_due_;
+  uint64_t notify_values_[2] = {}, stop_value_ = 0;
+  std::thread worker_;
+
+  std::atomic<uint64_t> to_guest_{0}, from_guest_{0}, wakeups_{0}, peers_{0};
+};
+
+}  // namespace shoal
