@@ -4,7 +4,10 @@
 // (-M microvm, virtio-blk-device on an iothread, aio=io_uring, cache=writeback), both with the
 // same guest and driver. `fio` on the same file from the host (io_uring, the same sizes and
 // depth) is the ceiling neither can pass. Also notifications per request (each is a guest
-// exit): shoal's device keeps them off while it has work.
+// exit): shoal's device keeps them off while it has work. Then the channel: the guest's `chan`
+// does strict request/response round trips of 64 bytes through shoal's --channel (a
+// virtio-console port on a Unix socket) and through QEMU's virtconsole on a socket chardev,
+// both to this process, which echoes.
 //   devices [--json] [--runs N] [--mib M] [--qemu PATH]
 // Needs /dev/kvm (and QEMU, fio for their rows: a missing one is reported, not faked).
 #include <fcntl.h>
@@ -15,8 +18,10 @@
 #include <map>
 #include <regex>
 #include <string>
+#include <thread>
 #include <vector>
 
+#include "support/echo_peer.hpp"
 #include "support/process.hpp"
 
 namespace {
@@ -54,23 +59,29 @@ std::vector<std::string> shoal_argv(const std::string& image, const std::string&
           workload,     "--disk", image,      "--log-level",    "warn"};
 }
 
-std::vector<std::string> qemu_argv(const std::string& qemu, const std::string& image,
-                                   const std::string& workload) {
-  std::vector<std::string> a = {
-      qemu, "-accel", "kvm", "-cpu", "qemu64", "-m", "512M", "-machine",
-      "microvm,x-option-roms=off,rtc=off", "-kernel", SHOAL_TEST_GUEST, "-append", workload,
-      "-display", "none", "-serial", "stdio", "-monitor", "none", "-no-reboot", "-no-user-config",
-      "-nodefaults", "-device", "isa-debug-exit,iobase=0x501,iosize=2", "-object",
-      "iothread,id=io0", "-drive",
-      "id=d0,if=none,format=raw,cache=writeback,aio=io_uring,file=" + image, "-device",
-      "virtio-blk-device,drive=d0,iothread=io0",
-      // The test guest's driver speaks virtio 1.x only.
-      "-global", "virtio-mmio.force-legacy=false"};
+// QEMU microvm booting the test guest with `workload`, plus `devices` (its -device etc.).
+std::vector<std::string> qemu_argv(const std::string& qemu, const std::string& workload,
+                                   const std::vector<std::string>& devices) {
+  std::vector<std::string> a = {qemu, "-accel", "kvm", "-cpu", "qemu64", "-m", "512M", "-machine",
+                                "microvm,x-option-roms=off,rtc=off", "-kernel", SHOAL_TEST_GUEST,
+                                "-append", workload, "-display", "none", "-serial", "stdio",
+                                "-monitor", "none", "-no-reboot", "-no-user-config", "-nodefaults",
+                                "-device", "isa-debug-exit,iobase=0x501,iosize=2",
+                                // The test guest's drivers speak virtio 1.x only.
+                                "-global", "virtio-mmio.force-legacy=false"};
+  a.insert(a.end(), devices.begin(), devices.end());
   if (::access(kQboot, R_OK) == 0) {
     a.push_back("-bios");
     a.push_back(kQboot);
   }
   return a;
+}
+
+// QEMU's strongest virtio-blk on microvm: its own iothread, io_uring, the page cache.
+std::vector<std::string> qemu_disk(const std::string& image) {
+  return {"-object", "iothread,id=io0",
+          "-drive",  "id=d0,if=none,format=raw,cache=writeback,aio=io_uring,file=" + image,
+          "-device", "virtio-blk-device,drive=d0,iothread=io0"};
 }
 
 // fio's JSON: the first job's "bw" (KiB/s) or "iops" in its read or write section.
@@ -101,6 +112,37 @@ Figures fio_figures(const std::string& image, uint64_t mib, bool write) {
   f.seq_mbps = fio_value(seq.out, rw, "bw") * 1024 / 1e6;
   f.rand_iops = fio_value(rnd.out, rw, "iops");
   return f;
+}
+
+// One `chan N` run with this process as the echoing peer: round trips/s and notifies/message.
+std::pair<double, double> channel_figures(const std::string& qemu, int n, std::string* failure) {
+  const std::string sock = "/tmp/shoal-bench-chan-" + std::to_string(getpid());
+  const std::string workload = "chan " + std::to_string(n) + " 64";
+  std::vector<std::string> argv;
+  if (qemu.empty()) {
+    argv = {SHOAL_BINARY, "run",  "--kernel",    SHOAL_TEST_GUEST,
+            "--memory",   "128M", "--cmdline",   workload,
+            "--channel",  sock,   "--log-level", "warn"};
+  } else {
+    argv = qemu_argv(qemu, workload,
+                     {"-chardev", "socket,id=c0,server=on,wait=off,path=" + sock, "-device",
+                      "virtio-serial-device", "-device", "virtconsole,chardev=c0"});
+  }
+  uint64_t echoed = 0;
+  std::thread peer([&] { echoed = shoal::test::echo_peer(sock); });
+  auto r = run_process(argv, std::chrono::seconds(300));
+  peer.join();
+  ::unlink(sock.c_str());
+  if (r.out.find("shoal-guest: result ok") == std::string::npos) {
+    *failure = (qemu.empty() ? "shoal" : "QEMU") + std::string(" chan failed: ") +
+               r.out.substr(0, 300) + r.err.substr(0, 300);
+    return {-1, -1};
+  }
+  std::smatch m;
+  const double per_message =
+      std::regex_search(r.out, m, std::regex("notifies_per_message=([0-9.]+)")) ? std::stod(m[1])
+                                                                                : -1;
+  return {field(r.out, "round_trips_per_s"), per_message};
 }
 
 double median(std::vector<double> v) {
@@ -169,11 +211,23 @@ int main(int argc, char** argv) {
           run_process(shoal_argv(image, workload), std::chrono::seconds(300)), "shoal"));
       if (have_qemu)
         rows[1].by_op[op].push_back(guest_figures(
-            run_process(qemu_argv(qemu, image, workload), std::chrono::seconds(300)), "QEMU"));
+            run_process(qemu_argv(qemu, workload, qemu_disk(image)), std::chrono::seconds(300)),
+            "QEMU"));
       rows[2].by_op[op].push_back(fio_figures(image, mib, op == std::string("write")));
     }
   ::unlink(image.c_str());
   if (!have_qemu) notes += "QEMU not found at " + qemu + "; ";
+  // The channel: [0] shoal, [1] QEMU; round trips/s and notifies per message, per run.
+  constexpr int kRoundTrips = 20000;
+  std::vector<double> trips[2], per_message[2];
+  for (int r = 0; r < runs; ++r)
+    for (int who = 0; who < (have_qemu ? 2 : 1); ++who) {
+      std::string failure;
+      const auto [t, m] = channel_figures(who == 0 ? "" : qemu, kRoundTrips, &failure);
+      trips[who].push_back(t);
+      per_message[who].push_back(m);
+      if (!failure.empty()) notes += failure + "; ";
+    }
   auto med = [](const std::vector<Figures>& v, double Figures::*m) {
     std::vector<double> xs;
     for (const Figures& f : v) xs.push_back(f.*m);
@@ -198,6 +252,11 @@ int main(int argc, char** argv) {
             med(row.by_op[op], &Figures::notifies_per_request));
       std::printf("}");
     }
+    std::printf("],\"channel\":[");
+    for (int who = 0; who < 2; ++who)
+      std::printf("%s{\"name\":\"%s\",\"round_trips_per_s\":%.0f,\"notifies_per_message\":%.4f}",
+                  who ? "," : "", rows[who].name.c_str(), median(trips[who]),
+                  median(per_message[who]));
     std::printf("],\"notes\":\"%s\"}\n",
                 std::regex_replace(notes, std::regex("[\"\\\\\n]"), " ").c_str());
     return 0;
@@ -215,6 +274,15 @@ int main(int argc, char** argv) {
                 num(med(row.by_op["read"], &Figures::notifies_per_request), "%.3f").c_str(),
                 num(seq > 0 && shoal_seq > 0 ? seq / shoal_seq : -1, "%.2fx").c_str(),
                 num(rnd > 0 && shoal_rand > 0 ? rnd / shoal_rand : -1, "%.2fx").c_str());
+  }
+  std::printf("\nchannel, %d round trips of 64 bytes to an echoing peer on a Unix socket\n",
+              kRoundTrips);
+  std::printf("%-16s %14s %12s %10s\n", "", "round trips/s", "notif/msg", "vs shoal");
+  for (int who = 0; who < 2; ++who) {
+    const double t = median(trips[who]), shoal_t = median(trips[0]);
+    std::printf("%-16s %14s %12s %10s\n", rows[who].name.c_str(), num(t).c_str(),
+                num(median(per_message[who]), "%.3f").c_str(),
+                num(t > 0 && shoal_t > 0 ? t / shoal_t : -1, "%.2fx").c_str());
   }
   if (!notes.empty()) std::printf("notes: %s\n", notes.c_str());
   return 0;
