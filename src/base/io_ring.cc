@@ -64,10 +64,10 @@ bool IoRing::queue_read(int fd, void* buf, unsigned len, uint64_t user_data) {
   return true;
 }
 
-bool IoRing::queue_write(int fd, const void* buf, unsigned len, uint64_t user_data) {
+bool IoRing::queue_send(int fd, const void* buf, unsigned len, uint64_t user_data) {
   io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
   if (sqe == nullptr) return false;
-  io_uring_prep_write(sqe, fd, buf, len, 0);
+  io_uring_prep_send(sqe, fd, buf, len, MSG_NOSIGNAL);
   io_uring_sqe_set_data64(sqe, user_data);
   return true;
 }

@@ -25,12 +25,14 @@ class IoRing {
   // Queues madvise(addr, len, advice) tagged with `user_data`; false when the SQ is full.
   // liburing 2.3 takes a 32-bit length: callers keep len < 4 GiB.
   bool queue_madvise(void* addr, uint32_t len, int advice, uint64_t user_data);
-  // preadv/pwritev(fd, iov, count, offset), read/write(fd, buf, len) and fsync(fd), tagged with
+  // preadv/pwritev(fd, iov, count, offset), read(fd, buf, len) and fsync(fd), tagged with
   // `user_data`; false when the SQ is full. `iov` and `buf` must live until the completion.
   bool queue_readv(int fd, const iovec* iov, unsigned count, uint64_t offset, uint64_t user_data);
   bool queue_writev(int fd, const iovec* iov, unsigned count, uint64_t offset, uint64_t user_data);
   bool queue_read(int fd, void* buf, unsigned len, uint64_t user_data);
-  bool queue_write(int fd, const void* buf, unsigned len, uint64_t user_data);
+  // send(fd, buf, len, MSG_NOSIGNAL): a socket whose peer is gone fails with EPIPE instead of
+  // killing the process with SIGPIPE (io_uring may run the send on the submitting thread).
+  bool queue_send(int fd, const void* buf, unsigned len, uint64_t user_data);
   // accept4(fd, NULL, NULL, SOCK_CLOEXEC): the result is the new socket.
   bool queue_accept(int fd, uint64_t user_data);
   bool queue_fsync(int fd, uint64_t user_data);

@@ -1,5 +1,6 @@
 
 #include <algorithm>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 
@@ -92,6 +93,9 @@ int run_main(int argc, char** argv) {
 }
 
 int main(int argc, char** argv) {
+  // Every socket write passes MSG_NOSIGNAL; this is the net under any that does not: a peer
+  // that goes away must end a link or a channel with EPIPE, not the whole VMM.
+  std::signal(SIGPIPE, SIG_IGN);
   // Nothing on shoal's own paths throws; this catches what a library might (spdlog, the STL
   // running out of memory) so the user still gets one line and exit code 1.
   try {

@@ -142,7 +142,9 @@ bool VirtioBlk::any_available() const {
 }
 
 void VirtioBlk::run() {
-  auto made = IoRing::create(2 * Virtqueue::kMaxSize);
+  // Room for every chain of every queue at once (a wake-up may find them all available) and
+  // the notify and stop reads; the completion ring is twice that.
+  auto made = IoRing::create(static_cast<unsigned>(queues_.size() * (Virtqueue::kMaxSize + 1) + 1));
   if (!made) return interrupt_->needs_reset("io_uring: " + made.error().message());
   IoRing& ring = *made;
   // Completions below are reaped one by one as they come; these reads are re-armed each time
@@ -155,7 +157,11 @@ void VirtioBlk::run() {
   for (;;) {
     if (!stopping)
       for (size_t q = 0; q < queues_.size(); ++q) drain(static_cast<uint16_t>(q));
-    if (ring.submit() < 0) log::warn("{}: io_uring submit: {}", name(), std::strerror(errno));
+    if (const int rc = ring.submit(); rc < 0) {
+      // Requests queued but not submitted would never complete: the device gives up.
+      interrupt_->needs_reset("io_uring submit: " + std::string(std::strerror(-rc)));
+      break;
+    }
     if (stopping && in_flight_ == 0) break;
     if (!stopping && in_flight_ == 0) {
       // Idle: look a little longer, then let the driver notify again and look once more
@@ -176,6 +182,9 @@ void VirtioBlk::run() {
     do {
       if (!handle_completion(tag, result)) stopping = true;
     } while (ring.peek(&tag, &result));
+    // used->idx stores before the avail->flags loads: the driver's enable_cb stores the flags,
+    // then fences and reads used->idx; without this fence both could miss the other.
+    std::atomic_thread_fence(std::memory_order_seq_cst);
     for (size_t q = 0; q < queues_.size(); ++q)
       if (interrupt_due_[q]) {
         interrupt_due_[q] = false;
@@ -211,6 +220,7 @@ void VirtioBlk::drain(uint16_t q) {
     }
     if (!*got) return;
     start(q, chain);
+    if (broken_) return;
   }
 }
 
@@ -227,6 +237,13 @@ void VirtioBlk::start(uint16_t q, const DescriptorChain& c) {
   const uint16_t head = c.head;
   const uint64_t slot = q * Virtqueue::kMaxSize + head;
   Request& r = requests_[slot];
+  // A driver that makes a head available again before the device used it breaks the ring's
+  // contract; its request's buffers and status are still in use.
+  if (r.in_flight) {
+    broken_ = true;
+    return interrupt_->needs_reset("queue " + std::to_string(q) + ": chain " +
+                                   std::to_string(head) + " made available twice");
+  }
   BlkRequest req;
   parse_blk_request(c, capacity_sectors(), read_only_, (features_ & kFFlush) != 0, r.iov, req);
   r.status = req.status;
@@ -266,6 +283,7 @@ void VirtioBlk::start(uint16_t q, const DescriptorChain& c) {
   // The SQ has room for every request of every queue, so this cannot fail; if it did, the
   // guest gets an error rather than a request that never completes.
   if (!queued) return finish(q, head, kBlkStatusIoErr, 1);
+  r.in_flight = true;
   ++in_flight_;
 }
 
@@ -273,7 +291,8 @@ void VirtioBlk::complete(uint64_t slot, int result) {
   --in_flight_;
   const auto q = static_cast<uint16_t>(slot / Virtqueue::kMaxSize);
   const auto head = static_cast<uint16_t>(slot % Virtqueue::kMaxSize);
-  const Request& r = requests_[slot];
+  Request& r = requests_[slot];
+  r.in_flight = false;
   // A short transfer (only at the end of a block device, or a full file system) is an error
   // to the guest: the spec has no partial success.
   if (result != r.expected) {

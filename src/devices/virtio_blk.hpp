@@ -67,6 +67,7 @@ class VirtioBlk : public VirtioDevice {
     uint8_t* status = nullptr;
     uint32_t used_len = 0;  // what the used ring reports when the I/O succeeds
     int64_t expected = 0;   // the I/O's result on success
+    bool in_flight = false;
     std::vector<iovec> iov;
   };
   VirtioBlk(std::string path, UniqueFd fd, uint64_t bytes, bool read_only, uint16_t queues);

@@ -39,12 +39,17 @@ Result<std::unique_ptr<VirtioConsole>> VirtioConsole::listen(const std::string& 
   std::memcpy(addr.sun_path, path.c_str(), path.size());
   // A socket left by an earlier run is replaced; anything else at the path is not ours.
   struct stat st {};
-  if (::lstat(path.c_str(), &st) == 0) {
-    if (!S_ISSOCK(st.st_mode)) return Error(what + ": exists and is not a socket");
-    if (::unlink(path.c_str()) < 0) return errno_error(what + ": unlink");
-  }
   UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
   if (!fd.valid()) return errno_error(what + ": socket");
+  if (::lstat(path.c_str(), &st) == 0) {
+    if (!S_ISSOCK(st.st_mode)) return Error(what + ": exists and is not a socket");
+    // Someone listens there (another shoal): not ours to take.
+    UniqueFd probe(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    if (probe.valid() &&
+        ::connect(probe.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0)
+      return Error(what + ": another process listens on it");
+    if (::unlink(path.c_str()) < 0) return errno_error(what + ": unlink");
+  }
   if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0)
     return errno_error(what + ": bind");
   if (::chmod(path.c_str(), 0600) < 0) return errno_error(what + ": chmod");
@@ -83,7 +88,8 @@ Status VirtioConsole::activate(std::vector<Virtqueue> queues, uint64_t features,
   out_.clear();
   out_at_ = 0;
   out_heads_.clear();
-  broken_ = false;
+  broken_ = accepting_ = reading_ = writing_ = false;
+  peer_ = UniqueFd();
   worker_ = std::thread([this] { run(); });
   return {};
 }
@@ -122,6 +128,9 @@ void VirtioConsole::run() {
       from_guest();
     }
     if (ring.submit() < 0) log::warn("{}: io_uring submit: {}", name(), std::strerror(errno));
+    // used->idx stores before the avail->flags loads: the driver's enable_cb stores the flags,
+    // then fences and reads used->idx; without this fence both could miss the other.
+    std::atomic_thread_fence(std::memory_order_seq_cst);
     for (uint16_t q = 0; q < 2; ++q)
       if (interrupt_due_[q]) {
         interrupt_due_[q] = false;
@@ -152,8 +161,13 @@ void VirtioConsole::run() {
       }
     } while (ring.peek(&tag, &result));
   }
+  // An accept that completed as the worker stopped: its socket is closed, not leaked.
+  int result = 0;
+  for (uint64_t tag = 0; ring.peek(&tag, &result);)
+    if (tag == kAcceptTag && result >= 0) ::close(result);
   ring_ = nullptr;
   peer_ = UniqueFd();
+  accepting_ = false;
 }
 
 void VirtioConsole::handle(uint64_t tag, int result) {
@@ -180,8 +194,8 @@ void VirtioConsole::handle(uint64_t tag, int result) {
     if (result > 0) out_at_ += static_cast<size_t>(result);
     if (result > 0 && out_at_ < out_.size()) {
       // A short write on a stream socket: the rest goes next.
-      writing_ = ring_->queue_write(peer_.get(), out_.data() + out_at_,
-                                    static_cast<unsigned>(out_.size() - out_at_), kWriteTag);
+      writing_ = ring_->queue_send(peer_.get(), out_.data() + out_at_,
+                                   static_cast<unsigned>(out_.size() - out_at_), kWriteTag);
       return;
     }
     // Written, or lost with the peer: either way the guest gets its buffers back.
@@ -246,6 +260,16 @@ void VirtioConsole::from_guest() {
       return interrupt_->needs_reset("transmit queue: " + got.error().message());
     }
     if (!*got) break;
+    // A chain's bytes are copied whole, so one is bounded (Linux writes at most 32 KiB per
+    // buffer): a guest cannot make shoal allocate more than twice kStaging here.
+    uint64_t bytes = 0;
+    for (const GuestBuffer& b : chain.buffers) bytes += b.device_writable ? 0 : b.len;
+    if (bytes > kStaging) {
+      broken_ = true;
+      return interrupt_->needs_reset("transmit chain " + std::to_string(chain.head) + " holds " +
+                                     std::to_string(bytes) + " bytes, more than " +
+                                     std::to_string(kStaging));
+    }
     for (const GuestBuffer& b : chain.buffers)
       if (!b.device_writable) out_.insert(out_.end(), b.host, b.host + b.len);
     out_heads_.push_back(chain.head);
@@ -258,7 +282,7 @@ void VirtioConsole::from_guest() {
     return;
   }
   writing_ =
-      ring_->queue_write(peer_.get(), out_.data(), static_cast<unsigned>(out_.size()), kWriteTag);
+      ring_->queue_send(peer_.get(), out_.data(), static_cast<unsigned>(out_.size()), kWriteTag);
 }
 
 }  // namespace shoal

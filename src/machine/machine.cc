@@ -305,10 +305,12 @@ Result<int> Machine::run() {
   if (api_) api_->stop();          // no request may pause or save the machine as it stops
   if (replica_) replica_->stop();  // nor a checkpoint (one under way finishes first)
   core_->command_vcpus(VcpuCommand::kStop);
-  // Their requests under way finish first; a worker may wait on a fault the server serves.
-  stop_devices();
   // Before joining: a vCPU may wait on a fault the server will not serve (see stop_serving).
   memory_->stop_serving();
+  // Then the devices: a request under way that waits on a fault is now served by the kernel
+  // (the server may be what failed). On one host a page the server never gave out is zero
+  // either way, and virtio devices cannot be combined with --restore's lazily loaded pages.
+  stop_devices();
   core_->stop_vcpus();
   console_input_.reset();  // restores the terminal before shoal prints its last words
   if (print_stats_) std::fprintf(stderr, "%s", memory_->stats_report().c_str());

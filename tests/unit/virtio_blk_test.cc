@@ -264,6 +264,32 @@ TEST(VirtioBlk, AChainOutsideGuestRamNeedsAReset) {
   EXPECT_EQ(again.request(0, 0, {{kData, 512}}), 0);
 }
 
+TEST(VirtioBlk, AHeadMadeAvailableTwiceNeedsAReset) {
+  Image img(64 << 10);
+  Fixture f(img);
+  f.driver->start(kVersion1);
+  // Chain 0 (a read into kData) twice in the available ring before the device used it: its
+  // buffers would be read into twice at once.
+  const uint32_t in = 0;
+  const uint64_t sector = 0;
+  uint8_t* hdr = f.ram->host(kHeaders, 16);
+  std::memcpy(hdr, &in, 4);
+  std::memcpy(hdr + 8, &sector, 8);
+  f.driver->put_desc(0, kHeaders, 16, 1, 1);
+  f.driver->put_desc(1, kData, 4096, 3, 2);
+  f.driver->put_desc(2, kStatus, 1, 2, 0);
+  uint8_t* avail = f.ram->host(kAvail, 8);
+  const uint16_t two = 2, zero = 0;
+  std::memcpy(avail + 4, &zero, 2);
+  std::memcpy(avail + 6, &zero, 2);
+  __atomic_store_n(reinterpret_cast<uint16_t*>(avail + 2), two, __ATOMIC_RELEASE);
+  f.driver->set(0x50, 0);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while ((f.driver->reg(0x70) & 64) == 0 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::yield();
+  EXPECT_NE(f.driver->reg(0x70) & 64, 0u);
+}
+
 TEST(VirtioBlk, RejectsRingsOutsideGuestRam) {
   Image img(64 << 10);
   Fixture f(img);
