@@ -52,15 +52,13 @@ class LinuxChannel : public ::testing::Test {
 };
 
 TEST_F(LinuxChannel, Hvc0InRawModeGetsBackExactlyTheBytesItSentThroughAHostPeer) {
-  const std::string sock =
-      ::testing::TempDir() + "shoal-linux-chan-" + std::to_string(::getpid());
+  const std::string sock = ::testing::TempDir() + "shoal-linux-chan-" + std::to_string(::getpid());
   uint64_t echoed = 0;
   std::thread peer([&] { echoed = echo_peer(sock); });
   // ~25 s in the emulated test machine (TCG).
   const ProcessResult r = run_process(
-      {SHOAL_BINARY, "run", "--kernel", kKernel, "--initrd", SHOAL_GUEST_INITRAMFS, "--vcpus",
-       "2", "--memory", "512M", "--cmdline", "console=ttyS0 guest_action=chan-check",
-       "--channel", sock},
+      {SHOAL_BINARY, "run", "--kernel", kKernel, "--initrd", SHOAL_GUEST_INITRAMFS, "--vcpus", "2",
+       "--memory", "512M", "--cmdline", "console=ttyS0 guest_action=chan-check", "--channel", sock},
       std::chrono::seconds(240));
   peer.join();  // shoal's exit closes the socket: the peer's read ends
   ASSERT_EQ(r.exit_code, 0) << "timed out " << r.timed_out << "\n" << tail(r);
@@ -73,14 +71,14 @@ TEST_F(LinuxChannel, Hvc0InRawModeGetsBackExactlyTheBytesItSentThroughAHostPeer)
   expect_line(r, "chan-check: /dev/hvc0 open");
   expect_line(r, "IO-APIC 16-edge virtio0");  // interrupts through GSI 16
   std::smatch sent;
-  ASSERT_TRUE(std::regex_search(
-      r.out, sent,
-      std::regex("chan-check: sending " + std::to_string(kBytes) + R"( bytes, sha256 ([0-9a-f]{64}))")))
+  ASSERT_TRUE(std::regex_search(r.out, sent,
+                                std::regex("chan-check: sending " + std::to_string(kBytes) +
+                                           R"( bytes, sha256 ([0-9a-f]{64}))")))
       << tail(r);
   std::smatch received;
-  ASSERT_TRUE(std::regex_search(
-      r.out, received,
-      std::regex("chan-check: received " + std::to_string(kBytes) + R"( bytes, sha256 ([0-9a-f]{64}))")))
+  ASSERT_TRUE(std::regex_search(r.out, received,
+                                std::regex("chan-check: received " + std::to_string(kBytes) +
+                                           R"( bytes, sha256 ([0-9a-f]{64}))")))
       << tail(r);
   EXPECT_EQ(received[1], sent[1]);
   expect_line(r, "chan-check: checksums match");
