@@ -13,7 +13,7 @@
 
 #include "base/io_ring.hpp"
 #include "devices/virtio_blk_request.hpp"
-#include "shoal/clock.hpp"
+#include "devices/virtio_worker.hpp"
 #include "shoal/log.hpp"
 #include "shoal/size.hpp"
 
@@ -29,10 +29,6 @@ constexpr uint32_t kSector = kBlkSector;
 constexpr uint32_t kSegMax = Virtqueue::kMaxSize - 2;
 // io_uring tags: a request's slot, or one of these.
 constexpr uint64_t kNotifyTag = 1ull << 62, kStopTag = 1ull << 61;
-// How long the worker keeps looking at idle rings before it re-enables notifications and
-// sleeps: a driver that submits again within this saves its notify exit (~6 us in the
-// kernel, ~40 us to userspace here) and the worker's wake-up.
-constexpr uint64_t kPollNs = 50'000;
 
 }  // namespace
 
@@ -163,16 +159,9 @@ void VirtioBlk::run() {
       break;
     }
     if (stopping && in_flight_ == 0) break;
-    if (!stopping && in_flight_ == 0) {
-      // Idle: look a little longer, then let the driver notify again and look once more
-      // (a chain made available between the last look and the flag is seen here).
-      const uint64_t until = monotonic_ns() + kPollNs;
-      bool more = false;
-      while (!(more = any_available()) && monotonic_ns() < until) __builtin_ia32_pause();
-      if (more) continue;
-      for (Virtqueue& vq : queues_) vq.set_notify(true);
-      if (any_available()) continue;
-    }
+    if (!stopping && in_flight_ == 0 &&
+        virtio_work_before_sleep(queues_, [this] { return any_available(); }))
+      continue;
     uint64_t tag = 0;
     int result = 0;
     if (Status s = ring.wait(&tag, &result); !s.ok()) {
@@ -182,14 +171,7 @@ void VirtioBlk::run() {
     do {
       if (!handle_completion(tag, result)) stopping = true;
     } while (ring.peek(&tag, &result));
-    // used->idx stores before the avail->flags loads: the driver's enable_cb stores the flags,
-    // then fences and reads used->idx; without this fence both could miss the other.
-    std::atomic_thread_fence(std::memory_order_seq_cst);
-    for (size_t q = 0; q < queues_.size(); ++q)
-      if (interrupt_due_[q]) {
-        interrupt_due_[q] = false;
-        if (queues_[q].interrupt_wanted()) interrupt_->used_buffers();
-      }
+    virtio_raise_due(queues_, interrupt_due_, *interrupt_);
   }
   ring_ = nullptr;
 }

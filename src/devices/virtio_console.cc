@@ -10,7 +10,7 @@
 #include <cstring>
 
 #include "base/io_ring.hpp"
-#include "shoal/clock.hpp"
+#include "devices/virtio_worker.hpp"
 #include "shoal/log.hpp"
 
 namespace shoal {
@@ -21,8 +21,6 @@ constexpr uint16_t kReceiveQ = 0, kTransmitQ = 1;
 // io_uring tags: the notify reads carry their queue in the low bits.
 constexpr uint64_t kNotifyTag = 1 << 8, kStopTag = 2 << 8, kAcceptTag = 3 << 8, kReadTag = 4 << 8,
                    kWriteTag = 5 << 8;
-// As virtio-blk's worker: how long an idle worker keeps looking before notifications go on.
-constexpr uint64_t kPollNs = 50'000;
 
 }  // namespace
 
@@ -128,24 +126,10 @@ void VirtioConsole::run() {
       from_guest();
     }
     if (ring.submit() < 0) log::warn("{}: io_uring submit: {}", name(), std::strerror(errno));
-    // used->idx stores before the avail->flags loads: the driver's enable_cb stores the flags,
-    // then fences and reads used->idx; without this fence both could miss the other.
-    std::atomic_thread_fence(std::memory_order_seq_cst);
-    for (uint16_t q = 0; q < 2; ++q)
-      if (interrupt_due_[q]) {
-        interrupt_due_[q] = false;
-        if (queues_[q].interrupt_wanted()) interrupt_->used_buffers();
-      }
+    virtio_raise_due(queues_, interrupt_due_, *interrupt_);
     // The reads and writes under way use this device's buffers: they end before it stops.
     if (stopping && !reading_ && !writing_) break;
-    if (!stopping) {
-      const uint64_t until = monotonic_ns() + kPollNs;
-      bool more = false;
-      while (!(more = work_waiting()) && monotonic_ns() < until) __builtin_ia32_pause();
-      if (more) continue;
-      for (Virtqueue& q : queues_) q.set_notify(true);
-      if (work_waiting()) continue;
-    }
+    if (!stopping && virtio_work_before_sleep(queues_, [this] { return work_waiting(); })) continue;
     uint64_t tag = 0;
     int result = 0;
     if (Status s = ring.wait(&tag, &result); !s.ok()) {
