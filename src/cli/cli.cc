@@ -7,6 +7,7 @@
 #include <cstring>
 #include <sstream>
 
+#include "arch/platform_ports.hpp"
 #include "shoal/size.hpp"
 #include "shoal/version.hpp"
 
@@ -246,6 +247,22 @@ CliOutcome parse_cli(int argc, const char* const* argv) {
     if (!disk) return fail("shoal: error: " + disk.error().message());
     cfg.disks.push_back(*disk);
   }
+  const size_t virtio = cfg.disks.size() + (cfg.channel.empty() ? 0 : 1);
+  if (virtio > platform::kVirtioMmioSlots)
+    return fail(
+        usage_error("--disk", std::to_string(cfg.disks.size()) + " disks" +
+                                  (cfg.channel.empty() ? "" : " and a --channel") + ": at most " +
+                                  std::to_string(platform::kVirtioMmioSlots) + " virtio devices"));
+  // Virtio devices do not save their state yet: nothing that saves or restores a machine.
+  const char* device_option = cfg.disks.empty() ? "--channel" : "--disk";
+  if (virtio != 0 && !cfg.replica_dir.empty())
+    return fail(usage_error(device_option,
+                            "not with --replica yet (virtio devices do not save "
+                            "their state)"));
+  if (virtio != 0 && !restore.empty())
+    return fail(usage_error(device_option,
+                            "not with --restore yet (virtio devices do not save "
+                            "their state)"));
   if (on_reboot == "restart") cfg.on_reboot = RunConfig::OnReboot::kRestart;
   if (on_reboot == "restart" && !cfg.replica_dir.empty())
     return fail(usage_error("--replica",

@@ -61,6 +61,25 @@ TEST(Cli, PodValidate) {
   expect_usage_error({"pod", "validate"}, "SPEC");
 }
 
+TEST(Cli, VirtioDevicesAndWhatCannotGoWithThem) {
+  const char* k = SHOAL_TEST_GUEST;
+  auto ok =
+      parse({"run", "--kernel", k, "--disk", "a.img", "--disk", "b.img,ro", "--channel", "c"});
+  ASSERT_TRUE(ok.run.has_value()) << ok.message;
+  EXPECT_EQ(ok.run->disks.size(), 2u);
+  EXPECT_TRUE(ok.run->disks[1].read_only);
+  EXPECT_EQ(ok.run->channel, "c");
+  expect_usage_error({"run", "--kernel", k, "--disk", "a.img,rw"}, "--disk a.img: unknown option");
+  expect_usage_error({"run",    "--kernel", k,        "--disk", "1",      "--disk",    "2",
+                      "--disk", "3",        "--disk", "4",      "--disk", "5",         "--disk",
+                      "6",      "--disk",   "7",      "--disk", "8",      "--channel", "c"},
+                     "8 disks and a --channel: at most 8 virtio devices");
+  expect_usage_error({"run", "--kernel", k, "--channel", "c", "--replica", "/tmp/r"},
+                     "--channel: not with --replica yet");
+  expect_usage_error({"run", "--disk", "a.img", "--restore", "/nonexistent/snap"},
+                     "--disk: not with --restore yet");
+}
+
 TEST(Cli, UsageErrorsNameTheProblem) {
   expect_usage_error({"run"}, "--kernel");
   expect_usage_error({}, "subcommand");
