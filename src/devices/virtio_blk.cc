@@ -24,7 +24,6 @@ namespace {
 // Feature bits (5.2.3).
 constexpr uint64_t kFSegMax = 1ull << 2, kFRo = 1ull << 5, kFBlkSize = 1ull << 6,
                    kFFlush = 1ull << 9, kFMq = 1ull << 12;
-constexpr uint32_t kSector = kBlkSector;
 // A chain has the header and the status besides its data.
 constexpr uint32_t kSegMax = Virtqueue::kMaxSize - 2;
 // io_uring tags: a request's slot, or one of these.
@@ -71,7 +70,7 @@ Result<std::unique_ptr<VirtioBlk>> VirtioBlk::open(const DiskOptions& disk, uint
   if (S_ISBLK(st.st_mode) && ioctl(fd.get(), BLKGETSIZE64, &bytes) < 0)
     return errno_error(what + ": BLKGETSIZE64");
   if (bytes == 0) return Error(what + ": the image is empty");
-  if (bytes % kSector != 0)
+  if (bytes % kBlkSector != 0)
     return Error(what + ": " + std::to_string(bytes) +
                  " bytes is not a whole number of 512-byte sectors");
   // Two VMMs writing one image corrupt it: shared for a read-only disk, exclusive otherwise.
@@ -80,6 +79,18 @@ Result<std::unique_ptr<VirtioBlk>> VirtioBlk::open(const DiskOptions& disk, uint
                                 : errno_error(what + ": flock");
   return std::unique_ptr<VirtioBlk>(
       new VirtioBlk(disk.path, std::move(fd), bytes, disk.read_only, queues));
+}
+
+Result<std::vector<std::unique_ptr<VirtioDevice>>> VirtioBlk::open_all(
+    const std::vector<DiskOptions>& disks, int vcpus) {
+  const auto queues = static_cast<uint16_t>(std::clamp<int>(vcpus, 1, kMaxQueues));
+  std::vector<std::unique_ptr<VirtioDevice>> out;
+  for (const DiskOptions& d : disks) {
+    auto disk = open(d, queues);
+    if (!disk) return disk.error();
+    out.push_back(std::move(*disk));
+  }
+  return out;
 }
 
 VirtioBlk::~VirtioBlk() {
@@ -96,14 +107,10 @@ void VirtioBlk::read_config(uint64_t offset, std::span<uint8_t> data) const {
   const uint64_t capacity = capacity_sectors();
   std::memcpy(config + 0, &capacity, 8);
   std::memcpy(config + 12, &kSegMax, 4);
-  std::memcpy(config + 20, &kSector, 4);
+  std::memcpy(config + 20, &kBlkSector, 4);
   std::memcpy(config + 34, &queues_wanted_, 2);
   for (size_t i = 0; i < data.size(); ++i)
     data[i] = offset + i < sizeof config ? config[offset + i] : 0;
-}
-
-BlkCounters VirtioBlk::counters() const {
-  return {requests_done_.load(), wakeups_.load(), errors_.load()};
 }
 
 Status VirtioBlk::activate(std::vector<Virtqueue> queues, uint64_t features,
@@ -126,8 +133,7 @@ Status VirtioBlk::activate(std::vector<Virtqueue> queues, uint64_t features,
 
 void VirtioBlk::reset() {
   if (!worker_.joinable()) return;
-  const uint64_t one = 1;
-  (void)!::write(stop_fd_.get(), &one, sizeof one);
+  signal_eventfd(stop_fd_.get());
   worker_.join();
   queues_.clear();
 }
@@ -180,7 +186,6 @@ bool VirtioBlk::handle_completion(uint64_t tag, int result) {
   if (tag == kStopTag) return false;
   if ((tag & kNotifyTag) != 0) {
     const uint16_t q = static_cast<uint16_t>(tag & 0xffff);
-    wakeups_.fetch_add(1, std::memory_order_relaxed);
     ring_->queue_read(notify_fds_[q], &notify_values_[q], 8, tag);
     return true;
   }
@@ -207,8 +212,6 @@ void VirtioBlk::drain(uint16_t q) {
 }
 
 void VirtioBlk::finish(uint16_t q, uint16_t head, uint8_t status, uint32_t used_len) {
-  requests_done_.fetch_add(1, std::memory_order_relaxed);
-  if (status != kBlkStatusOk) errors_.fetch_add(1, std::memory_order_relaxed);
   Request& r = requests_[q * Virtqueue::kMaxSize + head];
   if (r.status != nullptr) *r.status = status;
   queues_[q].push_used(head, used_len);

@@ -32,13 +32,6 @@ struct DiskOptions {
 };
 Result<DiskOptions> parse_disk_option(const std::string& text);
 
-// What the worker did, for tests and benchmarks.
-struct BlkCounters {
-  uint64_t requests = 0;
-  uint64_t wakeups = 0;  // notifications the worker woke up for
-  uint64_t errors = 0;   // requests answered with an I/O error or as unsupported
-};
-
 class VirtioBlk : public VirtioDevice {
  public:
   static constexpr uint32_t kDeviceId = 2;
@@ -48,6 +41,10 @@ class VirtioBlk : public VirtioDevice {
   // number of 512-byte sectors, can be opened as asked (read-write unless `ro`) and is not in
   // use by another shoal or QEMU (an flock). Errors start with "--disk PATH".
   static Result<std::unique_ptr<VirtioBlk>> open(const DiskOptions& disk, uint16_t queues);
+  // open() for each disk of a guest with `vcpus` vCPUs: a queue per vCPU, as Linux's blk-mq
+  // likes it, up to kMaxQueues.
+  static Result<std::vector<std::unique_ptr<VirtioDevice>>> open_all(
+      const std::vector<DiskOptions>& disks, int vcpus);
   ~VirtioBlk() override;
 
   uint32_t device_id() const override { return kDeviceId; }
@@ -60,7 +57,6 @@ class VirtioBlk : public VirtioDevice {
   void reset() override;
 
   uint64_t capacity_sectors() const { return bytes_ / 512; }
-  BlkCounters counters() const;
 
  private:
   struct Request {
@@ -99,8 +95,6 @@ class VirtioBlk : public VirtioDevice {
   bool broken_ = false;  // a malformed ring: the driver must reset the device
   UniqueFd stop_fd_;
   std::thread worker_;
-
-  std::atomic<uint64_t> requests_done_{0}, wakeups_{0}, errors_{0};
 };
 
 }  // namespace shoal

@@ -94,8 +94,7 @@ Status VirtioConsole::activate(std::vector<Virtqueue> queues, uint64_t features,
 
 void VirtioConsole::reset() {
   if (!worker_.joinable()) return;
-  const uint64_t one = 1;
-  (void)!::write(stop_fd_.get(), &one, sizeof one);
+  signal_eventfd(stop_fd_.get());
   worker_.join();
   queues_.clear();
 }

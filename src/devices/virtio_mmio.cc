@@ -36,7 +36,6 @@ enum : uint64_t {
   kQueueDriverHigh = 0x094,
   kQueueDeviceLow = 0x0a0,
   kQueueDeviceHigh = 0x0a4,
-  kConfigGeneration = 0x0fc,
   kConfig = 0x100,
 };
 constexpr uint32_t kMagicValue = 0x74726976;  // "virt"
@@ -57,6 +56,11 @@ VirtioMmio::VirtioMmio(Vm* vm, const GuestRam& ram, uint64_t base, uint32_t gsi,
                        std::unique_ptr<VirtioDevice> device)
     : vm_(vm), ram_(ram), base_(base), gsi_(gsi), device_(std::move(device)) {
   queues_.resize(device_->queue_count());
+}
+
+void signal_eventfd(int fd) {
+  const uint64_t one = 1;
+  (void)!::write(fd, &one, sizeof one);
 }
 
 Result<std::shared_ptr<VirtioMmio>> VirtioMmio::create(Vm* vm, const GuestRam& ram, uint64_t base,
@@ -101,11 +105,6 @@ void VirtioMmio::stop() {
   if (active_) device_->reset();
   active_ = false;
   stopped_ = true;
-}
-
-uint32_t VirtioMmio::status() const {
-  std::lock_guard lock(mu_);
-  return status_;
 }
 
 void VirtioMmio::read(uint64_t offset, std::span<uint8_t> data) {
@@ -187,10 +186,7 @@ void VirtioMmio::write_register(uint64_t offset, uint32_t v) {
     case kQueueNotify:
       // Only without KVM (unit tests) or for a queue the ioeventfds do not cover: the eventfd
       // is what the device's worker waits on either way.
-      if (v < notify_fds_.size()) {
-        const uint64_t one = 1;
-        (void)!::write(notify_fds_[v].get(), &one, sizeof one);
-      }
+      if (v < notify_fds_.size()) signal_eventfd(notify_fds_[v].get());
       return;
     case kInterruptAck:
       interrupt_status_.fetch_and(~v, std::memory_order_acq_rel);
@@ -266,18 +262,14 @@ void VirtioMmio::reset_locked() {
 
 void VirtioMmio::used_buffers() {
   interrupt_status_.fetch_or(kInterruptUsedBuffer, std::memory_order_acq_rel);
-  interrupts_.fetch_add(1, std::memory_order_relaxed);
-  const uint64_t one = 1;
-  (void)!::write(irq_fd_.get(), &one, sizeof one);
+  signal_eventfd(irq_fd_.get());
 }
 
 void VirtioMmio::needs_reset(const std::string& why) {
   log::warn("{}: needs a reset: {}", device_->name(), why);
   needs_reset_.store(true, std::memory_order_release);
   interrupt_status_.fetch_or(kInterruptConfigChange, std::memory_order_acq_rel);
-  interrupts_.fetch_add(1, std::memory_order_relaxed);
-  const uint64_t one = 1;
-  (void)!::write(irq_fd_.get(), &one, sizeof one);
+  signal_eventfd(irq_fd_.get());
 }
 
 }  // namespace shoal

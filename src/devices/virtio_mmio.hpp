@@ -26,6 +26,10 @@ namespace shoal {
 
 inline constexpr uint64_t kVirtioFVersion1 = 1ull << 32;
 
+// Adds one to an eventfd's counter: wakes whoever waits on it (a device's worker, or KVM's
+// irqfd, which then raises the GSI). Its counter cannot fill up here (2^64 - 2 signals).
+void signal_eventfd(int fd);
+
 // How a device tells its driver that it used buffers (or that it needs a reset).
 class VirtioInterrupt {
  public:
@@ -69,9 +73,6 @@ class VirtioMmio : public BusDevice, private VirtioInterrupt {
   // Stops the device (as a reset does) before the memory it uses goes.
   void stop();
   const VirtioDevice& device() const { return *device_; }
-  uint32_t status() const;
-  // Interrupts raised so far (an irqfd write each).
-  uint64_t interrupts() const { return interrupts_.load(std::memory_order_relaxed); }
 
  private:
   struct Queue {
@@ -107,7 +108,6 @@ class VirtioMmio : public BusDevice, private VirtioInterrupt {
   bool stopped_ = false;  // by stop(): the machine is going, the device never starts again
   std::atomic<uint32_t> interrupt_status_{0};
   std::atomic<bool> needs_reset_{false};
-  std::atomic<uint64_t> interrupts_{0};
 };
 
 }  // namespace shoal

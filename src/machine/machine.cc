@@ -9,7 +9,6 @@
 #include <cstdio>
 
 #include "arch/kernel_loader.hpp"
-#include "arch/platform_ports.hpp"
 #include "devices/platform_devices.hpp"
 #include "devices/simple_devices.hpp"
 #include "shoal/clock.hpp"
@@ -32,21 +31,11 @@ void Machine::stop_devices() {
   for (auto& t : virtio_) t->stop();
 }
 
-Status Machine::open_disks(const RunConfig& config) {
-  if (config.disks.size() > platform::kVirtioMmioSlots)
-    return Error("--disk: " + std::to_string(config.disks.size()) + " disks, at most " +
-                 std::to_string(platform::kVirtioMmioSlots));
-  if (!config.disks.empty() && config.memory_options.restore_from)
-    return Error(
-        "--disk: a restored guest cannot have disks yet (virtio devices do not save "
-        "their state)");
-  // A queue per vCPU, as Linux's blk-mq likes it, up to the device's limit.
-  const auto queues = static_cast<uint16_t>(std::min<int>(config.vcpus, VirtioBlk::kMaxQueues));
-  for (const DiskOptions& d : config.disks) {
-    auto disk = VirtioBlk::open(d, queues);
-    if (!disk) return disk.error();
-    virtio_devices_.push_back(std::move(*disk));
-  }
+Status Machine::open_virtio_devices(const RunConfig& config) {
+  // With --restore or --replica, or more than the slots, the command line was refused already.
+  auto disks = VirtioBlk::open_all(config.disks, config.vcpus);
+  if (!disks) return disks.error();
+  virtio_devices_ = std::move(*disks);
   if (!config.channel.empty()) {
     auto channel = VirtioConsole::listen(config.channel);
     if (!channel) return channel.error();
@@ -76,7 +65,7 @@ Result<std::unique_ptr<Machine>> Machine::create(Kvm kvm, const RunConfig& confi
   auto core = MachineCore::create(std::move(kvm), config.memory, early);
   if (!core) return core.error();
   std::unique_ptr<Machine> m(new Machine(std::move(*core)));
-  SHOAL_TRY(m->open_disks(config), "");
+  SHOAL_TRY(m->open_virtio_devices(config), "");
   m->print_stats_ = config.print_stats;
   m->started_ns_ = config.started_ns;
   Machine* self = m.get();
@@ -228,18 +217,9 @@ Status Machine::build_devices(const RunConfig& config) {
   if (!uart) return uart.error();
   uart_ = std::move(*uart);
   if (config.serial == "stdio") console_input_ = std::make_unique<ConsoleInput>(0, uart_);
-  for (size_t n = 0; n < virtio_devices_.size(); ++n) {
-    const uint64_t base = platform::kVirtioMmioBase + n * platform::kVirtioMmioStride;
-    const std::string name = virtio_devices_[n]->name();
-    auto t = VirtioMmio::create(&core_->vm(), core_->ram(), base,
-                                platform::kVirtioMmioFirstGsi + static_cast<uint32_t>(n),
-                                std::move(virtio_devices_[n]));
-    if (!t) return t.error();
-    SHOAL_TRY(core_->mmio().insert(base, platform::kVirtioMmioStride, *t, name), "");
-    log::info("{} at {} (GSI {})", name, format_hex(base), platform::kVirtioMmioFirstGsi + n);
-    virtio_.push_back(std::move(*t));
-  }
-  virtio_devices_.clear();
+  auto transports = core_->insert_virtio(std::move(virtio_devices_));
+  if (!transports) return transports.error();
+  virtio_ = std::move(*transports);
   SHOAL_TRY(core_->pio().insert(RestoreCounter::kPort, 4, std::make_shared<RestoreCounter>(),
                                 "restore counter"),
             "");

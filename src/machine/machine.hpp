@@ -87,7 +87,7 @@ class Machine {
   void finish(std::optional<int> code, std::optional<Error> error, bool reset = false);
   void write_console(uint8_t byte);
 
-  Status open_disks(const RunConfig& config);
+  Status open_virtio_devices(const RunConfig& config);
   void stop_devices();
 
   std::unique_ptr<MachineCore> core_;  // VM, RAM, buses, vCPUs

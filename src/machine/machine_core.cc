@@ -4,9 +4,11 @@
 #include <cstring>
 
 #include "arch/interrupt_sink.hpp"
+#include "arch/platform_ports.hpp"
 #include "arch/x86_cpu.hpp"
 #include "memory/ram_slots.hpp"
 #include "shoal/log.hpp"
+#include "shoal/size.hpp"
 
 namespace shoal {
 
@@ -60,6 +62,22 @@ Result<std::unique_ptr<MachineCore>> MachineCore::create(Kvm kvm, uint64_t memor
   }
   SHOAL_TRY(c->vm_.create_platform(), "create VM");
   return c;
+}
+
+Result<std::vector<std::shared_ptr<VirtioMmio>>> MachineCore::insert_virtio(
+    std::vector<std::unique_ptr<VirtioDevice>> devices) {
+  std::vector<std::shared_ptr<VirtioMmio>> transports;
+  for (size_t n = 0; n < devices.size(); ++n) {
+    const uint64_t base = platform::kVirtioMmioBase + n * platform::kVirtioMmioStride;
+    const uint32_t gsi = platform::kVirtioMmioFirstGsi + static_cast<uint32_t>(n);
+    const std::string name = devices[n]->name();
+    auto t = VirtioMmio::create(&vm_, ram_, base, gsi, std::move(devices[n]));
+    if (!t) return t.error();
+    SHOAL_TRY(mmio_.insert(base, platform::kVirtioMmioStride, *t, name), "");
+    log::info("{} at {} (GSI {})", name, format_hex(base), gsi);
+    transports.push_back(std::move(*t));
+  }
+  return transports;
 }
 
 Status MachineCore::map_for_boot(const std::vector<uint64_t>& gpas) {

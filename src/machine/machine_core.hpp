@@ -20,6 +20,7 @@
 #include "arch/boot_plan.hpp"
 #include "arch/guest_ram.hpp"
 #include "devices/io_bus.hpp"
+#include "devices/virtio_mmio.hpp"
 #include "kvm/kvm.hpp"
 #include "shoal/status.hpp"
 #include "vcpu/vcpu_thread.hpp"
@@ -57,6 +58,11 @@ class MachineCore {
   const GuestRam& ram() const { return ram_; }
   IoBus& pio() { return pio_; }
   IoBus& mmio() { return mmio_; }
+  // Puts `devices` in virtio-mmio slots 0, 1, ... (arch/platform_ports.hpp), each behind its
+  // transport (ioeventfds, irqfd); returns the transports, which the owner stops before its
+  // memory stack (their workers use guest memory).
+  Result<std::vector<std::shared_ptr<VirtioMmio>>> insert_virtio(
+      std::vector<std::unique_ptr<VirtioDevice>> devices);
 
   // Creates the KVM slots holding what the VMM wrote and the pages at `gpas`: instruction
   // fetches and page walks cannot take the lazy-slot MMIO path, so these exist before any

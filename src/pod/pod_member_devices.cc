@@ -4,7 +4,6 @@
 
 #include <algorithm>
 
-#include "arch/platform_ports.hpp"
 #include "devices/platform_devices.hpp"
 #include "devices/simple_devices.hpp"
 #include "pod/pod_member.hpp"
@@ -99,21 +98,11 @@ void PodMember::serve_forwarded(NodeId from, const ForwardedExit& e, uint32_t re
 // 0's), and the rings and buffers through coherent memory: the worker's accesses fault like a
 // vCPU's and fetch the pages from wherever they are.
 Status PodMember::insert_disks() {
-  const PodSpec& spec = config_.spec;
-  const auto queues = static_cast<uint16_t>(std::min<int>(spec.vcpus, VirtioBlk::kMaxQueues));
-  for (size_t n = 0; n < spec.disks.size(); ++n) {
-    auto disk = VirtioBlk::open(spec.disks[n], queues);
-    if (!disk) return disk.error();
-    const uint64_t base = platform::kVirtioMmioBase + n * platform::kVirtioMmioStride;
-    const std::string name = (*disk)->name();
-    auto t = VirtioMmio::create(&core_->vm(), core_->ram(), base,
-                                platform::kVirtioMmioFirstGsi + static_cast<uint32_t>(n),
-                                std::move(*disk));
-    if (!t) return t.error();
-    SHOAL_TRY(core_->mmio().insert(base, platform::kVirtioMmioStride, *t, name), "");
-    log::info("pod {}: {} at {}", spec.name, name, format_hex(base));
-    disks_.push_back(std::move(*t));
-  }
+  auto disks = VirtioBlk::open_all(config_.spec.disks, config_.spec.vcpus);
+  if (!disks) return disks.error();
+  auto transports = core_->insert_virtio(std::move(*disks));
+  if (!transports) return transports.error();
+  disks_ = std::move(*transports);
   return {};
 }
 
