@@ -41,13 +41,8 @@ void expect_line(const ProcessResult& r, const std::string& text) {
 class LinuxChannel : public ::testing::Test {
  protected:
   void SetUp() override {
-    SHOAL_REQUIRE_KVM();
-    if (auto why = hardware_virtualization_missing(); !why.empty())
-      GTEST_SKIP() << "skipped: a Linux guest needs hardware virtualization (" << why << ")";
-    for (const std::string& f :
-         {kKernel, std::string(SHOAL_GUEST_INITRAMFS), kModules, kConsoleModule})
-      if (access(f.c_str(), R_OK) != 0)
-        GTEST_SKIP() << "skipped: " << f << " missing; run scripts/setup";
+    SHOAL_REQUIRE_LINUX_GUEST(kKernel, std::string(SHOAL_GUEST_INITRAMFS), kModules,
+                              kConsoleModule);
   }
 };
 

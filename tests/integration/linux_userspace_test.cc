@@ -20,16 +20,6 @@ namespace {
 
 using namespace std::chrono_literals;
 
-#define SHOAL_REQUIRE_LINUX_GUEST(kernel)                                                     \
-  do {                                                                                        \
-    SHOAL_REQUIRE_KVM();                                                                      \
-    if (auto why = hardware_virtualization_missing(); !why.empty())                           \
-      GTEST_SKIP() << "skipped: a Linux guest needs hardware virtualization (" << why << ")"; \
-    for (const std::string& f : {std::string(kernel), std::string(SHOAL_GUEST_INITRAMFS)})    \
-      if (access(f.c_str(), R_OK) != 0)                                                       \
-        GTEST_SKIP() << "skipped: " << f << " missing; run scripts/setup";                    \
-  } while (0)
-
 std::string kernel_path(const std::string& name) {
   return std::string(SHOAL_LINUX_DIR) + "/" + name;
 }
@@ -82,7 +72,7 @@ class LinuxUserspace : public ::testing::TestWithParam<std::tuple<std::string, i
 TEST_P(LinuxUserspace, BootsToTheShellCountsItsCpusAndPowersOff) {
   const auto& [name, vcpus] = GetParam();
   const std::string kernel = kernel_path(name);
-  SHOAL_REQUIRE_LINUX_GUEST(kernel);
+  SHOAL_REQUIRE_LINUX_GUEST(std::string(kernel), std::string(SHOAL_GUEST_INITRAMFS));
   auto s = boot(kernel, vcpus);
   ASSERT_TRUE(s);
   ASSERT_NO_FATAL_FAILURE(expect_shell(*s, vcpus));
@@ -100,7 +90,7 @@ INSTANTIATE_TEST_SUITE_P(KernelsAndVcpus, LinuxUserspace,
 
 TEST(LinuxConsole, InteractiveSessionEchoCpuinfoClockAndRestart) {
   const std::string kernel = kernel_path("vmlinux");
-  SHOAL_REQUIRE_LINUX_GUEST(kernel);
+  SHOAL_REQUIRE_LINUX_GUEST(std::string(kernel), std::string(SHOAL_GUEST_INITRAMFS));
   auto s = boot(kernel, 2, {"--on-reboot", "restart"});
   ASSERT_TRUE(s);
   ASSERT_NO_FATAL_FAILURE(expect_shell(*s, 2));
@@ -122,7 +112,7 @@ TEST(LinuxConsole, InteractiveSessionEchoCpuinfoClockAndRestart) {
 
 TEST(LinuxConsole, RebootEndsShoalByDefault) {
   const std::string kernel = kernel_path("vmlinux");
-  SHOAL_REQUIRE_LINUX_GUEST(kernel);
+  SHOAL_REQUIRE_LINUX_GUEST(std::string(kernel), std::string(SHOAL_GUEST_INITRAMFS));
   auto s = boot(kernel, 1);
   ASSERT_TRUE(s);
   ASSERT_NO_FATAL_FAILURE(expect_shell(*s, 1));

@@ -30,4 +30,14 @@ std::string hardware_virtualization_missing() {
   return "no CPU flags in /proc/cpuinfo";
 }
 
+std::string linux_guest_unavailable(const std::vector<std::string>& files) {
+  if (auto why = kvm_unavailable_reason(); !why.empty())
+    return "skipped: needs /dev/kvm (" + why + ")";
+  if (auto why = hardware_virtualization_missing(); !why.empty())
+    return "skipped: a Linux guest needs hardware virtualization (" + why + ")";
+  for (const std::string& f : files)
+    if (access(f.c_str(), R_OK) != 0) return "skipped: " + f + " missing; run scripts/setup";
+  return {};
+}
+
 }  // namespace shoal::test

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <string>
+#include <vector>
 
 namespace shoal::test {
 
@@ -14,7 +15,17 @@ std::string kvm_unavailable_reason();
 // which a Linux guest needs (its ring 0 is emulated on the nested hosts); else why not.
 std::string hardware_virtualization_missing();
 
+// Empty when a Linux guest can boot here: /dev/kvm, hardware virtualization, and `files` (its
+// kernel, initramfs, modules) readable; else the one line a test skips with.
+std::string linux_guest_unavailable(const std::vector<std::string>& files);
+
 }  // namespace shoal::test
+
+#define SHOAL_REQUIRE_LINUX_GUEST(...)                                                  \
+  do {                                                                                  \
+    if (auto why = ::shoal::test::linux_guest_unavailable({__VA_ARGS__}); !why.empty()) \
+      GTEST_SKIP() << why;                                                              \
+  } while (0)
 
 #define SHOAL_REQUIRE_KVM()                                               \
   do {                                                                    \
