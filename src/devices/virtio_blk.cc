@@ -197,7 +197,7 @@ void VirtioBlk::drain(uint16_t q) {
   if (broken_) return;
   Virtqueue& vq = queues_[q];
   vq.set_notify(false);
-  DescriptorChain chain;
+  DescriptorChain& chain = chain_;
   for (;;) {
     auto got = vq.pop(chain);
     if (!got) {

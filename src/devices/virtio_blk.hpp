@@ -91,6 +91,7 @@ class VirtioBlk : public VirtioDevice {
   std::vector<uint64_t> notify_values_;
   uint64_t stop_value_ = 0;
   IoRing* ring_ = nullptr;  // the worker's, while it runs
+  DescriptorChain chain_;   // pop()'s, kept so that its buffer list is not allocated per pass
   unsigned in_flight_ = 0;
   bool broken_ = false;  // a malformed ring: the driver must reset the device
   UniqueFd stop_fd_;

@@ -204,7 +204,7 @@ void VirtioConsole::drop_peer() {
 
 void VirtioConsole::to_guest() {
   Virtqueue& q = queues_[kReceiveQ];
-  DescriptorChain chain;
+  DescriptorChain& chain = chain_;
   while (in_at_ < in_.size()) {
     auto got = q.pop(chain);
     if (!got) {
@@ -235,7 +235,7 @@ void VirtioConsole::to_guest() {
 void VirtioConsole::from_guest() {
   if (!peer_.valid() || writing_) return;
   Virtqueue& q = queues_[kTransmitQ];
-  DescriptorChain chain;
+  DescriptorChain& chain = chain_;
   while (out_.size() < kStaging) {
     auto got = q.pop(chain);
     if (!got) {

@@ -71,6 +71,7 @@ class VirtioConsole : public VirtioDevice {
   std::vector<int> notify_fds_;
   VirtioInterrupt* interrupt_ = nullptr;
   IoRing* ring_ = nullptr;
+  DescriptorChain chain_;  // pop()'s, kept so that its buffer list is not allocated per pass
   UniqueFd stop_fd_;
   UniqueFd peer_;
   bool accepting_ = false, reading_ = false, writing_ = false, broken_ = false;
