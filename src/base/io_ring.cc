@@ -80,6 +80,14 @@ bool IoRing::queue_accept(int fd, uint64_t user_data) {
   return true;
 }
 
+bool IoRing::queue_poll(int fd, unsigned events, uint64_t user_data) {
+  io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
+  if (sqe == nullptr) return false;
+  io_uring_prep_poll_add(sqe, fd, events);
+  io_uring_sqe_set_data64(sqe, user_data);
+  return true;
+}
+
 bool IoRing::queue_fsync(int fd, uint64_t user_data) {
   io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
   if (sqe == nullptr) return false;

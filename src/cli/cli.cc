@@ -70,6 +70,11 @@ CliOutcome parse_cli(int argc, const char* const* argv) {
                   "PATH[,ro]: a raw disk image (or block device) as a virtio-blk device; "
                   "repeatable")
       ->take_all();
+  std::vector<std::string> nets;
+  run->add_option("--net", nets,
+                  "tap=NAME[,mac=MAC]: a virtio-net device on tap interface NAME (made if "
+                  "missing, which needs CAP_NET_ADMIN); repeatable")
+      ->take_all();
   run->add_option("--channel", cfg.channel,
                   "PATH: a virtio-console port bridged to a Unix socket shoal listens on "
                   "(the guest's /dev/hvc0)");
@@ -247,14 +252,21 @@ CliOutcome parse_cli(int argc, const char* const* argv) {
     if (!disk) return fail("shoal: error: " + disk.error().message());
     cfg.disks.push_back(*disk);
   }
-  const size_t virtio = cfg.disks.size() + (cfg.channel.empty() ? 0 : 1);
+  for (const std::string& n : nets) {
+    auto net = parse_net_option(n);
+    if (!net) return fail("shoal: error: " + net.error().message());
+    cfg.nets.push_back(*net);
+  }
+  const size_t virtio = cfg.disks.size() + cfg.nets.size() + (cfg.channel.empty() ? 0 : 1);
   if (virtio > platform::kVirtioMmioSlots)
-    return fail(
-        usage_error("--disk", std::to_string(cfg.disks.size()) + " disks" +
-                                  (cfg.channel.empty() ? "" : " and a --channel") + ": at most " +
-                                  std::to_string(platform::kVirtioMmioSlots) + " virtio devices"));
+    return fail(usage_error(
+        "--disk", std::to_string(cfg.disks.size()) + " disks, " + std::to_string(cfg.nets.size()) +
+                      " nets" + (cfg.channel.empty() ? "" : " and a --channel") + ": at most " +
+                      std::to_string(platform::kVirtioMmioSlots) + " virtio devices"));
   // Virtio devices do not save their state yet: nothing that saves or restores a machine.
-  const char* device_option = cfg.disks.empty() ? "--channel" : "--disk";
+  const char* device_option = !cfg.disks.empty()  ? "--disk"
+                              : !cfg.nets.empty() ? "--net"
+                                                  : "--channel";
   if (virtio != 0 && !cfg.replica_dir.empty())
     return fail(usage_error(device_option,
                             "not with --replica yet (virtio devices do not save "

@@ -36,6 +36,9 @@ Status Machine::open_virtio_devices(const RunConfig& config) {
   auto disks = VirtioBlk::open_all(config.disks, config.vcpus);
   if (!disks) return disks.error();
   virtio_devices_ = std::move(*disks);
+  auto nets = VirtioNet::open_all(config.nets);
+  if (!nets) return nets.error();
+  for (auto& n : *nets) virtio_devices_.push_back(std::move(n));
   if (!config.channel.empty()) {
     auto channel = VirtioConsole::listen(config.channel);
     if (!channel) return channel.error();

@@ -92,8 +92,8 @@ class Machine {
 
   std::unique_ptr<MachineCore> core_;  // VM, RAM, buses, vCPUs
   std::unique_ptr<GuestMemoryManager> memory_;
-  // --disk, then --channel: opened (and checked) before anything else, put on the MMIO bus in
-  // this order by build_devices(). Their workers use guest memory, so they stop before the
+  // --disk, then --net, then --channel: opened (and checked) before anything else, put on the MMIO
+  // bus in this order by build_devices(). Their workers use guest memory, so they stop before the
   // memory stack does.
   std::vector<std::unique_ptr<VirtioDevice>> virtio_devices_;
   std::vector<std::shared_ptr<VirtioMmio>> virtio_;

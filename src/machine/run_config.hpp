@@ -8,6 +8,7 @@
 
 #include "devices/virtio_blk.hpp"
 #include "devices/virtio_console.hpp"
+#include "devices/virtio_net.hpp"
 #include "memory/memory_manager.hpp"
 
 namespace shoal {
@@ -32,6 +33,8 @@ struct RunConfig {
       1000;  // --api-socket: the control API (machine/api_server.hpp); empty: none
   // --disk PATH[,ro]: one virtio-blk device each, in order from the first virtio-mmio slot.
   std::vector<DiskOptions> disks;
+  // --net tap=NAME[,mac=MAC]: one virtio-net device each, after the disks.
+  std::vector<NetOptions> nets;
   // --channel PATH: a virtio-console port bridged to a Unix socket shoal listens on; empty: none.
   std::string channel;
   uint64_t started_ns = 0;  // monotonic_ns() when main() began: start-up is logged against it

@@ -73,7 +73,23 @@ TEST(Cli, VirtioDevicesAndWhatCannotGoWithThem) {
   expect_usage_error({"run",    "--kernel", k,        "--disk", "1",      "--disk",    "2",
                       "--disk", "3",        "--disk", "4",      "--disk", "5",         "--disk",
                       "6",      "--disk",   "7",      "--disk", "8",      "--channel", "c"},
-                     "8 disks and a --channel: at most 8 virtio devices");
+                     "8 disks, 0 nets and a --channel: at most 8 virtio devices");
+  auto net =
+      parse({"run", "--kernel", k, "--net", "tap=t0", "--net", "tap=t1,mac=02:00:00:00:00:01"});
+  ASSERT_TRUE(net.run.has_value()) << net.message;
+  ASSERT_EQ(net.run->nets.size(), 2u);
+  EXPECT_EQ(net.run->nets[0].tap, "t0");
+  EXPECT_FALSE(net.run->nets[0].mac_given);
+  EXPECT_EQ(net.run->nets[1].mac[0], 0x02);
+  EXPECT_EQ(net.run->nets[1].mac[5], 0x01);
+  expect_usage_error({"run", "--kernel", k, "--net", "t0"},
+                     "--net: 't0' in 't0': expected tap=NAME");
+  expect_usage_error({"run", "--kernel", k, "--net", "tap=t0,mac=01:00:00:00:00:01"},
+                     "--net: mac=01:00:00:00:00:01 is a multicast address");
+  expect_usage_error({"run", "--kernel", k, "--net", "tap=t0,mac=52:54:00:12:34"},
+                     "is not six hex bytes");
+  expect_usage_error({"run", "--kernel", k, "--net", "tap=t0", "--replica", "/tmp/r"},
+                     "--net: not with --replica yet");
   expect_usage_error({"run", "--kernel", k, "--channel", "c", "--replica", "/tmp/r"},
                      "--channel: not with --replica yet");
   expect_usage_error({"run", "--disk", "a.img", "--restore", "/nonexistent/snap"},
