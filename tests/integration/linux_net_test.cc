@@ -1,0 +1,160 @@
+// Debian's cloud kernel with shoal's network device (--net tap=NAME: virtio-net on a
+// virtio-mmio transport the DSDT describes as LNRO0005): Linux's unmodified virtio_net driver
+// (a module the guest initramfs loads; scripts/fetch-linux keeps it) makes it eth0.
+// guest_action=net-check sets eth0 to 127.10.0.2/24, pings the host's end of the tap
+// (127.10.0.1) and sends 4 MiB over TCP to an echo server there (a thread here), comparing
+// SHA-256 sums. The tap and the host's address live in a network namespace of the test's
+// own, where lo is down (so 127.10.0.0/24 is not all local) and route_localnet is on.
+// Needs hardware virtualization like the other Linux guest tests (linux_userspace_test.cc):
+// here that is the emulated test machine (scripts/test-vm; ctest's TestVm.LinuxUserspace).
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sched.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdint>
+#include <cstdio>
+#include <regex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "support/kvm_available.hpp"
+#include "support/process.hpp"
+
+namespace shoal::test {
+
+namespace {
+
+const std::string kKernel = std::string(SHOAL_LINUX_DIR) + "/vmlinux";
+const std::string kModules = std::string(SHOAL_LINUX_DIR) + "/modules/order";
+const std::string kNetModule = std::string(SHOAL_LINUX_DIR) + "/modules/virtio_net.ko";
+// What net-check uses (scripts/guest-initramfs).
+constexpr const char* kHostAddress = "127.10.0.1";
+constexpr uint16_t kPort = 5123;
+constexpr uint64_t kBytes = 4 << 20;
+constexpr const char* kTap = "shoaltap0";
+
+std::string tail(const ProcessResult& r) {
+  return r.out.substr(r.out.size() > 4000 ? r.out.size() - 4000 : 0) + r.err;
+}
+
+void expect_line(const ProcessResult& r, const std::string& text) {
+  EXPECT_NE(r.out.find(text), std::string::npos) << "no '" << text << "' in:\n" << tail(r);
+}
+
+bool sh(const std::vector<std::string>& argv) {
+  const ProcessResult r = run_process(argv, std::chrono::seconds(30));
+  EXPECT_EQ(r.exit_code, 0) << argv[0] << " " << argv[1] << ": " << r.err;
+  return r.exit_code == 0;
+}
+
+// In network namespace `ns`: listens on kHostAddress:kPort, takes one connection (unless
+// `give_up` is set first), echoes kBytes and closes. Returns the bytes echoed.
+uint64_t tcp_echo_in(const std::string& ns, const std::atomic<bool>& give_up) {
+  const int nsfd = ::open(("/run/netns/" + ns).c_str(), O_RDONLY | O_CLOEXEC);
+  if (nsfd < 0 || ::setns(nsfd, CLONE_NEWNET) != 0) return 0;
+  ::close(nsfd);
+  const int s = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(kPort);
+  ::inet_pton(AF_INET, kHostAddress, &a.sin_addr);
+  const int one = 1;
+  ::setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (::bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || ::listen(s, 1) != 0) {
+    ::close(s);
+    return 0;
+  }
+  pollfd p{s, POLLIN, 0};
+  while (!give_up && ::poll(&p, 1, 100) == 0) {
+  }
+  const int c = give_up ? -1 : ::accept4(s, nullptr, nullptr, SOCK_CLOEXEC);
+  ::close(s);
+  if (c < 0) return 0;
+  uint64_t total = 0;
+  char buf[65536];
+  while (total < kBytes) {
+    const ssize_t n = ::read(c, buf, std::min<uint64_t>(sizeof buf, kBytes - total));
+    if (n <= 0) break;
+    for (ssize_t done = 0; done < n;) {
+      const ssize_t w = ::write(c, buf + done, static_cast<size_t>(n - done));
+      if (w <= 0) return ::close(c), total;
+      done += w;
+    }
+    total += static_cast<uint64_t>(n);
+  }
+  ::close(c);
+  return total;
+}
+
+class LinuxNet : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    SHOAL_REQUIRE_LINUX_GUEST(kKernel, std::string(SHOAL_GUEST_INITRAMFS), kModules, kNetModule);
+    if (::geteuid() != 0) GTEST_SKIP() << "skipped: needs root (a network namespace and a tap)";
+    ns_ = "shoal-lnet-" + std::to_string(::getpid());
+    made_ = sh({"/usr/sbin/ip", "netns", "add", ns_});
+    ASSERT_TRUE(made_);
+    ASSERT_TRUE(sh({"/usr/sbin/ip", "-n", ns_, "tuntap", "add", "dev", kTap, "mode", "tap"}));
+    ASSERT_TRUE(sh({"/usr/sbin/ip", "netns", "exec", ns_, "sysctl", "-qw",
+                    "net.ipv4.conf.all.route_localnet=1",
+                    std::string("net.ipv4.conf.") + kTap + ".route_localnet=1"}));
+    ASSERT_TRUE(sh({"/usr/sbin/ip", "-n", ns_, "addr", "add", std::string(kHostAddress) + "/24",
+                    "dev", kTap}));
+    ASSERT_TRUE(sh({"/usr/sbin/ip", "-n", ns_, "link", "set", kTap, "up"}));
+  }
+  void TearDown() override {
+    if (!made_) return;
+    // A persistent tap is not bound to its namespace's life: deleted first.
+    sh({"/usr/sbin/ip", "-n", ns_, "tuntap", "del", "dev", kTap, "mode", "tap"});
+    sh({"/usr/sbin/ip", "netns", "del", ns_});
+  }
+  std::string ns_;
+  bool made_ = false;
+};
+
+TEST_F(LinuxNet, Eth0PingsTheHostAndGetsBackExactlyTheBytesItSentOverTcp) {
+  uint64_t echoed = 0;
+  std::atomic<bool> give_up{false};
+  std::thread peer([&] { echoed = tcp_echo_in(ns_, give_up); });
+  const ProcessResult r = run_process(
+      {"/usr/sbin/ip", "netns", "exec", ns_, SHOAL_BINARY, "run", "--kernel", kKernel, "--initrd",
+       SHOAL_GUEST_INITRAMFS, "--vcpus", "2", "--memory", "512M", "--cmdline",
+       "console=ttyS0 guest_action=net-check", "--net", std::string("tap=") + kTap},
+      std::chrono::seconds(300));
+  give_up = true;  // shoal is gone: a guest that never connected will not now
+  peer.join();
+  ASSERT_EQ(r.exit_code, 0) << "timed out " << r.timed_out << "\n" << tail(r);
+  ASSERT_NE(r.out.find("shoal-guest: net-check passed"), std::string::npos) << tail(r);
+  expect_line(r, "net-check: virtio0: device 0x0001, driver virtio_net");
+  expect_line(r, "net-check: eth0: mac 52:54:00:12:34:56");
+  expect_line(r, "net-check: eth0 up: eth0 inet 127.10.0.2/24");
+  expect_line(r, "5 packets transmitted, 5 packets received, 0% packet loss");
+  std::smatch sent, received;
+  ASSERT_TRUE(std::regex_search(r.out, sent,
+                                std::regex("net-check: sending " + std::to_string(kBytes) +
+                                           R"( bytes to [0-9.:]+, sha256 ([0-9a-f]{64}))")))
+      << tail(r);
+  ASSERT_TRUE(std::regex_search(r.out, received,
+                                std::regex("net-check: received " + std::to_string(kBytes) +
+                                           R"( bytes, sha256 ([0-9a-f]{64}))")))
+      << tail(r);
+  EXPECT_EQ(received[1], sent[1]);
+  EXPECT_EQ(echoed, kBytes);
+  expect_line(r, "IO-APIC 16-edge virtio0");  // interrupts through GSI 16
+  // The guest's own account (features, ping times, counters) for the log.
+  for (size_t at = r.out.find("shoal-guest: net-check: "); at != std::string::npos;
+       at = r.out.find("shoal-guest: net-check: ", at + 1))
+    std::printf("%s\n", r.out.substr(at, r.out.find('\n', at) - at).c_str());
+  std::printf("net-check boot %.1f s, %llu bytes echoed\n", r.seconds,
+              static_cast<unsigned long long>(echoed));
+}
+
+}  // namespace
+}  // namespace shoal::test
