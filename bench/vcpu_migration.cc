@@ -179,7 +179,7 @@ std::string sink_latency(int n, std::vector<double>& out) {
   auto core = shoal::MachineCore::create(std::move(*kvm), 64ull << 20, {}, true);
   if (!core) return core.error().message();
   std::atomic<int> reports{0};
-  (*core)->set_interrupt_sink([&](int, uint8_t) { reports.fetch_add(1); });
+  (*core)->set_interrupt_sink([&](int, shoal::ApicDelivery, uint8_t) { reports.fetch_add(1); });
   if (auto s = (*core)->create_vcpus({1}, 2, shoal::BootPlan{}, nullptr); !s.ok())
     return s.error().message();
   (*core)->command_vcpus(shoal::VcpuCommand::kSink);
@@ -188,7 +188,7 @@ std::string sink_latency(int n, std::vector<double>& out) {
   for (int i = 0; i < n + 10 && error.empty(); ++i) {
     const int before = reports.load();
     const double t0 = now_us();
-    auto taken = (*core)->vm().signal_msi(1, 0x40, false);
+    auto taken = (*core)->vm().signal_msi(1, 0x40, shoal::ApicDelivery::kFixed);
     if (!taken) error = taken.error().message();
     if (!taken || !*taken) {  // the sink's start-up has not enabled its LAPIC yet
       std::this_thread::sleep_for(std::chrono::milliseconds(1));

@@ -170,11 +170,12 @@ int Vm::memslot_count() const {
   return n > 0 ? n : 32;  // KVM's documented minimum
 }
 
-Result<bool> Vm::signal_msi(uint32_t apic_id, uint8_t vector, bool nmi) {
+Result<bool> Vm::signal_msi(uint32_t apic_id, uint8_t vector, ApicDelivery mode) {
   kvm_msi msi{};
-  // Physical destination, edge; the delivery mode is fixed (0) or NMI (4).
+  // Physical destination, edge. An NMI or INIT carries no vector.
   msi.address_lo = 0xfee0'0000u | (apic_id << 12);
-  msi.data = nmi ? 0x400u : vector;
+  const bool vectored = mode == ApicDelivery::kFixed || mode == ApicDelivery::kStartup;
+  msi.data = (static_cast<uint32_t>(mode) << 8) | (vectored ? vector : 0u);
   const int rc = ioctl(fd(), KVM_SIGNAL_MSI, &msi);
   if (rc < 0) return errno_error("KVM_SIGNAL_MSI to APIC " + std::to_string(apic_id));
   return rc > 0;  // 0: no LAPIC took it (none with that ID, or software-disabled)

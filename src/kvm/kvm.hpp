@@ -14,6 +14,9 @@
 
 namespace shoal {
 
+// The APIC delivery modes shoal sends between hosts (the ICR's and the MSI data's bits 8-10).
+enum class ApicDelivery : uint8_t { kFixed = 0, kNmi = 4, kInit = 5, kStartup = 6 };
+
 class Kvm {
  public:
   // Opens `path`, checks the API version and every capability shoal relies on.
@@ -62,8 +65,10 @@ class Vm {
   // period): do it before the vCPUs run.
   Status set_ioeventfd(int eventfd, uint64_t addr, uint32_t len, uint64_t datamatch, bool assign);
   // Sends an interrupt to the LAPIC whose APIC ID is `apic_id` as an MSI would: a fixed
-  // `vector`, or an NMI. True if a LAPIC took it.
-  Result<bool> signal_msi(uint32_t apic_id, uint8_t vector, bool nmi);
+  // `vector`, an NMI, an INIT or a start-up IPI (SIPI) with `vector` (the page of its
+  // real-mode entry). KVM takes the delivery mode from the MSI data unfiltered (6.x,
+  // kvm_set_msi_irq), so INIT and SIPI travel the same way. True if a LAPIC took it.
+  Result<bool> signal_msi(uint32_t apic_id, uint8_t vector, ApicDelivery mode);
   // KVM_CAP_NR_MEMSLOTS: slot ids are below this.
   int memslot_count() const;
   Result<VcpuFd> create_vcpu(int id, size_t mmap_size);

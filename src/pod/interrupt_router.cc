@@ -15,7 +15,8 @@ InterruptRouter::InterruptRouter(NodeId self, std::vector<NodeId> host_of_vcpu, 
       arriving_(host_of_vcpu_.size(), false),
       held_(host_of_vcpu_.size()) {}
 
-void InterruptRouter::on_sink(uint32_t vcpu, uint8_t vector) {
+void InterruptRouter::on_sink(uint32_t vcpu, ApicDelivery mode, uint8_t vector) {
+  const InterruptMessage m{vcpu, vector, mode};
   NodeId to = 0;
   {
     std::lock_guard lock(mu_);
@@ -24,11 +25,11 @@ void InterruptRouter::on_sink(uint32_t vcpu, uint8_t vector) {
     if (to == self_) {
       // The vCPU is on its way here (or its table entry is about to say it left): what its
       // shadow took waits for its state.
-      held_[vcpu].push_back(vector);
+      held_[vcpu].push_back(m);
       return;
     }
   }
-  send(vcpu, vector, to);
+  send(m, to);
 }
 
 void InterruptRouter::deliver(NodeId from, const InterruptMessage& m) {
@@ -40,14 +41,14 @@ void InterruptRouter::deliver(NodeId from, const InterruptMessage& m) {
     if (m.vcpu >= host_of_vcpu_.size()) return;
     to = host_of_vcpu_[m.vcpu];
     if (to == self_ && arriving_[m.vcpu]) {
-      held_[m.vcpu].push_back(m.vector);
+      held_[m.vcpu].push_back(m);
       return;
     }
   }
   // Not here (any more): on to where this host's table says it went. Tables agree again once
   // the move's kVcpuPlaced has reached every member.
-  if (to != self_) return send(m.vcpu, m.vector, to);
-  if (Status s = inject(m.vcpu, m.vector); !s.ok())
+  if (to != self_) return send(m, to);
+  if (Status s = inject(m); !s.ok())
     log::warn("interrupt for vcpu {}: {}", m.vcpu, s.error().message());
 }
 
@@ -67,15 +68,18 @@ void InterruptRouter::expect(uint32_t vcpu, uint64_t version) {
 }
 
 Status InterruptRouter::release(uint32_t vcpu, const std::vector<uint8_t>& pending) {
-  std::vector<uint8_t> vectors = pending;
+  std::vector<InterruptMessage> all;
+  all.reserve(pending.size());
+  for (uint8_t v : pending)
+    all.push_back({vcpu, v, v == kNmiVector ? ApicDelivery::kNmi : ApicDelivery::kFixed});
   {
     std::lock_guard lock(mu_);
     if (vcpu >= host_of_vcpu_.size()) return Error("vcpu " + std::to_string(vcpu));
-    vectors.insert(vectors.end(), held_[vcpu].begin(), held_[vcpu].end());
+    all.insert(all.end(), held_[vcpu].begin(), held_[vcpu].end());
     held_[vcpu].clear();
     arriving_[vcpu] = false;
   }
-  for (uint8_t v : vectors) SHOAL_TRY(inject(vcpu, v), "");
+  for (const InterruptMessage& m : all) SHOAL_TRY(inject(m), "");
   return {};
 }
 
@@ -87,19 +91,21 @@ void InterruptRouter::reset(const std::vector<NodeId>& host_of_vcpu, uint64_t ve
   held_.assign(host_of_vcpu_.size(), {});
 }
 
-Status InterruptRouter::inject(uint32_t vcpu, uint8_t vector) {
-  auto taken = vm_.signal_msi(vcpu, vector, vector == kNmiVector);
+Status InterruptRouter::inject(const InterruptMessage& m) {
+  auto taken = vm_.signal_msi(m.vcpu, m.vector, m.mode);
   if (!taken) return taken.error();
   // Not taken: the vCPU's LAPIC is software-disabled, which drops a fixed interrupt on
   // hardware too.
-  if (!*taken) log::debug("vcpu {}: vector {} dropped by its LAPIC", vcpu, vector);
+  if (!*taken)
+    log::debug("vcpu {}: vector {} (mode {}) dropped by its LAPIC", m.vcpu, m.vector,
+               static_cast<int>(m.mode));
   return {};
 }
 
-void InterruptRouter::send(uint32_t vcpu, uint8_t vector, NodeId to) {
+void InterruptRouter::send(const InterruptMessage& m, NodeId to) {
   forwarded_.fetch_add(1, std::memory_order_relaxed);
   // A link that is down stops the pod through the mesh's own error path.
-  (void)mesh_.send_to(to, encode_interrupt({vcpu, vector}));
+  (void)mesh_.send_to(to, encode_interrupt(m));
 }
 
 }  // namespace shoal

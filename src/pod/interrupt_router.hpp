@@ -31,8 +31,9 @@ class InterruptRouter {
   InterruptRouter(const InterruptRouter&) = delete;
   InterruptRouter& operator=(const InterruptRouter&) = delete;
 
-  // A shadow's sink took `vector` (on that vCPU fd's thread).
-  void on_sink(uint32_t vcpu, uint8_t vector);
+  // A shadow's sink took `vector` (an NMI: kNmi and 2), or a shadow of an AP not started yet
+  // took an INIT or SIPI (on that vCPU fd's thread).
+  void on_sink(uint32_t vcpu, ApicDelivery mode, uint8_t vector);
   // kInterrupt from a member (on the link's reader).
   void deliver(NodeId from, const InterruptMessage& m);
   // Where `vcpu`'s interrupts go from now on, if `version` is newer than what set it last.
@@ -49,8 +50,8 @@ class InterruptRouter {
   uint64_t received() const { return received_.load(); }
 
  private:
-  Status inject(uint32_t vcpu, uint8_t vector);
-  void send(uint32_t vcpu, uint8_t vector, NodeId to);
+  Status inject(const InterruptMessage& m);
+  void send(const InterruptMessage& m, NodeId to);
 
   const NodeId self_;
   Vm& vm_;
@@ -59,7 +60,7 @@ class InterruptRouter {
   std::vector<NodeId> host_of_vcpu_;
   std::vector<uint64_t> version_of_vcpu_;
   std::vector<bool> arriving_;
-  std::vector<std::vector<uint8_t>> held_;
+  std::vector<std::vector<InterruptMessage>> held_;
   std::atomic<uint64_t> forwarded_{0}, received_{0};
 };
 

@@ -136,8 +136,8 @@ Result<std::unique_ptr<PodMember>> PodMember::create(PodMemberConfig config) {
   mv.host_names = names;
   m->router_ = std::make_unique<InterruptRouter>(m->config_.self, mv.host_of_vcpu, m->core_->vm(),
                                                  *m->mesh_);
-  m->core_->set_interrupt_sink([self](int vcpu, uint8_t vector) {
-    self->router_->on_sink(static_cast<uint32_t>(vcpu), vector);
+  m->core_->set_interrupt_sink([self](int vcpu, ApicDelivery mode, uint8_t vector) {
+    self->router_->on_sink(static_cast<uint32_t>(vcpu), mode, vector);
   });
   m->mover_ = std::make_unique<VcpuMover>(
       std::move(mv), *m->core_, *m->mesh_,

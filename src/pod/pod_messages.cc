@@ -190,7 +190,7 @@ Frame encode_interrupt(const InterruptMessage& m) {
                WireWriter()
                    .put<uint32_t>(m.vcpu)
                    .put<uint8_t>(m.vector)
-                   .put<uint8_t>(0)
+                   .put<uint8_t>(static_cast<uint8_t>(m.mode))
                    .put<uint16_t>(0)
                    .take()};
 }
@@ -202,13 +202,28 @@ Result<InterruptMessage> decode_interrupt(const Frame& f) {
     return bad("interrupt", std::to_string(f.payload.size()) + " bytes, expected 8");
   WireReader r(f.payload);
   InterruptMessage m;
-  uint8_t zero8 = 0;
+  uint8_t mode = 0;
   uint16_t zero16 = 0;
-  (void)(r.get(m.vcpu) && r.get(m.vector) && r.get(zero8) && r.get(zero16));
+  (void)(r.get(m.vcpu) && r.get(m.vector) && r.get(mode) && r.get(zero16));
   if (m.vcpu >= kMaxPodVcpus) return bad("interrupt", "vcpu " + std::to_string(m.vcpu));
-  // Vectors 0-15 are not deliverable as fixed interrupts; 2 stands for an NMI.
-  if (m.vector < 16 && m.vector != 2) return bad("interrupt", "vector " + std::to_string(m.vector));
-  if (zero8 != 0 || zero16 != 0) return bad("interrupt", "reserved bytes are not zero");
+  const std::string vector = "vector " + std::to_string(m.vector);
+  switch (static_cast<ApicDelivery>(mode)) {
+    case ApicDelivery::kFixed:  // vectors 0-15 are not deliverable as fixed interrupts
+      if (m.vector < 16) return bad("interrupt", vector + " as a fixed interrupt");
+      break;
+    case ApicDelivery::kNmi:
+      if (m.vector != 2) return bad("interrupt", vector + " with an NMI (expected 2)");
+      break;
+    case ApicDelivery::kInit:
+      if (m.vector != 0) return bad("interrupt", vector + " with an INIT (expected 0)");
+      break;
+    case ApicDelivery::kStartup:  // any page below 1 MiB
+      break;
+    default:
+      return bad("interrupt", "delivery mode " + std::to_string(mode));
+  }
+  m.mode = static_cast<ApicDelivery>(mode);
+  if (zero16 != 0) return bad("interrupt", "reserved bytes are not zero");
   return m;
 }
 

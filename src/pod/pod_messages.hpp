@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "arch/boot_plan.hpp"
+#include "kvm/kvm.hpp"
 #include "net/frame.hpp"
 #include "shoal/status.hpp"
 
@@ -108,9 +109,12 @@ Result<VcpuMove> decode_vcpu_move(const net::Frame& f);
 
 // An interrupt a host's interrupt sink took for a vCPU that runs elsewhere, on its way there
 // (pod/interrupt_router.hpp).
+// An interrupt for a vCPU on another host: a fixed vector (16-255), an NMI (vector 2), an INIT
+// (vector 0) or a SIPI (its vector: the page of the AP's real-mode entry).
 struct InterruptMessage {
   uint32_t vcpu = 0;
-  uint8_t vector = 0;  // kNmiVector (2) for an NMI
+  uint8_t vector = 0;
+  ApicDelivery mode = ApicDelivery::kFixed;
 };
 net::Frame encode_interrupt(const InterruptMessage& m);
 Result<InterruptMessage> decode_interrupt(const net::Frame& f);

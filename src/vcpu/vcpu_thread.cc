@@ -126,6 +126,18 @@ Result<std::vector<uint8_t>> KvmVcpuBackend::pending_interrupts() {
   return vectors;
 }
 
+Result<uint32_t> KvmVcpuBackend::mp_state() {
+  kvm_mp_state mp{};
+  SHOAL_TRY(vcpu_.get_mp_state(mp), "vcpu " + std::to_string(vcpu_.id()));
+  return mp.mp_state;
+}
+
+Result<uint8_t> KvmVcpuBackend::startup_vector() {
+  kvm_sregs sregs{};
+  SHOAL_TRY(vcpu_.get_sregs(sregs), "vcpu " + std::to_string(vcpu_.id()));
+  return static_cast<uint8_t>(sregs.cs.selector >> 8);
+}
+
 Status KvmVcpuBackend::unblock_nmi() {
   complete_pending_exit();  // the write that reported it, before the events are touched
   kvm_vcpu_events events{};
@@ -334,8 +346,21 @@ void VcpuThread::loop() {
       continue;
     }
     if (sinking && !sink_entered_) {
-      if (Status s = backend_->enter_sink(); !s.ok()) return finish(ExitFail{s.error().message()});
-      sink_entered_ = true;
+      auto step = shadow_start_step();
+      if (!step) return finish(ExitFail{step.error().message()});
+      if (*step == StartStep::kPoll) {
+        // The SIPI follows the INIT within microseconds to milliseconds (Linux sends it at
+        // once on current CPUs); commands end the wait early.
+        std::unique_lock lock(mu_);
+        cv_.wait_for(lock, std::chrono::microseconds(200),
+                     [&] { return !commands_.empty() || !jobs_.empty(); });
+        continue;
+      }
+      if (*step == StartStep::kEnterSink) {
+        if (Status s = backend_->enter_sink(); !s.ok())
+          return finish(ExitFail{s.error().message()});
+        sink_entered_ = true;
+      }
     }
     VcpuExit exit = backend_->run();
     ++exits_;
@@ -383,8 +408,32 @@ bool VcpuThread::handle_sink_exit(const VcpuExit& exit) {
       return false;
     }
   }
-  if (sink_) sink_(backend_->id(), vector);
+  if (sink_)
+    sink_(backend_->id(), vector == kNmiVector ? ApicDelivery::kNmi : ApicDelivery::kFixed, vector);
   return true;
+}
+
+Result<VcpuThread::StartStep> VcpuThread::shadow_start_step() {
+  auto mp = backend_->mp_state();
+  if (!mp) return mp.error();
+  const int id = backend_->id();
+  if (*mp == KVM_MP_STATE_UNINITIALIZED) {
+    awaiting_start_ = true;
+    return StartStep::kWaitInKvm;
+  }
+  if (!awaiting_start_) return StartStep::kEnterSink;  // a started vCPU's shadow
+  if (!init_reported_) {
+    if (sink_) sink_(id, ApicDelivery::kInit, 0);
+    init_reported_ = true;
+  }
+  if (*mp == KVM_MP_STATE_INIT_RECEIVED) return StartStep::kPoll;
+  // RUNNABLE: the SIPI came (a second one, as Linux sends, finds the vCPU running and KVM
+  // drops it, on hardware too).
+  auto vector = backend_->startup_vector();
+  if (!vector) return vector.error();
+  if (sink_) sink_(id, ApicDelivery::kStartup, *vector);
+  awaiting_start_ = init_reported_ = false;
+  return StartStep::kEnterSink;
 }
 
 void VcpuThread::finish(const ExitAction& action) {

@@ -16,6 +16,7 @@
 #include <string>
 #include <thread>
 
+#include "kvm/kvm.hpp"
 #include "kvm/vcpu_fd.hpp"
 #include "kvm/vcpu_state.hpp"
 #include "vcpu/exit_handler.hpp"
@@ -54,6 +55,11 @@ class VcpuBackend {
   }
   // The sink took an NMI: KVM blocks the next until an IRET, which the sink never runs.
   virtual Status unblock_nmi() { return Error("this vCPU has no interrupt sink"); }
+  // KVM_GET_MP_STATE, which first takes an INIT or SIPI that arrived (KVM_MP_STATE_*); and
+  // the vector of the SIPI that started the vCPU (its CS selector is vector << 8). For a
+  // shadow of an AP that was never started (docs/interrupts.md, "INIT and SIPI").
+  virtual Result<uint32_t> mp_state() { return Error("this vCPU has no interrupt sink"); }
+  virtual Result<uint8_t> startup_vector() { return Error("this vCPU has no interrupt sink"); }
 };
 
 class KvmVcpuBackend : public VcpuBackend {
@@ -72,6 +78,8 @@ class KvmVcpuBackend : public VcpuBackend {
   Status enter_sink() override;
   Result<std::vector<uint8_t>> pending_interrupts() override;
   Status unblock_nmi() override;
+  Result<uint32_t> mp_state() override;
+  Result<uint8_t> startup_vector() override;
   const VcpuFd& fd() const { return vcpu_; }
 
  private:
@@ -101,9 +109,9 @@ class VcpuThread {
   VcpuThread& operator=(const VcpuThread&) = delete;
   ~VcpuThread();  // stops and joins
 
-  // Where the interrupt sink reports each vector it takes (on this vCPU's thread); before
-  // start().
-  using SinkVector = std::function<void(int vcpu_id, uint8_t vector)>;
+  // Where the interrupt sink reports each vector it takes (kFixed, or kNmi and 2), and a
+  // shadow of an AP not started yet its INIT and SIPI (on this vCPU's thread); before start().
+  using SinkVector = std::function<void(int vcpu_id, ApicDelivery mode, uint8_t vector)>;
   void set_sink(SinkVector sink);
 
   void start();
@@ -137,6 +145,12 @@ class VcpuThread {
   void run_jobs(std::deque<Job>& jobs);
   // One exit of the sink's code; false when the vCPU must stop (reported through finished_).
   bool handle_sink_exit(const VcpuExit& exit);
+  // A shadow about to enter the sink whose AP was never started waits for its INIT and SIPI
+  // first, and reports them: KVM_RUN sleeps until an event (kWaitInKvm) while the fd is
+  // UNINITIALIZED; after the INIT the thread polls (kPoll), as KVM_RUN would take the SIPI and
+  // run the guest's trampoline here; after the SIPI it enters the sink (kEnterSink).
+  enum class StartStep { kEnterSink, kWaitInKvm, kPoll };
+  Result<StartStep> shadow_start_step();
   void finish(const ExitAction& action);
 
   std::unique_ptr<VcpuBackend> backend_;
@@ -148,6 +162,9 @@ class VcpuThread {
   std::deque<Job> jobs_;
   bool exit_pending_ = false;  // vCPU thread only: the last exit needs completing (see backend)
   bool sink_entered_ = false;  // vCPU thread only: the fd runs the sink's code
+  // vCPU thread only: a shadow of an AP that was found waiting for INIT/SIPI, and whether its
+  // INIT has been reported.
+  bool awaiting_start_ = false, init_reported_ = false;
   SinkVector sink_;
   VcpuRunState state_ = VcpuRunState::kRunning;
   std::thread thread_;

@@ -50,7 +50,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
            r->mtu > 5))
         __builtin_trap();
       if (auto i = shoal::decode_interrupt(*f);
-          i.ok() && (i->vcpu >= shoal::kMaxPodVcpus || (i->vector < 16 && i->vector != 2)))
+          i.ok() && (i->vcpu >= shoal::kMaxPodVcpus ||
+                     (i->mode == shoal::ApicDelivery::kFixed && i->vector < 16) ||
+                     (i->mode == shoal::ApicDelivery::kNmi && i->vector != 2) ||
+                     (i->mode == shoal::ApicDelivery::kInit && i->vector != 0)))
         __builtin_trap();
       auto replies = server.on_frame(*f);
       // Nothing but the handshake's own frames ever leaves an unauthenticated server.

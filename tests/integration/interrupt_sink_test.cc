@@ -50,7 +50,7 @@ class InterruptSink : public ::testing::Test {
     auto core = MachineCore::create(std::move(*kvm), 64ull << 20, {}, true);
     ASSERT_TRUE(core.ok()) << core.error().message();
     core_ = std::move(*core);
-    core_->set_interrupt_sink([this](int vcpu, uint8_t v) { reports_.add(vcpu, v); });
+    core_->set_interrupt_sink([this](int vcpu, ApicDelivery, uint8_t v) { reports_.add(vcpu, v); });
     BootPlan plan;
     ASSERT_TRUE(core_
                     ->create_vcpus({0, 1}, 2, plan,
@@ -66,7 +66,7 @@ class InterruptSink : public ::testing::Test {
       const auto deadline = std::chrono::steady_clock::now() + 10s;
       bool taken = false;
       while (!taken && std::chrono::steady_clock::now() < deadline) {
-        auto r = core_->vm().signal_msi(static_cast<uint32_t>(id), 0x30, false);
+        auto r = core_->vm().signal_msi(static_cast<uint32_t>(id), 0x30, ApicDelivery::kFixed);
         ASSERT_TRUE(r.ok()) << r.error().message();
         taken = *r;
         if (!taken) std::this_thread::sleep_for(1ms);
@@ -95,12 +95,12 @@ TEST_F(InterruptSink, ReportsEachFixedInterruptAndNmiOnceForItsOwnVcpu) {
     const uint8_t vector = static_cast<uint8_t>(0x40 + i % 4);
     const int vcpu = i % 2;
     const int before = reports_.count(vcpu, vector);
-    auto r = core_->vm().signal_msi(static_cast<uint32_t>(vcpu), vector, false);
+    auto r = core_->vm().signal_msi(static_cast<uint32_t>(vcpu), vector, ApicDelivery::kFixed);
     ASSERT_TRUE(r.ok() && *r);
     ASSERT_TRUE(reports_.wait(vcpu, vector, before + 1, 10s)) << "round " << i;
   }
   for (int i = 0; i < 20; ++i) {
-    auto r = core_->vm().signal_msi(1, 0, true);
+    auto r = core_->vm().signal_msi(1, 0, ApicDelivery::kNmi);
     ASSERT_TRUE(r.ok() && *r);
     ASSERT_TRUE(reports_.wait(1, kNmiVector, i + 1, 10s)) << "NMI " << i;
   }
@@ -121,8 +121,8 @@ TEST_F(InterruptSink, LeavingTheSinkHandsBackWhatIsStillPending) {
   auto state = v->save().get();
   ASSERT_TRUE(state.ok()) << state.error().message();
   // Paused, the fd takes no interrupt: these wait in its LAPIC.
-  ASSERT_TRUE(*core_->vm().signal_msi(1, 0x55, false));
-  ASSERT_TRUE(*core_->vm().signal_msi(1, 0x66, false));
+  ASSERT_TRUE(*core_->vm().signal_msi(1, 0x55, ApicDelivery::kFixed));
+  ASSERT_TRUE(*core_->vm().signal_msi(1, 0x66, ApicDelivery::kFixed));
   clear_pending_vectors(state->lapic);
   auto pending = v->leave_sink(std::move(*state)).get();
   ASSERT_TRUE(pending.ok()) << pending.error().message();

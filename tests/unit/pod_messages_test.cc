@@ -60,11 +60,22 @@ TEST(VcpuMoveMessage, BadInputIsRefusedWithTheReason) {
 }
 
 TEST(InterruptMessage, RoundTripsAndRefusesWhatNoLapicTakes) {
-  for (uint8_t v : {uint8_t{2}, uint8_t{16}, uint8_t{0x40}, uint8_t{255}}) {
+  for (uint8_t v : {uint8_t{16}, uint8_t{0x40}, uint8_t{255}}) {
     auto m = decode_interrupt(encode_interrupt({253, v}));
     ASSERT_TRUE(m.ok()) << m.error().message();
     EXPECT_EQ(m->vcpu, 253u);
     EXPECT_EQ(m->vector, v);
+    EXPECT_EQ(m->mode, ApicDelivery::kFixed);
+  }
+  // An NMI, an INIT and a SIPI (Linux's trampoline page, 0x9a000 >> 12) keep their mode.
+  for (InterruptMessage in :
+       {InterruptMessage{1, 2, ApicDelivery::kNmi}, InterruptMessage{1, 0, ApicDelivery::kInit},
+        InterruptMessage{1, 0x9a, ApicDelivery::kStartup},
+        InterruptMessage{1, 0, ApicDelivery::kStartup}}) {
+    auto m = decode_interrupt(encode_interrupt(in));
+    ASSERT_TRUE(m.ok()) << m.error().message();
+    EXPECT_EQ(m->mode, in.mode);
+    EXPECT_EQ(m->vector, in.vector);
   }
   auto error = [](const net::Frame& f) {
     auto m = decode_interrupt(f);
@@ -73,8 +84,16 @@ TEST(InterruptMessage, RoundTripsAndRefusesWhatNoLapicTakes) {
   EXPECT_NE(error(encode_interrupt({254, 0x40})).find("vcpu 254"), std::string::npos);
   EXPECT_NE(error(encode_interrupt({0, 15})).find("vector 15"), std::string::npos);
   EXPECT_NE(error(encode_interrupt({0, 0})).find("vector 0"), std::string::npos);
+  EXPECT_NE(error(encode_interrupt({0, 2})).find("vector 2 as a fixed"), std::string::npos);
+  EXPECT_NE(error(encode_interrupt({0, 0x40, ApicDelivery::kNmi})).find("vector 64 with an NMI"),
+            std::string::npos);
+  EXPECT_NE(error(encode_interrupt({0, 3, ApicDelivery::kInit})).find("vector 3 with an INIT"),
+            std::string::npos);
+  net::Frame mode = encode_interrupt({0, 0x40});
+  mode.payload[5] = 7;  // lowest priority, SMI, ExtINT: nothing shoal sends
+  EXPECT_NE(error(mode).find("delivery mode 7"), std::string::npos);
   net::Frame reserved = encode_interrupt({0, 0x40});
-  reserved.payload[5] = 1;
+  reserved.payload[6] = 1;
   EXPECT_NE(error(reserved).find("reserved"), std::string::npos);
   net::Frame longer = encode_interrupt({0, 0x40});
   longer.payload.push_back(0);

@@ -25,6 +25,8 @@ class FakeBackend : public VcpuBackend {
         if (script.empty() && pause_after_script) pause_after_script();
         return e;
       }
+      // KVM_RUN of an AP waiting for INIT/SIPI returns (-EAGAIN) once an event came.
+      if (mp_states.size() > 1) return InterruptedExit{};
     }
     while (!immediate_exit.load()) std::this_thread::sleep_for(std::chrono::microseconds(100));
     return InterruptedExit{};
@@ -48,6 +50,16 @@ class FakeBackend : public VcpuBackend {
     return {};
   }
   Result<std::vector<uint8_t>> pending_interrupts() override { return std::vector<uint8_t>{0x41}; }
+  // Each look takes the next of mp_states; the last one stays (none: a started vCPU).
+  Result<uint32_t> mp_state() override {
+    std::lock_guard lock(mu);
+    if (mp_states.empty()) return uint32_t{KVM_MP_STATE_RUNNABLE};
+    const uint32_t s = mp_states.front();
+    if (mp_states.size() > 1) mp_states.pop_front();
+    return s;
+  }
+  Result<uint8_t> startup_vector() override { return uint8_t{0x9a}; }
+  std::deque<uint32_t> mp_states;
   std::atomic<int> sink_entries{0};
   std::atomic<uint64_t> saved_rax{0x1234};
   std::atomic<int> completions{0};
@@ -154,6 +166,39 @@ TEST(VcpuThread, AShadowResumedWithoutLeavingTheSinkStaysInTheSink) {
   EXPECT_EQ(fake->saved_rax.load(), 99u);
   t.send(VcpuCommand::kResume);
   ASSERT_TRUE(t.wait_for(VcpuRunState::kRunning, std::chrono::seconds(5)));
+  t.send(VcpuCommand::kStop);
+  t.join();
+}
+
+// A shadow of an AP that was never started (Linux starts its APs with INIT and SIPI) reports
+// both for the host that runs the AP, and only then becomes a sink: entered at once, the
+// SIPI would start the guest's trampoline on this host.
+TEST(VcpuThread, AShadowOfAnApNotStartedReportsItsInitAndSipiBeforeTheSink) {
+  Fixture f;
+  auto backend = std::make_unique<FakeBackend>();
+  FakeBackend* fake = backend.get();
+  fake->mp_states = {KVM_MP_STATE_UNINITIALIZED, KVM_MP_STATE_UNINITIALIZED,
+                     KVM_MP_STATE_INIT_RECEIVED, KVM_MP_STATE_INIT_RECEIVED, KVM_MP_STATE_RUNNABLE};
+  VcpuThread t(std::move(backend), ExitBuses{f.pio, f.mmio},
+               [](int, const ExitAction&, const std::string&) { FAIL() << "not expected"; });
+  std::mutex mu;
+  std::vector<std::pair<ApicDelivery, uint8_t>> reports;
+  t.set_sink([&](int id, ApicDelivery mode, uint8_t vector) {
+    EXPECT_EQ(id, 7);
+    std::lock_guard lock(mu);
+    EXPECT_EQ(fake->sink_entries.load(), 0);  // reported before the sink
+    reports.emplace_back(mode, vector);
+  });
+  t.send(VcpuCommand::kSink);
+  t.start();
+  while (fake->sink_entries.load() == 0) std::this_thread::yield();
+  {
+    std::lock_guard lock(mu);
+    const std::vector<std::pair<ApicDelivery, uint8_t>> expected = {{ApicDelivery::kInit, 0},
+                                                                    {ApicDelivery::kStartup, 0x9a}};
+    EXPECT_EQ(reports, expected);
+  }
+  EXPECT_EQ(t.state(), VcpuRunState::kSink);
   t.send(VcpuCommand::kStop);
   t.join();
 }
