@@ -80,6 +80,15 @@ bool IoRing::queue_accept(int fd, uint64_t user_data) {
   return true;
 }
 
+bool IoRing::queue_timeout(const __kernel_timespec* after, uint64_t user_data) {
+  io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
+  if (sqe == nullptr) return false;
+  // liburing's prototype is not const; the kernel only reads it.
+  io_uring_prep_timeout(sqe, const_cast<__kernel_timespec*>(after), 0, 0);
+  io_uring_sqe_set_data64(sqe, user_data);
+  return true;
+}
+
 bool IoRing::queue_poll(int fd, unsigned events, uint64_t user_data) {
   io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
   if (sqe == nullptr) return false;

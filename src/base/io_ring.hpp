@@ -36,6 +36,8 @@ class IoRing {
   // accept4(fd, NULL, NULL, SOCK_CLOEXEC): the result is the new socket.
   bool queue_accept(int fd, uint64_t user_data);
   bool queue_fsync(int fd, uint64_t user_data);
+  // Completes (with -ETIME) after `*after`, which must live until then.
+  bool queue_timeout(const __kernel_timespec* after, uint64_t user_data);
   // A one-shot poll(fd, events): the result is the events that are ready.
   bool queue_poll(int fd, unsigned events, uint64_t user_data);
   // Submits what is queued; returns how many or -errno.

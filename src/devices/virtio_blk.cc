@@ -14,6 +14,7 @@
 #include "base/io_ring.hpp"
 #include "devices/virtio_blk_request.hpp"
 #include "devices/virtio_worker.hpp"
+#include "shoal/clock.hpp"
 #include "shoal/log.hpp"
 #include "shoal/size.hpp"
 
@@ -232,7 +233,8 @@ void VirtioBlk::start(uint16_t q, const DescriptorChain& c) {
   BlkRequest req;
   parse_blk_request(c, capacity_sectors(), read_only_, (features_ & kFFlush) != 0, r.iov, req);
   r.status = req.status;
-  if (req.status == nullptr) log::warn("{}: chain {} has no status byte", name(), head);
+  if (uint64_t held = 0; req.status == nullptr && warnings_.allow(monotonic_ns(), &held))
+    log::warn("{}: chain {} has no status byte{}", name(), head, held_back(held));
   const auto count = static_cast<unsigned>(r.iov.size());
   bool queued = false;
   switch (req.op) {
@@ -281,7 +283,9 @@ void VirtioBlk::complete(uint64_t slot, int result) {
   // A short transfer (only at the end of a block device, or a full file system) is an error
   // to the guest: the spec has no partial success.
   if (result != r.expected) {
-    log::warn("{}: request on queue {} ended with {} (expected {})", name(), q, result, r.expected);
+    if (uint64_t held = 0; warnings_.allow(monotonic_ns(), &held))
+      log::warn("{}: request on queue {} ended with {} (expected {}){}", name(), q, result,
+                r.expected, held_back(held));
     return finish(q, head, kBlkStatusIoErr, 1);
   }
   finish(q, head, kBlkStatusOk, r.used_len);

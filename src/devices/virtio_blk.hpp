@@ -17,6 +17,7 @@
 #include <thread>
 #include <vector>
 
+#include "base/log_budget.hpp"
 #include "devices/virtio_mmio.hpp"
 #include "shoal/status.hpp"
 #include "shoal/unique_fd.hpp"
@@ -96,6 +97,7 @@ class VirtioBlk : public VirtioDevice {
   bool broken_ = false;  // a malformed ring: the driver must reset the device
   UniqueFd stop_fd_;
   std::thread worker_;
+  LogBudget warnings_{5, 1'000'000'000};  // bad requests a driver can repeat at will
 };
 
 }  // namespace shoal

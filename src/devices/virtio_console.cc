@@ -11,6 +11,7 @@
 
 #include "base/io_ring.hpp"
 #include "devices/virtio_worker.hpp"
+#include "shoal/clock.hpp"
 #include "shoal/log.hpp"
 
 namespace shoal {
@@ -20,7 +21,7 @@ namespace {
 constexpr uint16_t kReceiveQ = 0, kTransmitQ = 1;
 // io_uring tags: the notify reads carry their queue in the low bits.
 constexpr uint64_t kNotifyTag = 1 << 8, kStopTag = 2 << 8, kAcceptTag = 3 << 8, kReadTag = 4 << 8,
-                   kWriteTag = 5 << 8;
+                   kWriteTag = 5 << 8, kAcceptRetryTag = 6 << 8;
 
 }  // namespace
 
@@ -67,7 +68,8 @@ void VirtioConsole::read_config(uint64_t offset, std::span<uint8_t> data) const 
 }
 
 ChannelCounters VirtioConsole::counters() const {
-  return {to_guest_.load(), from_guest_.load(), wakeups_.load(), peers_.load()};
+  return {to_guest_.load(), from_guest_.load(), wakeups_.load(), peers_.load(),
+          accept_failures_.load()};
 }
 
 Status VirtioConsole::activate(std::vector<Virtqueue> queues, uint64_t features,
@@ -86,7 +88,7 @@ Status VirtioConsole::activate(std::vector<Virtqueue> queues, uint64_t features,
   out_.clear();
   out_at_ = 0;
   out_heads_.clear();
-  broken_ = accepting_ = reading_ = writing_ = false;
+  broken_ = accepting_ = accept_paused_ = reading_ = writing_ = false;
   peer_ = UniqueFd();
   worker_ = std::thread([this] { run(); });
   return {};
@@ -115,7 +117,7 @@ void VirtioConsole::run() {
   ring.queue_read(stop_fd_.get(), &stop_value_, 8, kStopTag);
   bool stopping = false;
   for (;;) {
-    if (!stopping && !peer_.valid() && !accepting_ && !reading_ && !writing_) {
+    if (!stopping && !peer_.valid() && !accepting_ && !accept_paused_ && !reading_ && !writing_) {
       ring.queue_accept(listener_.get(), kAcceptTag);
       accepting_ = true;
     }
@@ -161,12 +163,18 @@ void VirtioConsole::handle(uint64_t tag, int result) {
   } else if (tag == kAcceptTag) {
     accepting_ = false;
     if (result < 0) {
-      log::warn("{}: accept: {}", name(), std::strerror(-result));
+      accept_failures_.fetch_add(1, std::memory_order_relaxed);
+      if (uint64_t held = 0; warnings_.allow(monotonic_ns(), &held))
+        log::warn("{}: accept: {}; trying again in 100 ms{}", name(), std::strerror(-result),
+                  held_back(held));
+      accept_paused_ = ring_->queue_timeout(&accept_retry_, kAcceptRetryTag);
     } else {
       peer_ = UniqueFd(result);
       peers_.fetch_add(1, std::memory_order_relaxed);
       log::debug("{}: a peer connected", name());
     }
+  } else if (tag == kAcceptRetryTag) {
+    accept_paused_ = false;
   } else if (tag == kReadTag) {
     reading_ = false;
     if (result <= 0) return drop_peer();  // the peer closed (0) or failed

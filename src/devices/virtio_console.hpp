@@ -18,6 +18,9 @@
 #include <thread>
 #include <vector>
 
+#include <linux/time_types.h>
+
+#include "base/log_budget.hpp"
 #include "devices/virtio_mmio.hpp"
 #include "shoal/status.hpp"
 #include "shoal/unique_fd.hpp"
@@ -31,6 +34,7 @@ struct ChannelCounters {
   uint64_t from_guest = 0;  // bytes
   uint64_t wakeups = 0;     // notifications the worker woke up for
   uint64_t peers = 0;       // connections accepted
+  uint64_t accept_failures = 0;
 };
 
 class VirtioConsole : public VirtioDevice {
@@ -75,6 +79,10 @@ class VirtioConsole : public VirtioDevice {
   UniqueFd stop_fd_;
   UniqueFd peer_;
   bool accepting_ = false, reading_ = false, writing_ = false, broken_ = false;
+  // After a failed accept (EMFILE, say: the connection stays queued and the next accept fails
+  // at once) the next waits kAcceptRetry instead of spinning.
+  bool accept_paused_ = false;
+  __kernel_timespec accept_retry_{0, 100'000'000};
   std::vector<uint8_t> in_;  // read from the peer, not yet in the guest's buffers
   size_t in_at_ = 0;
   std::vector<uint8_t> out_;  // the guest's bytes being written to the peer
@@ -83,8 +91,9 @@ class VirtioConsole : public VirtioDevice {
   std::vector<bool> interrupt_due_;
   uint64_t notify_values_[2] = {}, stop_value_ = 0;
   std::thread worker_;
+  LogBudget warnings_{5, 1'000'000'000};
 
-  std::atomic<uint64_t> to_guest_{0}, from_guest_{0}, wakeups_{0}, peers_{0};
+  std::atomic<uint64_t> to_guest_{0}, from_guest_{0}, wakeups_{0}, peers_{0}, accept_failures_{0};
 };
 
 }  // namespace shoal

@@ -5,6 +5,7 @@
 
 #include <cstring>
 
+#include "shoal/clock.hpp"
 #include "shoal/log.hpp"
 #include "shoal/size.hpp"
 
@@ -225,8 +226,10 @@ void VirtioMmio::write_status(uint32_t v) {
     // not stick and the driver, reading it back, gives up (3.1.1).
     const uint64_t offered = device_->features() | kVirtioFVersion1;
     if ((driver_features_ & ~offered) != 0 || (driver_features_ & kVirtioFVersion1) == 0) {
-      log::warn("{}: the driver asked for features {} of {} offered; refusing them",
-                device_->name(), format_hex(driver_features_), format_hex(offered));
+      if (uint64_t held = 0; warnings_.allow(monotonic_ns(), &held))
+        log::warn("{}: the driver asked for features {} of {} offered; refusing them{}",
+                  device_->name(), format_hex(driver_features_), format_hex(offered),
+                  held_back(held));
       v &= ~kStatusFeaturesOk;
     }
   }
@@ -266,7 +269,8 @@ void VirtioMmio::used_buffers() {
 }
 
 void VirtioMmio::needs_reset(const std::string& why) {
-  log::warn("{}: needs a reset: {}", device_->name(), why);
+  if (uint64_t held = 0; warnings_.allow(monotonic_ns(), &held))
+    log::warn("{}: needs a reset: {}{}", device_->name(), why, held_back(held));
   needs_reset_.store(true, std::memory_order_release);
   interrupt_status_.fetch_or(kInterruptConfigChange, std::memory_order_acq_rel);
   signal_eventfd(irq_fd_.get());

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "arch/guest_ram.hpp"
+#include "base/log_budget.hpp"
 #include "devices/io_bus.hpp"
 #include "devices/virtqueue.hpp"
 #include "kvm/kvm.hpp"
@@ -108,6 +109,7 @@ class VirtioMmio : public BusDevice, private VirtioInterrupt {
   bool stopped_ = false;  // by stop(): the machine is going, the device never starts again
   std::atomic<uint32_t> interrupt_status_{0};
   std::atomic<bool> needs_reset_{false};
+  LogBudget warnings_{5, 1'000'000'000};  // what a driver can make it say, over and over
 };
 
 }  // namespace shoal

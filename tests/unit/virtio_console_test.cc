@@ -1,6 +1,7 @@
 // virtio-console behind the virtio-mmio transport, without KVM: a driver made of register
 // writes and rings in guest RAM on one side, a Unix socket client on the other.
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -134,6 +135,44 @@ TEST(VirtioConsole, AHugeTransmitChainNeedsAReset) {
   while ((c.reg(0x70) & 64) == 0 && std::chrono::steady_clock::now() < deadline)
     std::this_thread::yield();
   EXPECT_NE(c.reg(0x70) & 64, 0u);
+  ::close(peer);
+}
+
+// Out of descriptors, accept fails at once while the connection stays queued: the device
+// waits 100 ms before it tries again instead of spinning (and logging) in a loop, and takes
+// the peer once descriptors are back. (io_uring reads the limit when an accept is queued:
+// the device queues the failing one after its first peer left.)
+TEST(VirtioConsole, AnAcceptThatFailsIsRetriedLaterNotInALoop) {
+  Channel c;
+  c.start();
+  const auto& dev = static_cast<const VirtioConsole&>(c.transport().device());
+  const int first = c.connect();
+  while (dev.counters().peers == 0) std::this_thread::yield();
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  std::strncpy(a.sun_path, c.path.c_str(), sizeof a.sun_path - 1);
+  const int peer = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(peer, 0);
+  rlimit old{};
+  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &old), 0);
+  rlimit low = old;
+  low.rlim_cur = 3;  // below every descriptor but stdin, stdout and stderr: no new one
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &low), 0);
+  ::close(first);  // the device sees it go and queues the next accept under the low limit
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  const int connected = ::connect(peer, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  std::this_thread::sleep_for(std::chrono::milliseconds(250));
+  const ChannelCounters during = dev.counters();
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &old), 0);
+  ASSERT_EQ(connected, 0) << std::strerror(errno);
+  EXPECT_GE(during.accept_failures, 1u) << "peers " << during.peers;
+  EXPECT_LE(during.accept_failures, 5u);  // one per 100 ms; a spin makes thousands
+  std::memcpy(c.host(buffer(1, 0), 2), "hi", 2);
+  c.post(1, 0, 2);
+  char got[2] = {};  // once a retry under the restored limit took the peer
+  ASSERT_EQ(::read(peer, got, 2), 2);
+  EXPECT_EQ(std::string(got, 2), "hi");
+  EXPECT_EQ(dev.counters().peers, 2u);
   ::close(peer);
 }
 
