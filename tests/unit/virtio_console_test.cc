@@ -17,6 +17,7 @@
 
 #include "devices/virtio_console.hpp"
 #include "devices/virtio_mmio.hpp"
+#include "support/sanitized.hpp"
 #include "support/virtio_test_driver.hpp"
 
 namespace shoal {
@@ -143,6 +144,10 @@ TEST(VirtioConsole, AHugeTransmitChainNeedsAReset) {
 // the peer once descriptors are back. (io_uring reads the limit when an accept is queued:
 // the device queues the failing one after its first peer left.)
 TEST(VirtioConsole, AnAcceptThatFailsIsRetriedLaterNotInALoop) {
+  // The sanitizers' runtime needs descriptors of its own (UBSan's vptr check probes memory
+  // through a pipe): with none left it reports a false "invalid vptr". The plain build runs it.
+  if (test::kSanitized)
+    GTEST_SKIP() << "skipped: the sanitizer runtime needs file descriptors this test takes away";
   Channel c;
   c.start();
   const auto& dev = static_cast<const VirtioConsole&>(c.transport().device());
