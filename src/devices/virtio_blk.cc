@@ -110,8 +110,7 @@ void VirtioBlk::read_config(uint64_t offset, std::span<uint8_t> data) const {
   std::memcpy(config + 12, &kSegMax, 4);
   std::memcpy(config + 20, &kBlkSector, 4);
   std::memcpy(config + 34, &queues_wanted_, 2);
-  for (size_t i = 0; i < data.size(); ++i)
-    data[i] = offset + i < sizeof config ? config[offset + i] : 0;
+  copy_config(config, offset, data);
 }
 
 Status VirtioBlk::activate(std::vector<Virtqueue> queues, uint64_t features,

@@ -31,6 +31,13 @@ inline constexpr uint64_t kVirtioFVersion1 = 1ull << 32;
 // irqfd, which then raises the GSI). Its counter cannot fill up here (2^64 - 2 signals).
 void signal_eventfd(int fd);
 
+// A device's read_config(): the bytes of its configuration structure `config` from `offset`
+// into `data`; bytes past its end read as zero (fields of features not offered).
+inline void copy_config(std::span<const uint8_t> config, uint64_t offset, std::span<uint8_t> data) {
+  for (size_t i = 0; i < data.size(); ++i)
+    data[i] = offset + i < config.size() ? config[offset + i] : 0;
+}
+
 // How a device tells its driver that it used buffers (or that it needs a reset).
 class VirtioInterrupt {
  public:

@@ -109,8 +109,7 @@ void VirtioNet::read_config(uint64_t offset, std::span<uint8_t> data) const {
   uint8_t config[8] = {};
   std::memcpy(config, mac_.data(), 6);
   std::memcpy(config + 6, &kLinkUp, 2);
-  for (size_t i = 0; i < data.size(); ++i)
-    data[i] = offset + i < sizeof config ? config[offset + i] : 0;
+  copy_config(config, offset, data);
 }
 
 Status VirtioNet::activate(std::vector<Virtqueue> queues, uint64_t features,
