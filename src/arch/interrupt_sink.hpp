@@ -20,6 +20,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "kvm/kvm.hpp"
+
 namespace shoal {
 
 inline constexpr uint64_t kSinkGpa = 0xFE00'0000;
@@ -30,6 +32,11 @@ inline constexpr uint64_t kSinkStubBytes = 16;
 inline constexpr uint8_t kNmiVector = 2;  // the NMI stub reports 2 (no fixed vector < 16)
 inline constexpr uint8_t kSpuriousVector = 0xff;
 inline constexpr int kSinkMaxVcpus = 256;
+
+// How a vector the sink took goes to its vCPU again: kNmiVector stands for the NMI.
+inline constexpr ApicDelivery sink_delivery(uint8_t vector) {
+  return vector == kNmiVector ? ApicDelivery::kNmi : ApicDelivery::kFixed;
+}
 
 // The sink's bytes, to be mapped at kSinkGpa.
 std::vector<uint8_t> build_interrupt_sink();

@@ -70,8 +70,7 @@ void InterruptRouter::expect(uint32_t vcpu, uint64_t version) {
 Status InterruptRouter::release(uint32_t vcpu, const std::vector<uint8_t>& pending) {
   std::vector<InterruptMessage> all;
   all.reserve(pending.size());
-  for (uint8_t v : pending)
-    all.push_back({vcpu, v, v == kNmiVector ? ApicDelivery::kNmi : ApicDelivery::kFixed});
+  for (uint8_t v : pending) all.push_back({vcpu, v, sink_delivery(v)});
   {
     std::lock_guard lock(mu_);
     if (vcpu >= host_of_vcpu_.size()) return Error("vcpu " + std::to_string(vcpu));

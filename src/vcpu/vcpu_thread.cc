@@ -408,8 +408,7 @@ bool VcpuThread::handle_sink_exit(const VcpuExit& exit) {
       return false;
     }
   }
-  if (sink_)
-    sink_(backend_->id(), vector == kNmiVector ? ApicDelivery::kNmi : ApicDelivery::kFixed, vector);
+  if (sink_) sink_(backend_->id(), sink_delivery(vector), vector);
   return true;
 }
 
