@@ -20,6 +20,7 @@ struct NodeCommand {
   std::string secret_file;
   std::string name;        // default: the listen address
   std::string api_socket;  // the control API for this node's pod (none: not served)
+  std::string log_level = "info";
 };
 
 struct PodPingCommand {

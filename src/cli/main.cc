@@ -27,7 +27,7 @@ int run_main(int argc, char** argv) {
   if (cli.pod_control) return control_pod(*cli.pod_control);
   if (cli.ctl) return control_machine(*cli.ctl);
   if (cli.node) {
-    log::setup("info");
+    log::setup(cli.node->log_level);
     return run_node(*cli.node);
   }
   if (!cli.run) {

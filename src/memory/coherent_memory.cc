@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "shoal/clock.hpp"
+#include "shoal/log.hpp"
 #include "shoal/size.hpp"
 
 namespace shoal {
@@ -91,6 +92,9 @@ class CoherentMemory::UffdPages : public LocalPages {
 
   void drop(uint64_t page) override {
     ++m_.stats_.pages_given_up;
+    // With the remote-fault line below: which pages ping-pong between hosts (`node --log-level
+    // trace`; the page number times 4 KiB is the guest-physical address in the first slot).
+    log::trace("page {:#x} given up", page * kPageBytes);
     uint8_t* p = m_.base_ + page * kPageBytes;
     // Back into the pool when there is room (it is re-zeroed there); else the kernel frees it.
     if (m_.pool_->recycle(p, 1) == 1) return;
@@ -114,6 +118,9 @@ class CoherentMemory::RemoteHome final : public PageSource {
     // Also a fault on a page whose prefetch is out: it waits for that answer.
     if ((!out.empty() || m_.requester_->pending(page)) && !m_.waiting_.count(page))
       m_.waiting_[page] = {monotonic_ns(), access, m_.fault_tid_};
+    if (!out.empty())
+      log::trace("remote fault: page {:#x} {} (home h{}, thread {})", page * kPageBytes,
+                 access == Access::kWrite ? "write" : "read", home, m_.fault_tid_);
     for (auto& msg : out) {
       ++m_.stats_.requests_sent;
       m_.work_.push_back(std::move(msg));

@@ -57,7 +57,15 @@ TEST(Cli, PodValidate) {
   auto node = parse({"node", "--listen", "127.0.0.1:7100", "--secret-file", "/s"});
   ASSERT_TRUE(node.node.has_value()) << node.message;
   EXPECT_EQ(node.node->name, "127.0.0.1:7100");
+  EXPECT_EQ(node.node->log_level, "info");
+  auto tracing =
+      parse({"node", "--listen", "127.0.0.1:7100", "--secret-file", "/s", "--log-level", "trace"});
+  ASSERT_TRUE(tracing.node.has_value()) << tracing.message;
+  EXPECT_EQ(tracing.node->log_level, "trace");
   expect_usage_error({"node", "--listen", "127.0.0.1:7100"}, "--secret-file");
+  expect_usage_error(
+      {"node", "--listen", "127.0.0.1:7100", "--secret-file", "/s", "--log-level", "loud"},
+      "--log-level");
   expect_usage_error({"pod", "validate"}, "SPEC");
 }
 
