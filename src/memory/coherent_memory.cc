@@ -141,7 +141,8 @@ CoherentMemory::CoherentMemory(uint8_t* base, uint64_t bytes, const CoherentMemo
       pages_(bytes / kPageBytes),
       config_(config),
       transport_(transport),
-      on_fatal_(std::move(on_fatal)) {}
+      on_fatal_(std::move(on_fatal)),
+      holds_(config.hold_ns, config.max_hold_ns) {}
 
 Result<std::unique_ptr<CoherentMemory>> CoherentMemory::create(
     uint8_t* base, uint64_t bytes, const CoherentMemoryConfig& config,
@@ -340,6 +341,7 @@ void CoherentMemory::loop() {
         const bool wp = (flags & UFFD_PAGEFAULT_FLAG_WP) != 0;
         stats_.wp_faults += wp ? 1 : 0;
         fault_tid_ = msgs[i].arg.pagefault.feat.ptid;
+        holds_.faulted(fault_tid_, monotonic_ns());
         on_fault(offset / kPageBytes,
                  wp || (flags & UFFD_PAGEFAULT_FLAG_WRITE) ? Access::kWrite : Access::kRead);
       }
@@ -363,7 +365,7 @@ void CoherentMemory::on_fault(uint64_t page, Access access) {
   PageSource& source = local ? static_cast<PageSource&>(*dormant_) : *remote_;
   if (Status s = source.serve_fault(page, access); !s.ok())
     return fail(s.error().context("serve page " + format_hex(page) + " from the " + source.name()));
-  if (local) note_installed(page);
+  if (local) holds_.installed(page, fault_tid_, monotonic_ns());
 }
 
 // Reads ahead of a sequential run of first touches of pages homed on another host: each
@@ -405,20 +407,6 @@ bool CoherentMemory::may_serve_dormant(uint64_t page) const {
   return home_of(page) == config_.self && !requester_->pending(page) && home_->can_claim(page);
 }
 
-// Remembers when a page arrived, for its hold; forgets pages whose hold is over, so the
-// table holds only what arrived within the last hold_ns.
-void CoherentMemory::note_installed(uint64_t page) {
-  const uint64_t now = monotonic_ns();
-  while (!installs_.empty() && installs_.front().first + config_.hold_ns <= now) {
-    auto it = installed_at_ns_.find(installs_.front().second);
-    if (it != installed_at_ns_.end() && it->second == installs_.front().first)
-      installed_at_ns_.erase(it);
-    installs_.pop_front();
-  }
-  installed_at_ns_[page] = now;
-  installs_.emplace_back(now, page);
-}
-
 void CoherentMemory::release_held() {
   const uint64_t now = monotonic_ns();
   bool any = false;
@@ -443,16 +431,11 @@ void CoherentMemory::run_queue() {
     }
     if (m.type == T::kInvalidate || m.type == T::kRecall) {
       // Taking away a page that just arrived would let two hosts' vCPUs snatch it back and
-      // forth without either running: keep it for the hold time first.
-      auto it = installed_at_ns_.find(m.page);
-      if (it != installed_at_ns_.end()) {
-        const uint64_t until = it->second + config_.hold_ns;
-        if (monotonic_ns() < until) {
-          ++stats_.held_back;
-          held_.emplace(until, std::move(m));
-          continue;
-        }
-        installed_at_ns_.erase(it);  // the hold is over: nothing to remember
+      // forth without either running: keep it for its hold first (memory/page_holds.hpp).
+      if (const uint64_t until = holds_.held_until(m.page, monotonic_ns()); until != 0) {
+        ++stats_.held_back;
+        held_.emplace(until, std::move(m));
+        continue;
       }
     }
     std::vector<CoherenceMessage> out;
@@ -460,7 +443,8 @@ void CoherentMemory::run_queue() {
       out = home_->on_message(m);
     } else {
       if (m.type == T::kGrant) {
-        note_installed(m.page);
+        auto w = waiting_.find(m.page);  // the fault it answers (none: a read-ahead)
+        holds_.installed(m.page, w != waiting_.end() ? w->second.tid : 0, monotonic_ns());
         if (m.payload == CoherenceMessage::Payload::kZero && m.from != config_.self)
           ++stats_.remote_dormant_pages;
       }

@@ -29,6 +29,7 @@
 
 #include "memory/coherence.hpp"
 #include "memory/dormant_server.hpp"
+#include "memory/page_holds.hpp"
 #include "memory/userfaultfd.hpp"
 #include "memory/zero_pool.hpp"
 #include "shoal/size.hpp"
@@ -54,8 +55,10 @@ struct CoherentMemoryConfig {
   // touches served here and pages that arrive from other hosts both count.
   uint64_t budget_bytes = 0;
   // A page that just arrived is kept at least this long before a recall or invalidation takes
-  // it away, so the vCPU that faulted on it gets to use it (no ping-pong livelock).
+  // it away, so the vCPU that faulted on it gets to use it (no ping-pong livelock); longer
+  // while that vCPU goes on faulting, up to max_hold_ns (memory/page_holds.hpp).
   uint64_t hold_ns = 200'000;
+  uint64_t max_hold_ns = 16 * 200'000;
   // A fault of thread `tid` (a vCPU's) was served with a page another host was using:
   // `source` (CoherenceMessage::source). Called under the protocol lock: keep it short.
   std::function<void(uint32_t tid, NodeId source)> on_remote_fault;
@@ -163,7 +166,6 @@ class CoherentMemory {
   bool budget_allows_one_more();
   void run_queue();
   void release_held();
-  void note_installed(uint64_t page);
   void fail(const Error& e);
   uint64_t addr(uint64_t page) const {
     return reinterpret_cast<uint64_t>(base_) + page * kPageBytes;
@@ -190,9 +192,8 @@ class CoherentMemory {
   // The protocol state; taken by the fault thread and by the links' reader threads.
   std::mutex proto_mu_;
   std::deque<CoherenceMessage> work_;
-  std::multimap<uint64_t, CoherenceMessage> held_;          // by the time its hold ends
-  std::unordered_map<uint64_t, uint64_t> installed_at_ns_;  // pages still within their hold
-  std::deque<std::pair<uint64_t, uint64_t>> installs_;      // (time, page), oldest first
+  std::multimap<uint64_t, CoherenceMessage> held_;  // by the time its hold ends
+  PageHolds holds_;                                 // which pages that just arrived stay a while
   struct Waiting {
     uint64_t since_ns;
     Access access;

@@ -105,6 +105,8 @@ Result<std::unique_ptr<PodMember>> PodMember::create(PodMemberConfig config) {
   }
   CoherentMemoryConfig mc;
   mc.self = m->config_.self;
+  mc.hold_ns = spec.page_hold_us * 1000;
+  mc.max_hold_ns = 16 * mc.hold_ns;
   if (m->placement_)
     mc.on_remote_fault = [self](uint32_t tid, NodeId source) {
       self->placement_->remote_fault(tid, source);

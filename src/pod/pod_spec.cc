@@ -205,7 +205,7 @@ PodSpecResult parse_pod_spec(const std::string& yaml_text) {
   } else if (c.map(s, "spec")) {
     c.only_keys(s, "spec",
                 {"guest", "memory", "vcpus", "hosts", "transport", "rdmaSealed", "secretFile",
-                 "failureTimeout", "placement", "disks"});
+                 "failureTimeout", "pageHold", "placement", "disks"});
     if (!s["guest"].IsDefined()) {
       c.error("spec.guest", s, "required field is missing");
     } else if (c.map(s["guest"], "spec.guest")) {
@@ -256,6 +256,14 @@ PodSpecResult parse_pod_spec(const std::string& yaml_text) {
           c.error("spec.failureTimeout", s["failureTimeout"], "expected 500ms to 60s");
         else
           spec.failure_timeout_ms = *v;
+      }
+    }
+    if (s["pageHold"].IsDefined()) {
+      if (auto v = c.micros(s["pageHold"], "spec.pageHold")) {
+        if (*v < 20 || *v > 1'000'000)
+          c.error("spec.pageHold", s["pageHold"], "expected 20us to 1s");
+        else
+          spec.page_hold_us = *v;
       }
     }
     if (const YAML::Node d = s["disks"]; d.IsDefined()) {

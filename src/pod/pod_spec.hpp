@@ -11,6 +11,7 @@
 //     rdmaSealed: true            # rdma only: encrypt frames as tcp does (default true)
 //     secretFile: /etc/shoal/demo.secret
 //     failureTimeout: 1s          # a member silent this long is lost (500ms .. 60s)
+//     pageHold: 200us             # a page that arrived stays at least this long (20us .. 1s)
 //     placement: static           # or auto: vCPUs move to the host their pages come from
 //     disks: [/srv/root.img, "/srv/data.img,ro"]  # virtio-blk on the first host (docs/devices.md)
 //     hosts:
@@ -69,6 +70,9 @@ struct PodSpec {
   bool rdma_sealed = true;  // transport rdma: frames encrypted as over TCP (docs/security.md)
   std::string secret_file;
   uint64_t failure_timeout_ms = 1000;
+  // How long a page that arrived stays before another host may take it (memory/page_holds.hpp);
+  // up to 16 times this while the vCPU that faulted on it goes on faulting.
+  uint64_t page_hold_us = 200;
   PodPlacement placement = PodPlacement::kStatic;
   // virtio-blk devices, opened by the first host (devices live there); the others reach them
   // through coherent memory and forwarded MMIO exits.

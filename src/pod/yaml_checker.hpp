@@ -115,6 +115,27 @@ class Checker {
     return std::nullopt;
   }
 
+  // A duration in microseconds: 200us, 5ms or 1s.
+  std::optional<uint64_t> micros(const YAML::Node& n, const std::string& path) {
+    const std::string t = n.IsScalar() ? n.Scalar() : "";
+    struct Unit {
+      const char* suffix;
+      double us;
+    };
+    for (const Unit u : {Unit{"us", 1}, Unit{"ms", 1e3}, Unit{"s", 1e6}}) {
+      const size_t len = std::char_traits<char>::length(u.suffix);
+      if (t.size() <= len || !t.ends_with(u.suffix)) continue;
+      double v = 0;
+      const char* end_of_number = t.data() + t.size() - len;
+      auto [end, ec] = std::from_chars(t.data(), end_of_number, v);
+      if (ec == std::errc() && end == end_of_number && v >= 0 && v * u.us < 1e12)
+        return static_cast<uint64_t>(v * u.us);
+      break;
+    }
+    error(path, n, "expected a duration such as 200us, 5ms or 1s, got " + kind_of(n));
+    return std::nullopt;
+  }
+
   static std::string join(const std::string& path, const std::string& key) {
     return path.empty() ? key : path + "." + key;
   }

@@ -130,6 +130,22 @@ TEST(PodSpec, FailureTimeout) {
                  "expected a duration such as 1s or 500ms");
 }
 
+TEST(PodSpec, PageHold) {
+  EXPECT_EQ(parse_pod_spec(kGood).spec->page_hold_us, 200u);  // the default
+  const std::string tcp = "  transport: tcp\n";
+  for (auto [text, us] : {std::pair{"50us", 50}, {"5ms", 5000}, {"0.5ms", 500}, {"1s", 1000000}}) {
+    auto r = parse_pod_spec(edit(tcp, tcp + "  pageHold: " + text + "\n"));
+    ASSERT_TRUE(r.spec.has_value()) << text << ": " << (r.errors.empty() ? "" : r.errors[0]);
+    EXPECT_EQ(r.spec->page_hold_us, static_cast<uint64_t>(us)) << text;
+  }
+  for (const char* bad : {"10us", "2s", "0ms"})
+    expect_error(edit(tcp, tcp + "  pageHold: " + bad + "\n"), "spec.pageHold",
+                 "expected 20us to 1s");
+  for (const char* bad : {"200", "us", "1.5", "-5ms", "1min", "{a: 1}"})
+    expect_error(edit(tcp, tcp + "  pageHold: " + bad + "\n"), "spec.pageHold",
+                 "expected a duration such as 200us, 5ms or 1s");
+}
+
 TEST(PodSpec, Placement) {
   EXPECT_EQ(parse_pod_spec(kGood).spec->placement, PodPlacement::kStatic);  // the default
   const std::string tcp = "  transport: tcp\n";

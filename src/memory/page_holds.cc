@@ -1,0 +1,48 @@
+#include "memory/page_holds.hpp"
+
+#include <algorithm>
+
+namespace shoal {
+
+PageHolds::PageHolds(uint64_t hold_ns, uint64_t max_hold_ns)
+    : hold_ns_(hold_ns), max_hold_ns_(std::max(hold_ns, max_hold_ns)) {}
+
+void PageHolds::faulted(uint32_t tid, uint64_t now_ns) {
+  if (tid == 0) return;
+  // Threads come and go (a kernel worker faulting for KVM, say): drop the ones that have
+  // not faulted within the longest hold, which no longer extend anything.
+  if (last_fault_ns_.size() >= 256)
+    std::erase_if(last_fault_ns_, [&](const auto& e) { return e.second + max_hold_ns_ <= now_ns; });
+  last_fault_ns_[tid] = now_ns;
+}
+
+void PageHolds::installed(uint64_t page, uint32_t tid, uint64_t now_ns) {
+  forget_old(now_ns);
+  installed_[page] = {now_ns, tid};
+  installs_.emplace_back(now_ns, page);
+}
+
+uint64_t PageHolds::held_until(uint64_t page, uint64_t now_ns) {
+  auto it = installed_.find(page);
+  if (it == installed_.end()) return 0;
+  const Install in = it->second;
+  uint64_t until = in.at_ns + hold_ns_;
+  if (auto f = last_fault_ns_.find(in.tid); in.tid != 0 && f != last_fault_ns_.end())
+    until = std::max(until, f->second + hold_ns_);
+  until = std::min(until, in.at_ns + max_hold_ns_);
+  if (now_ns < until) return until;
+  installed_.erase(it);  // the hold is over: nothing to remember
+  return 0;
+}
+
+// Keeps only what arrived within the last max_hold_ns: the table stays as small as the
+// pages that can still be held.
+void PageHolds::forget_old(uint64_t now_ns) {
+  while (!installs_.empty() && installs_.front().first + max_hold_ns_ <= now_ns) {
+    auto it = installed_.find(installs_.front().second);
+    if (it != installed_.end() && it->second.at_ns == installs_.front().first) installed_.erase(it);
+    installs_.pop_front();
+  }
+}
+
+}  // namespace shoal

@@ -1,0 +1,51 @@
+// How long a page that just arrived stays on this host before a recall or invalidation may take
+// it away again, so that the vCPU that faulted on it gets to use it: without a hold, two
+// hosts' vCPUs can snatch a page back and forth with neither running (a livelock).
+//
+// One instruction can need several pages at once: a guest page walk reads up to four page
+// tables and then the data page, and the hardware walker's reads of the page tables fault as
+// writes (Intel with EPT A/D bits, KVM's default; AMD NPT too, as QEMU's emulation of it
+// shows), so page tables that every vCPU walks are write-shared between hosts. A fixed hold
+// releases the first of those pages before the last has arrived when the pages come slowly.
+// So a page stays while the thread that faulted on it is still faulting: until `hold_ns`
+// after the later of its arrival and that thread's last fault, and never longer than
+// `max_hold_ns` after its arrival (a thread that faults without end does not keep a page
+// from the other hosts for longer than that).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <unordered_map>
+#include <utility>
+
+namespace shoal {
+
+class PageHolds {
+ public:
+  PageHolds(uint64_t hold_ns, uint64_t max_hold_ns);
+
+  // Thread `tid` faulted (any page, served from anywhere) at `now_ns`.
+  void faulted(uint32_t tid, uint64_t now_ns);
+  // `page` was installed for a fault of thread `tid` (0: not for a fault, a read-ahead).
+  void installed(uint64_t page, uint32_t tid, uint64_t now_ns);
+  // When a recall or invalidation of `page` may proceed: 0 now, else the time to try again
+  // (the thread may fault again meanwhile, which can push it further, up to the limit).
+  uint64_t held_until(uint64_t page, uint64_t now_ns);
+
+  size_t pages_held() const { return installed_.size(); }
+
+ private:
+  void forget_old(uint64_t now_ns);
+
+  uint64_t hold_ns_, max_hold_ns_;
+  struct Install {
+    uint64_t at_ns;
+    uint32_t tid;
+  };
+  std::unordered_map<uint64_t, Install> installed_;       // pages within max_hold_ns
+  std::deque<std::pair<uint64_t, uint64_t>> installs_;    // (time, page), oldest first
+  std::unordered_map<uint32_t, uint64_t> last_fault_ns_;  // by thread
+};
+
+}  // namespace shoal
