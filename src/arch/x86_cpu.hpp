@@ -34,6 +34,14 @@ kvm_regs boot_regs(const BootPlan& plan);
 std::vector<kvm_cpuid_entry2> guest_cpuid(std::vector<kvm_cpuid_entry2> supported, int id,
                                           int count);
 
+// `supported` without the KVM paravirtual features (CPUID 0x40000001 EAX) whose state lives in
+// one host's kernel, for a guest whose vCPUs run on several hosts: async page faults, steal
+// time and PV EOI (the host kernel writes guest memory, also for the shadows of vCPUs that run
+// elsewhere), PV unhalt (a spinlock's kick reaches only vCPUs on the kicking host: a waiter
+// halted on another host would never wake) and PV TLB flush (built on steal time). kvmclock
+// stays (see the .cc), though each host's KVM writes its own clock into it.
+std::vector<kvm_cpuid_entry2> without_host_local_features(std::vector<kvm_cpuid_entry2> supported);
+
 // Whether a guest that saw `saved` (a snapshot's CPUID, perhaps from another host) can go on
 // under a KVM that supports `supported`: the feature flags of leaves 1, 7, 0xd, 0x80000001
 // and KVM's 0x40000001 must be offered here too, and as many physical address bits. The error

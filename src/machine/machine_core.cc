@@ -51,6 +51,7 @@ Result<std::unique_ptr<MachineCore>> MachineCore::create(Kvm kvm, uint64_t memor
   for (uint64_t gpa : early_gpas)
     for (auto& s : c->ram_slots_) SHOAL_TRY(s->ensure(gpa, 1), "map guest RAM");
   if (interrupt_sink) {
+    c->pod_cpuid_ = without_host_local_features(c->kvm_.supported_cpuid());
     const std::vector<uint8_t> image = build_interrupt_sink();
     c->sink_memory_.reset(static_cast<uint8_t*>(std::aligned_alloc(kPageSize, image.size())));
     if (!c->sink_memory_) return Error("interrupt sink: out of memory");

@@ -72,9 +72,12 @@ class MachineCore {
   std::vector<uint64_t> slot_gpas() const;
 
   // The CPUID table vCPUs are made from (each with its own APIC ID filled in): KVM's supported
-  // set, or, restoring, the one the snapshot's guest saw. A snapshot saves it.
+  // set (a pod member's without the paravirtual features one host's kernel keeps, see
+  // without_host_local_features), or, restoring, the one the snapshot's guest saw. A snapshot
+  // saves it.
   const std::vector<kvm_cpuid_entry2>& cpuid_base() const {
-    return saved_cpuid_.empty() ? kvm_.supported_cpuid() : saved_cpuid_;
+    if (!saved_cpuid_.empty()) return saved_cpuid_;
+    return pod_cpuid_.empty() ? kvm_.supported_cpuid() : pod_cpuid_;
   }
   // Restoring: vCPUs created from now on get `saved` (a snapshot's table), once this host is
   // checked to offer every feature in it. Empty (an older snapshot): KVM's own set, as before.
@@ -122,6 +125,7 @@ class MachineCore {
   std::unique_ptr<uint8_t, FreeBytes> sink_memory_;  // the sink's slot, private to this host
   VcpuThread::SinkVector sink_;
   std::vector<kvm_cpuid_entry2> saved_cpuid_;  // use_saved_cpuid's
+  std::vector<kvm_cpuid_entry2> pod_cpuid_;    // a pod member's (interrupt_sink)
   // Turns the PIT's tick reinjection off beside the running guest, started with the vCPUs
   // (Vm::disable_pit_reinjection says why; started earlier, its grace periods slowed the
   // vCPUs' start). Joined by stop_vcpus().

@@ -1,3 +1,4 @@
+#include <asm/kvm_para.h>
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -159,4 +160,20 @@ TEST(GuestCpuid, ARestoreNeedsEveryFeatureTheGuestSaw) {
 }
 
 }  // namespace
+TEST(GuestCpuid, APodMemberSeesNoKvmFeatureOneHostsKernelKeeps) {
+  std::vector<kvm_cpuid_entry2> host(2);
+  host[0].function = KVM_CPUID_FEATURES;
+  host[0].eax = 0x0100ffff;  // bits 0-15 and 24
+  host[1].function = 1;
+  host[1].ecx = 0x80000201;
+  auto out = without_host_local_features(host);
+  // Async PF (4, 10, 14), steal time (5), PV EOI (6), PV unhalt (7) and PV TLB flush (9) go;
+  // kvmclock (0, 3, 24), NOP_IO_DELAY (1), MMU_OP (2), PV_SEND_IPI (11), POLL_CONTROL (12),
+  // PV_SCHED_YIELD (13), MSI_EXT_DEST_ID (15) and the unassigned bit 8 stay.
+  EXPECT_EQ(out[0].eax, 0x0100b90fu);
+  EXPECT_EQ(out[1].ecx, host[1].ecx);  // other leaves untouched
+  // A snapshot of a pod member restores on a host that offers more.
+  EXPECT_TRUE(check_cpuid_features(out, host).ok());
+}
+
 }  // namespace shoal
