@@ -142,9 +142,9 @@ std::vector<kvm_cpuid_entry2> guest_cpuid(std::vector<kvm_cpuid_entry2> entries,
 }
 
 std::vector<kvm_cpuid_entry2> without_host_local_features(std::vector<kvm_cpuid_entry2> entries) {
-  // kvmclock stays for now: without it Debian's kernel stopped in early boot in the test
-  // machine (right after "rcu: RCU restricting CPUs", in its clock setup), though its page
-  // is one that both hosts' KVMs write (docs/interrupts.md, "Measured").
+  // kvmclock stays for now, though its page is one that both hosts' KVMs write: without it
+  // Debian's kernel found no way to calibrate the TSC in the test machine and stopped
+  // (docs/interrupts.md, "Measured").
   constexpr uint32_t kHostLocal =
       (1u << KVM_FEATURE_ASYNC_PF) | (1u << KVM_FEATURE_ASYNC_PF_VMEXIT) |
       (1u << KVM_FEATURE_ASYNC_PF_INT) | (1u << KVM_FEATURE_STEAL_TIME) |
