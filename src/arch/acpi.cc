@@ -17,6 +17,8 @@ constexpr size_t kFadtSize = 276;  // revision 6
 constexpr uint32_t kFadtHwReducedAcpi = 1u << 20, kFadtResetRegSupported = 1u << 10;
 constexpr size_t kFadtResetReg = 116, kFadtResetValue = 128, kFadtSleepControl = 244,
                  kFadtSleepStatus = 256;
+constexpr size_t kFadtPmTimerBlock = 76, kFadtPmTimerLength = 91, kFadtXPmTimerBlock = 208;
+constexpr uint32_t kFadtTimerValueExtended = 1u << 8;  // the PM timer counts 32 bits, not 24
 constexpr uint16_t kIapcVgaNotPresent = 1u << 2, kIapcMsiNotPresent = 1u << 3;
 constexpr uint32_t kMadtPcAtCompat = 1;  // the 8259 PICs exist (KVM's in-kernel irqchip)
 constexpr uint8_t kMadtLocalApic = 0, kMadtIoApic = 1;
@@ -41,11 +43,11 @@ std::vector<uint8_t> table(const char* signature, size_t size, uint8_t revision)
 }
 
 // A Generic Address Structure naming one byte-wide I/O port.
-void put_io_port_gas(std::vector<uint8_t>& b, size_t at, uint16_t port) {
-  b[at] = 1;      // system I/O space
-  b[at + 1] = 8;  // register bit width
-  b[at + 2] = 0;  // bit offset
-  b[at + 3] = 1;  // byte access
+void put_io_port_gas(std::vector<uint8_t>& b, size_t at, uint16_t port, uint8_t bytes = 1) {
+  b[at] = 1;                                    // system I/O space
+  b[at + 1] = static_cast<uint8_t>(8 * bytes);  // register bit width
+  b[at + 2] = 0;                                // bit offset
+  b[at + 3] = bytes == 4 ? 3 : 1;               // dword or byte access
   put<uint64_t>(b, at + 4, port);
 }
 
@@ -117,7 +119,11 @@ Result<AcpiTables> build_acpi_tables(uint64_t addr, int vcpus, uint32_t virtio_m
 
   put<uint32_t>(fadt, 40, static_cast<uint32_t>(dsdt_addr));
   put<uint16_t>(fadt, 109, kIapcVgaNotPresent | kIapcMsiNotPresent);
-  put<uint32_t>(fadt, 112, kFadtHwReducedAcpi | kFadtResetRegSupported);
+  put<uint32_t>(fadt, 112, kFadtHwReducedAcpi | kFadtResetRegSupported | kFadtTimerValueExtended);
+  // Linux reads the PM timer's port from the FADT whatever the hardware-reduced flag says.
+  put<uint32_t>(fadt, kFadtPmTimerBlock, platform::kAcpiPmTimerPort);
+  fadt[kFadtPmTimerLength] = platform::kAcpiPmTimerLength;
+  put_io_port_gas(fadt, kFadtXPmTimerBlock, platform::kAcpiPmTimerPort, 4);
   put_io_port_gas(fadt, kFadtResetReg, platform::kAcpiReset);
   fadt[kFadtResetValue] = platform::kAcpiResetValue;
   put_io_port_gas(fadt, kFadtSleepControl, platform::kAcpiSleepControl);

@@ -22,6 +22,12 @@ inline constexpr uint16_t kAcpiReset = kAcpiPmPort + 2;
 inline constexpr uint8_t kAcpiPmLength = 3;
 inline constexpr uint8_t kAcpiResetValue = 0x01;
 inline constexpr uint8_t kAcpiS5SleepType = 5;  // the _S5_ package's SLP_TYP
+// The ACPI PM timer (FADT X_PM_TMR_BLK): a free-running 32-bit count at 3.579545 MHz, where
+// QEMU's q35 has it. Linux calibrates the TSC against it when the PIT loop cannot (kvmclock
+// hidden, or an emulated machine too slow for the PIT's window).
+inline constexpr uint16_t kAcpiPmTimerPort = 0x608;
+inline constexpr uint8_t kAcpiPmTimerLength = 4;
+inline constexpr uint64_t kAcpiPmTimerHz = 3'579'545;
 
 // virtio-mmio transports (version 2): where QEMU's microvm puts them, 512 bytes each, each
 // with its own IOAPIC pin from 16 (the pins above the ISA range). The DSDT describes each one

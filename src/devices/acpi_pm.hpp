@@ -25,4 +25,14 @@ class AcpiPm : public BusDevice {
   std::function<void()> on_reset_;
 };
 
+// The ACPI PM timer: reads return a 32-bit count of 3.579545 MHz ticks of the host's monotonic
+// clock; writes are ignored. No state to save: after a restore it goes on from the new host's
+// clock, as a real one would after the time the machine was off.
+class AcpiPmTimer : public BusDevice {
+ public:
+  void read(uint64_t offset, std::span<uint8_t> data) override;
+  void write(uint64_t, std::span<const uint8_t>) override {}
+  static uint32_t count_at(uint64_t monotonic_ns);
+};
+
 }  // namespace shoal

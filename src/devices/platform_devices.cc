@@ -30,6 +30,9 @@ Result<std::shared_ptr<Uart16550>> insert_platform_devices(IoBus& pio, Vm& vm,
                            [reset] { reset("ACPI reset register"); }),
                        "acpi pm"),
             "");
+  SHOAL_TRY(pio.insert(platform::kAcpiPmTimerPort, platform::kAcpiPmTimerLength,
+                       std::make_shared<AcpiPmTimer>(), "acpi pm timer"),
+            "");
   SHOAL_TRY(
       pio.insert(I8042::kBase, 5, std::make_shared<I8042>([reset] { reset("i8042"); }), "i8042"),
       "");

@@ -94,6 +94,15 @@ TEST(Acpi, FadtOffersResetAndSleepRegistersOnThePmPorts) {
   EXPECT_EQ(b[fadt.offset + 128], platform::kAcpiResetValue);
   EXPECT_EQ(gas_port(244), platform::kAcpiSleepControl);
   EXPECT_EQ(gas_port(256), platform::kAcpiSleepStatus);
+  // The PM timer: both the 32-bit port field and the GAS, dword-wide, and TMR_VAL_EXT.
+  EXPECT_TRUE(flags & (1u << 8)) << "32-bit PM timer";
+  EXPECT_EQ(gas_port(208), platform::kAcpiPmTimerPort);
+  EXPECT_EQ(b[fadt.offset + 209], 32) << "PM timer bit width";
+  EXPECT_EQ(b[fadt.offset + 211], 3) << "PM timer dword access";
+  uint32_t pm_tmr_blk;
+  std::memcpy(&pm_tmr_blk, &b[fadt.offset + 76], 4);
+  EXPECT_EQ(pm_tmr_blk, platform::kAcpiPmTimerPort);
+  EXPECT_EQ(b[fadt.offset + 91], 4) << "PM_TMR_LEN";
 }
 
 std::vector<uint8_t> dsdt_of(const std::vector<uint8_t>& b) {

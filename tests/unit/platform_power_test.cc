@@ -4,6 +4,7 @@
 #include "arch/platform_ports.hpp"
 #include "devices/acpi_pm.hpp"
 #include "devices/cmos_rtc.hpp"
+#include "shoal/clock.hpp"
 
 namespace shoal {
 namespace {
@@ -33,6 +34,23 @@ TEST(AcpiPm, S5WithSleepEnablePowersOffAndTheResetValueResets) {
   out(pm, 2, platform::kAcpiResetValue);
   EXPECT_EQ(reset, 1);
   EXPECT_EQ(in(pm, 1) & AcpiPm::kWakeStatus, AcpiPm::kWakeStatus);
+}
+
+TEST(AcpiPmTimer, CountsAt3579545HzAndWrapsAt32Bits) {
+  EXPECT_EQ(AcpiPmTimer::count_at(0), 0u);
+  EXPECT_EQ(AcpiPmTimer::count_at(1'000'000'000), 3'579'545u);
+  EXPECT_EQ(AcpiPmTimer::count_at(10'000'000), 35'795u);  // 10 ms
+  // 2^32 ticks take 1199.86 s; past that it wraps, and past 85 minutes no 64-bit overflow.
+  const uint64_t hour = 3600ull * 1'000'000'000;
+  EXPECT_EQ(AcpiPmTimer::count_at(hour), static_cast<uint32_t>(3600ull * 3'579'545));
+  EXPECT_EQ(AcpiPmTimer::count_at(100 * hour), static_cast<uint32_t>(360'000ull * 3'579'545));
+  // Reads: a dword, or its bytes one by one (little-endian); the count moves forward.
+  AcpiPmTimer t;
+  uint32_t a = 0, b = 0;
+  t.read(0, std::span<uint8_t>(reinterpret_cast<uint8_t*>(&a), 4));
+  t.read(0, std::span<uint8_t>(reinterpret_cast<uint8_t*>(&b), 4));
+  EXPECT_LT(b - a, 3'579'545u);  // well under a second apart
+  EXPECT_EQ(in(t, 3), static_cast<uint8_t>(AcpiPmTimer::count_at(monotonic_ns()) >> 24));
 }
 
 uint8_t cmos(CmosRtc& rtc, uint8_t reg) {
