@@ -173,8 +173,8 @@ CliOutcome parse_cli(int argc, const char* const* argv) {
   node->add_option("--api-socket", node_cmd.api_socket,
                    "serve the control API for this node's pod on a Unix socket (mode 0600)");
   node->add_option("--log-level", node_cmd.log_level,
-                   "trace, debug, info, warn, error or off (trace: every remote fault and every "
-                   "page given up, with its guest-physical address)")
+                   "trace, debug, info, warn, error, critical or off (trace: every remote fault "
+                   "and every page given up, by offset in guest RAM)")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}))
       ->capture_default_str();
 

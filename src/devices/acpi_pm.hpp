@@ -26,8 +26,9 @@ class AcpiPm : public BusDevice {
 };
 
 // The ACPI PM timer: reads return a 32-bit count of 3.579545 MHz ticks of the host's monotonic
-// clock; writes are ignored. No state to save: after a restore it goes on from the new host's
-// clock, as a real one would after the time the machine was off.
+// clock; writes are ignored. No state to save: after a restore it counts from the new host's
+// clock, so it may jump either way (a guest whose clocksource it were would see that; Linux
+// keeps kvm-clock and uses this one for calibration).
 class AcpiPmTimer : public BusDevice {
  public:
   void read(uint64_t offset, std::span<uint8_t> data) override;

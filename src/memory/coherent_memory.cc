@@ -93,7 +93,8 @@ class CoherentMemory::UffdPages : public LocalPages {
   void drop(uint64_t page) override {
     ++m_.stats_.pages_given_up;
     // With the remote-fault line below: which pages ping-pong between hosts (`node --log-level
-    // trace`; the page number times 4 KiB is the guest-physical address in the first slot).
+    // trace`; the page number times 4 KiB is the offset in guest RAM, the guest-physical
+    // address below the 32-bit PCI hole).
     log::trace("page {:#x} given up", page * kPageBytes);
     uint8_t* p = m_.base_ + page * kPageBytes;
     // Back into the pool when there is room (it is re-zeroed there); else the kernel frees it.
@@ -116,8 +117,10 @@ class CoherentMemory::RemoteHome final : public PageSource {
     const bool first_touch = m_.requester_->access(page) == Access::kNone;
     auto out = m_.requester_->on_fault(page, access, home);
     // Also a fault on a page whose prefetch is out: it waits for that answer.
-    if ((!out.empty() || m_.requester_->pending(page)) && !m_.waiting_.count(page))
+    if ((!out.empty() || m_.requester_->pending(page)) && !m_.waiting_.count(page)) {
       m_.waiting_[page] = {monotonic_ns(), access, m_.fault_tid_};
+      m_.holds_.wait_began(m_.fault_tid_);
+    }
     if (!out.empty())
       log::trace("remote fault: page {:#x} {} (home h{}, thread {})", page * kPageBytes,
                  access == Access::kWrite ? "write" : "read", home, m_.fault_tid_);
@@ -279,7 +282,11 @@ Status CoherentMemory::discard(uint64_t offset, uint64_t bytes) {
     for (uint64_t p = at; p < std::min(first + pages, at + kSlice); ++p)
       work_.push_back(
           CoherenceMessage{CoherenceMessage::Type::kDiscard, p, config_.self, home_of(p)});
+    const size_t held = held_.size();
     run_queue();
+    // As in deliver(): a recall this home sent itself may wait for its hold, and the fault
+    // thread, perhaps asleep in poll, must learn of the new deadline.
+    if (held_.size() > held) signal_eventfd(held_fd_.get());
   }
   // Other discards waiting at the same time count in the same total: each waits for all.
   const bool acked = discard_cv_.wait_for(lock, std::chrono::nanoseconds(kDiscardWaitNs), [&] {
@@ -442,8 +449,9 @@ void CoherentMemory::run_queue() {
     if (is_for_home(m.type)) {
       out = home_->on_message(m);
     } else {
+      auto w = m.type == T::kGrant ? waiting_.find(m.page) : waiting_.end();
       if (m.type == T::kGrant) {
-        auto w = waiting_.find(m.page);  // the fault it answers (none: a read-ahead)
+        // For the thread whose fault it answers (none: a read-ahead).
         holds_.installed(m.page, w != waiting_.end() ? w->second.tid : 0, monotonic_ns());
         if (m.payload == CoherenceMessage::Payload::kZero && m.from != config_.self)
           ++stats_.remote_dormant_pages;
@@ -457,7 +465,6 @@ void CoherentMemory::run_queue() {
         discard_cv_.notify_all();
       if (m.type == T::kGrant && m.from == config_.self) home_->self_copy_installed(m.page);
       if (m.type == T::kGrant) {
-        auto w = waiting_.find(m.page);
         if (w != waiting_.end() && requester_->access(m.page) >= w->second.access) {
           const double us = static_cast<double>(monotonic_ns() - w->second.since_ns) / 1000.0;
           std::lock_guard lock(latency_mu_);
@@ -466,6 +473,7 @@ void CoherentMemory::run_queue() {
           if (config_.on_remote_fault && m.source != CoherenceMessage::kNoSource &&
               m.source != config_.self)
             config_.on_remote_fault(w->second.tid, m.source);
+          holds_.wait_ended(w->second.tid, monotonic_ns());
           waiting_.erase(w);
         }
       }

@@ -75,7 +75,8 @@ struct CoherentMemoryStats {
   std::atomic<uint64_t> page_bytes_sent{0};  // page contents on the wire, out
   std::atomic<uint64_t> page_bytes_received{0};
   std::atomic<uint64_t> pages_given_up{0};
-  std::atomic<uint64_t> held_back{0};            // recalls/invalidations that waited for the hold
+  std::atomic<uint64_t> held_back{0};  // times a recall/invalidation waited for a hold (a hold
+                                       // that stretched counts again)
   std::atomic<uint64_t> prefetches_sent{0};      // read-ahead of remotely homed first touches
   std::atomic<uint64_t> prefetches_declined{0};  // of those, pages that were not dormant
 };

@@ -16,6 +16,17 @@ void PageHolds::faulted(uint32_t tid, uint64_t now_ns) {
   last_fault_ns_[tid] = now_ns;
 }
 
+void PageHolds::wait_began(uint32_t tid) {
+  if (tid != 0) ++waits_[tid];
+}
+
+void PageHolds::wait_ended(uint32_t tid, uint64_t now_ns) {
+  auto it = waits_.find(tid);
+  if (it == waits_.end()) return;
+  if (--it->second == 0) waits_.erase(it);
+  faulted(tid, now_ns);  // it runs again from now: as good as a fault just now
+}
+
 void PageHolds::installed(uint64_t page, uint32_t tid, uint64_t now_ns) {
   forget_old(now_ns);
   installed_[page] = {now_ns, tid};
@@ -29,6 +40,7 @@ uint64_t PageHolds::held_until(uint64_t page, uint64_t now_ns) {
   uint64_t until = in.at_ns + hold_ns_;
   if (auto f = last_fault_ns_.find(in.tid); in.tid != 0 && f != last_fault_ns_.end())
     until = std::max(until, f->second + hold_ns_);
+  if (in.tid != 0 && waits_.count(in.tid) != 0) until = std::max(until, now_ns + hold_ns_);
   until = std::min(until, in.at_ns + max_hold_ns_);
   if (now_ns < until) return until;
   installed_.erase(it);  // the hold is over: nothing to remember

@@ -7,10 +7,11 @@
 // writes (Intel with EPT A/D bits, KVM's default; AMD NPT too, as QEMU's emulation of it
 // shows), so page tables that every vCPU walks are write-shared between hosts. A fixed hold
 // releases the first of those pages before the last has arrived when the pages come slowly.
-// So a page stays while the thread that faulted on it is still faulting: until `hold_ns`
-// after the later of its arrival and that thread's last fault, and never longer than
-// `max_hold_ns` after its arrival (a thread that faults without end does not keep a page
-// from the other hosts for longer than that).
+// So a page stays while the thread that faulted on it is still faulting: while that thread
+// waits for another page, and until `hold_ns` after the latest of the page's arrival, that
+// thread's last fault and the end of its last wait; never longer than `max_hold_ns` after
+// the page's arrival (a thread that faults without end does not keep a page from the other
+// hosts for longer than that).
 #pragma once
 
 #include <cstddef>
@@ -27,6 +28,9 @@ class PageHolds {
 
   // Thread `tid` faulted (any page, served from anywhere) at `now_ns`.
   void faulted(uint32_t tid, uint64_t now_ns);
+  // Thread `tid` waits for a page from another host / that wait ended at `now_ns`.
+  void wait_began(uint32_t tid);
+  void wait_ended(uint32_t tid, uint64_t now_ns);
   // `page` was installed for a fault of thread `tid` (0: not for a fault, a read-ahead).
   void installed(uint64_t page, uint32_t tid, uint64_t now_ns);
   // When a recall or invalidation of `page` may proceed: 0 now, else the time to try again
@@ -46,6 +50,7 @@ class PageHolds {
   std::unordered_map<uint64_t, Install> installed_;       // pages within max_hold_ns
   std::deque<std::pair<uint64_t, uint64_t>> installs_;    // (time, page), oldest first
   std::unordered_map<uint32_t, uint64_t> last_fault_ns_;  // by thread
+  std::unordered_map<uint32_t, uint32_t> waits_;          // by thread: pages waited for
 };
 
 }  // namespace shoal

@@ -7,7 +7,9 @@
 #include <algorithm>
 #include <cctype>
 #include <charconv>
+#include <cmath>
 #include <cstdint>
+#include <initializer_list>
 #include <optional>
 #include <set>
 #include <string>
@@ -99,45 +101,40 @@ class Checker {
     return *r;
   }
 
-  // "1s", "1.5s", "500ms".
+  // A duration in milliseconds: 1s, 1.5s or 500ms.
   std::optional<uint64_t> millis(const YAML::Node& n, const std::string& path) {
-    const std::string t = n.IsScalar() ? n.Scalar() : "";
-    const bool ms = t.size() > 2 && t.ends_with("ms");
-    const bool sec = !ms && t.size() > 1 && t.ends_with("s");
-    if (ms || sec) {
-      const std::string num = t.substr(0, t.size() - (ms ? 2 : 1));
-      double v = 0;
-      auto [end, ec] = std::from_chars(num.data(), num.data() + num.size(), v);
-      if (ec == std::errc() && end == num.data() + num.size() && v >= 0 && v < 1e9)
-        return static_cast<uint64_t>(ms ? v : v * 1000.0);
-    }
-    error(path, n, "expected a duration such as 1s or 500ms, got " + kind_of(n));
-    return std::nullopt;
+    return duration(n, path, {{"ms", 1}, {"s", 1e3}}, "1s or 500ms");
   }
-
   // A duration in microseconds: 200us, 5ms or 1s.
   std::optional<uint64_t> micros(const YAML::Node& n, const std::string& path) {
+    return duration(n, path, {{"us", 1}, {"ms", 1e3}, {"s", 1e6}}, "200us, 5ms or 1s");
+  }
+
+  static std::string join(const std::string& path, const std::string& key) {
+    return path.empty() ? key : path + "." + key;
+  }
+
+ private:
+  struct Unit {
+    const char* suffix;
+    double scale;  // units of the result per one of these
+  };
+  // A number and one of `units` (longest suffixes first), rounded to the result's unit.
+  std::optional<uint64_t> duration(const YAML::Node& n, const std::string& path,
+                                   std::initializer_list<Unit> units, const char* example) {
     const std::string t = n.IsScalar() ? n.Scalar() : "";
-    struct Unit {
-      const char* suffix;
-      double us;
-    };
-    for (const Unit u : {Unit{"us", 1}, Unit{"ms", 1e3}, Unit{"s", 1e6}}) {
+    for (const Unit u : units) {
       const size_t len = std::char_traits<char>::length(u.suffix);
       if (t.size() <= len || !t.ends_with(u.suffix)) continue;
       double v = 0;
       const char* end_of_number = t.data() + t.size() - len;
       auto [end, ec] = std::from_chars(t.data(), end_of_number, v);
-      if (ec == std::errc() && end == end_of_number && v >= 0 && v * u.us < 1e12)
-        return static_cast<uint64_t>(v * u.us);
+      if (ec == std::errc() && end == end_of_number && v >= 0 && v * u.scale < 1e12)
+        return static_cast<uint64_t>(std::llround(v * u.scale));
       break;
     }
-    error(path, n, "expected a duration such as 200us, 5ms or 1s, got " + kind_of(n));
+    error(path, n, std::string("expected a duration such as ") + example + ", got " + kind_of(n));
     return std::nullopt;
-  }
-
-  static std::string join(const std::string& path, const std::string& key) {
-    return path.empty() ? key : path + "." + key;
   }
 };
 

@@ -159,7 +159,6 @@ TEST(GuestCpuid, ARestoreNeedsEveryFeatureTheGuestSaw) {
   EXPECT_TRUE(check_cpuid_features(narrow, wide).ok());
 }
 
-}  // namespace
 TEST(GuestCpuid, APodMemberSeesNoKvmFeatureOneHostsKernelKeeps) {
   std::vector<kvm_cpuid_entry2> host(2);
   host[0].function = KVM_CPUID_FEATURES;
@@ -176,4 +175,5 @@ TEST(GuestCpuid, APodMemberSeesNoKvmFeatureOneHostsKernelKeeps) {
   EXPECT_TRUE(check_cpuid_features(out, host).ok());
 }
 
+}  // namespace
 }  // namespace shoal

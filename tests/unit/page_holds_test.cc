@@ -30,6 +30,25 @@ TEST(PageHolds, APageStaysWhileTheThreadThatFaultedOnItGoesOnFaulting) {
   EXPECT_EQ(h.held_until(1, 600 * kUs), 0u);
 }
 
+TEST(PageHolds, APageStaysWhileItsThreadWaitsForTheNextPage) {
+  PageHolds h(200 * kUs, 3200 * kUs);
+  h.faulted(41, 0);
+  h.installed(1, 41, 100 * kUs);
+  // Thread 41 faults on the next table at 150 us and waits for it for a long time.
+  h.faulted(41, 150 * kUs);
+  h.wait_began(41);
+  EXPECT_EQ(h.held_until(1, 1000 * kUs), 1200 * kUs);  // still waiting: held on
+  EXPECT_EQ(h.held_until(1, 2000 * kUs), 2200 * kUs);
+  h.wait_ended(41, 2500 * kUs);                        // the page came: it runs again
+  EXPECT_EQ(h.held_until(1, 2600 * kUs), 2700 * kUs);  // a hold from the end of the wait
+  EXPECT_EQ(h.held_until(1, 2700 * kUs), 0u);
+  // Even a wait that never ends lets a page go at the limit.
+  h.installed(2, 41, 5000 * kUs);
+  h.wait_began(41);
+  EXPECT_EQ(h.held_until(2, 8000 * kUs), 8200 * kUs);
+  EXPECT_EQ(h.held_until(2, 8200 * kUs), 0u);
+}
+
 TEST(PageHolds, AThreadThatNeverStopsFaultingHoldsAPageNoLongerThanTheLimit) {
   PageHolds h(200 * kUs, 1000 * kUs);
   h.installed(3, 9, 0);
