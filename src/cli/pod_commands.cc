@@ -50,6 +50,12 @@ int validate_pod(const std::string& path) {
   const PodSpec& s = *r.spec;
   std::printf("pod %s: %d vCPUs, %s over %zu hosts\n", s.name.c_str(), s.vcpus,
               format_size(s.memory).c_str(), s.hosts.size());
+  // The settings that have defaults, so a reader sees what a spec that leaves them out gets.
+  std::printf("  transport %s, failure timeout %llu ms, page hold %llu us, placement %s\n",
+              s.transport == PodTransport::kRdma ? "rdma" : "tcp",
+              static_cast<unsigned long long>(s.failure_timeout_ms),
+              static_cast<unsigned long long>(s.page_hold_us),
+              s.placement == PodPlacement::kAuto ? "auto" : "static");
   for (const auto& h : s.hosts) {
     std::string vcpus, home;
     for (int v : h.vcpus) vcpus += (vcpus.empty() ? "" : ",") + std::to_string(v);

@@ -87,6 +87,9 @@ TEST(BadInput, PodSpecErrorsAreListedWithPathsAndExit2) {
       seconds(30));
   EXPECT_EQ(good.exit_code, 0) << good.err;
   EXPECT_NE(good.out.find("pod counter-demo: 4 vCPUs, 1 GiB over 2 hosts"), std::string::npos);
+  EXPECT_NE(good.out.find("  transport tcp, failure timeout 1000 ms, page hold 200 us, placement "),
+            std::string::npos)
+      << good.out;
 }
 
 }  // namespace
