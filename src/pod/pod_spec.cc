@@ -250,22 +250,21 @@ PodSpecResult parse_pod_spec(const std::string& yaml_text) {
         c.error("spec.placement", s["placement"], "expected static or auto, got '" + *v + "'");
     }
     if (auto v = c.text(s, "spec", "secretFile", true)) spec.secret_file = *v;
-    if (s["failureTimeout"].IsDefined()) {
-      if (auto v = c.millis(s["failureTimeout"], "spec.failureTimeout")) {
-        if (*v < 500 || *v > 60'000)
-          c.error("spec.failureTimeout", s["failureTimeout"], "expected 500ms to 60s");
-        else
-          spec.failure_timeout_ms = *v;
-      }
-    }
-    if (s["pageHold"].IsDefined()) {
-      if (auto v = c.micros(s["pageHold"], "spec.pageHold")) {
-        if (*v < 20 || *v > 1'000'000)
-          c.error("spec.pageHold", s["pageHold"], "expected 20us to 1s");
-        else
-          spec.page_hold_us = *v;
-      }
-    }
+    // Durations in range, each kept only when valid (the default stays otherwise).
+    auto duration = [&](const char* key, bool in_micros, uint64_t lo, uint64_t hi,
+                        const char* range, uint64_t& out) {
+      const YAML::Node n = s[key];
+      if (!n.IsDefined()) return;
+      const std::string path = std::string("spec.") + key;
+      auto v = in_micros ? c.micros(n, path) : c.millis(n, path);
+      if (!v) return;
+      if (*v < lo || *v > hi)
+        c.error(path, n, std::string("expected ") + range);
+      else
+        out = *v;
+    };
+    duration("failureTimeout", false, 500, 60'000, "500ms to 60s", spec.failure_timeout_ms);
+    duration("pageHold", true, 20, 1'000'000, "20us to 1s", spec.page_hold_us);
     if (const YAML::Node d = s["disks"]; d.IsDefined()) {
       if (!d.IsSequence() || d.size() > platform::kVirtioMmioSlots) {
         c.error("spec.disks", d,
