@@ -338,6 +338,7 @@ void CoherentMemory::loop() {
     if (fds[0].revents) {
       const ssize_t n = read(uffd_.fd(), msgs, sizeof msgs);
       if (n < 0 && errno != EAGAIN && errno != EINTR) return fail(errno_error("read userfaultfd"));
+      const uint64_t read_at_ns = monotonic_ns();  // one clock read for the whole batch
       for (ssize_t i = 0; i < n / static_cast<ssize_t>(sizeof(uffd_msg)); ++i) {
         if (msgs[i].event != UFFD_EVENT_PAGEFAULT) continue;
         const uint64_t address = msgs[i].arg.pagefault.address;
@@ -348,7 +349,7 @@ void CoherentMemory::loop() {
         const bool wp = (flags & UFFD_PAGEFAULT_FLAG_WP) != 0;
         stats_.wp_faults += wp ? 1 : 0;
         fault_tid_ = msgs[i].arg.pagefault.feat.ptid;
-        holds_.faulted(fault_tid_, monotonic_ns());
+        holds_.faulted(fault_tid_, read_at_ns);
         on_fault(offset / kPageBytes,
                  wp || (flags & UFFD_PAGEFAULT_FLAG_WRITE) ? Access::kWrite : Access::kRead);
       }
