@@ -45,12 +45,16 @@ CliOutcome parse_cli(int argc, const char* const* argv) {
       run->add_option("--kernel", cfg.kernel, "bzImage, or ELF kernel with a PVH entry note");
   std::string restore;
   bool restore_eager = false;
+  bool restore_direct = false;
   run->add_option(
       "--restore", restore,
       "resume a snapshot (shoal ctl ... snapshot FILE) or a --replica directory instead of "
       "booting: memory is loaded lazily as the guest touches it, and in the background");
   run->add_flag("--restore-eager", restore_eager,
                 "with --restore: load all memory before the guest runs (for comparison)");
+  run->add_flag("--restore-direct", restore_direct,
+                "with --restore: read the snapshot around the page cache (O_DIRECT), so a cold "
+                "file leaves no second copy of guest memory there (slower to load in full)");
   std::string restore_image;
   run->add_option("--restore-image", restore_image,
                   "with --restore: take guest RAM from this raw image of it (mapped privately, "
@@ -304,16 +308,20 @@ CliOutcome parse_cli(int argc, const char* const* argv) {
       return fail(usage_error("--replica", "not with --restore yet (restore, then start anew)"));
     if (restore_eager && !restore_image.empty())
       return fail(usage_error("--restore-eager", "not with --restore-image"));
+    if (restore_direct && !restore_image.empty())
+      return fail(usage_error("--restore-direct", "not with --restore-image"));
     if (!restore_image.empty())
       if (auto e = check_readable("--restore-image", restore_image); !e.empty()) return fail(e);
     out.restore = restore;
     out.restore_eager = restore_eager;
+    out.restore_direct = restore_direct;
     cfg.memory_options.restore_image = restore_image;
     if (cfg.serial.empty()) return fail(usage_error("--serial", "expected stdio or a file path"));
     out.run = std::move(cfg);
     return out;
   }
   if (restore_eager) return fail(usage_error("--restore-eager", "needs --restore FILE"));
+  if (restore_direct) return fail(usage_error("--restore-direct", "needs --restore FILE"));
   if (!restore_image.empty()) return fail(usage_error("--restore-image", "needs --restore FILE"));
   if (kernel_opt->count() == 0)
     return fail(usage_error("--kernel", "required (or --restore FILE)"));

@@ -64,6 +64,7 @@ struct CliOutcome {
   // from it, so --kernel, --memory and --vcpus are not given).
   std::string restore;
   bool restore_eager = false;
+  bool restore_direct = false;
 };
 
 CliOutcome parse_cli(int argc, const char* const* argv);

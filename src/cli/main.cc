@@ -42,7 +42,7 @@ int run_main(int argc, char** argv) {
     if (is_replica_dir(cli.restore)) {
       // A replica: finish the checkpoint a crash interrupted, then restore the state it holds
       // over its memory image (paged in by the kernel as the guest touches it).
-      if (cli.restore_eager || !cfg.memory_options.restore_image.empty())
+      if (cli.restore_eager || cli.restore_direct || !cfg.memory_options.restore_image.empty())
         return report_error(kExitUsage, "--restore " + cli.restore +
                                             ": a replica is restored from its own memory image");
       auto state = recover_replica(cli.restore);
@@ -56,6 +56,7 @@ int run_main(int argc, char** argv) {
     cfg.vcpus = static_cast<int>((*file)->header().vcpus);
     cfg.memory_options.restore_from = std::move(*file);
     cfg.memory_options.restore_eager = cli.restore_eager;
+    cfg.memory_options.restore_direct = cli.restore_direct;
   }
 
   auto kvm = Kvm::open();

@@ -92,8 +92,9 @@ Result<std::unique_ptr<GuestMemoryManager>> GuestMemoryManager::create(
       return Error("restore: the snapshot holds " +
                    format_size(options.restore_from->header().ram_bytes) + " of guest RAM, not " +
                    format_size(ram.size()));
-    m->snapshot_ = std::make_unique<SnapshotSource>(*m->uffd_, target, *m->directory_,
-                                                    options.restore_from, on_fatal);
+    m->snapshot_ =
+        std::make_unique<SnapshotSource>(*m->uffd_, target, *m->directory_, options.restore_from,
+                                         on_fatal, SnapshotLoaderConfig{8, options.restore_direct});
     if (options.restore_progress) m->snapshot_->set_progress(options.restore_progress, 500'000'000);
   }
   auto tracker = WorkingSetTracker::create(*m->uffd_, target, *m->directory_);

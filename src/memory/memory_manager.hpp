@@ -35,6 +35,7 @@ struct MemoryOptions {
   // lazily and by a background loader, or all before the guest starts with `restore_eager`.
   std::shared_ptr<const SnapshotFile> restore_from;
   bool restore_eager = false;
+  bool restore_direct = false;  // the loader reads around the page cache (O_DIRECT)
   // Called by the background loader as it goes (SnapshotSource::Progress), every 500 ms and
   // once all is in.
   std::function<void(uint64_t loaded, uint64_t blocks, bool done)> restore_progress;

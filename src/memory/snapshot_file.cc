@@ -2,10 +2,12 @@
 
 #include <fcntl.h>
 #include <lz4.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstring>
 
 #include "shoal/crc32c.hpp"
 
@@ -37,6 +39,8 @@ Result<std::unique_ptr<SnapshotFile>> SnapshotFile::open(const std::string& path
   struct stat st {};
   if (fstat(f->fd_.get(), &st) < 0) return errno_error("snapshot " + path + ": fstat");
   if (!S_ISREG(st.st_mode)) return Error("snapshot " + path + ": not a regular file");
+  // Refused (EINVAL) where the file system has no direct I/O: the loader reads buffered.
+  f->direct_fd_ = UniqueFd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_DIRECT));
   f->file_bytes_ = static_cast<uint64_t>(st.st_size);
   const std::string what = "snapshot " + path;
   uint8_t head[kSnapshotHeaderBytes] = {};
@@ -105,26 +109,65 @@ void SnapshotFile::for_each_run(
 
 Status SnapshotFile::read_block(uint64_t b, std::span<uint8_t> out,
                                 std::vector<uint8_t>& scratch) const {
+  if (b >= blocks()) return Error("snapshot block " + std::to_string(b) + ": no such block");
+  const BlockEntry& e = index_.blocks[b];
+  const std::string what = "snapshot block " + std::to_string(b);
+  if (e.codec == BlockCodec::kRaw) {
+    // Straight into `out`: decode_block checks it in place.
+    const uint64_t raw = block_pages(b) * kSnapshotPageBytes;
+    if (out.size() < raw) return Error(what + ": buffer too small");
+    SHOAL_TRY(read_exact(fd_.get(), out.data(), raw, e.offset, what), "");
+    return decode_block(b, out.first(raw), out);
+  }
+  if (scratch.size() < e.stored_bytes) scratch.resize(lz4_bound(header_.block_bytes));
+  SHOAL_TRY(read_exact(fd_.get(), scratch.data(), e.stored_bytes, e.offset, what), "");
+  return decode_block(b, {scratch.data(), e.stored_bytes}, out);
+}
+
+Status SnapshotFile::decode_block(uint64_t b, std::span<const uint8_t> stored,
+                                  std::span<uint8_t> out) const {
   const std::string what = "snapshot block " + std::to_string(b);
   if (b >= blocks()) return Error(what + ": no such block");
   const BlockEntry& e = index_.blocks[b];
   const uint64_t raw = block_pages(b) * kSnapshotPageBytes;
   if (out.size() < raw) return Error(what + ": buffer too small");
+  if (stored.size() != e.stored_bytes)
+    return Error(what + ": " + std::to_string(stored.size()) + " bytes read of " +
+                 std::to_string(e.stored_bytes));
+  if (crc32c(stored.data(), stored.size()) != e.crc)
+    return Error(what + ": CRC mismatch (corrupted)");
   if (e.codec == BlockCodec::kRaw) {
-    SHOAL_TRY(read_exact(fd_.get(), out.data(), raw, e.offset, what), "");
-    if (crc32c(out.data(), raw) != e.crc) return Error(what + ": CRC mismatch (corrupted)");
+    if (stored.size() != raw) return Error(what + ": a raw block of the wrong size");
+    if (stored.data() != out.data()) std::memcpy(out.data(), stored.data(), raw);
     return {};
   }
-  if (scratch.size() < e.stored_bytes) scratch.resize(lz4_bound(header_.block_bytes));
-  SHOAL_TRY(read_exact(fd_.get(), scratch.data(), e.stored_bytes, e.offset, what), "");
-  if (crc32c(scratch.data(), e.stored_bytes) != e.crc)
-    return Error(what + ": CRC mismatch (corrupted)");
-  const int n = LZ4_decompress_safe(reinterpret_cast<const char*>(scratch.data()),
+  const int n = LZ4_decompress_safe(reinterpret_cast<const char*>(stored.data()),
                                     reinterpret_cast<char*>(out.data()),
-                                    static_cast<int>(e.stored_bytes), static_cast<int>(raw));
+                                    static_cast<int>(stored.size()), static_cast<int>(raw));
   if (n != static_cast<int>(raw))
     return Error(what + ": lz4 data does not decompress to " + std::to_string(raw) + " bytes");
   return {};
+}
+
+double SnapshotFile::cached_share() const {
+  if (blocks() == 0) return 1;
+  // The blocks lie between the first block's offset and the end of the last one.
+  const uint64_t first = index_.blocks.front().offset;
+  const uint64_t end = index_.blocks.back().offset + index_.blocks.back().stored_bytes;
+  const uint64_t page = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+  const uint64_t from = first / page * page;
+  const uint64_t len = end - from;
+  void* map = mmap(nullptr, len, PROT_READ, MAP_SHARED, fd_.get(), static_cast<off_t>(from));
+  if (map == MAP_FAILED) return 1;
+  std::vector<unsigned char> resident((len + page - 1) / page);
+  // mincore on a file mapping answers for files this process may write or owns (Linux 5.0+);
+  // otherwise it fails, and the caller keeps the page cache.
+  const bool ok = mincore(map, len, resident.data()) == 0;
+  munmap(map, len);
+  if (!ok) return 1;
+  uint64_t in = 0;
+  for (unsigned char r : resident) in += r & 1;
+  return static_cast<double>(in) / static_cast<double>(resident.size());
 }
 
 }  // namespace shoal

@@ -2,7 +2,9 @@
 
 #include <pthread.h>
 
+#include "memory/block_reader.hpp"
 #include "shoal/clock.hpp"
+#include "shoal/log.hpp"
 #include "shoal/size.hpp"
 
 namespace shoal {
@@ -15,12 +17,14 @@ constexpr uint64_t kPage = kSnapshotPageBytes;
 
 SnapshotSource::SnapshotSource(const Userfaultfd& uffd, Target ram, PageDirectory& directory,
                                std::shared_ptr<const SnapshotFile> file,
-                               std::function<void(const Error&)> on_fatal)
+                               std::function<void(const Error&)> on_fatal,
+                               SnapshotLoaderConfig loader)
     : uffd_(uffd),
       ram_(ram),
       dir_(directory),
       file_(std::move(file)),
       on_fatal_(std::move(on_fatal)),
+      loader_config_(loader),
       state_(new std::atomic<uint8_t>[file_->blocks()]()),
       fault_buffer_(file_->header().block_bytes),
       started_ns_(monotonic_ns()) {}
@@ -121,16 +125,24 @@ Status SnapshotSource::install(uint64_t page, const uint8_t* from, uint64_t coun
   return {};
 }
 
+bool SnapshotSource::claim(uint64_t b) {
+  uint8_t expected = kUnloaded;
+  return state_[b].compare_exchange_strong(expected, kLoading, std::memory_order_acq_rel);
+}
+
 Result<bool> SnapshotSource::load_block(uint64_t b, std::vector<uint8_t>& buffer,
                                         std::vector<uint8_t>& scratch) {
-  uint8_t expected = kUnloaded;
-  if (!state_[b].compare_exchange_strong(expected, kLoading, std::memory_order_acq_rel))
-    return false;
-  Status s = file_->read_block(b, buffer, scratch);
+  if (!claim(b)) return false;
+  SHOAL_TRY(finish_block(b, file_->read_block(b, buffer, scratch), buffer), "");
+  return true;
+}
+
+Status SnapshotSource::finish_block(uint64_t b, Status read, std::span<const uint8_t> pages) {
+  Status s = std::move(read);
   if (s.ok()) {
     stats_.bytes_read += file_->index().blocks[b].stored_bytes;
     file_->for_each_run(b, [&](uint64_t page, uint64_t at, uint64_t count) {
-      if (s.ok()) s = install(page, buffer.data() + at * kPage, count);
+      if (s.ok()) s = install(page, pages.data() + at * kPage, count);
     });
     if (!s.ok()) s = s.error().context("install snapshot block " + std::to_string(b));
   }
@@ -138,12 +150,12 @@ Result<bool> SnapshotSource::load_block(uint64_t b, std::vector<uint8_t>& buffer
     // Whoever loads it (the loader, a fault, a discard on a vCPU thread), the machine stops.
     state_[b].store(kFailed, std::memory_order_release);
     on_fatal_(s.error().context("snapshot " + file_->path()));
-    return s.error();
+    return s;
   }
   state_[b].store(kLoaded, std::memory_order_release);
   if (loaded_.fetch_add(1, std::memory_order_acq_rel) + 1 == file_->blocks())
     stats_.finished_ns = monotonic_ns() - started_ns_;
-  return true;
+  return {};
 }
 
 Status SnapshotSource::serve_fault(uint64_t page, Access /*access*/) {
@@ -171,7 +183,10 @@ Status SnapshotSource::serve_fault(uint64_t page, Access /*access*/) {
 
 Status SnapshotSource::load_all() {
   if (!zeros_claimed_.exchange(true)) SHOAL_TRY(install_zero_extents(), "zero pages");
-  std::vector<uint8_t> buffer, scratch;
+  std::vector<uint8_t> buffer(file_->header().block_bytes), scratch;
+  // Reading ahead as the background loader does; then waiting for blocks others claimed.
+  if (loader_config_.depth > 0 && load_ahead(buffer) == AheadResult::kFailed)
+    return Error("snapshot " + file_->path() + ": a block failed to load");
   for (uint64_t b = 0; b < file_->blocks(); ++b) SHOAL_TRY(ensure_block(b, buffer, scratch), "");
   return {};
 }
@@ -185,6 +200,63 @@ Status SnapshotSource::start_loader() {
   return {};
 }
 
+void SnapshotSource::report_progress(uint64_t& reported_ns) {
+  if (progress_ && monotonic_ns() - reported_ns >= progress_every_ns_) {
+    reported_ns = monotonic_ns();
+    progress_(blocks_loaded(), file_->blocks(), false);
+  }
+}
+
+SnapshotSource::AheadResult SnapshotSource::load_ahead(std::vector<uint8_t>& buffer) {
+  const bool direct = loader_config_.direct;
+  auto made = BlockReader::create(*file_, loader_config_.depth, direct);
+  if (!made) {
+    log::warn("snapshot loader: {}; reading one block at a time", made.error().message());
+    return AheadResult::kNoRing;
+  }
+  BlockReader& reader = **made;
+  stats_.direct = direct;
+  uint64_t reported_ns = monotonic_ns(), next = 0;
+  std::vector<uint64_t> claimed;  // read or being read here, not yet settled
+  // Blocks claimed here must not stay "loading" when the loader gives up: a fault on one
+  // would wait for nobody.
+  auto settle = [&] {
+    for (uint64_t b : claimed) state_[b].store(kFailed, std::memory_order_release);
+  };
+  auto give_up = [&](const Error& e) {
+    settle();
+    on_fatal_(e.context("snapshot loader (" + file_->path() + ")"));
+    return AheadResult::kFailed;
+  };
+  while (!stop_.load(std::memory_order_relaxed)) {
+    // Claim the next blocks nobody has (in file order: the working set first) and start their
+    // reads, up to the depth; a fault may have claimed some already.
+    while (reader.can_submit() && next < file_->blocks()) {
+      const uint64_t b = next++;
+      if (!claim(b)) continue;
+      claimed.push_back(b);
+      if (Status s = reader.submit(b); !s.ok()) return give_up(s.error());
+    }
+    if (reader.in_flight() == 0) break;
+    loader_busy_since_.store(monotonic_ns(), std::memory_order_relaxed);
+    auto done = reader.wait_one();
+    if (!done) return give_up(done.error());
+    Status s = done->read.ok() ? file_->decode_block(done->block, done->stored, buffer)
+                               : std::move(done->read);
+    reader.release(*done);
+    std::erase(claimed, done->block);
+    const bool ok = finish_block(done->block, std::move(s), buffer).ok();
+    loader_busy_since_.store(0, std::memory_order_relaxed);
+    if (!ok) {  // finish_block told on_fatal
+      settle();
+      return AheadResult::kFailed;
+    }
+    ++stats_.blocks_by_loader;
+    report_progress(reported_ns);
+  }
+  return AheadResult::kRan;
+}
+
 void SnapshotSource::loader_loop() {
   // The zero pages first: no reads, a few microseconds an extent, and the guest had every one
   // of them mapped when it was saved (left to faults, each would cost one, the zero and data
@@ -195,16 +267,17 @@ void SnapshotSource::loader_loop() {
       return;
     }
   std::vector<uint8_t> buffer(file_->header().block_bytes), scratch;
-  uint64_t reported_ns = monotonic_ns();
-  for (uint64_t b = 0; b < file_->blocks() && !stop_.load(std::memory_order_relaxed); ++b) {
-    loader_busy_since_.store(monotonic_ns(), std::memory_order_relaxed);
-    auto claimed = load_block(b, buffer, scratch);
-    loader_busy_since_.store(0, std::memory_order_relaxed);
-    if (!claimed) return;  // load_block told on_fatal
-    if (*claimed) ++stats_.blocks_by_loader;
-    if (progress_ && monotonic_ns() - reported_ns >= progress_every_ns_) {
-      reported_ns = monotonic_ns();
-      progress_(blocks_loaded(), file_->blocks(), false);
+  const AheadResult ahead = loader_config_.depth == 0 ? AheadResult::kNoRing : load_ahead(buffer);
+  if (ahead == AheadResult::kFailed) return;
+  if (ahead == AheadResult::kNoRing) {
+    uint64_t reported_ns = monotonic_ns();
+    for (uint64_t b = 0; b < file_->blocks() && !stop_.load(std::memory_order_relaxed); ++b) {
+      loader_busy_since_.store(monotonic_ns(), std::memory_order_relaxed);
+      auto claimed = load_block(b, buffer, scratch);
+      loader_busy_since_.store(0, std::memory_order_relaxed);
+      if (!claimed) return;  // load_block told on_fatal
+      if (*claimed) ++stats_.blocks_by_loader;
+      report_progress(reported_ns);
     }
   }
   // Every block is claimed now; those faults claimed may still be installing.

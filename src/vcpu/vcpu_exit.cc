@@ -1,5 +1,6 @@
 #include "vcpu/vcpu_exit.hpp"
 
+#include <cerrno>
 #include <cstring>
 #include <sstream>
 
@@ -78,7 +79,15 @@ std::string describe_exit(const VcpuExit& exit) {
                    for (uint32_t i = 0; i < e.ndata; ++i)
                      s << (i ? " " : " data ") << std::hex << "0x" << e.data[i];
                  },
-                 [&](const RunErrorExit& e) { s << "KVM_RUN: " << std::strerror(e.error); },
+                 [&](const RunErrorExit& e) {
+                   s << "KVM_RUN: " << std::strerror(e.error);
+                   // KVM could not get a page of guest RAM from this process's mapping: the
+                   // kernel refused it memory (ENOMEM inside get_user_pages), or a file mapped
+                   // as guest RAM (--restore-image, a replica's memory.img) shrank or vanished.
+                   if (e.error == EFAULT)
+                     s << " (KVM could not map guest memory: host out of memory, or a file "
+                          "behind guest RAM shrank)";
+                 },
                  [&](const UnknownExit& e) { s << "unhandled exit reason " << e.reason; },
              },
              exit);

@@ -193,6 +193,12 @@ void VcpuThread::set_sink(SinkVector sink) {
 
 void VcpuThread::start() {
   install_kick_signal_handler();
+  // An AP nobody has started yet: read here, before the thread runs and before the pod can
+  // have sent it anything. Read by its first KVM_RUN or KVM_GET_MP_STATE instead, an INIT and
+  // SIPI that arrived first would already have made it RUNNABLE (KVM takes both pending
+  // events in one pass), and a shadow would enter the sink without reporting them.
+  if (auto mp = backend_->mp_state(); mp && *mp == KVM_MP_STATE_UNINITIALIZED)
+    awaiting_start_ = true;
   std::unique_lock lock(mu_);
   thread_ = std::thread([this] { loop(); });
   handle_ = thread_.native_handle();
@@ -238,8 +244,15 @@ std::future<Result<VcpuState>> VcpuThread::save() {
 std::future<Status> VcpuThread::restore(VcpuState state) {
   auto reply = std::make_shared<std::promise<Status>>();
   auto f = reply->get_future();
-  post([reply, s = std::move(state)](VcpuBackend* b) {
-    reply->set_value(b ? b->restore_state(s) : Status(Error("the vcpu has stopped")));
+  post([this, reply, s = std::move(state)](VcpuBackend* b) {
+    if (b == nullptr) return reply->set_value(Error("the vcpu has stopped"));
+    Status r = b->restore_state(s);
+    // The restored vCPU was started already, or (UNINITIALIZED) waits for its INIT and SIPI.
+    if (r.ok()) {
+      awaiting_start_ = s.mp_state.mp_state == KVM_MP_STATE_UNINITIALIZED;
+      init_reported_ = false;
+    }
+    reply->set_value(std::move(r));
   });
   return f;
 }
@@ -362,6 +375,9 @@ void VcpuThread::loop() {
         sink_entered_ = true;
       }
     }
+    // Running the guest here, this fd's own KVM takes its INIT and SIPI: a shadow it becomes
+    // later has nothing to report.
+    if (!sinking) awaiting_start_ = init_reported_ = false;
     VcpuExit exit = backend_->run();
     ++exits_;
     exit_pending_ = false;
@@ -413,14 +429,11 @@ bool VcpuThread::handle_sink_exit(const VcpuExit& exit) {
 }
 
 Result<VcpuThread::StartStep> VcpuThread::shadow_start_step() {
+  if (!awaiting_start_) return StartStep::kEnterSink;  // a started vCPU's shadow
   auto mp = backend_->mp_state();
   if (!mp) return mp.error();
   const int id = backend_->id();
-  if (*mp == KVM_MP_STATE_UNINITIALIZED) {
-    awaiting_start_ = true;
-    return StartStep::kWaitInKvm;
-  }
-  if (!awaiting_start_) return StartStep::kEnterSink;  // a started vCPU's shadow
+  if (*mp == KVM_MP_STATE_UNINITIALIZED) return StartStep::kWaitInKvm;
   if (!init_reported_) {
     if (sink_) sink_(id, ApicDelivery::kInit, 0);
     init_reported_ = true;

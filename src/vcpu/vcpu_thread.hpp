@@ -162,8 +162,8 @@ class VcpuThread {
   std::deque<Job> jobs_;
   bool exit_pending_ = false;  // vCPU thread only: the last exit needs completing (see backend)
   bool sink_entered_ = false;  // vCPU thread only: the fd runs the sink's code
-  // vCPU thread only: a shadow of an AP that was found waiting for INIT/SIPI, and whether its
-  // INIT has been reported.
+  // vCPU thread only (and start(), before the thread): an AP not started yet, whose shadow
+  // reports its INIT and SIPI before entering the sink; whether its INIT has been reported.
   bool awaiting_start_ = false, init_reported_ = false;
   SinkVector sink_;
   VcpuRunState state_ = VcpuRunState::kRunning;

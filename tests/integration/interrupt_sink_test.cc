@@ -1,6 +1,7 @@
 // The interrupt sink on real KVM (arch/interrupt_sink.hpp): vCPU fds parked in the sink take
 // the interrupts sent to their APIC IDs, fixed and NMI, and report each vector exactly once;
-// leaving the sink hands back what was still pending in the LAPIC.
+// leaving the sink hands back what was still pending in the LAPIC. An AP's shadow enters the
+// sink only after the INIT and SIPI that start it, which it reports.
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -8,6 +9,9 @@
 #include <map>
 #include <mutex>
 #include <thread>
+#include <tuple>
+#include <utility>
+#include <vector>
 
 #include "arch/interrupt_sink.hpp"
 #include "machine/machine_core.hpp"
@@ -50,7 +54,14 @@ class InterruptSink : public ::testing::Test {
     auto core = MachineCore::create(std::move(*kvm), 64ull << 20, {}, true);
     ASSERT_TRUE(core.ok()) << core.error().message();
     core_ = std::move(*core);
-    core_->set_interrupt_sink([this](int vcpu, ApicDelivery, uint8_t v) { reports_.add(vcpu, v); });
+    core_->set_interrupt_sink([this](int vcpu, ApicDelivery d, uint8_t v) {
+      if (d == ApicDelivery::kInit || d == ApicDelivery::kStartup) {
+        std::lock_guard lock(mu_);
+        starts_.emplace_back(vcpu, d, v);
+        return;
+      }
+      reports_.add(vcpu, v);
+    });
     BootPlan plan;
     ASSERT_TRUE(core_
                     ->create_vcpus({0, 1}, 2, plan,
@@ -61,6 +72,27 @@ class InterruptSink : public ::testing::Test {
                     .ok());
     core_->command_vcpus(VcpuCommand::kSink);
     core_->start_vcpus();
+    // vCPU 1 is an AP nobody has started: its shadow waits for the INIT and SIPI another host's
+    // BSP would send, reports both, and only then enters the sink.
+    for (auto [delivery, vector] : {std::pair{ApicDelivery::kInit, uint8_t{0}},
+                                    std::pair{ApicDelivery::kStartup, uint8_t{0x10}}}) {
+      auto r = core_->vm().signal_msi(1, vector, delivery);
+      ASSERT_TRUE(r.ok()) << r.error().message();
+    }
+    const auto started_by = std::chrono::steady_clock::now() + 10s;
+    while (std::chrono::steady_clock::now() < started_by) {
+      {
+        std::lock_guard lock(mu_);
+        if (starts_.size() >= 2) break;
+      }
+      std::this_thread::sleep_for(1ms);
+    }
+    {
+      std::lock_guard lock(mu_);
+      using Start = std::tuple<int, ApicDelivery, uint8_t>;
+      ASSERT_EQ(starts_, (std::vector<Start>{{1, ApicDelivery::kInit, 0},
+                                             {1, ApicDelivery::kStartup, 0x10}}));
+    }
     // The sink software-enables its LAPIC in its start-up; until then KVM drops fixed MSIs.
     for (int id : {0, 1}) {
       const auto deadline = std::chrono::steady_clock::now() + 10s;
@@ -85,6 +117,7 @@ class InterruptSink : public ::testing::Test {
   Reports reports_;
   std::mutex mu_;
   std::string failed_;
+  std::vector<std::tuple<int, ApicDelivery, uint8_t>> starts_;  // INIT and SIPI reports
 };
 
 TEST_F(InterruptSink, ReportsEachFixedInterruptAndNmiOnceForItsOwnVcpu) {

@@ -1,5 +1,6 @@
 #include <gtest/gtest.h>
 
+#include <cerrno>
 #include <cstring>
 #include <vector>
 
@@ -97,6 +98,15 @@ TEST(DescribeExit, NamesTripleFault) {
   EXPECT_EQ(describe_exit(ShutdownExit{}), "KVM_EXIT_SHUTDOWN (triple fault)");
   EXPECT_EQ(describe_exit(FailEntryExit{0x80000021, 1}),
             "KVM_EXIT_FAIL_ENTRY hardware reason 0x80000021 on cpu 1");
+}
+
+// EFAULT from KVM_RUN is what a host out of memory gives (a restored guest in the 3G test
+// machine): the line says what it means.
+TEST(DescribeExit, SaysWhatAnEfaultFromKvmRunMeans) {
+  EXPECT_EQ(describe_exit(RunErrorExit{EFAULT}),
+            "KVM_RUN: Bad address (KVM could not map guest memory: host out of memory, or a file "
+            "behind guest RAM shrank)");
+  EXPECT_EQ(describe_exit(RunErrorExit{EINVAL}), "KVM_RUN: Invalid argument");
 }
 
 }  // namespace

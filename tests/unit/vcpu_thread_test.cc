@@ -203,6 +203,53 @@ TEST(VcpuThread, AShadowOfAnApNotStartedReportsItsInitAndSipiBeforeTheSink) {
   t.join();
 }
 
+// The INIT and SIPI may both be in before the shadow's thread first looks (KVM takes both in
+// one pass and the fd reads RUNNABLE): still an AP that was not started when the thread began,
+// so both are reported.
+TEST(VcpuThread, AShadowReportsAnInitAndSipiThatCameBeforeItsFirstLook) {
+  Fixture f;
+  auto backend = std::make_unique<FakeBackend>();
+  FakeBackend* fake = backend.get();
+  fake->mp_states = {KVM_MP_STATE_UNINITIALIZED, KVM_MP_STATE_RUNNABLE};  // at start(); then
+  VcpuThread t(std::move(backend), ExitBuses{f.pio, f.mmio},
+               [](int, const ExitAction&, const std::string&) { FAIL() << "not expected"; });
+  std::mutex mu;
+  std::vector<ApicDelivery> reports;
+  t.set_sink([&](int, ApicDelivery mode, uint8_t) {
+    std::lock_guard lock(mu);
+    reports.push_back(mode);
+  });
+  t.send(VcpuCommand::kSink);
+  t.start();
+  while (fake->sink_entries.load() == 0) std::this_thread::yield();
+  {
+    std::lock_guard lock(mu);
+    EXPECT_EQ(reports, (std::vector<ApicDelivery>{ApicDelivery::kInit, ApicDelivery::kStartup}));
+  }
+  t.send(VcpuCommand::kStop);
+  t.join();
+}
+
+// An AP that ran here (its own KVM took its INIT and SIPI) and then became a shadow, as when
+// it moves away, has nothing to report: a spurious INIT would reset it on its new host.
+TEST(VcpuThread, AnApThatRanHereBecomesAShadowWithoutReportingAStart) {
+  Fixture f;
+  auto backend = std::make_unique<FakeBackend>();
+  FakeBackend* fake = backend.get();
+  fake->mp_states = {KVM_MP_STATE_UNINITIALIZED, KVM_MP_STATE_RUNNABLE};
+  VcpuThread t(std::move(backend), ExitBuses{f.pio, f.mmio},
+               [](int, const ExitAction&, const std::string&) { FAIL() << "not expected"; });
+  std::atomic<int> reports{0};
+  t.set_sink([&](int, ApicDelivery, uint8_t) { ++reports; });
+  t.start();
+  while (fake->runs.load() == 0) std::this_thread::yield();  // it ran the guest
+  t.send(VcpuCommand::kSink);
+  while (fake->sink_entries.load() == 0) std::this_thread::yield();
+  EXPECT_EQ(reports.load(), 0);
+  t.send(VcpuCommand::kStop);
+  t.join();
+}
+
 TEST(VcpuThread, PowerOffIsReported) {
   Fixture f;
   auto backend = std::make_unique<FakeBackend>();
