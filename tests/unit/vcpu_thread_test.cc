@@ -170,15 +170,14 @@ TEST(VcpuThread, AShadowResumedWithoutLeavingTheSinkStaysInTheSink) {
   t.join();
 }
 
-// A shadow of an AP that was never started (Linux starts its APs with INIT and SIPI) reports
-// both for the host that runs the AP, and only then becomes a sink: entered at once, the
-// SIPI would start the guest's trampoline on this host.
-TEST(VcpuThread, AShadowOfAnApNotStartedReportsItsInitAndSipiBeforeTheSink) {
+// Runs a shadow (in the sink from the start) whose fd shows `mp_states` one look after the
+// other (the first at start()); returns what it reported before it entered the sink.
+std::vector<std::pair<ApicDelivery, uint8_t>> reports_before_the_sink(
+    std::deque<uint32_t> mp_states) {
   Fixture f;
   auto backend = std::make_unique<FakeBackend>();
   FakeBackend* fake = backend.get();
-  fake->mp_states = {KVM_MP_STATE_UNINITIALIZED, KVM_MP_STATE_UNINITIALIZED,
-                     KVM_MP_STATE_INIT_RECEIVED, KVM_MP_STATE_INIT_RECEIVED, KVM_MP_STATE_RUNNABLE};
+  fake->mp_states = std::move(mp_states);
   VcpuThread t(std::move(backend), ExitBuses{f.pio, f.mmio},
                [](int, const ExitAction&, const std::string&) { FAIL() << "not expected"; });
   std::mutex mu;
@@ -192,42 +191,32 @@ TEST(VcpuThread, AShadowOfAnApNotStartedReportsItsInitAndSipiBeforeTheSink) {
   t.send(VcpuCommand::kSink);
   t.start();
   while (fake->sink_entries.load() == 0) std::this_thread::yield();
-  {
-    std::lock_guard lock(mu);
-    const std::vector<std::pair<ApicDelivery, uint8_t>> expected = {{ApicDelivery::kInit, 0},
-                                                                    {ApicDelivery::kStartup, 0x9a}};
-    EXPECT_EQ(reports, expected);
-  }
   EXPECT_EQ(t.state(), VcpuRunState::kSink);
   t.send(VcpuCommand::kStop);
   t.join();
+  std::lock_guard lock(mu);
+  return reports;
+}
+
+const std::vector<std::pair<ApicDelivery, uint8_t>> kInitAndSipi = {{ApicDelivery::kInit, 0},
+                                                                    {ApicDelivery::kStartup, 0x9a}};
+
+// A shadow of an AP that was never started (Linux starts its APs with INIT and SIPI) reports
+// both for the host that runs the AP, and only then becomes a sink: entered at once, the
+// SIPI would start the guest's trampoline on this host.
+TEST(VcpuThread, AShadowOfAnApNotStartedReportsItsInitAndSipiBeforeTheSink) {
+  EXPECT_EQ(reports_before_the_sink({KVM_MP_STATE_UNINITIALIZED, KVM_MP_STATE_UNINITIALIZED,
+                                     KVM_MP_STATE_INIT_RECEIVED, KVM_MP_STATE_INIT_RECEIVED,
+                                     KVM_MP_STATE_RUNNABLE}),
+            kInitAndSipi);
 }
 
 // The INIT and SIPI may both be in before the shadow's thread first looks (KVM takes both in
 // one pass and the fd reads RUNNABLE): still an AP that was not started when the thread began,
 // so both are reported.
 TEST(VcpuThread, AShadowReportsAnInitAndSipiThatCameBeforeItsFirstLook) {
-  Fixture f;
-  auto backend = std::make_unique<FakeBackend>();
-  FakeBackend* fake = backend.get();
-  fake->mp_states = {KVM_MP_STATE_UNINITIALIZED, KVM_MP_STATE_RUNNABLE};  // at start(); then
-  VcpuThread t(std::move(backend), ExitBuses{f.pio, f.mmio},
-               [](int, const ExitAction&, const std::string&) { FAIL() << "not expected"; });
-  std::mutex mu;
-  std::vector<ApicDelivery> reports;
-  t.set_sink([&](int, ApicDelivery mode, uint8_t) {
-    std::lock_guard lock(mu);
-    reports.push_back(mode);
-  });
-  t.send(VcpuCommand::kSink);
-  t.start();
-  while (fake->sink_entries.load() == 0) std::this_thread::yield();
-  {
-    std::lock_guard lock(mu);
-    EXPECT_EQ(reports, (std::vector<ApicDelivery>{ApicDelivery::kInit, ApicDelivery::kStartup}));
-  }
-  t.send(VcpuCommand::kStop);
-  t.join();
+  EXPECT_EQ(reports_before_the_sink({KVM_MP_STATE_UNINITIALIZED, KVM_MP_STATE_RUNNABLE}),
+            kInitAndSipi);
 }
 
 // An AP that ran here (its own KVM took its INIT and SIPI) and then became a shadow, as when
