@@ -20,6 +20,9 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <functional>
+#include <memory>
+#include <mutex>
 #include <random>
 #include <string>
 #include <thread>
@@ -62,20 +65,30 @@ Result<Run> load_once(const std::string& path, uint64_t bytes, SnapshotLoaderCon
   std::shared_ptr<const SnapshotFile> shared = std::move(*file);
   auto uffd = Userfaultfd::open(true);
   if (!uffd) return uffd.error();
-  uint8_t* ram = map_ram(bytes);
+  std::unique_ptr<uint8_t, std::function<void(uint8_t*)>> ram(
+      map_ram(bytes), [bytes](uint8_t* p) { munmap(p, bytes); });
   if (ram == nullptr) return errno_error("mmap");
-  if (Status s = uffd->register_missing(ram, bytes); !s.ok()) return s.error();
+  if (Status s = uffd->register_missing(ram.get(), bytes); !s.ok()) return s.error();
   auto dir = PageDirectory::create(bytes / kPage);
   if (!dir) return dir.error();
+  std::mutex fatal_mu;  // the loader's thread reports, this one reads
   std::string fatal;
+  auto failed = [&] {
+    std::lock_guard lock(fatal_mu);
+    return !fatal.empty();
+  };
   Run run;
   {
     SnapshotSource source(
-        *uffd, {ram, bytes}, *dir, shared, [&fatal](const Error& e) { fatal = e.message(); },
+        *uffd, {ram.get(), bytes}, *dir, shared,
+        [&](const Error& e) {
+          std::lock_guard lock(fatal_mu);
+          if (fatal.empty()) fatal = e.message();
+        },
         config);
     const auto t0 = std::chrono::steady_clock::now();
     if (Status s = source.start_loader(); !s.ok()) return s.error();
-    while (source.blocks_loaded() < source.blocks() && fatal.empty())
+    while (source.blocks_loaded() < source.blocks() && !failed())
       std::this_thread::sleep_for(std::chrono::microseconds(200));
     run.ms =
         std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
@@ -83,8 +96,10 @@ Result<Run> load_once(const std::string& path, uint64_t bytes, SnapshotLoaderCon
     source.stop();
   }
   run.cached_after = shared->cached_share();
-  munmap(ram, bytes);
-  if (!fatal.empty()) return Error(fatal);
+  if (failed()) return Error(fatal);
+  // A row must be what it says: O_DIRECT refused (so read through the cache) is an error here.
+  if (run.direct != config.direct)
+    return Error(path + ": O_DIRECT was " + (config.direct ? "refused" : "used unasked"));
   return run;
 }
 
@@ -117,7 +132,11 @@ int main(int argc, char** argv) {
   {
     uint8_t* ram = map_ram(bytes);
     auto dir = PageDirectory::create(bytes / kPage);
-    if (ram == nullptr || !dir) return 1;
+    if (ram == nullptr || !dir) {
+      std::fprintf(stderr, "snapshot_load: no memory for %llu MiB of guest RAM\n",
+                   static_cast<unsigned long long>(mib));
+      return 1;
+    }
     std::mt19937_64 rng(42);
     for (uint64_t p = 0; p < bytes / kPage; ++p) {
       if (p % 4 != 0) {
@@ -136,6 +155,7 @@ int main(int argc, char** argv) {
     auto w = write_snapshot(path, in);
     munmap(ram, bytes);
     if (!w) {
+      // write_snapshot writes beside PATH and renames it over PATH: nothing to remove.
       std::fprintf(stderr, "snapshot_load: %s\n", w.error().message().c_str());
       return 1;
     }

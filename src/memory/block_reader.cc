@@ -2,6 +2,8 @@
 
 #include <cstdlib>
 
+#include "shoal/log.hpp"
+
 namespace shoal {
 
 namespace {
@@ -37,7 +39,13 @@ BlockReader::~BlockReader() {
     for (const Slot& s : slots_) any = any || s.reading;
     uint64_t tag = 0;
     int result = 0;
-    if (any && !ring_.wait(&tag, &result).ok()) break;  // the ring is gone: nothing in flight
+    if (any && !ring_.wait(&tag, &result).ok()) {
+      // Reads still in flight and no way to wait for them: their buffers are leaked, not
+      // freed under the kernel's writes.
+      for (Slot& s : slots_)
+        if (!s.reading) std::free(s.buffer);
+      return;
+    }
     if (any && tag < slots_.size()) slots_[tag].reading = false;
   }
   for (Slot& s : slots_) std::free(s.buffer);
@@ -57,6 +65,7 @@ Status BlockReader::submit(uint64_t b) {
   if (direct_) s.want = (s.want + kAlign - 1) / kAlign * kAlign;
   if (s.want > capacity_) return Error("snapshot block " + std::to_string(b) + ": too large");
   s.have = 0;
+  s.direct = direct_;
   s.busy = true;
   ++in_flight_;
   return queue(i);
@@ -65,7 +74,7 @@ Status BlockReader::submit(uint64_t b) {
 Status BlockReader::queue(unsigned slot) {
   Slot& s = slots_[slot];
   s.iov = {s.buffer + s.have, s.want - s.have};
-  if (!ring_.queue_readv(direct_ ? file_.direct_fd() : file_.fd(), &s.iov, 1, s.start + s.have,
+  if (!ring_.queue_readv(s.direct ? file_.direct_fd() : file_.fd(), &s.iov, 1, s.start + s.have,
                          slot))
     return Error("snapshot reader: the ring is full");
   const int rc = ring_.submit();
@@ -85,6 +94,20 @@ Result<BlockReader::Done> BlockReader::wait_one() {
     Done d{s.block, {}, {}, static_cast<unsigned>(tag)};
     const BlockEntry& e = file_.index().blocks[s.block];
     const std::string what = "snapshot block " + std::to_string(s.block);
+    if (result == -EINVAL && s.direct) {
+      // A file system that opened the file with O_DIRECT but refuses the reads (or wants a
+      // larger alignment): from here on through the page cache, this read too (the others in
+      // flight come back the same way).
+      if (direct_)
+        log::warn("snapshot reader: {}: O_DIRECT reads refused; reading through the page cache",
+                  file_.path());
+      direct_ = s.direct = false;
+      if (Status q = queue(static_cast<unsigned>(tag)); !q.ok()) {
+        d.read = q;
+        return d;
+      }
+      continue;
+    }
     if (result < 0) {
       d.read = errno_error(what + ": read", -result);
       return d;

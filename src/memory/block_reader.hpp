@@ -28,6 +28,7 @@ class BlockReader {
   BlockReader& operator=(const BlockReader&) = delete;
   ~BlockReader();
 
+  // False from the first O_DIRECT read the file system refused (EINVAL) on: then buffered.
   bool direct() const { return direct_; }
   unsigned in_flight() const { return in_flight_; }
   bool can_submit() const { return in_flight_ < slots_.size(); }
@@ -54,6 +55,7 @@ class BlockReader {
     uint64_t skip = 0;     // where the block begins in the buffer
     bool busy = false;     // read in flight, or done and not yet released
     bool reading = false;  // a read of it is in the ring
+    bool direct = false;   // read with O_DIRECT
     iovec iov{};
   };
   BlockReader(const SnapshotFile& file, IoRing ring, bool direct)

@@ -125,6 +125,15 @@ Status SnapshotSource::install(uint64_t page, const uint8_t* from, uint64_t coun
   return {};
 }
 
+void SnapshotSource::mark_failed(uint64_t b) {
+  state_[b].store(kFailed, std::memory_order_release);
+  // vCPUs already asleep on its pages (a fault on a block being loaded waits for the copy):
+  // woken, each faults again and finds the block failed.
+  file_->for_each_run(b, [&](uint64_t page, uint64_t, uint64_t count) {
+    (void)uffd_.wake(addr(page), count * kPage);
+  });
+}
+
 bool SnapshotSource::claim(uint64_t b) {
   uint8_t expected = kUnloaded;
   return state_[b].compare_exchange_strong(expected, kLoading, std::memory_order_acq_rel);
@@ -148,7 +157,7 @@ Status SnapshotSource::finish_block(uint64_t b, Status read, std::span<const uin
   }
   if (!s.ok()) {
     // Whoever loads it (the loader, a fault, a discard on a vCPU thread), the machine stops.
-    state_[b].store(kFailed, std::memory_order_release);
+    mark_failed(b);
     on_fatal_(s.error().context("snapshot " + file_->path()));
     return s;
   }
@@ -183,9 +192,10 @@ Status SnapshotSource::serve_fault(uint64_t page, Access /*access*/) {
 
 Status SnapshotSource::load_all() {
   if (!zeros_claimed_.exchange(true)) SHOAL_TRY(install_zero_extents(), "zero pages");
+  if (blocks_loaded() == file_->blocks()) return {};  // a snapshot of a guest restored long ago
   std::vector<uint8_t> buffer(file_->header().block_bytes), scratch;
   // Reading ahead as the background loader does; then waiting for blocks others claimed.
-  if (loader_config_.depth > 0 && load_ahead(buffer) == AheadResult::kFailed)
+  if (loader_config_.depth > 0 && load_ahead(buffer, false) == AheadResult::kFailed)
     return Error("snapshot " + file_->path() + ": a block failed to load");
   for (uint64_t b = 0; b < file_->blocks(); ++b) SHOAL_TRY(ensure_block(b, buffer, scratch), "");
   return {};
@@ -207,7 +217,8 @@ void SnapshotSource::report_progress(uint64_t& reported_ns) {
   }
 }
 
-SnapshotSource::AheadResult SnapshotSource::load_ahead(std::vector<uint8_t>& buffer) {
+SnapshotSource::AheadResult SnapshotSource::load_ahead(std::vector<uint8_t>& buffer,
+                                                       bool background) {
   const bool direct = loader_config_.direct;
   auto made = BlockReader::create(*file_, loader_config_.depth, direct);
   if (!made) {
@@ -218,10 +229,16 @@ SnapshotSource::AheadResult SnapshotSource::load_ahead(std::vector<uint8_t>& buf
   stats_.direct = direct;
   uint64_t reported_ns = monotonic_ns(), next = 0;
   std::vector<uint64_t> claimed;  // read or being read here, not yet settled
+  // Only the background loader's time counts for the watchdog (busy_ns), and only it reports
+  // progress: load_all on another thread would hide a stuck loader and print lines twice.
+  auto busy = [&](uint64_t since) {
+    if (background) loader_busy_since_.store(since, std::memory_order_relaxed);
+  };
   // Blocks claimed here must not stay "loading" when the loader gives up: a fault on one
-  // would wait for nobody.
+  // would wait for nobody. Faults already waiting on them are woken to find them failed.
   auto settle = [&] {
-    for (uint64_t b : claimed) state_[b].store(kFailed, std::memory_order_release);
+    busy(0);
+    for (uint64_t b : claimed) mark_failed(b);
   };
   auto give_up = [&](const Error& e) {
     settle();
@@ -238,7 +255,7 @@ SnapshotSource::AheadResult SnapshotSource::load_ahead(std::vector<uint8_t>& buf
       if (Status s = reader.submit(b); !s.ok()) return give_up(s.error());
     }
     if (reader.in_flight() == 0) break;
-    loader_busy_since_.store(monotonic_ns(), std::memory_order_relaxed);
+    busy(monotonic_ns());
     auto done = reader.wait_one();
     if (!done) return give_up(done.error());
     Status s = done->read.ok() ? file_->decode_block(done->block, done->stored, buffer)
@@ -246,13 +263,14 @@ SnapshotSource::AheadResult SnapshotSource::load_ahead(std::vector<uint8_t>& buf
     reader.release(*done);
     std::erase(claimed, done->block);
     const bool ok = finish_block(done->block, std::move(s), buffer).ok();
-    loader_busy_since_.store(0, std::memory_order_relaxed);
+    busy(0);
     if (!ok) {  // finish_block told on_fatal
       settle();
       return AheadResult::kFailed;
     }
     ++stats_.blocks_by_loader;
-    report_progress(reported_ns);
+    stats_.direct = reader.direct();  // false once the file system refused O_DIRECT
+    if (background) report_progress(reported_ns);
   }
   return AheadResult::kRan;
 }
@@ -267,7 +285,8 @@ void SnapshotSource::loader_loop() {
       return;
     }
   std::vector<uint8_t> buffer(file_->header().block_bytes), scratch;
-  const AheadResult ahead = loader_config_.depth == 0 ? AheadResult::kNoRing : load_ahead(buffer);
+  const AheadResult ahead =
+      loader_config_.depth == 0 ? AheadResult::kNoRing : load_ahead(buffer, true);
   if (ahead == AheadResult::kFailed) return;
   if (ahead == AheadResult::kNoRing) {
     uint64_t reported_ns = monotonic_ns();

@@ -103,13 +103,15 @@ class SnapshotSource final : public PageSource {
   // Claims block `b` (false: another thread has it) and installs it.
   Result<bool> load_block(uint64_t b, std::vector<uint8_t>& buffer, std::vector<uint8_t>& scratch);
   bool claim(uint64_t b);
+  void mark_failed(uint64_t b);
   // Installs claimed block `b` from its decoded `pages`, or (`read` failed) marks it failed
   // and stops the machine; either way the block is settled.
   Status finish_block(uint64_t b, Status read, std::span<const uint8_t> pages);
   // The loader with reads ahead on an io_uring; kNoRing if the ring could not be set up (the
   // loader then reads one block at a time).
   enum class AheadResult { kNoRing, kRan, kFailed };
-  AheadResult load_ahead(std::vector<uint8_t>& buffer);
+  // `background`: on the loader's thread (its busy time and progress), not load_all's.
+  AheadResult load_ahead(std::vector<uint8_t>& buffer, bool background);
   void report_progress(uint64_t& reported_ns);
   // Loads block `b` unless it is in, or waits until the thread loading it is done.
   Status ensure_block(uint64_t b, std::vector<uint8_t>& buffer, std::vector<uint8_t>& scratch);

@@ -235,8 +235,13 @@ void VcpuThread::post(Job job) {
 std::future<Result<VcpuState>> VcpuThread::save() {
   auto reply = std::make_shared<std::promise<Result<VcpuState>>>();
   auto f = reply->get_future();
-  post([reply](VcpuBackend* b) {
-    reply->set_value(b ? b->save_state() : Result<VcpuState>(Error("the vcpu has stopped")));
+  post([this, reply](VcpuBackend* b) {
+    if (b == nullptr) return reply->set_value(Error("the vcpu has stopped"));
+    auto s = b->save_state();
+    // A vCPU saved to move away parks its fd as a shadow next: if its AP was not started yet
+    // (it only waited in KVM_RUN here), the shadow must report the INIT and SIPI to come.
+    if (s) note_start_state(s->mp_state.mp_state);
+    reply->set_value(std::move(s));
   });
   return f;
 }
@@ -247,11 +252,7 @@ std::future<Status> VcpuThread::restore(VcpuState state) {
   post([this, reply, s = std::move(state)](VcpuBackend* b) {
     if (b == nullptr) return reply->set_value(Error("the vcpu has stopped"));
     Status r = b->restore_state(s);
-    // The restored vCPU was started already, or (UNINITIALIZED) waits for its INIT and SIPI.
-    if (r.ok()) {
-      awaiting_start_ = s.mp_state.mp_state == KVM_MP_STATE_UNINITIALIZED;
-      init_reported_ = false;
-    }
+    if (r.ok()) note_start_state(s.mp_state.mp_state);
     reply->set_value(std::move(r));
   });
   return f;
@@ -267,6 +268,7 @@ std::future<Result<std::vector<uint8_t>>> VcpuThread::leave_sink(VcpuState state
     auto pending = b->pending_interrupts();
     if (!pending) return reply->set_value(pending.error());
     if (Status r = b->restore_state(s); !r.ok()) return reply->set_value(r.error());
+    note_start_state(s.mp_state.mp_state);
     sink_entered_ = false;
     {
       std::lock_guard lock(mu_);
@@ -275,6 +277,14 @@ std::future<Result<std::vector<uint8_t>>> VcpuThread::leave_sink(VcpuState state
     reply->set_value(std::move(*pending));
   });
   return f;
+}
+
+void VcpuThread::note_start_state(uint32_t mp_state) {
+  // Not started yet (UNINITIALIZED), or INIT taken but no SIPI yet: a shadow of this fd reports
+  // what is still to come (not the INIT already taken); otherwise it has nothing to report.
+  awaiting_start_ =
+      mp_state == KVM_MP_STATE_UNINITIALIZED || mp_state == KVM_MP_STATE_INIT_RECEIVED;
+  init_reported_ = mp_state == KVM_MP_STATE_INIT_RECEIVED;
 }
 
 void VcpuThread::run_jobs(std::deque<Job>& jobs) {

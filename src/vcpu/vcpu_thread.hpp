@@ -151,6 +151,8 @@ class VcpuThread {
   // run the guest's trampoline here; after the SIPI it enters the sink (kEnterSink).
   enum class StartStep { kEnterSink, kWaitInKvm, kPoll };
   Result<StartStep> shadow_start_step();
+  // vCPU thread: sets awaiting_start_ and init_reported_ from a state saved or restored here.
+  void note_start_state(uint32_t mp_state);
   void finish(const ExitAction& action);
 
   std::unique_ptr<VcpuBackend> backend_;

@@ -38,6 +38,8 @@ class FakeBackend : public VcpuBackend {
     VcpuState s;
     s.id = 7;
     s.regs.rax = saved_rax.load();
+    std::lock_guard lock(mu);  // the state the next look would see, without taking it
+    s.mp_state.mp_state = mp_states.empty() ? uint32_t{KVM_MP_STATE_RUNNABLE} : mp_states.front();
     return s;
   }
   Status restore_state(const VcpuState& s) override {
@@ -170,10 +172,11 @@ TEST(VcpuThread, AShadowResumedWithoutLeavingTheSinkStaysInTheSink) {
   t.join();
 }
 
-// Runs a shadow (in the sink from the start) whose fd shows `mp_states` one look after the
-// other (the first at start()); returns what it reported before it entered the sink.
+// A vCPU whose fd shows `mp_states` one look after the other (the first at start()) becomes
+// a shadow: from the start, or (`moved_away`) after running here, paused and saved, as the
+// pod's mover parks a vCPU that leaves. Returns what the shadow reported before the sink.
 std::vector<std::pair<ApicDelivery, uint8_t>> reports_before_the_sink(
-    std::deque<uint32_t> mp_states) {
+    std::deque<uint32_t> mp_states, bool moved_away = false) {
   Fixture f;
   auto backend = std::make_unique<FakeBackend>();
   FakeBackend* fake = backend.get();
@@ -188,8 +191,17 @@ std::vector<std::pair<ApicDelivery, uint8_t>> reports_before_the_sink(
     EXPECT_EQ(fake->sink_entries.load(), 0);  // reported before the sink
     reports.emplace_back(mode, vector);
   });
-  t.send(VcpuCommand::kSink);
-  t.start();
+  if (moved_away) {
+    t.start();
+    while (fake->runs.load() == 0) std::this_thread::yield();  // KVM_RUN on the guest's fd
+    t.send(VcpuCommand::kPause);
+    EXPECT_TRUE(t.wait_for(VcpuRunState::kPaused, std::chrono::seconds(5)));
+    EXPECT_TRUE(t.save().get().ok());
+    t.send(VcpuCommand::kSink);
+  } else {
+    t.send(VcpuCommand::kSink);
+    t.start();
+  }
   while (fake->sink_entries.load() == 0) std::this_thread::yield();
   EXPECT_EQ(t.state(), VcpuRunState::kSink);
   t.send(VcpuCommand::kStop);
@@ -219,19 +231,43 @@ TEST(VcpuThread, AShadowReportsAnInitAndSipiThatCameBeforeItsFirstLook) {
             kInitAndSipi);
 }
 
-// An AP that ran here (its own KVM took its INIT and SIPI) and then became a shadow, as when
-// it moves away, has nothing to report: a spurious INIT would reset it on its new host.
-TEST(VcpuThread, AnApThatRanHereBecomesAShadowWithoutReportingAStart) {
+// An AP started here (its own KVM took its INIT and SIPI) has nothing to report as a shadow:
+// a spurious INIT would reset it on its new host.
+TEST(VcpuThread, AnApStartedHereBecomesAShadowWithoutReportingAStart) {
+  EXPECT_TRUE(
+      reports_before_the_sink({KVM_MP_STATE_UNINITIALIZED, KVM_MP_STATE_RUNNABLE}, true).empty());
+}
+
+// An AP that only waited in KVM_RUN here and moves away before its start: its shadow here
+// reports the INIT and SIPI this host's BSP sends it later.
+TEST(VcpuThread, AnApMovedAwayBeforeItsStartReportsItFromItsShadow) {
+  EXPECT_EQ(reports_before_the_sink({KVM_MP_STATE_UNINITIALIZED, KVM_MP_STATE_UNINITIALIZED,
+                                     KVM_MP_STATE_INIT_RECEIVED, KVM_MP_STATE_RUNNABLE},
+                                    true),
+            kInitAndSipi);
+}
+
+// A shadow awaiting its AP's start that takes the vCPU back (leave_sink) with a started state,
+// and is parked again before it runs, reports nothing: the state it took says started.
+TEST(VcpuThread, AShadowThatTakesAStartedVcpuBackForgetsTheStartItAwaited) {
   Fixture f;
   auto backend = std::make_unique<FakeBackend>();
   FakeBackend* fake = backend.get();
-  fake->mp_states = {KVM_MP_STATE_UNINITIALIZED, KVM_MP_STATE_RUNNABLE};
+  fake->mp_states = {KVM_MP_STATE_UNINITIALIZED, KVM_MP_STATE_UNINITIALIZED};
   VcpuThread t(std::move(backend), ExitBuses{f.pio, f.mmio},
                [](int, const ExitAction&, const std::string&) { FAIL() << "not expected"; });
   std::atomic<int> reports{0};
   t.set_sink([&](int, ApicDelivery, uint8_t) { ++reports; });
-  t.start();
-  while (fake->runs.load() == 0) std::this_thread::yield();  // it ran the guest
+  t.send(VcpuCommand::kSink);
+  t.start();  // awaits its start: waits in KVM_RUN
+  VcpuState started;
+  started.id = 7;
+  started.mp_state.mp_state = KVM_MP_STATE_RUNNABLE;
+  ASSERT_TRUE(t.leave_sink(started).get().ok());
+  {
+    std::lock_guard lock(fake->mu);
+    fake->mp_states = {KVM_MP_STATE_RUNNABLE};
+  }
   t.send(VcpuCommand::kSink);
   while (fake->sink_entries.load() == 0) std::this_thread::yield();
   EXPECT_EQ(reports.load(), 0);
