@@ -44,6 +44,25 @@ uint8_t* map_ram(uint64_t bytes) {
   return static_cast<uint8_t*>(p);
 }
 
+// The share (0..1) of `file`'s blocks that sit in the page cache now (mincore over a mapping
+// of them; mincore on a file mapping needs a file this process owns or may write).
+double cached_share(const SnapshotFile& file) {
+  if (file.blocks() == 0) return 0;
+  const auto& blocks = file.index().blocks;
+  const uint64_t page = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+  const uint64_t from = blocks.front().offset / page * page;
+  const uint64_t len = blocks.back().offset + blocks.back().stored_bytes - from;
+  void* map = mmap(nullptr, len, PROT_READ, MAP_SHARED, file.fd(), static_cast<off_t>(from));
+  if (map == MAP_FAILED) return -1;
+  std::vector<unsigned char> resident((len + page - 1) / page);
+  const bool ok = mincore(map, len, resident.data()) == 0;
+  munmap(map, len);
+  if (!ok) return -1;
+  uint64_t in = 0;
+  for (unsigned char r : resident) in += r & 1;
+  return static_cast<double>(in) / static_cast<double>(resident.size());
+}
+
 struct Run {
   double ms = 0;
   double cached_after = 0;
@@ -95,7 +114,8 @@ Result<Run> load_once(const std::string& path, uint64_t bytes, SnapshotLoaderCon
     run.direct = source.stats().direct;
     source.stop();
   }
-  run.cached_after = shared->cached_share();
+  run.cached_after = cached_share(*shared);
+  if (run.cached_after < 0) return errno_error(path + ": mincore");
   if (failed()) return Error(fatal);
   // A row must be what it says: O_DIRECT refused (so read through the cache) is an error here.
   if (run.direct != config.direct)

@@ -1,5 +1,7 @@
 #include "memory/block_reader.hpp"
 
+#include <fcntl.h>
+
 #include <cstdlib>
 
 #include "shoal/log.hpp"
@@ -17,11 +19,18 @@ Result<std::unique_ptr<BlockReader>> BlockReader::create(const SnapshotFile& fil
   if (depth == 0 || depth > kMaxDepth)
     return Error("snapshot reader: depth " + std::to_string(depth) + " is not in 1.." +
                  std::to_string(kMaxDepth));
-  if (direct && file.direct_fd() < 0)
-    return Error("snapshot reader: " + file.path() + " cannot be opened with O_DIRECT");
+  // Its own descriptor: only a reader asked for O_DIRECT opens one (EINVAL where the file
+  // system has no direct I/O, tmpfs before Linux 6.6 say).
+  UniqueFd direct_fd;
+  if (direct) {
+    direct_fd = UniqueFd(::open(file.path().c_str(), O_RDONLY | O_CLOEXEC | O_DIRECT));
+    if (!direct_fd.valid())
+      return errno_error("snapshot reader: " + file.path() + ": open with O_DIRECT");
+  }
   auto ring = IoRing::create(depth);
   if (!ring) return ring.error().context("snapshot reader");
-  std::unique_ptr<BlockReader> r(new BlockReader(file, std::move(*ring), direct));
+  std::unique_ptr<BlockReader> r(
+      new BlockReader(file, std::move(*ring), std::move(direct_fd), direct));
   // The largest stored block (lz4 may grow one a little), widened by an alignment each side.
   r->capacity_ = (lz4_bound(file.header().block_bytes) + 3 * kAlign) / kAlign * kAlign;
   r->slots_.resize(depth);
@@ -74,7 +83,7 @@ Status BlockReader::submit(uint64_t b) {
 Status BlockReader::queue(unsigned slot) {
   Slot& s = slots_[slot];
   s.iov = {s.buffer + s.have, s.want - s.have};
-  if (!ring_.queue_readv(s.direct ? file_.direct_fd() : file_.fd(), &s.iov, 1, s.start + s.have,
+  if (!ring_.queue_readv(s.direct ? direct_fd_.get() : file_.fd(), &s.iov, 1, s.start + s.have,
                          slot))
     return Error("snapshot reader: the ring is full");
   const int rc = ring_.submit();

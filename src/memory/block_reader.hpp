@@ -5,8 +5,8 @@
 // read covers its block's bytes widened to 4 KiB boundaries (what O_DIRECT asks of offsets,
 // lengths and buffers on the devices shoal meets), into a 4 KiB-aligned buffer of its slot.
 //
-// One thread uses it (the background loader). The destructor waits for reads still in flight:
-// the kernel writes into their buffers until they complete.
+// One thread uses each (the background loader's, or load_all's). The destructor waits for reads
+// still in flight: the kernel writes into their buffers until they complete.
 #pragma once
 
 #include <cstdint>
@@ -16,6 +16,7 @@
 
 #include "base/io_ring.hpp"
 #include "memory/snapshot_file.hpp"
+#include "shoal/unique_fd.hpp"
 
 namespace shoal {
 
@@ -58,12 +59,13 @@ class BlockReader {
     bool direct = false;   // read with O_DIRECT
     iovec iov{};
   };
-  BlockReader(const SnapshotFile& file, IoRing ring, bool direct)
-      : file_(file), ring_(std::move(ring)), direct_(direct) {}
+  BlockReader(const SnapshotFile& file, IoRing ring, UniqueFd direct_fd, bool direct)
+      : file_(file), ring_(std::move(ring)), direct_fd_(std::move(direct_fd)), direct_(direct) {}
   Status queue(unsigned slot);
 
   const SnapshotFile& file_;
   IoRing ring_;
+  UniqueFd direct_fd_;  // the file opened with O_DIRECT, when asked for
   bool direct_;
   uint64_t capacity_ = 0;
   std::vector<Slot> slots_;

@@ -2,7 +2,6 @@
 
 #include <fcntl.h>
 #include <lz4.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -39,8 +38,6 @@ Result<std::unique_ptr<SnapshotFile>> SnapshotFile::open(const std::string& path
   struct stat st {};
   if (fstat(f->fd_.get(), &st) < 0) return errno_error("snapshot " + path + ": fstat");
   if (!S_ISREG(st.st_mode)) return Error("snapshot " + path + ": not a regular file");
-  // Refused (EINVAL) where the file system has no direct I/O: the loader reads buffered.
-  f->direct_fd_ = UniqueFd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_DIRECT));
   f->file_bytes_ = static_cast<uint64_t>(st.st_size);
   const std::string what = "snapshot " + path;
   uint8_t head[kSnapshotHeaderBytes] = {};
@@ -147,27 +144,6 @@ Status SnapshotFile::decode_block(uint64_t b, std::span<const uint8_t> stored,
   if (n != static_cast<int>(raw))
     return Error(what + ": lz4 data does not decompress to " + std::to_string(raw) + " bytes");
   return {};
-}
-
-double SnapshotFile::cached_share() const {
-  if (blocks() == 0) return 1;
-  // The blocks lie between the first block's offset and the end of the last one.
-  const uint64_t first = index_.blocks.front().offset;
-  const uint64_t end = index_.blocks.back().offset + index_.blocks.back().stored_bytes;
-  const uint64_t page = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
-  const uint64_t from = first / page * page;
-  const uint64_t len = end - from;
-  void* map = mmap(nullptr, len, PROT_READ, MAP_SHARED, fd_.get(), static_cast<off_t>(from));
-  if (map == MAP_FAILED) return 1;
-  std::vector<unsigned char> resident((len + page - 1) / page);
-  // mincore on a file mapping answers for files this process may write or owns (Linux 5.0+);
-  // otherwise it fails, and the caller keeps the page cache.
-  const bool ok = mincore(map, len, resident.data()) == 0;
-  munmap(map, len);
-  if (!ok) return 1;
-  uint64_t in = 0;
-  for (unsigned char r : resident) in += r & 1;
-  return static_cast<double>(in) / static_cast<double>(resident.size());
 }
 
 }  // namespace shoal

@@ -46,20 +46,14 @@ class SnapshotFile {
   // checks the CRC of block `b`'s stored bytes and decompresses them into `out`.
   Status decode_block(uint64_t b, std::span<const uint8_t> stored, std::span<uint8_t> out) const;
 
-  // The file opened for reading, buffered; and with O_DIRECT, or -1 where the file system
-  // refuses it (tmpfs before Linux 6.6, say).
+  // The file opened for reading (buffered).
   int fd() const { return fd_.get(); }
-  int direct_fd() const { return direct_fd_.get(); }
-  // The share (0..1) of the blocks' bytes that sit in the page cache now (mincore over a
-  // mapping of the file; 1 when that cannot be told, so callers keep buffered reads).
-  double cached_share() const;
 
  private:
   SnapshotFile() = default;
 
   std::string path_;
   UniqueFd fd_;
-  UniqueFd direct_fd_;
   uint64_t file_bytes_ = 0;
   SnapshotHeader header_;
   SnapshotIndex index_;

@@ -385,9 +385,6 @@ void VcpuThread::loop() {
         sink_entered_ = true;
       }
     }
-    // Running the guest here, this fd's own KVM takes its INIT and SIPI: a shadow it becomes
-    // later has nothing to report.
-    if (!sinking) awaiting_start_ = init_reported_ = false;
     VcpuExit exit = backend_->run();
     ++exits_;
     exit_pending_ = false;

@@ -166,6 +166,8 @@ class VcpuThread {
   bool sink_entered_ = false;  // vCPU thread only: the fd runs the sink's code
   // vCPU thread only (and start(), before the thread): an AP not started yet, whose shadow
   // reports its INIT and SIPI before entering the sink; whether its INIT has been reported.
+  // Set at start() and from every state saved or restored (a vCPU leaving is saved before
+  // its fd becomes a shadow), not in the run loop.
   bool awaiting_start_ = false, init_reported_ = false;
   SinkVector sink_;
   VcpuRunState state_ = VcpuRunState::kRunning;

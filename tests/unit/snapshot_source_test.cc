@@ -15,6 +15,7 @@
 
 #include "memory/fault_server.hpp"
 #include "memory/snapshot_writer.hpp"
+#include "shoal/unique_fd.hpp"
 #include "support/test_mapping.hpp"
 
 namespace shoal {
@@ -90,7 +91,7 @@ class SnapshotSourceTest : public ::testing::TestWithParam<Loading> {
     auto dir = PageDirectory::create(kPages);
     ASSERT_TRUE(dir.ok());
     dir_ = std::make_unique<PageDirectory>(std::move(*dir));
-    if (GetParam().config.direct && file_->direct_fd() < 0)
+    if (GetParam().config.direct && !UniqueFd(::open(path_.c_str(), O_RDONLY | O_DIRECT)).valid())
       GTEST_SKIP() << "skipped: " << path_ << " cannot be opened with O_DIRECT here";
     auto on_fatal = [this](const Error& e) {
       std::lock_guard lock(fatal_mu_);
