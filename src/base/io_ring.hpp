@@ -46,6 +46,10 @@ class IoRing {
   Status wait(uint64_t* user_data, int* result);
   // A completion if one is ready (true), without waiting.
   bool peek(uint64_t* user_data, int* result);
+  // Whether a completion is ready, without taking it (a load from the shared CQ ring). A poll
+  // or socket read completes through task work that interrupts this thread even while it spins
+  // in userspace (the ring is not set up with COOP_TASKRUN), so a spinning caller sees it.
+  bool completion_ready() const { return io_uring_cq_ready(&ring_) > 0; }
 
  private:
   IoRing() = default;

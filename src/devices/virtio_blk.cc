@@ -166,7 +166,7 @@ void VirtioBlk::run() {
     }
     if (stopping && in_flight_ == 0) break;
     if (!stopping && in_flight_ == 0 &&
-        virtio_work_before_sleep(queues_, [this] { return any_available(); }))
+        virtio_work_before_sleep(queues_, ring, [this] { return any_available(); }))
       continue;
     uint64_t tag = 0;
     int result = 0;

@@ -130,7 +130,8 @@ void VirtioConsole::run() {
     virtio_raise_due(queues_, interrupt_due_, *interrupt_);
     // The reads and writes under way use this device's buffers: they end before it stops.
     if (stopping && !reading_ && !writing_) break;
-    if (!stopping && virtio_work_before_sleep(queues_, [this] { return work_waiting(); })) continue;
+    if (!stopping && virtio_work_before_sleep(queues_, ring, [this] { return work_waiting(); }))
+      continue;
     uint64_t tag = 0;
     int result = 0;
     if (Status s = ring.wait(&tag, &result); !s.ok()) {

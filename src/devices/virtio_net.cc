@@ -190,7 +190,7 @@ void VirtioNet::run() {
       while (ring.peek(&tag, &result));
       continue;
     }
-    if (virtio_work_before_sleep(queues_, [this] { return work_waiting(); })) continue;
+    if (virtio_work_before_sleep(queues_, ring, [this] { return work_waiting(); })) continue;
     if (Status s = ring.wait(&tag, &result); !s.ok()) {
       interrupt_->needs_reset(s.error().message());
       break;

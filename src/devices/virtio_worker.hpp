@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "base/io_ring.hpp"
 #include "devices/virtio_mmio.hpp"
 #include "devices/virtqueue.hpp"
 #include "shoal/clock.hpp"
@@ -19,15 +20,19 @@ inline constexpr uint64_t kVirtioIdlePollNs = 50'000;
 
 // Before a worker sleeps: polls `work` for kVirtioIdlePollNs, then lets the driver notify
 // again and looks once more (a chain made available between the last look and the flag is
-// seen then). True when there is work after all.
+// seen then). True when there is work after all. False also when one of the ring's own
+// completions (a socket read, a tap poll, a send) came in while it polled: the caller's wait
+// then returns at once, and notifications stay off until its next pass turns them off anyway.
+// Without that look a peer's answer waited out the whole poll: a strict request/response
+// round trip on the channel took the full 50 us more.
 template <class Work>
-bool virtio_work_before_sleep(std::vector<Virtqueue>& queues, Work work) {
+bool virtio_work_before_sleep(std::vector<Virtqueue>& queues, const IoRing& ring, Work work) {
   const uint64_t until = monotonic_ns() + kVirtioIdlePollNs;
-  while (monotonic_ns() < until)
-    if (work())
-      return true;
-    else
-      __builtin_ia32_pause();
+  while (monotonic_ns() < until) {
+    if (work()) return true;
+    if (ring.completion_ready()) return false;
+    __builtin_ia32_pause();
+  }
   for (Virtqueue& q : queues) q.set_notify(true);
   return work();
 }
