@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <future>
 #include <sstream>
 
 #include "arch/kernel_loader.hpp"
@@ -330,7 +331,7 @@ void PodMember::monitor() {
     notice.reason = "host " + me().name + ": " + outcome.reason;
   mesh_->broadcast(encode_pod_outcome(net::MessageType::kPodLeave, notice));
   core_->command_vcpus(VcpuCommand::kStop);
-  stop_disks();     // their requests under way may wait on guest-memory faults: served until now
+  leave_guest_memory();
   memory_->stop();  // also ends a discard waiting for acks on the device thread
   mesh_->close();   // also fails forwarded accesses still waiting; no more device work
   mover_->stop();   // its pause of a vCPU ends with the vCPU's stop; it creates no more vCPUs
@@ -349,6 +350,36 @@ void PodMember::monitor() {
   std::lock_guard lock(mu_);
   torn_down_ = true;
   cv_.notify_all();
+}
+
+// The leave's second phase (docs/pod.md, "Stopping"). Every member serves the pages it holds
+// until every other one is done with guest memory: a disk request of host 0's under way may
+// need a page held here (its buffer), and a member that stopped serving would leave it
+// waiting for good. This host's own vCPUs are not waited for: they are stopping, and a fault
+// of theirs still waiting ends when the memory stops (the page it gets no longer matters).
+// Each wait is bounded: a host that died is lost after the failure timeout (its link's end
+// counts as its done), and past the grace the memory stops anyway, which turns a disk
+// request's fault still waiting into an ordinary one.
+void PodMember::leave_guest_memory() {
+  const auto grace = std::chrono::milliseconds(config_.spec.failure_timeout_ms) + kLeaveGrace;
+  const auto deadline = std::chrono::steady_clock::now() + grace;
+  auto left = [&] {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(
+        std::max(deadline - std::chrono::steady_clock::now(), std::chrono::nanoseconds(0)));
+  };
+  // The disks' workers finish their requests under way, whose buffers may be any host's pages.
+  auto disks = std::async(std::launch::async, [this] { stop_disks(); });
+  const bool disks_stopped = disks.wait_for(left()) == std::future_status::ready;
+  mesh_->send_done();
+  const bool others_done = mesh_->wait_others_done(left());
+  if (!disks_stopped || !others_done)
+    log::warn("pod {}: {} still {} guest memory after {} ms; stopping it anyway", config_.spec.name,
+              !disks_stopped ? "a disk request" : "another host",
+              !disks_stopped ? "waits on" : "uses", grace.count());
+  if (!disks_stopped) {
+    memory_->stop();  // wakes the request's fault
+    disks.wait();
+  }
 }
 
 void PodMember::wait_stopped() {

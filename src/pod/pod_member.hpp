@@ -88,6 +88,8 @@ class PodMember {
   Status build_devices();  // pod_member_devices.cc
   Status insert_disks();
   void stop_disks();
+  void leave_guest_memory();  // monitor(): the second phase of a leave
+  static constexpr auto kLeaveGrace = std::chrono::seconds(5);  // beyond the failure timeout
   Result<std::shared_ptr<net::Link>> mesh_link(std::shared_ptr<net::TcpLink> tcp, bool connecting);
   void serve_forwarded(NodeId from, const ForwardedExit& e, uint32_t request);
   void device_loop();

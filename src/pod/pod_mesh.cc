@@ -18,6 +18,8 @@ PodMesh::PodMesh(NodeId self, std::vector<std::string> host_names, Handlers hand
       handlers_(std::move(handlers)),
       failure_timeout_(failure_timeout) {
   links_.resize(names_.size());
+  ended_.resize(names_.size());
+  done_.resize(names_.size());
 }
 
 PodMesh::~PodMesh() {
@@ -113,7 +115,32 @@ void PodMesh::close() {
     if (t.joinable()) t.join();
 }
 
+void PodMesh::send_done() {
+  broadcast(Frame{MessageType::kPodDone, 0, {}});
+}
+
+bool PodMesh::wait_others_done(std::chrono::milliseconds timeout) {
+  std::unique_lock lock(mu_);
+  return cv_.wait_for(lock, timeout, [&] {
+    for (size_t n = 0; n < links_.size(); ++n)
+      if (n != self_ && links_[n] && !done_[n] && !ended_[n]) return false;
+    return true;
+  });
+}
+
+bool PodMesh::done_from(NodeId from) {
+  std::lock_guard lock(mu_);
+  return done_[from];
+}
+
 void PodMesh::read_loop(NodeId from, net::Link* link) {
+  read_frames(from, link);
+  std::lock_guard lock(mu_);
+  ended_[from] = true;
+  cv_.notify_all();
+}
+
+void PodMesh::read_frames(NodeId from, net::Link* link) {
   auto closing = [&] {
     std::lock_guard lock(mu_);
     return closed_;
@@ -121,7 +148,8 @@ void PodMesh::read_loop(NodeId from, net::Link* link) {
   for (;;) {
     auto f = link->receive();
     if (!f) {
-      if (!closing()) handlers_.lost(from, f.error());
+      // After its done, a member closes its links once everyone is done: not a lost host.
+      if (!closing() && !done_from(from)) handlers_.lost(from, f.error());
       return;
     }
     switch (f->type) {
@@ -193,9 +221,19 @@ void PodMesh::read_loop(NodeId from, net::Link* link) {
         break;
       }
       case MessageType::kPodLeave: {
+        // The member is stopping, but it goes on answering for the pages it holds until every
+        // member is done (kPodDone): reading on is what lets a request of this host's still
+        // under way complete.
         auto o = decode_pod_outcome(*f);
         handlers_.leave(from, o ? *o : PodOutcome{1, true, "left with a garbled notice"});
-        return;
+        break;
+      }
+      case MessageType::kPodDone: {
+        // It asks for nothing more, but still answers for its pages until everyone is done.
+        std::lock_guard lock(mu_);
+        done_[from] = true;
+        cv_.notify_all();
+        break;
       }
       default:
         handlers_.lost(

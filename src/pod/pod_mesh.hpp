@@ -52,6 +52,14 @@ class PodMesh : public CoherenceTransport {
   // Sends a device access to host 0 and waits for the answer (a read's data).
   Result<std::array<uint8_t, 8>> forward(const ForwardedExit& e);
   void reply_forwarded(NodeId to, uint32_t request, const std::array<uint8_t, 8>& data);
+  // The second phase of a leave (after kPodLeave; docs/pod.md, "Stopping"): tells every other
+  // member that this one asks for no more pages (kPodDone). It still answers for its own.
+  void send_done();
+  // Waits until every other member has sent kPodDone or its link has ended (lost, or never
+  // attached): until then this member must go on serving their page requests, since a request
+  // of theirs under way (a vCPU's fault, host 0's disk I/O) may need a page held here. False
+  // when `timeout` passed first.
+  bool wait_others_done(std::chrono::milliseconds timeout);
   // Delivers what was sent (a leave notice) for at most kFinishGrace, then closes every link,
   // fails forwarded accesses still waiting, and joins the readers.
   void close();
@@ -60,6 +68,8 @@ class PodMesh : public CoherenceTransport {
 
  private:
   void read_loop(NodeId from, net::Link* link);
+  void read_frames(NodeId from, net::Link* link);
+  bool done_from(NodeId from);
 
   NodeId self_;
   std::vector<std::string> names_;
@@ -71,6 +81,8 @@ class PodMesh : public CoherenceTransport {
   std::vector<std::thread> readers_;
   size_t attached_ = 0;
   bool closed_ = false;
+  std::vector<bool> done_;   // by host: its kPodDone came
+  std::vector<bool> ended_;  // by host: its reader returned (the link ended or broke)
   // Forwarded accesses waiting for host 0's answer, by request id.
   struct Pending {
     bool done = false;
