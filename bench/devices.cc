@@ -7,7 +7,7 @@
 // exit): shoal's device keeps them off while it has work. Then the channel: the guest's `chan`
 // does strict request/response round trips of 64 bytes through shoal's --channel (a
 // virtio-console port on a Unix socket) and through QEMU's virtconsole on a socket chardev,
-// both to this process, which echoes.
+// both to this process, which echoes. And the disk driven from the second host of a pod.
 //   devices [--json] [--runs N] [--mib M] [--qemu PATH]
 // Needs /dev/kvm (and QEMU, fio for their rows: a missing one is reported, not faked).
 #include <fcntl.h>
@@ -117,6 +117,41 @@ Figures fio_figures(const std::string& image, uint64_t mib, bool write) {
   return f;
 }
 
+// The same workload in a 2-host pod over TCP between network namespaces
+// (scripts/netns-cluster), the disk on host 0 and the vCPU that drives it on host 1: every
+// notify is a forwarded exit and every ring and buffer page moves between the hosts, which is
+// what a virtio request from another host costs. Needs root (ip netns).
+Figures pod_figures(const std::string& image, const std::string& workload) {
+  if (::geteuid() != 0) return {-1, -1, -1, "skipped: needs root (ip netns)"};
+  const std::string base = "/tmp/shoal-bench-devices-" + std::to_string(getpid());
+  const std::string secret = base + ".secret", spec = base + "-pod.yaml";
+  {
+    const int fd = ::open(secret.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    const std::string text = "devices-bench-secret-0123456789abcdef\n";
+    if (fd < 0 || ::write(fd, text.data(), text.size()) != static_cast<ssize_t>(text.size()))
+      return {-1, -1, -1, "cannot write " + secret};
+    ::close(fd);
+    const std::string yaml =
+        "apiVersion: shoal/v1\nkind: Pod\nmetadata: {name: devbench}\nspec:\n"
+        "  guest: {kernel: " SHOAL_TEST_GUEST ", cmdline: \"" +
+        workload + "\"}\n  memory: 512M\n  vcpus: 2\n  transport: tcp\n  placement: static\n" +
+        "  secretFile: " + secret + "\n  disks: [\"" + image + "\"]\n  hosts:\n" +
+        "    - {name: h0, address: \"127.77.0.1:7100\", vcpus: \"1\", memory: even}\n" +
+        "    - {name: h1, address: \"127.77.0.2:7100\", vcpus: \"0\", memory: even}\n";
+    const int sf = ::open(spec.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    if (sf < 0 || ::write(sf, yaml.data(), yaml.size()) != static_cast<ssize_t>(yaml.size()))
+      return {-1, -1, -1, "cannot write " + spec};
+    ::close(sf);
+  }
+  auto r = run_process(
+      {"/usr/bin/env", "SHOAL_BIN=" SHOAL_BINARY, SHOAL_SOURCE_DIR "/scripts/netns-cluster", "2",
+       secret, "--", SHOAL_BINARY, "pod", "up", spec},
+      std::chrono::seconds(600));
+  ::unlink(secret.c_str());
+  ::unlink(spec.c_str());
+  return guest_figures(r, "pod");
+}
+
 // One `chan N` run with this process as the echoing peer: round trips/s and notifies/message.
 std::pair<double, double> channel_figures(const std::string& qemu, int n, std::string* failure) {
   const std::string sock = "/tmp/shoal-bench-chan-" + std::to_string(getpid());
@@ -205,7 +240,10 @@ int main(int argc, char** argv) {
     std::string name;
     std::map<std::string, std::vector<Figures>> by_op;  // "read", "write"
   };
-  std::vector<Row> rows = {{"shoal", {}}, {"QEMU microvm", {}}, {"fio on the host", {}}};
+  std::vector<Row> rows = {
+      {"shoal", {}}, {"QEMU microvm", {}}, {"fio on the host", {}}, {"shoal pod, h1", {}}};
+  // Every request from host 1 moves pages over TCP: a smaller size keeps the run short.
+  const uint64_t pod_mib = std::min<uint64_t>(mib, 8);
   std::string notes;
   for (int r = 0; r < runs; ++r)
     for (const char* op : {"read", "write"}) {
@@ -217,6 +255,8 @@ int main(int argc, char** argv) {
             run_process(qemu_argv(qemu, workload, qemu_disk(image)), std::chrono::seconds(300)),
             "QEMU"));
       rows[2].by_op[op].push_back(fio_figures(image, mib, op == std::string("write")));
+      rows[3].by_op[op].push_back(
+          pod_figures(image, std::string("blk-") + op + " " + std::to_string(pod_mib)));
     }
   ::unlink(image.c_str());
   if (!have_qemu) notes += "QEMU not found at " + qemu + "; ";
@@ -243,8 +283,9 @@ int main(int argc, char** argv) {
   const double shoal_seq = med(rows[0].by_op["read"], &Figures::seq_mbps),
                shoal_rand = med(rows[0].by_op["read"], &Figures::rand_iops);
   if (json) {
-    std::printf("{\"bench\":\"devices\",\"mib\":%llu,\"runs\":%d,\"rows\":[",
-                static_cast<unsigned long long>(mib), runs);
+    std::printf("{\"bench\":\"devices\",\"mib\":%llu,\"pod_mib\":%llu,\"runs\":%d,\"rows\":[",
+                static_cast<unsigned long long>(mib), static_cast<unsigned long long>(pod_mib),
+                runs);
     for (size_t i = 0; i < rows.size(); ++i) {
       auto& row = rows[i];
       std::printf("%s{\"name\":\"%s\"", i ? "," : "", row.name.c_str());
@@ -266,6 +307,10 @@ int main(int argc, char** argv) {
   }
   std::printf("virtio-blk, %llu MiB from the page cache, 32 in flight; median of %d run(s)\n",
               static_cast<unsigned long long>(mib), runs);
+  std::printf(
+      "(shoal pod, h1: %llu MiB, the disk on host 0, the vCPU on host 1 of 2 netns "
+      "hosts over TCP)\n",
+      static_cast<unsigned long long>(pod_mib));
   std::printf("%-16s %10s %12s %10s %12s %10s %10s %14s\n", "", "read MB/s", "read 4K IOPS",
               "write MB/s", "write 4K IOPS", "notif/req", "read/shoal", "4K IOPS/shoal");
   for (auto& row : rows) {

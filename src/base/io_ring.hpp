@@ -1,6 +1,10 @@
 // Owns one io_uring (liburing); move-only. What the zero pool's refill worker (madvise) and the
 // virtio-blk worker (vectored reads and writes, fsync, reads of its notify eventfds) queue,
 // submit and reap.
+// Kernel hazard: tearing a ring down (the destructor) finishes in a kworker, which queues task
+// work with TWA_SIGNAL to every thread that used the ring. A later blocking call on such a
+// thread (a recv with SO_RCVTIMEO, say) can fail with EINTR. Give a ring a thread of its own,
+// as the device workers do, or retry on EINTR.
 #pragma once
 
 #include <liburing.h>

@@ -18,7 +18,7 @@ namespace shoal {
 
 namespace {
 
-constexpr uint16_t kReceiveQ = 0, kTransmitQ = 1;
+constexpr uint16_t kReceiveQ = 0, kTransmitQ = 1, kControlReceiveQ = 2, kControlTransmitQ = 3;
 // io_uring tags: the notify reads carry their queue in the low bits.
 constexpr uint64_t kNotifyTag = 1 << 8, kStopTag = 2 << 8, kAcceptTag = 3 << 8, kReadTag = 4 << 8,
                    kWriteTag = 5 << 8, kAcceptRetryTag = 6 << 8;
@@ -61,10 +61,17 @@ VirtioConsole::~VirtioConsole() {
   ::unlink(path_.c_str());
 }
 
+uint64_t VirtioConsole::features() const {
+  return kConsoleFMultiport;
+}
+
 void VirtioConsole::read_config(uint64_t offset, std::span<uint8_t> data) const {
-  // struct virtio_console_config: cols, rows, max_nr_ports, emerg_wr; none offered, all zero.
-  (void)offset;
-  std::fill(data.begin(), data.end(), 0);
+  // struct virtio_console_config: cols, rows (u16 each, 0: no size), max_nr_ports (u32: one
+  // port), emerg_wr (u32; EMERG_WRITE is not offered).
+  uint8_t config[12] = {};
+  config[4] = 1;
+  for (size_t i = 0; i < data.size(); ++i)
+    data[i] = offset + i < sizeof config ? config[offset + i] : 0;
 }
 
 ChannelCounters VirtioConsole::counters() const {
@@ -74,15 +81,20 @@ ChannelCounters VirtioConsole::counters() const {
 
 Status VirtioConsole::activate(std::vector<Virtqueue> queues, uint64_t features,
                                std::vector<int> notify_fds, VirtioInterrupt& interrupt) {
-  (void)features;
   reset();
-  if (queues.size() != 2) return Error("the driver did not set up both queues of port 0");
+  multiport_ = (features & kConsoleFMultiport) != 0;
+  if (queues.size() != (multiport_ ? 4u : 2u))
+    return Error(multiport_ ? "the driver took MULTIPORT but did not set up the control queues"
+                            : "the driver did not set up both queues of port 0");
   stop_fd_ = UniqueFd(eventfd(0, EFD_CLOEXEC));
   if (!stop_fd_.valid()) return errno_error("eventfd");
   queues_ = std::move(queues);
   notify_fds_ = std::move(notify_fds);
   interrupt_ = &interrupt;
-  interrupt_due_.assign(2, false);
+  interrupt_due_.assign(queues_.size(), false);
+  port_ready_ = false;
+  told_open_ = -1;
+  control_out_.clear();
   in_.clear();
   in_at_ = 0;
   out_.clear();
@@ -103,6 +115,9 @@ void VirtioConsole::reset() {
 
 bool VirtioConsole::work_waiting() const {
   if (broken_) return false;
+  if (multiport_ && (queues_[kControlTransmitQ].has_available() ||
+                     (!control_out_.empty() && queues_[kControlReceiveQ].has_available())))
+    return true;
   return (in_at_ < in_.size() && queues_[kReceiveQ].has_available()) ||
          (peer_.valid() && !writing_ && queues_[kTransmitQ].has_available());
 }
@@ -112,7 +127,7 @@ void VirtioConsole::run() {
   if (!made) return interrupt_->needs_reset("io_uring: " + made.error().message());
   IoRing& ring = *made;
   ring_ = &ring;
-  for (uint16_t q = 0; q < 2; ++q)
+  for (size_t q = 0; q < queues_.size(); ++q)
     ring.queue_read(notify_fds_[q], &notify_values_[q], 8, kNotifyTag | q);
   ring.queue_read(stop_fd_.get(), &stop_value_, 8, kStopTag);
   bool stopping = false;
@@ -123,8 +138,16 @@ void VirtioConsole::run() {
     }
     if (!stopping && !broken_) {
       for (Virtqueue& q : queues_) q.set_notify(false);
+      if (multiport_) control_from_guest();
       to_guest();
       from_guest();
+      // MULTIPORT: the driver learns whether the host side is open (a peer is connected).
+      if (multiport_ && port_ready_ && told_open_ != (peer_.valid() ? 1 : 0)) {
+        told_open_ = peer_.valid() ? 1 : 0;
+        control_out_.push_back(encode_console_control(
+            {0, ConsoleControl::kPortOpen, static_cast<uint16_t>(told_open_)}));
+      }
+      if (multiport_) control_to_guest();
     }
     if (ring.submit() < 0) log::warn("{}: io_uring submit: {}", name(), std::strerror(errno));
     virtio_raise_due(queues_, interrupt_due_, *interrupt_);
@@ -275,6 +298,80 @@ void VirtioConsole::from_guest() {
   }
   writing_ =
       ring_->queue_send(peer_.get(), out_.data(), static_cast<unsigned>(out_.size()), kWriteTag);
+}
+
+}  // namespace shoal
+
+namespace shoal {
+
+void VirtioConsole::control_from_guest() {
+  Virtqueue& q = queues_[kControlTransmitQ];
+  for (;;) {
+    auto got = q.pop(chain_);
+    if (!got) {
+      broken_ = true;
+      return interrupt_->needs_reset("control transmit queue: " + got.error().message());
+    }
+    if (!*got) return;
+    auto m = parse_console_control(chain_);
+    q.push_used(chain_.head, 0);
+    interrupt_due_[kControlTransmitQ] = true;
+    if (!m) {
+      if (uint64_t held = 0; warnings_.allow(monotonic_ns(), &held))
+        log::warn("{}: {}{}", name(), m.error().message(), held_back(held));
+      continue;
+    }
+    on_control(*m);
+  }
+}
+
+// The driver's side of the handshake: DEVICE_READY -> DEVICE_ADD port 0; PORT_READY ->
+// PORT_NAME, then PORT_OPEN as the peer comes and goes (run()). No CONSOLE_PORT: the port is
+// not a console.
+void VirtioConsole::on_control(const ConsoleControl& m) {
+  std::string problem;
+  switch (m.event) {
+    case ConsoleControl::kDeviceReady:
+      if (m.value == 1)
+        control_out_.push_back(encode_console_control({0, ConsoleControl::kDeviceAdd, 0}));
+      else
+        problem = "the driver failed to set the device up";
+      break;
+    case ConsoleControl::kPortReady:
+      if (m.id != 0) {
+        problem = "PORT_READY for port " + std::to_string(m.id) + ", which does not exist";
+      } else if (m.value != 1) {
+        problem = "the driver could not set port 0 up";
+      } else {
+        port_ready_ = true;
+        told_open_ = -1;  // told again, after the name
+        control_out_.push_back(
+            encode_console_control({0, ConsoleControl::kPortName, 1}, kPortName));
+      }
+      break;
+    case ConsoleControl::kPortOpen:
+      log::debug("{}: the guest {} port {}", name(), m.value ? "opened" : "closed", m.id);
+      break;
+    default:
+      problem = "control event " + std::to_string(m.event) + " is not one a driver sends";
+  }
+  if (uint64_t held = 0; !problem.empty() && warnings_.allow(monotonic_ns(), &held))
+    log::warn("{}: {}{}", name(), problem, held_back(held));
+}
+
+void VirtioConsole::control_to_guest() {
+  Virtqueue& q = queues_[kControlReceiveQ];
+  while (!control_out_.empty()) {
+    auto got = q.pop(chain_);
+    if (!got) {
+      broken_ = true;
+      return interrupt_->needs_reset("control receive queue: " + got.error().message());
+    }
+    if (!*got) return;  // the messages wait for the driver's buffers
+    q.push_used(chain_.head, copy_to_chain(control_out_.front(), chain_));
+    control_out_.pop_front();
+    interrupt_due_[kControlReceiveQ] = true;
+  }
 }
 
 }  // namespace shoal

@@ -1,9 +1,12 @@
 // The shared-memory channel between the guest and the host: a virtio-console device (virtio
-// 1.x, section 5.3; one port, no MULTIPORT) whose byte stream shoal bridges to a Unix socket
-// it listens on (`--channel PATH`, mode 0600, one peer at a time). Linux sees /dev/hvc0; the
-// test guest's `chan N` polls it. Messages move through the two virtqueues in guest memory;
-// the worker keeps notifications off while it has work and polls briefly before it sleeps,
-// so a busy guest exchanges messages with far fewer exits than messages.
+// 1.x, section 5.3; one port) whose byte stream shoal bridges to a Unix socket it listens on
+// (`--channel PATH`, mode 0600, one peer at a time). It offers MULTIPORT so that the port is
+// a named, non-console port ("shoal.channel"): Linux makes it /dev/vportNp0, whose writes
+// sleep while the host side is closed, and tells it when the peer comes and goes (PORT_OPEN).
+// Without MULTIPORT (the test guest's `chan N`, which polls it) port 0 is a console: Linux's
+// /dev/hvc0, whose writes spin until the device takes them. Messages move through the two
+// virtqueues in guest memory; the worker keeps notifications off while it has work and polls
+// briefly before it sleeps, so a busy guest exchanges messages with far fewer exits than messages.
 //
 // Until a peer connects the device takes no transmit buffers (the guest's bytes wait in its
 // queue, as on a serial line without a cable); bytes from the peer wait in the device until the
@@ -13,6 +16,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <string>
 #include <thread>
@@ -21,6 +25,7 @@
 #include <linux/time_types.h>
 
 #include "base/log_budget.hpp"
+#include "devices/virtio_console_control.hpp"
 #include "devices/virtio_mmio.hpp"
 #include "shoal/status.hpp"
 #include "shoal/unique_fd.hpp"
@@ -49,8 +54,10 @@ class VirtioConsole : public VirtioDevice {
 
   uint32_t device_id() const override { return kDeviceId; }
   std::string name() const override { return "virtio-console " + path_; }
-  uint64_t features() const override { return 0; }
-  uint16_t queue_count() const override { return 2; }  // receiveq, transmitq of port 0
+  uint64_t features() const override;
+  // Port 0's receiveq and transmitq, then (MULTIPORT) the control receiveq and transmitq.
+  uint16_t queue_count() const override { return 4; }
+  static constexpr const char* kPortName = "shoal.channel";
   void read_config(uint64_t offset, std::span<uint8_t> data) const override;
   Status activate(std::vector<Virtqueue> queues, uint64_t features, std::vector<int> notify_fds,
                   VirtioInterrupt& interrupt) override;
@@ -66,6 +73,9 @@ class VirtioConsole : public VirtioDevice {
   void from_guest();
   void drop_peer();
   bool work_waiting() const;
+  void control_from_guest();
+  void on_control(const ConsoleControl& m);
+  void control_to_guest();
 
   const std::string path_;
   const UniqueFd listener_;
@@ -89,7 +99,12 @@ class VirtioConsole : public VirtioDevice {
   size_t out_at_ = 0;
   std::vector<uint16_t> out_heads_;  // transmit chains whose bytes are in out_
   std::vector<bool> interrupt_due_;
-  uint64_t notify_values_[2] = {}, stop_value_ = 0;
+  uint64_t notify_values_[4] = {}, stop_value_ = 0;
+  // MULTIPORT: the driver has set up port 0 (PORT_READY); the PORT_OPEN it was last told (-1:
+  // none yet); control messages waiting for its control receive buffers.
+  bool multiport_ = false, port_ready_ = false;
+  int told_open_ = -1;
+  std::deque<std::vector<uint8_t>> control_out_;
   std::thread worker_;
   LogBudget warnings_{5, 1'000'000'000};
 

@@ -1,6 +1,7 @@
 // libFuzzer target: what a malicious guest controls of a virtio-blk device — the queue's place
 // and size, the rings and descriptors, and the request headers — through Virtqueue::pop() and
-// parse_blk_request(). Whatever they accept must lie inside guest RAM; a buffer that does not
+// parse_blk_request(), and of the channel's control queues through parse_console_control()
+// and copy_to_chain(). Whatever they accept must lie inside guest RAM; a buffer that does not
 // is a trap. Input: a 16-byte header (queue size, flags, ring offsets, disk capacity), then
 // the first bytes of guest RAM.
 #include <cstddef>
@@ -9,6 +10,7 @@
 #include <vector>
 
 #include "devices/virtio_blk_request.hpp"
+#include "devices/virtio_console_control.hpp"
 #include "devices/virtqueue.hpp"
 
 namespace {
@@ -48,6 +50,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     auto got = q->pop(chain);
     if (!got || !*got) break;
     for (const shoal::GuestBuffer& b : chain.buffers) check_inside(b.host, b.len);
+    // The channel's control messages come from and go into the same kind of chain.
+    (void)shoal::parse_console_control(chain);
+    static const std::vector<uint8_t> kName =
+        shoal::encode_console_control({0, shoal::ConsoleControl::kPortName, 1}, "shoal.channel");
+    if (shoal::copy_to_chain(kName, chain) > kName.size()) __builtin_trap();
     shoal::parse_blk_request(chain, capacity, data[1] & 1, data[1] & 2, iov, req);
     if (req.status != nullptr) check_inside(req.status, 1);
     uint64_t bytes = 0;

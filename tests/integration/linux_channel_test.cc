@@ -1,9 +1,10 @@
-// Debian's cloud kernel with shoal's channel (--channel: virtio-console with one port and no
-// MULTIPORT, on a virtio-mmio transport the DSDT describes as LNRO0005): Linux's unmodified
-// virtio_console driver (a module the guest initramfs loads; scripts/fetch-linux keeps it)
-// makes the port a console, /dev/hvc0. guest_action=chan-check puts it in raw mode, writes
-// 16 KiB of random bytes and reads back what a peer on the host's socket (a thread here)
-// echoes; the two SHA-256 sums must match, and the peer must have echoed exactly 16 KiB.
+// Debian's cloud kernel with shoal's channel (--channel: virtio-console with MULTIPORT and one
+// port named shoal.channel, on a virtio-mmio transport the DSDT describes as LNRO0005): Linux's
+// unmodified virtio_console driver (a module the guest initramfs loads; scripts/fetch-linux
+// keeps it) makes the port /dev/vport0p0, not a console, and learns from the device that the
+// host side is open. guest_action=chan-check writes 16 KiB of random bytes to it and reads back
+// what a peer on the host's socket (a thread here) echoes; the two SHA-256 sums must match,
+// and the peer must have echoed exactly 16 KiB.
 // Needs hardware virtualization like the other Linux guest tests (linux_userspace_test.cc):
 // here that is the emulated test machine (scripts/test-vm; ctest's TestVm.LinuxUserspace).
 #include <gtest/gtest.h>
@@ -46,7 +47,7 @@ class LinuxChannel : public ::testing::Test {
   }
 };
 
-TEST_F(LinuxChannel, Hvc0InRawModeGetsBackExactlyTheBytesItSentThroughAHostPeer) {
+TEST_F(LinuxChannel, ANamedPortGetsBackExactlyTheBytesItSentThroughAHostPeer) {
   const std::string sock = ::testing::TempDir() + "shoal-linux-chan-" + std::to_string(::getpid());
   uint64_t echoed = 0;
   std::thread peer([&] { echoed = echo_peer(sock); });
@@ -62,8 +63,9 @@ TEST_F(LinuxChannel, Hvc0InRawModeGetsBackExactlyTheBytesItSentThroughAHostPeer)
   // The transport from the DSDT bound by virtio-mmio, the device (ID 3) by virtio_console.
   expect_line(r, "chan-check: acpi LNRO0005:00 -> platform LNRO0005:00, driver virtio-mmio");
   expect_line(r, "chan-check: virtio0: device 0x0003, driver virtio_console");
-  expect_line(r, "chan-check: port vport0p0");
-  expect_line(r, "chan-check: /dev/hvc0 open");
+  expect_line(r, "chan-check: port vport0p0: name 'shoal.channel'");
+  expect_line(r, "chan-check: vport0p0: host_connected: 1");
+  expect_line(r, "chan-check: /dev/vport0p0 open");
   expect_line(r, "IO-APIC 16-edge virtio0");  // interrupts through GSI 16
   std::smatch sent;
   ASSERT_TRUE(std::regex_search(r.out, sent,
@@ -77,8 +79,8 @@ TEST_F(LinuxChannel, Hvc0InRawModeGetsBackExactlyTheBytesItSentThroughAHostPeer)
       << tail(r);
   EXPECT_EQ(received[1], sent[1]);
   expect_line(r, "chan-check: checksums match");
-  // Raw mode: every byte the guest wrote reached the peer once, nothing more (no echo of the
-  // peer's bytes by the tty, no CR added before NL).
+  // Every byte the guest wrote reached the peer once, nothing more (a port is no tty: no echo
+  // of the peer's bytes, no CR added before NL).
   EXPECT_EQ(echoed, kBytes);
   EXPECT_NE(::access(sock.c_str(), F_OK), 0) << "shoal leaves no socket behind";
   std::printf("chan-check boot %.1f s, %llu bytes echoed\n", r.seconds,

@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "devices/virtio_console.hpp"
+#include "devices/virtio_console_control.hpp"
 #include "devices/virtio_mmio.hpp"
 #include "support/sanitized.hpp"
 #include "support/virtio_test_driver.hpp"
@@ -40,6 +41,7 @@ std::unique_ptr<VirtioDevice> listen_or_fail(const std::string& path) {
 struct Channel : VirtioTestDriver {
   Channel() : VirtioTestDriver(listen_or_fail(socket_path())) {}
   void start() { VirtioTestDriver::start(0, 2); }
+  void start_multiport() { VirtioTestDriver::start(kConsoleFMultiport, 4); }
   // Makes buffer `i` of queue `q` available: device-writable for the receive queue.
   void post(uint16_t q, uint16_t i, uint32_t len) { VirtioTestDriver::post(q, i, len, q == 0); }
   int connect() {
@@ -179,6 +181,55 @@ TEST(VirtioConsole, AnAcceptThatFailsIsRetriedLaterNotInALoop) {
   EXPECT_EQ(std::string(got, 2), "hi");
   EXPECT_EQ(dev.counters().peers, 2u);
   ::close(peer);
+}
+
+// MULTIPORT, as Linux drives it: the port is added, named and told whether the host side is
+// open, as the peer comes and goes; a malformed control message is dropped, not fatal.
+TEST(VirtioConsole, WithMultiportThePortIsNamedAndTheGuestLearnsWhenThePeerComesAndGoes) {
+  Channel c;
+  EXPECT_EQ(c.config(4), 1);  // max_nr_ports
+  c.start_multiport();
+  for (uint16_t i = 0; i < 8; ++i) c.VirtioTestDriver::post(2, i, 64, true);
+  uint16_t sent = 0;
+  auto send = [&](uint32_t id, uint16_t event, uint16_t value, uint32_t len = 8) {
+    const std::vector<uint8_t> m = encode_console_control({id, event, value});
+    std::memcpy(c.host(buffer(3, sent), 8), m.data(), 8);
+    c.VirtioTestDriver::post(3, sent++, len, false);
+  };
+  // The k-th message to the driver (from 1), in control receive buffer k - 1.
+  auto received = [&](uint16_t k, ConsoleControl want, const std::string& extra = "") {
+    const auto len = c.used(2, k);
+    ASSERT_EQ(len, std::optional<uint32_t>(8 + extra.size())) << "message " << k;
+    const uint8_t* b = c.host(buffer(2, k - 1), *len);
+    ConsoleControl got;
+    std::memcpy(&got.id, b, 4);
+    std::memcpy(&got.event, b + 4, 2);
+    std::memcpy(&got.value, b + 6, 2);
+    EXPECT_EQ(got.id, want.id) << "message " << k;
+    EXPECT_EQ(got.event, want.event) << "message " << k;
+    EXPECT_EQ(got.value, want.value) << "message " << k;
+    EXPECT_EQ(std::string(reinterpret_cast<const char*>(b + 8), extra.size()), extra);
+  };
+  send(0, ConsoleControl::kDeviceReady, 1, 4);  // 4 bytes: dropped
+  send(0, ConsoleControl::kDeviceReady, 1);
+  received(1, {0, ConsoleControl::kDeviceAdd, 0});
+  send(0, ConsoleControl::kPortReady, 1);
+  received(2, {0, ConsoleControl::kPortName, 1}, "shoal.channel");
+  received(3, {0, ConsoleControl::kPortOpen, 0});  // nobody on the socket yet
+  EXPECT_EQ(c.used(3, 3), std::optional<uint32_t>(0));
+  EXPECT_EQ(c.reg(0x70) & 64, 0u) << "the short message made the device need a reset";
+  const int peer = c.connect();
+  received(4, {0, ConsoleControl::kPortOpen, 1});
+  send(0, ConsoleControl::kPortOpen, 1);  // the guest opened its end: noted, no answer
+  std::memcpy(c.host(buffer(1, 0), 2), "hi", 2);
+  c.post(1, 0, 2);
+  char got[4] = {};
+  ASSERT_EQ(::read(peer, got, sizeof got), 2);
+  EXPECT_EQ(std::string(got, 2), "hi");
+  ::close(peer);
+  received(5, {0, ConsoleControl::kPortOpen, 0});
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  EXPECT_EQ(c.used_count(2), 5) << "one message per change, no more";
 }
 
 TEST(VirtioConsole, RefusesPathsThatAreNotSockets) {
