@@ -92,9 +92,8 @@ Status VirtioConsole::activate(std::vector<Virtqueue> queues, uint64_t features,
   notify_fds_ = std::move(notify_fds);
   interrupt_ = &interrupt;
   interrupt_due_.assign(queues_.size(), false);
-  port_ready_ = false;
+  add_due_ = add_sent_ = port_ready_ = name_due_ = guest_open_ = false;
   told_open_ = -1;
-  control_out_.clear();
   in_.clear();
   in_at_ = 0;
   out_.clear();
@@ -116,9 +115,9 @@ void VirtioConsole::reset() {
 bool VirtioConsole::work_waiting() const {
   if (broken_) return false;
   if (multiport_ && (queues_[kControlTransmitQ].has_available() ||
-                     (!control_out_.empty() && queues_[kControlReceiveQ].has_available())))
+                     (control_due() && queues_[kControlReceiveQ].has_available())))
     return true;
-  return (in_at_ < in_.size() && queues_[kReceiveQ].has_available()) ||
+  return (take_to_guest() && in_at_ < in_.size() && queues_[kReceiveQ].has_available()) ||
          (peer_.valid() && !writing_ && queues_[kTransmitQ].has_available());
 }
 
@@ -141,12 +140,6 @@ void VirtioConsole::run() {
       if (multiport_) control_from_guest();
       to_guest();
       from_guest();
-      // MULTIPORT: the driver learns whether the host side is open (a peer is connected).
-      if (multiport_ && port_ready_ && told_open_ != (peer_.valid() ? 1 : 0)) {
-        told_open_ = peer_.valid() ? 1 : 0;
-        control_out_.push_back(encode_console_control(
-            {0, ConsoleControl::kPortOpen, static_cast<uint16_t>(told_open_)}));
-      }
       if (multiport_) control_to_guest();
     }
     if (ring.submit() < 0) log::warn("{}: io_uring submit: {}", name(), std::strerror(errno));
@@ -235,6 +228,8 @@ void VirtioConsole::drop_peer() {
 }
 
 void VirtioConsole::to_guest() {
+  // MULTIPORT, the guest's end closed: the peer's bytes wait (and the socket is not read).
+  if (!take_to_guest()) return;
   Virtqueue& q = queues_[kReceiveQ];
   DescriptorChain& chain = chain_;
   while (in_at_ < in_.size()) {
@@ -332,10 +327,10 @@ void VirtioConsole::on_control(const ConsoleControl& m) {
   std::string problem;
   switch (m.event) {
     case ConsoleControl::kDeviceReady:
-      if (m.value == 1)
-        control_out_.push_back(encode_console_control({0, ConsoleControl::kDeviceAdd, 0}));
-      else
+      if (m.value != 1)
         problem = "the driver failed to set the device up";
+      else if (!add_sent_)
+        add_due_ = true;  // the one port exists once: a repeated DEVICE_READY adds nothing
       break;
     case ConsoleControl::kPortReady:
       if (m.id != 0) {
@@ -343,14 +338,18 @@ void VirtioConsole::on_control(const ConsoleControl& m) {
       } else if (m.value != 1) {
         problem = "the driver could not set port 0 up";
       } else {
-        port_ready_ = true;
+        port_ready_ = name_due_ = true;
         told_open_ = -1;  // told again, after the name
-        control_out_.push_back(
-            encode_console_control({0, ConsoleControl::kPortName, 1}, kPortName));
+        guest_open_ = false;
       }
       break;
     case ConsoleControl::kPortOpen:
-      log::debug("{}: the guest {} port {}", name(), m.value ? "opened" : "closed", m.id);
+      if (m.id != 0) {
+        problem = "PORT_OPEN for port " + std::to_string(m.id) + ", which does not exist";
+      } else {
+        guest_open_ = m.value == 1;
+        log::debug("{}: the guest {} port 0", name(), guest_open_ ? "opened" : "closed");
+      }
       break;
     default:
       problem = "control event " + std::to_string(m.event) + " is not one a driver sends";
@@ -359,17 +358,34 @@ void VirtioConsole::on_control(const ConsoleControl& m) {
     log::warn("{}: {}{}", name(), problem, held_back(held));
 }
 
+bool VirtioConsole::control_due() const {
+  return add_due_ || (port_ready_ && (name_due_ || told_open_ != (peer_.valid() ? 1 : 0)));
+}
+
+// What the driver is owed, in order: DEVICE_ADD, PORT_NAME, then PORT_OPEN with whether a peer
+// is connected now.
 void VirtioConsole::control_to_guest() {
   Virtqueue& q = queues_[kControlReceiveQ];
-  while (!control_out_.empty()) {
+  while (control_due()) {
     auto got = q.pop(chain_);
     if (!got) {
       broken_ = true;
       return interrupt_->needs_reset("control receive queue: " + got.error().message());
     }
     if (!*got) return;  // the messages wait for the driver's buffers
-    q.push_used(chain_.head, copy_to_chain(control_out_.front(), chain_));
-    control_out_.pop_front();
+    std::vector<uint8_t> m;
+    if (add_due_) {
+      m = encode_console_control({0, ConsoleControl::kDeviceAdd, 0});
+      add_due_ = false;
+      add_sent_ = true;
+    } else if (name_due_) {
+      m = encode_console_control({0, ConsoleControl::kPortName, 1}, kPortName);
+      name_due_ = false;
+    } else {
+      told_open_ = peer_.valid() ? 1 : 0;
+      m = encode_console_control({0, ConsoleControl::kPortOpen, static_cast<uint16_t>(told_open_)});
+    }
+    q.push_used(chain_.head, copy_to_chain(m, chain_));
     interrupt_due_[kControlReceiveQ] = true;
   }
 }

@@ -16,7 +16,6 @@
 
 #include <atomic>
 #include <cstdint>
-#include <deque>
 #include <memory>
 #include <string>
 #include <thread>
@@ -76,6 +75,8 @@ class VirtioConsole : public VirtioDevice {
   void control_from_guest();
   void on_control(const ConsoleControl& m);
   void control_to_guest();
+  bool control_due() const;
+  bool take_to_guest() const { return !multiport_ || guest_open_; }
 
   const std::string path_;
   const UniqueFd listener_;
@@ -100,11 +101,15 @@ class VirtioConsole : public VirtioDevice {
   std::vector<uint16_t> out_heads_;  // transmit chains whose bytes are in out_
   std::vector<bool> interrupt_due_;
   uint64_t notify_values_[4] = {}, stop_value_ = 0;
-  // MULTIPORT: the driver has set up port 0 (PORT_READY); the PORT_OPEN it was last told (-1:
-  // none yet); control messages waiting for its control receive buffers.
-  bool multiport_ = false, port_ready_ = false;
+  // MULTIPORT. What the driver is owed is state, not a queue of messages, so a driver that
+  // repeats itself cannot make the device hold more than one of each: DEVICE_ADD (once per
+  // activation), PORT_NAME (after each PORT_READY), and PORT_OPEN whenever the peer's presence
+  // differs from what it was last told (-1: nothing yet). The guest's end of the port is open
+  // (its PORT_OPEN): only then do the peer's bytes go into its receive buffers, since Linux
+  // throws away what arrives for a port nobody has open.
+  bool multiport_ = false, add_due_ = false, add_sent_ = false, port_ready_ = false,
+       name_due_ = false, guest_open_ = false;
   int told_open_ = -1;
-  std::deque<std::vector<uint8_t>> control_out_;
   std::thread worker_;
   LogBudget warnings_{5, 1'000'000'000};
 

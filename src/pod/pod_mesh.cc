@@ -116,6 +116,10 @@ void PodMesh::close() {
 }
 
 void PodMesh::send_done() {
+  {
+    std::lock_guard lock(mu_);
+    done_sent_ = true;
+  }
   broadcast(Frame{MessageType::kPodDone, 0, {}});
 }
 
@@ -128,9 +132,9 @@ bool PodMesh::wait_others_done(std::chrono::milliseconds timeout) {
   });
 }
 
-bool PodMesh::done_from(NodeId from) {
+bool PodMesh::done_both_ways(NodeId from) {
   std::lock_guard lock(mu_);
-  return done_[from];
+  return done_[from] && done_sent_;
 }
 
 void PodMesh::read_loop(NodeId from, net::Link* link) {
@@ -148,8 +152,9 @@ void PodMesh::read_frames(NodeId from, net::Link* link) {
   for (;;) {
     auto f = link->receive();
     if (!f) {
-      // After its done, a member closes its links once everyone is done: not a lost host.
-      if (!closing() && !done_from(from)) handlers_.lost(from, f.error());
+      // A member closes its links once every other one is done, this one included: after
+      // both dones, the end is no lost host; before this one's, the peer crashed or gave up.
+      if (!closing() && !done_both_ways(from)) handlers_.lost(from, f.error());
       return;
     }
     switch (f->type) {

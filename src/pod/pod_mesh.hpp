@@ -69,7 +69,7 @@ class PodMesh : public CoherenceTransport {
  private:
   void read_loop(NodeId from, net::Link* link);
   void read_frames(NodeId from, net::Link* link);
-  bool done_from(NodeId from);
+  bool done_both_ways(NodeId from);  // its kPodDone came and this member sent its own
 
   NodeId self_;
   std::vector<std::string> names_;
@@ -82,6 +82,7 @@ class PodMesh : public CoherenceTransport {
   size_t attached_ = 0;
   bool closed_ = false;
   std::vector<bool> done_;   // by host: its kPodDone came
+  bool done_sent_ = false;   // this member's kPodDone went out
   std::vector<bool> ended_;  // by host: its reader returned (the link ended or broke)
   // Forwarded accesses waiting for host 0's answer, by request id.
   struct Pending {

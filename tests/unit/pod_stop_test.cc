@@ -84,7 +84,7 @@ bool build_pair(Host (&hosts)[2]) {
       return false;
     }
   connect(hosts);
-  return true;
+  return !::testing::Test::HasFatalFailure();
 }
 
 TEST(PodStop, StoppingWhilePagesMoveBothWaysNeverCrashesOrHangs) {

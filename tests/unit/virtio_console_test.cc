@@ -183,8 +183,9 @@ TEST(VirtioConsole, AnAcceptThatFailsIsRetriedLaterNotInALoop) {
   ::close(peer);
 }
 
-// MULTIPORT, as Linux drives it: the port is added, named and told whether the host side is
-// open, as the peer comes and goes; a malformed control message is dropped, not fatal.
+// MULTIPORT, as Linux drives it: the port is added (once), named and told whether the host
+// side is open, as the peer comes and goes; the peer's bytes wait until the guest opens its
+// end; a malformed control message is dropped, not fatal.
 TEST(VirtioConsole, WithMultiportThePortIsNamedAndTheGuestLearnsWhenThePeerComesAndGoes) {
   Channel c;
   EXPECT_EQ(c.config(4), 1);  // max_nr_ports
@@ -213,14 +214,23 @@ TEST(VirtioConsole, WithMultiportThePortIsNamedAndTheGuestLearnsWhenThePeerComes
   send(0, ConsoleControl::kDeviceReady, 1, 4);  // 4 bytes: dropped
   send(0, ConsoleControl::kDeviceReady, 1);
   received(1, {0, ConsoleControl::kDeviceAdd, 0});
+  send(0, ConsoleControl::kDeviceReady, 1);  // again: the port exists, no second DEVICE_ADD
   send(0, ConsoleControl::kPortReady, 1);
   received(2, {0, ConsoleControl::kPortName, 1}, "shoal.channel");
   received(3, {0, ConsoleControl::kPortOpen, 0});  // nobody on the socket yet
-  EXPECT_EQ(c.used(3, 3), std::optional<uint32_t>(0));
+  EXPECT_EQ(c.used(3, 4), std::optional<uint32_t>(0));
   EXPECT_EQ(c.reg(0x70) & 64, 0u) << "the short message made the device need a reset";
   const int peer = c.connect();
   received(4, {0, ConsoleControl::kPortOpen, 1});
-  send(0, ConsoleControl::kPortOpen, 1);  // the guest opened its end: noted, no answer
+  // The peer speaks first, before any program in the guest opened the port: Linux would throw
+  // the bytes away, so they wait until the guest's PORT_OPEN.
+  c.post(0, 0, 64);
+  ASSERT_EQ(::write(peer, "early", 5), 5);
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_EQ(c.used_count(0), 0) << "bytes went to a port the guest had not opened";
+  send(0, ConsoleControl::kPortOpen, 1);
+  ASSERT_EQ(c.used(0, 1), std::optional<uint32_t>(5));
+  EXPECT_EQ(std::string(reinterpret_cast<char*>(c.host(buffer(0, 0), 5)), 5), "early");
   std::memcpy(c.host(buffer(1, 0), 2), "hi", 2);
   c.post(1, 0, 2);
   char got[4] = {};
