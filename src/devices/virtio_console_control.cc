@@ -29,7 +29,8 @@ std::vector<uint8_t> encode_console_control(const ConsoleControl& c, std::string
   std::memcpy(out.data(), &c.id, 4);
   std::memcpy(out.data() + 4, &c.event, 2);
   std::memcpy(out.data() + 6, &c.value, 2);
-  std::memcpy(out.data() + kConsoleControlSize, extra.data(), extra.size());
+  // An empty string_view's data() may be null, which memcpy must not get (UBSan), even for 0.
+  if (!extra.empty()) std::memcpy(out.data() + kConsoleControlSize, extra.data(), extra.size());
   return out;
 }
 
