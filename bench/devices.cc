@@ -125,24 +125,24 @@ Figures pod_figures(const std::string& image, const std::string& workload) {
   if (::geteuid() != 0) return {-1, -1, -1, "skipped: needs root (ip netns)"};
   const std::string base = "/tmp/shoal-bench-devices-" + std::to_string(getpid());
   const std::string secret = base + ".secret", spec = base + "-pod.yaml";
-  {
-    const int fd = ::open(secret.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    const std::string text = "devices-bench-secret-0123456789abcdef\n";
-    if (fd < 0 || ::write(fd, text.data(), text.size()) != static_cast<ssize_t>(text.size()))
-      return {-1, -1, -1, "cannot write " + secret};
-    ::close(fd);
-    const std::string yaml =
-        "apiVersion: shoal/v1\nkind: Pod\nmetadata: {name: devbench}\nspec:\n"
-        "  guest: {kernel: " SHOAL_TEST_GUEST ", cmdline: \"" +
-        workload + "\"}\n  memory: 512M\n  vcpus: 2\n  transport: tcp\n  placement: static\n" +
-        "  secretFile: " + secret + "\n  disks: [\"" + image + "\"]\n  hosts:\n" +
-        "    - {name: h0, address: \"127.77.0.1:7100\", vcpus: \"1\", memory: even}\n" +
-        "    - {name: h1, address: \"127.77.0.2:7100\", vcpus: \"0\", memory: even}\n";
-    const int sf = ::open(spec.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    if (sf < 0 || ::write(sf, yaml.data(), yaml.size()) != static_cast<ssize_t>(yaml.size()))
-      return {-1, -1, -1, "cannot write " + spec};
-    ::close(sf);
-  }
+  // Mode 0600: the secret is the pod's key.
+  auto write_private = [](const std::string& path, const std::string& text) {
+    const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    const bool ok =
+        fd >= 0 && ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
+    if (fd >= 0) ::close(fd);
+    return ok;
+  };
+  const std::string yaml =
+      "apiVersion: shoal/v1\nkind: Pod\nmetadata: {name: devbench}\nspec:\n"
+      "  guest: {kernel: " SHOAL_TEST_GUEST ", cmdline: \"" +
+      workload + "\"}\n  memory: 512M\n  vcpus: 2\n  transport: tcp\n  placement: static\n" +
+      "  secretFile: " + secret + "\n  disks: [\"" + image + "\"]\n  hosts:\n" +
+      "    - {name: h0, address: \"127.77.0.1:7100\", vcpus: \"1\", memory: even}\n" +
+      "    - {name: h1, address: \"127.77.0.2:7100\", vcpus: \"0\", memory: even}\n";
+  if (!write_private(secret, "devices-bench-secret-0123456789abcdef\n") ||
+      !write_private(spec, yaml))
+    return {-1, -1, -1, "cannot write " + secret + " or " + spec};
   auto r = run_process(
       {"/usr/bin/env", "SHOAL_BIN=" SHOAL_BINARY, SHOAL_SOURCE_DIR "/scripts/netns-cluster", "2",
        secret, "--", SHOAL_BINARY, "pod", "up", spec},

@@ -295,10 +295,6 @@ void VirtioConsole::from_guest() {
       ring_->queue_send(peer_.get(), out_.data(), static_cast<unsigned>(out_.size()), kWriteTag);
 }
 
-}  // namespace shoal
-
-namespace shoal {
-
 void VirtioConsole::control_from_guest() {
   Virtqueue& q = queues_[kControlTransmitQ];
   for (;;) {
