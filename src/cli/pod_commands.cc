@@ -56,6 +56,13 @@ int validate_pod(const std::string& path) {
               static_cast<unsigned long long>(s.failure_timeout_ms),
               static_cast<unsigned long long>(s.page_hold_us),
               s.placement == PodPlacement::kAuto ? "auto" : "static");
+  std::string devices;
+  auto device = [&](const std::string& d) { devices += (devices.empty() ? "" : ", ") + d; };
+  for (const auto& d : s.disks) device("disk " + d.path + (d.read_only ? " (ro)" : ""));
+  for (const auto& n : s.nets) device("net tap=" + n.tap);
+  if (!s.channel.empty()) device("channel " + s.channel);
+  if (!devices.empty())
+    std::printf("  devices on %s: %s\n", s.hosts.front().name.c_str(), devices.c_str());
   for (const auto& h : s.hosts) {
     std::string vcpus, home;
     for (int v : h.vcpus) vcpus += (vcpus.empty() ? "" : ",") + std::to_string(v);
@@ -63,8 +70,8 @@ int validate_pod(const std::string& path) {
       home += (home.empty() ? "" : " ") +
               ("[" + format_size(m.start) + ", " + format_size(m.start + m.size) + ")");
     std::printf("  %s %s:%u  vcpus %s (at most %d)  home %s  zero pool %s\n", h.name.c_str(),
-                h.host.c_str(), h.port, vcpus.c_str(), h.max_vcpus, home.c_str(),
-                format_size(h.zero_pool_bytes).c_str());
+                h.host.c_str(), h.port, vcpus.empty() ? "none" : vcpus.c_str(), h.max_vcpus,
+                home.c_str(), format_size(h.zero_pool_bytes).c_str());
   }
   return 0;
 }

@@ -227,8 +227,9 @@ Result<BootPlan> PodMember::load() {
   const PodSpec& spec = config_.spec;
   // The loader's writes are faults like any other: pages homed elsewhere are fetched from
   // their homes, so the mesh must be up.
-  auto plan = load_guest_files(core_->ram(), spec.kernel, spec.initrd, spec.cmdline, spec.vcpus,
-                               static_cast<uint32_t>(spec.disks.size()));
+  auto plan = load_guest_files(
+      core_->ram(), spec.kernel, spec.initrd, spec.cmdline, spec.vcpus,
+      static_cast<uint32_t>(spec.disks.size() + spec.nets.size() + (spec.channel.empty() ? 0 : 1)));
   if (!plan) return plan.error();
   SHOAL_TRY(core_->map_for_boot(), "");
   log::info("pod {}: loaded {}: {}", spec.name, spec.kernel, plan->description);
@@ -367,18 +368,19 @@ void PodMember::leave_guest_memory() {
     return std::chrono::duration_cast<std::chrono::milliseconds>(
         std::max(deadline - std::chrono::steady_clock::now(), std::chrono::nanoseconds(0)));
   };
-  // The disks' workers finish their requests under way, whose buffers may be any host's pages.
-  auto disks = std::async(std::launch::async, [this] { stop_disks(); });
-  const bool disks_stopped = disks.wait_for(left()) == std::future_status::ready;
+  // The devices' workers finish their requests under way, whose buffers may be any host's
+  // pages (a disk's read, a frame the tap handed to the net device).
+  auto devices = std::async(std::launch::async, [this] { stop_virtio_devices(); });
+  const bool devices_stopped = devices.wait_for(left()) == std::future_status::ready;
   mesh_->send_done();
   const bool others_done = mesh_->wait_others_done(left());
-  if (!disks_stopped || !others_done)
+  if (!devices_stopped || !others_done)
     log::warn("pod {}: {} still {} guest memory after {} ms; stopping it anyway", config_.spec.name,
-              !disks_stopped ? "a disk request" : "another host",
-              !disks_stopped ? "waits on" : "uses", grace.count());
-  if (!disks_stopped) {
+              !devices_stopped ? "a device request" : "another host",
+              !devices_stopped ? "waits on" : "uses", grace.count());
+  if (!devices_stopped) {
     memory_->stop();  // wakes the request's fault
-    disks.wait();
+    devices.wait();
   }
 }
 

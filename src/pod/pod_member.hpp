@@ -86,8 +86,8 @@ class PodMember {
  private:
   explicit PodMember(PodMemberConfig config);
   Status build_devices();  // pod_member_devices.cc
-  Status insert_disks();
-  void stop_disks();
+  Status insert_virtio_devices();
+  void stop_virtio_devices();
   void leave_guest_memory();  // monitor(): the second phase of a leave
   static constexpr auto kLeaveGrace = std::chrono::seconds(5);  // beyond the failure timeout
   Result<std::shared_ptr<net::Link>> mesh_link(std::shared_ptr<net::TcpLink> tcp, bool connecting);
@@ -140,7 +140,8 @@ class PodMember {
   std::deque<ForwardedWork> device_queue_;
   bool device_stop_ = false;
   std::thread device_thread_;
-  std::vector<std::shared_ptr<VirtioMmio>> disks_;  // host 0's spec.disks
+  // Host 0's spec.disks, spec.nets and spec.channel, in that order.
+  std::vector<std::shared_ptr<VirtioMmio>> virtio_;
 
   std::mutex console_mu_;
   std::string console_line_;

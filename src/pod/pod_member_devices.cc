@@ -6,6 +6,8 @@
 
 #include "devices/platform_devices.hpp"
 #include "devices/simple_devices.hpp"
+#include "devices/virtio_console.hpp"
+#include "devices/virtio_net.hpp"
 #include "pod/pod_member.hpp"
 #include "shoal/log.hpp"
 #include "shoal/size.hpp"
@@ -22,7 +24,7 @@ Status PodMember::build_devices() {
                                            stop({end.code, false, end.why});
                                          }});
     if (!uart) return uart.error();
-    SHOAL_TRY(insert_disks(), "");
+    SHOAL_TRY(insert_virtio_devices(), "");
     // Guest discards: every page goes back to dormant at its home, on every host. The discard
     // waits for the homes' acks, so the range reads as zero afterwards, as on a single host;
     // one forwarded from another host's vCPU runs on the device thread, never on a link's
@@ -93,21 +95,31 @@ void PodMember::serve_forwarded(NodeId from, const ForwardedExit& e, uint32_t re
   mesh_->reply_forwarded(from, request, data);
 }
 
-// spec.disks, on host 0's MMIO bus as `shoal run` puts them. A vCPU on another host reaches a
-// transport's registers by a forwarded MMIO exit (its QueueNotify too: the ioeventfd is host
-// 0's), and the rings and buffers through coherent memory: the worker's accesses fault like a
-// vCPU's and fetch the pages from wherever they are.
-Status PodMember::insert_disks() {
-  auto disks = VirtioBlk::open_all(config_.spec.disks, config_.spec.vcpus);
-  if (!disks) return disks.error();
-  auto transports = core_->insert_virtio(std::move(*disks));
+// spec.disks, spec.nets and spec.channel, on host 0's MMIO bus as `shoal run` puts them. A
+// vCPU on another host reaches a transport's registers by a forwarded MMIO exit (its
+// QueueNotify too: the ioeventfd is host 0's), and the rings and buffers through coherent
+// memory: the worker's accesses fault like a vCPU's and fetch the pages from wherever they
+// are. The devices' interrupts are host 0's IOAPIC's, which the interrupt router forwards.
+Status PodMember::insert_virtio_devices() {
+  const PodSpec& spec = config_.spec;
+  auto devices = VirtioBlk::open_all(spec.disks, spec.vcpus);
+  if (!devices) return devices.error();
+  auto nets = VirtioNet::open_all(spec.nets);
+  if (!nets) return nets.error();
+  for (auto& n : *nets) devices->push_back(std::move(n));
+  if (!spec.channel.empty()) {
+    auto channel = VirtioConsole::listen(spec.channel);
+    if (!channel) return channel.error();
+    devices->push_back(std::move(*channel));
+  }
+  auto transports = core_->insert_virtio(std::move(*devices));
   if (!transports) return transports.error();
-  disks_ = std::move(*transports);
+  virtio_ = std::move(*transports);
   return {};
 }
 
-void PodMember::stop_disks() {
-  for (auto& t : disks_) t->stop();
+void PodMember::stop_virtio_devices() {
+  for (auto& t : virtio_) t->stop();
 }
 
 }  // namespace shoal

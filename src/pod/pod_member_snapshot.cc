@@ -78,8 +78,10 @@ Result<std::string> PodMember::save_snapshot(const std::string& dir,
                                              const std::vector<uint64_t>& slots,
                                              uint64_t snapshot_id) {
   const PodSpec& spec = config_.spec;
-  if (!spec.disks.empty())
-    return Error("snapshot: virtio devices (spec.disks) do not save their state yet");
+  if (!spec.disks.empty() || !spec.nets.empty() || !spec.channel.empty())
+    return Error(
+        "snapshot: virtio devices (spec.disks, spec.nets, spec.channel) do not save their state "
+        "yet");
   PodMemberState st;
   st.pod_name = spec.name;
   st.snapshot_id = snapshot_id;

@@ -205,7 +205,7 @@ PodSpecResult parse_pod_spec(const std::string& yaml_text) {
   } else if (c.map(s, "spec")) {
     c.only_keys(s, "spec",
                 {"guest", "memory", "vcpus", "hosts", "transport", "rdmaSealed", "secretFile",
-                 "failureTimeout", "pageHold", "placement", "disks"});
+                 "failureTimeout", "pageHold", "placement", "disks", "nets", "channel"});
     if (!s["guest"].IsDefined()) {
       c.error("spec.guest", s, "required field is missing");
     } else if (c.map(s["guest"], "spec.guest")) {
@@ -265,24 +265,45 @@ PodSpecResult parse_pod_spec(const std::string& yaml_text) {
     };
     duration("failureTimeout", false, 500, 60'000, "500ms to 60s", spec.failure_timeout_ms);
     duration("pageHold", true, 20, 1'000'000, "20us to 1s", spec.page_hold_us);
-    if (const YAML::Node d = s["disks"]; d.IsDefined()) {
+    // Devices on the first host, in `shoal run`'s order (docs/devices.md): the disks, the
+    // nets, the channel, one virtio-mmio slot each.
+    auto device_list = [&](const char* key, const char* form, auto parse, auto& out) {
+      const YAML::Node d = s[key];
+      if (!d.IsDefined()) return;
+      const std::string field = std::string("spec.") + key;
       if (!d.IsSequence() || d.size() > platform::kVirtioMmioSlots) {
-        c.error("spec.disks", d,
-                "expected a list of at most " + std::to_string(platform::kVirtioMmioSlots) +
-                    " PATH[,ro], got " + Checker::kind_of(d));
-      } else {
-        for (size_t i = 0; i < d.size(); ++i) {
-          const std::string path = "spec.disks[" + std::to_string(i) + "]";
-          if (!d[i].IsScalar()) {
-            c.error(path, d[i], "expected PATH[,ro], got " + Checker::kind_of(d[i]));
-          } else if (auto disk = parse_disk_option(d[i].as<std::string>()); !disk) {
-            c.error(path, d[i], disk.error().message());
-          } else {
-            spec.disks.push_back(*disk);
-          }
+        c.error(field, d,
+                "expected a list of at most " + std::to_string(platform::kVirtioMmioSlots) + " " +
+                    form + ", got " + Checker::kind_of(d));
+        return;
+      }
+      for (size_t i = 0; i < d.size(); ++i) {
+        const std::string path = field + "[" + std::to_string(i) + "]";
+        if (!d[i].IsScalar()) {
+          c.error(path, d[i], std::string("expected ") + form + ", got " + Checker::kind_of(d[i]));
+        } else if (auto parsed = parse(d[i].as<std::string>()); !parsed) {
+          c.error(path, d[i], parsed.error().message());
+        } else {
+          out.push_back(*parsed);
         }
       }
+    };
+    device_list("disks", "PATH[,ro]", parse_disk_option, spec.disks);
+    device_list("nets", "tap=NAME[,mac=MAC]", parse_net_option, spec.nets);
+    if (auto v = c.text(s, "spec", "channel", false)) {
+      // A Unix socket's path: sun_path holds 107 bytes and a NUL.
+      if (v->empty() || v->size() > 107)
+        c.error("spec.channel", s["channel"],
+                "expected a socket path of 1 to 107 bytes, got " + std::to_string(v->size()));
+      else
+        spec.channel = *v;
     }
+    const size_t virtio = spec.disks.size() + spec.nets.size() + (spec.channel.empty() ? 0 : 1);
+    if (virtio > platform::kVirtioMmioSlots)
+      c.error("spec", s,
+              std::to_string(spec.disks.size()) + " disks, " + std::to_string(spec.nets.size()) +
+                  " nets" + (spec.channel.empty() ? "" : " and a channel") + ": at most " +
+                  std::to_string(platform::kVirtioMmioSlots) + " virtio devices");
     const YAML::Node hosts = s["hosts"];
     if (!hosts.IsDefined()) {
       c.error("spec.hosts", s, "required field is missing");

@@ -14,6 +14,8 @@
 //     pageHold: 200us             # a page that arrived stays at least this long (20us .. 1s)
 //     placement: static           # or auto: vCPUs move to the host their pages come from
 //     disks: [/srv/root.img, "/srv/data.img,ro"]  # virtio-blk on the first host (docs/devices.md)
+//     nets: ["tap=tap0"]          # virtio-net on the first host's tap (docs/devices.md)
+//     channel: /run/demo.sock     # the channel: a Unix socket on the first host
 //     hosts:
 //       - {name: a, address: "10.0.0.1:7000", vcpus: [0, 1], memory: even, zeroPool: 64M,
 //          rdmaDevice: mlx5_0}    # rdma only; default: the first device with an active port
@@ -29,6 +31,7 @@
 #include <vector>
 
 #include "devices/virtio_blk.hpp"
+#include "devices/virtio_net.hpp"
 
 namespace shoal {
 
@@ -77,6 +80,10 @@ struct PodSpec {
   // virtio-blk devices, opened by the first host (devices live there); the others reach them
   // through coherent memory and forwarded MMIO exits.
   std::vector<DiskOptions> disks;
+  // virtio-net devices on the first host's taps, and the channel's socket there (empty: none);
+  // reached from other hosts as the disks are.
+  std::vector<NetOptions> nets;
+  std::string channel;
   std::vector<PodHost> hosts;
 };
 

@@ -90,6 +90,16 @@ TEST(BadInput, PodSpecErrorsAreListedWithPathsAndExit2) {
   EXPECT_NE(good.out.find("  transport tcp, failure timeout 1000 ms, page hold 200 us, placement "),
             std::string::npos)
       << good.out;
+  auto devices = run_process({SHOAL_BINARY, "pod", "validate",
+                              std::string(SHOAL_SOURCE_DIR) + "/configs/pod-devices.yaml"},
+                             seconds(30));
+  EXPECT_EQ(devices.exit_code, 0) << devices.err;
+  EXPECT_NE(devices.out.find("  devices on host-a: disk /srv/shoal/root.img, net tap=shoal0, "
+                             "channel /run/shoal/devices-demo.sock\n"),
+            std::string::npos)
+      << devices.out;
+  EXPECT_NE(devices.out.find("  host-b 10.77.0.2:7100  vcpus none (at most 1)"), std::string::npos)
+      << devices.out;
 }
 
 }  // namespace

@@ -45,7 +45,7 @@ std::string pod_spec(int hosts, const std::string& cmdline, int vcpus_each, int 
 }
 
 ProcessResult in_cluster(int hosts, const std::string& spec_path, const std::string& script,
-                         std::vector<std::string> env) {
+                         std::vector<std::string> env, std::chrono::seconds limit) {
   std::vector<std::string> argv = {"/usr/bin/env", "SHOAL_BIN=" SHOAL_BINARY};
   argv.insert(argv.end(), env.begin(), env.end());
   for (const std::string& a :
@@ -53,7 +53,7 @@ ProcessResult in_cluster(int hosts, const std::string& spec_path, const std::str
         std::string("--"), std::string("/usr/bin/env"), "SPEC=" + spec_path,
         std::string("SHOAL=" SHOAL_BINARY), std::string("bash"), std::string("-c"), script})
     argv.push_back(a);
-  return run_process(argv, std::chrono::seconds(120));
+  return run_process(argv, limit);
 }
 
 std::string wait_running(int hosts) {

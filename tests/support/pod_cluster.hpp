@@ -1,6 +1,7 @@
 // Pods of test guests on hosts in network namespaces (scripts/netns-cluster), for the pod tests.
 #pragma once
 
+#include <chrono>
 #include <string>
 #include <vector>
 
@@ -31,9 +32,11 @@ std::string pod_spec(int hosts, const std::string& cmdline, int vcpus_each = 2,
                      const std::string& placement = "", const std::string& transport = "tcp");
 
 // Runs `script` (bash) in host 0's namespace of a fresh cluster of `hosts` nodes; $SPEC is
-// the pod spec, $SHOAL the binary. `env`: more NAME=VALUE for scripts/netns-cluster.
+// the pod spec, $SHOAL the binary. `env`: more NAME=VALUE for scripts/netns-cluster. Killed
+// after `limit`.
 ProcessResult in_cluster(int hosts, const std::string& spec_path, const std::string& script,
-                         std::vector<std::string> env = {});
+                         std::vector<std::string> env = {},
+                         std::chrono::seconds limit = std::chrono::seconds(120));
 
 // Bash that waits (up to 10 s) until host 0 of a pod of `hosts` hosts says the pod runs.
 std::string wait_running(int hosts);

@@ -175,6 +175,35 @@ TEST(PodSpec, Disks) {
                "at most 8");
 }
 
+TEST(PodSpec, NetsAndTheChannel) {
+  const std::string tcp = "  transport: tcp\n";
+  auto d = parse_pod_spec(edit(tcp, tcp + "  nets: [\"tap=t0\", \"tap=t1,mac=52:54:00:00:00:07\"]\n"
+                                          "  channel: /run/shoal/demo.sock\n"));
+  ASSERT_TRUE(d.spec.has_value()) << d.errors.front();
+  ASSERT_EQ(d.spec->nets.size(), 2u);
+  EXPECT_EQ(d.spec->nets[0].tap, "t0");
+  EXPECT_FALSE(d.spec->nets[0].mac_given);
+  EXPECT_EQ(d.spec->nets[1].tap, "t1");
+  EXPECT_TRUE(d.spec->nets[1].mac_given);
+  EXPECT_EQ(d.spec->nets[1].mac[5], 7);
+  EXPECT_EQ(d.spec->channel, "/run/shoal/demo.sock");
+  EXPECT_TRUE(parse_pod_spec(kGood).spec->nets.empty());
+  EXPECT_TRUE(parse_pod_spec(kGood).spec->channel.empty());
+  expect_error(edit(tcp, tcp + "  nets: [\"tap=t0,speed=10\"]\n"), "spec.nets[0]",
+               "--net: 'speed=10' in 'tap=t0,speed=10'");
+  expect_error(edit(tcp, tcp + "  nets: [\"mac=52:54:00:00:00:07\"]\n"), "spec.nets[0]",
+               "--net: no tap=");
+  expect_error(edit(tcp, tcp + "  nets: tap=t0\n"), "spec.nets",
+               "expected a list of at most 8 tap=NAME[,mac=MAC]");
+  expect_error(edit(tcp, tcp + "  channel: [a]\n"), "spec.channel", "expected a string");
+  expect_error(edit(tcp, tcp + "  channel: \"" + std::string(108, 'x') + "\"\n"), "spec.channel",
+               "expected a socket path of 1 to 107 bytes, got 108");
+  // Eight virtio-mmio slots for all of them together.
+  expect_error(edit(tcp, tcp + "  disks: [a, b, c, d, e]\n  nets: [tap=a, tap=b, tap=c]\n"
+                               "  channel: /run/c.sock\n"),
+               "spec", "5 disks, 3 nets and a channel: at most 8 virtio devices");
+}
+
 TEST(PodSpec, ExplicitRangesAreKept) {
   auto r = parse_pod_spec(edit("      memory: even\n", "      memory: [{start: 0, size: 256M}]\n") +
                           "      memory: [{start: 256M, size: 768M}]\n");
@@ -256,7 +285,8 @@ TEST(PodSpec, ReportsEveryProblemAtOnceWithLines) {
 }
 
 TEST(PodSpec, ExamplesInConfigsAreValid) {
-  for (const char* f : {"pod-2hosts.yaml", "pod-3hosts-ranges.yaml", "pod-netns-3hosts.yaml"}) {
+  for (const char* f :
+       {"pod-2hosts.yaml", "pod-3hosts-ranges.yaml", "pod-netns-3hosts.yaml", "pod-devices.yaml"}) {
     auto r = load_pod_spec(std::string(SHOAL_SOURCE_DIR) + "/configs/" + f);
     EXPECT_TRUE(r.spec.has_value()) << f << ": " << (r.errors.empty() ? "" : r.errors[0]);
   }
