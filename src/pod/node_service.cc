@@ -38,6 +38,7 @@ Result<std::unique_ptr<NodeService>> NodeService::start(const NodeConfig& config
     n->api_ = std::move(*api);
   }
   n->acceptor_ = std::thread([self = n.get()] { self->accept_loop(); });
+  n->reaper_ = std::thread([self = n.get()] { self->release_finished_pods(); });
   return n;
 }
 
@@ -62,6 +63,11 @@ void NodeService::stop() {
   // thread's wait ends with the pod, and the last reference joins its teardown.
   if (pod) pod->stop({0, true, "the node is shutting down"});
   pod.reset();
+  {
+    std::lock_guard lock(reap_mu_);
+    reap_cv_.notify_all();  // stopping_ is set: the reaper ends (a pod it holds is torn down)
+  }
+  if (reaper_.joinable()) reaper_.join();
   std::unique_lock lock(mu_);
   for (auto* l : live_) l->close();
   for (auto& p : pending_) ::shutdown(p.fd.get(), SHUT_RDWR);
@@ -181,6 +187,32 @@ std::shared_ptr<PodMember> NodeService::current_pod() {
   return pod_;
 }
 
+std::string NodeService::last_pod_status() {
+  std::lock_guard lock(pod_mu_);
+  return last_status_;
+}
+
+// Waits for a finished pod's teardown off the pod's own threads (its monitor tells the reaper
+// from the `finished` callback, and cannot join itself), then lets it go. The member is
+// destroyed by whoever holds it last: here, or a request thread that still had it.
+void NodeService::release_finished_pods() {
+  for (;;) {
+    {
+      std::unique_lock lock(reap_mu_);
+      reap_cv_.wait(lock, [&] { return reap_ || stopping_; });
+      if (stopping_) return;
+      reap_ = false;
+    }
+    std::shared_ptr<PodMember> done = current_pod();
+    if (!done || !done->stopped()) continue;
+    done->wait_stopped();
+    std::lock_guard lock(pod_mu_);
+    if (pod_ != done) continue;  // start_pod or stop took it meanwhile
+    last_status_ = done->status();
+    pod_.reset();
+  }
+}
+
 net::Frame NodeService::start_pod(const net::Frame& request,
                                   const std::shared_ptr<net::TcpLink>& client) {
   auto fail = [](const std::string& why) { return encode_pod_reply({false, why}); };
@@ -198,6 +230,7 @@ net::Frame NodeService::start_pod(const net::Frame& request,
   if (stopping_) return fail("this node is shutting down");
   if (pod_ && !pod_->stopped()) return fail("this node already runs pod " + pod_->spec().name);
   pod_.reset();  // a finished pod: wait for its teardown
+  last_status_.clear();
   PodMemberConfig c;
   c.spec = std::move(*parsed.spec);
   c.self = start->host_index;
@@ -208,9 +241,12 @@ net::Frame NodeService::start_pod(const net::Frame& request,
     (void)client->send(
         net::Frame{net::MessageType::kConsole, 0, std::vector<uint8_t>(text.begin(), text.end())});
   };
-  c.finished = [client, name](const PodOutcome& o) {
+  c.finished = [this, client, name](const PodOutcome& o) {
     (void)client->send(encode_pod_outcome(net::MessageType::kPodExit, o));
     notify_service_manager("STATUS=pod " + name + " stopped: " + o.reason);
+    std::lock_guard lock(reap_mu_);  // never pod_mu_ here: its holder may be joining this thread
+    reap_ = true;
+    reap_cv_.notify_all();
   };
   const auto failure_timeout = std::chrono::milliseconds(c.spec.failure_timeout_ms);
   auto member = PodMember::create(std::move(c));
@@ -227,11 +263,17 @@ net::Frame NodeService::start_pod(const net::Frame& request,
 ApiReply NodeService::handle_api(const ApiRequest& r) {
   using C = ApiRequest::Command;
   auto pod = current_pod();
-  if (r.command == C::kStatus)
+  if (r.command == C::kStatus) {
+    const std::string last = pod ? std::string() : last_pod_status();
     return ApiReply{}
         .with("node", config_.name)
-        .with("state", pod ? pod->state() : std::string("idle"))
-        .with("pod", pod ? pod->status() : std::string("no pod"));
+        .with("state", pod            ? pod->state()
+                       : last.empty() ? "idle"
+                                      : "stopped")
+        .with("pod", pod            ? pod->status()
+                     : last.empty() ? "no pod"
+                                    : last);
+  }
   if (!pod || pod->stopped()) return ApiReply::failure("this node runs no pod");
   switch (r.command) {
     case C::kMetrics:
@@ -261,11 +303,20 @@ ApiReply NodeService::handle_api(const ApiRequest& r) {
 net::Frame NodeService::pod_request(const net::Frame& request) {
   using net::MessageType;
   auto pod = current_pod();
-  if (request.type == MessageType::kPodStatus)
-    return encode_pod_reply({true, pod ? pod->status() : "idle: no pod"});
+  if (request.type == MessageType::kPodStatus) {
+    if (pod) return encode_pod_reply({true, pod->status()});
+    const std::string last = last_pod_status();
+    return encode_pod_reply({true, last.empty() ? "idle: no pod" : last});
+  }
   if (!pod && request.type == MessageType::kPodStop)
     return encode_pod_reply({true, "idle: no pod"});
-  if (!pod) return encode_pod_reply({false, "this node runs no pod"});
+  if (!pod) {
+    // A pod that ended was released (see release_finished_pods), as a stopped one it answers.
+    const std::string why =
+        last_pod_status().empty() ? "this node runs no pod" : "the pod is stopped";
+    return encode_pod_reply(
+        {false, request.type == MessageType::kPodSnapshot ? "pod snapshot: " + why : why});
+  }
   switch (request.type) {
     case MessageType::kPodConnect: {
       Status s = pod->connect_mesh();

@@ -57,7 +57,9 @@ class NodeService {
   net::Frame start_pod(const net::Frame& request, const std::shared_ptr<net::TcpLink>& client);
   net::Frame pod_request(const net::Frame& request);
   std::shared_ptr<PodMember> current_pod();
+  std::string last_pod_status();
   ApiReply handle_api(const ApiRequest& r);
+  void release_finished_pods();  // the reaper thread
 
   NodeConfig config_;
   std::unique_ptr<net::TcpListener> listener_;
@@ -79,6 +81,14 @@ class NodeService {
   std::atomic<bool> stopping_{false};
   std::mutex pod_mu_;  // one control request at a time changes the pod
   std::shared_ptr<PodMember> pod_;
+  // A pod that ended is released by the reaper once torn down: its guest RAM, VM and devices'
+  // descriptors (a tap, a disk, the channel's socket) are not held until the next pod. What
+  // `pod status` said of it last stays, under pod_mu_.
+  std::string last_status_;
+  std::mutex reap_mu_;
+  std::condition_variable reap_cv_;
+  bool reap_ = false;  // under reap_mu_: a pod finished
+  std::thread reaper_;
   std::atomic<uint64_t> served_{0}, refused_{0};
 };
 
