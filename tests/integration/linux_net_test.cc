@@ -202,18 +202,24 @@ TEST(LinuxPodNet, AGuestWithMemoryOnTwoHostsPingsAndEchoesThroughHostZerosTap) {
   // In h0's namespace, where lo is up: the tap's /24 goes in the local table too, or the
   // 127.0.0.0/8 local route there would take the guest's address for this host's own.
   const std::string tap = kTap;
-  const ProcessResult r =
-      in_cluster(2, spec,
-                 "set -e; ip tuntap add dev " + tap + " mode tap; trap 'ip tuntap del dev " + tap +
-                     " mode tap' EXIT; sysctl -qw net.ipv4.conf." + tap +
-                     ".route_localnet=1; ip addr add " + kHostAddress + "/24 dev " + tap +
-                     "; ip link set " + tap + " up; ip route add table local 127.10.0.0/24 dev " +
-                     tap + "; echo $SHOAL_NETNS_PREFIX > " + where + "; $SHOAL pod up $SPEC",
-                 {}, std::chrono::seconds(600));
+  const ProcessResult r = in_cluster(
+      2, spec,
+      "set -e; ip tuntap add dev " + tap + " mode tap; trap 'ip tuntap del dev " + tap +
+          " mode tap 2>/dev/null || true' EXIT; sysctl -qw net.ipv4.conf." + tap +
+          ".route_localnet=1; ip addr add " + kHostAddress + "/24 dev " + tap + "; ip link set " +
+          tap + " up; ip route add table local 127.10.0.0/24 dev " + tap +
+          "; echo $SHOAL_NETNS_PREFIX > " + where +
+          "; set +e; $SHOAL pod up $SPEC; up=$?; "
+          // Host 0's node lets go of the tap once the pod is down (a persistent tap
+          // in use cannot be deleted).
+          "for i in $(seq 100); do ip tuntap del dev " +
+          tap + " mode tap 2>/dev/null && echo tap-released && break; sleep 0.1; done; exit $up",
+      {}, std::chrono::seconds(600));
   give_up = true;
   peer.join();
   ::unlink(where.c_str());
   expect_net_check(r, echoed);
+  EXPECT_NE(r.out.find("tap-released"), std::string::npos) << r.out;
   std::printf("net-check in a pod %.1f s, %llu bytes echoed\n", r.seconds,
               static_cast<unsigned long long>(echoed));
 }
