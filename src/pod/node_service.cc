@@ -203,13 +203,22 @@ void NodeService::release_finished_pods() {
       if (stopping_) return;
       reap_ = false;
     }
-    std::shared_ptr<PodMember> done = current_pod();
-    if (!done || !done->stopped()) continue;
+    std::shared_ptr<PodMember> done;
+    {
+      std::lock_guard lock(pod_mu_);
+      if (!pod_ || !pod_->stopped()) continue;
+      done = pod_;
+      releasing_ = true;
+    }
     done->wait_stopped();
     std::lock_guard lock(pod_mu_);
-    if (pod_ != done) continue;  // start_pod or stop took it meanwhile
-    last_status_ = done->status();
-    pod_.reset();
+    if (pod_ == done) {  // else stop() took it meanwhile
+      last_status_ = done->status();
+      pod_.reset();
+    }
+    done.reset();  // under pod_mu_: gone before start_pod can open the next pod's devices
+    releasing_ = false;
+    pod_cv_.notify_all();
   }
 }
 
@@ -226,7 +235,8 @@ net::Frame NodeService::start_pod(const net::Frame& request,
   }
   if (start->host_index >= parsed.spec->hosts.size())
     return fail("host index " + std::to_string(start->host_index) + " is not in the pod");
-  std::lock_guard lock(pod_mu_);
+  std::unique_lock lock(pod_mu_);
+  pod_cv_.wait(lock, [&] { return !releasing_; });  // the last pod's teardown ends first
   if (stopping_) return fail("this node is shutting down");
   if (pod_ && !pod_->stopped()) return fail("this node already runs pod " + pod_->spec().name);
   pod_.reset();  // a finished pod: wait for its teardown
@@ -309,7 +319,8 @@ net::Frame NodeService::pod_request(const net::Frame& request) {
     return encode_pod_reply({true, last.empty() ? "idle: no pod" : last});
   }
   if (!pod && request.type == MessageType::kPodStop)
-    return encode_pod_reply({true, "idle: no pod"});
+    return encode_pod_reply(
+        {true, last_pod_status().empty() ? "idle: no pod" : "the pod is stopped"});
   if (!pod) {
     // A pod that ended was released (see release_finished_pods), as a stopped one it answers.
     const std::string why =

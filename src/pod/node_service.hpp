@@ -85,6 +85,10 @@ class NodeService {
   // descriptors (a tap, a disk, the channel's socket) are not held until the next pod. What
   // `pod status` said of it last stays, under pod_mu_.
   std::string last_status_;
+  // Under pod_mu_: the reaper holds a finished pod and waits for its teardown. start_pod waits
+  // for it (pod_cv_): the old pod's tap, locked disks and RAM go before a new pod opens its own.
+  bool releasing_ = false;
+  std::condition_variable pod_cv_;
   std::mutex reap_mu_;
   std::condition_variable reap_cv_;
   bool reap_ = false;  // under reap_mu_: a pod finished
