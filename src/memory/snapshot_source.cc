@@ -157,8 +157,10 @@ Status SnapshotSource::finish_block(uint64_t b, Status read, std::span<const uin
   }
   if (!s.ok()) {
     // Whoever loads it (the loader, a fault, a discard on a vCPU thread), the machine stops.
-    mark_failed(b);
+    // Told before the block reads as failed: a fault that finds it failed (and fails) may not
+    // overtake the reason (on_fatal only records the outcome; it does not wait on faults).
     on_fatal_(s.error().context("snapshot " + file_->path()));
+    mark_failed(b);
     return s;
   }
   state_[b].store(kLoaded, std::memory_order_release);
@@ -241,8 +243,8 @@ SnapshotSource::AheadResult SnapshotSource::load_ahead(std::vector<uint8_t>& buf
     for (uint64_t b : claimed) mark_failed(b);
   };
   auto give_up = [&](const Error& e) {
+    on_fatal_(e.context("snapshot loader (" + file_->path() + ")"));  // first, as in finish_block
     settle();
-    on_fatal_(e.context("snapshot loader (" + file_->path() + ")"));
     return AheadResult::kFailed;
   };
   while (!stop_.load(std::memory_order_relaxed)) {
