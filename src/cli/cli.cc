@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "arch/platform_ports.hpp"
+#include "devices/virtio_devices.hpp"
 #include "shoal/size.hpp"
 #include "shoal/version.hpp"
 
@@ -266,7 +267,7 @@ CliOutcome parse_cli(int argc, const char* const* argv) {
     if (!net) return fail("shoal: error: " + net.error().message());
     cfg.nets.push_back(*net);
   }
-  const size_t virtio = cfg.disks.size() + cfg.nets.size() + (cfg.channel.empty() ? 0 : 1);
+  const size_t virtio = VirtioDeviceOptions{cfg.disks, cfg.nets, cfg.channel}.count();
   if (virtio > platform::kVirtioMmioSlots)
     return fail(usage_error(
         "--disk", std::to_string(cfg.disks.size()) + " disks, " + std::to_string(cfg.nets.size()) +

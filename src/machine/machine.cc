@@ -11,6 +11,7 @@
 #include "arch/kernel_loader.hpp"
 #include "devices/platform_devices.hpp"
 #include "devices/simple_devices.hpp"
+#include "devices/virtio_devices.hpp"
 #include "shoal/clock.hpp"
 #include "shoal/log.hpp"
 #include "shoal/size.hpp"
@@ -33,17 +34,10 @@ void Machine::stop_devices() {
 
 Status Machine::open_virtio_devices(const RunConfig& config) {
   // With --restore or --replica, or more than the slots, the command line was refused already.
-  auto disks = VirtioBlk::open_all(config.disks, config.vcpus);
-  if (!disks) return disks.error();
-  virtio_devices_ = std::move(*disks);
-  auto nets = VirtioNet::open_all(config.nets);
-  if (!nets) return nets.error();
-  for (auto& n : *nets) virtio_devices_.push_back(std::move(n));
-  if (!config.channel.empty()) {
-    auto channel = VirtioConsole::listen(config.channel);
-    if (!channel) return channel.error();
-    virtio_devices_.push_back(std::move(*channel));
-  }
+  auto devices =
+      shoal::open_virtio_devices({config.disks, config.nets, config.channel}, config.vcpus);
+  if (!devices) return devices.error();
+  virtio_devices_ = std::move(*devices);
   return {};
 }
 

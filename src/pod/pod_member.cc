@@ -227,9 +227,8 @@ Result<BootPlan> PodMember::load() {
   const PodSpec& spec = config_.spec;
   // The loader's writes are faults like any other: pages homed elsewhere are fetched from
   // their homes, so the mesh must be up.
-  auto plan = load_guest_files(
-      core_->ram(), spec.kernel, spec.initrd, spec.cmdline, spec.vcpus,
-      static_cast<uint32_t>(spec.disks.size() + spec.nets.size() + (spec.channel.empty() ? 0 : 1)));
+  auto plan = load_guest_files(core_->ram(), spec.kernel, spec.initrd, spec.cmdline, spec.vcpus,
+                               static_cast<uint32_t>(spec.virtio().count()));
   if (!plan) return plan.error();
   SHOAL_TRY(core_->map_for_boot(), "");
   log::info("pod {}: loaded {}: {}", spec.name, spec.kernel, plan->description);

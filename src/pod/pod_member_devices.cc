@@ -6,8 +6,6 @@
 
 #include "devices/platform_devices.hpp"
 #include "devices/simple_devices.hpp"
-#include "devices/virtio_console.hpp"
-#include "devices/virtio_net.hpp"
 #include "pod/pod_member.hpp"
 #include "shoal/log.hpp"
 #include "shoal/size.hpp"
@@ -102,16 +100,8 @@ void PodMember::serve_forwarded(NodeId from, const ForwardedExit& e, uint32_t re
 // are. The devices' interrupts are host 0's IOAPIC's, which the interrupt router forwards.
 Status PodMember::insert_virtio_devices() {
   const PodSpec& spec = config_.spec;
-  auto devices = VirtioBlk::open_all(spec.disks, spec.vcpus);
+  auto devices = open_virtio_devices(spec.virtio(), spec.vcpus);
   if (!devices) return devices.error();
-  auto nets = VirtioNet::open_all(spec.nets);
-  if (!nets) return nets.error();
-  for (auto& n : *nets) devices->push_back(std::move(n));
-  if (!spec.channel.empty()) {
-    auto channel = VirtioConsole::listen(spec.channel);
-    if (!channel) return channel.error();
-    devices->push_back(std::move(*channel));
-  }
   auto transports = core_->insert_virtio(std::move(*devices));
   if (!transports) return transports.error();
   virtio_ = std::move(*transports);

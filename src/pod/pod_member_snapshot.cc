@@ -78,7 +78,7 @@ Result<std::string> PodMember::save_snapshot(const std::string& dir,
                                              const std::vector<uint64_t>& slots,
                                              uint64_t snapshot_id) {
   const PodSpec& spec = config_.spec;
-  if (!spec.disks.empty() || !spec.nets.empty() || !spec.channel.empty())
+  if (spec.virtio().count() != 0)
     return Error(
         "snapshot: virtio devices (spec.disks, spec.nets, spec.channel) do not save their state "
         "yet");

@@ -298,8 +298,7 @@ PodSpecResult parse_pod_spec(const std::string& yaml_text) {
       else
         spec.channel = *v;
     }
-    const size_t virtio = spec.disks.size() + spec.nets.size() + (spec.channel.empty() ? 0 : 1);
-    if (virtio > platform::kVirtioMmioSlots)
+    if (spec.virtio().count() > platform::kVirtioMmioSlots)
       c.error("spec", s,
               std::to_string(spec.disks.size()) + " disks, " + std::to_string(spec.nets.size()) +
                   " nets" + (spec.channel.empty() ? "" : " and a channel") + ": at most " +

@@ -30,8 +30,7 @@
 #include <string>
 #include <vector>
 
-#include "devices/virtio_blk.hpp"
-#include "devices/virtio_net.hpp"
+#include "devices/virtio_devices.hpp"
 
 namespace shoal {
 
@@ -85,6 +84,8 @@ struct PodSpec {
   std::vector<NetOptions> nets;
   std::string channel;
   std::vector<PodHost> hosts;
+
+  VirtioDeviceOptions virtio() const { return {disks, nets, channel}; }
 };
 
 struct PodSpecResult {
