@@ -192,6 +192,16 @@ std::vector<Msg> HomeDirectory::on_message(const Msg& m) {
   return out;
 }
 
+namespace {
+
+// A recall or invalidation names the host the page is taken for.
+Msg taken_for(Msg m, const auto& transaction) {
+  m.taker = transaction.requester;
+  return m;
+}
+
+}  // namespace
+
 bool HomeDirectory::start(uint64_t page, Transaction& t, const Msg& req, std::vector<Msg>& out) {
   t.requester = req.from;
   t.wanted = req.access;
@@ -205,13 +215,13 @@ bool HomeDirectory::start(uint64_t page, Transaction& t, const Msg& req, std::ve
     if (state_of(w) == State::kShared) {
       for (NodeId s = 0; s < kMaxPodHosts; ++s)
         if (sharers_of(w) & bit(s)) {
-          out.push_back(Msg{Type::kInvalidate, page, self_, s});
+          out.push_back(taken_for(Msg{Type::kInvalidate, page, self_, s}, t));
           ++t.acks_pending;
         }
       return t.acks_pending == 0;
     }
     if (state_of(w) == State::kExclusive) {
-      out.push_back(Msg{Type::kRecall, page, self_, owner_of(w), Access::kNone});
+      out.push_back(taken_for(Msg{Type::kRecall, page, self_, owner_of(w), Access::kNone}, t));
       return false;
     }
     return true;  // dormant already
@@ -221,13 +231,13 @@ bool HomeDirectory::start(uint64_t page, Transaction& t, const Msg& req, std::ve
     if (self_copy_of(w) && !(sharers_of(w) & bit(req.from))) t.recalled = local_->read(page);
     for (NodeId s = 0; s < kMaxPodHosts; ++s)
       if ((sharers_of(w) & bit(s)) && s != req.from) {
-        out.push_back(Msg{Type::kInvalidate, page, self_, s});
+        out.push_back(taken_for(Msg{Type::kInvalidate, page, self_, s}, t));
         ++t.acks_pending;
       }
     return t.acks_pending == 0;  // else finish() on the last ack
   }
   if (state_of(w) == State::kExclusive && owner_of(w) != req.from) {
-    out.push_back(Msg{Type::kRecall, page, self_, owner_of(w), req.access});
+    out.push_back(taken_for(Msg{Type::kRecall, page, self_, owner_of(w), req.access}, t));
     return false;  // finish() on the recall ack
   }
   return true;

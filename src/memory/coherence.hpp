@@ -71,6 +71,10 @@ struct CoherenceMessage {
   // recalled owner, or another sharer of a page written now; the home when only its copy
   // was involved); kNoSource for a dormant page. What the placement policy counts.
   NodeId source = kNoSource;
+  // kRecall / kInvalidate: the host the page is taken for (the requester of the transaction;
+  // for a discard the discarding host). The holder's holds yield to a lower-numbered taker
+  // (memory/page_holds.hpp). kNoSource: not known.
+  NodeId taker = kNoSource;
   static constexpr NodeId kNoSource = 0xffff;
 };
 

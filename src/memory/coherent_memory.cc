@@ -130,6 +130,7 @@ class CoherentMemory::RemoteHome final : public PageSource {
     }
     // Pages homed here have the DormantServer's batches and prefetch instead.
     if (first_touch && home != m_.config_.self) m_.read_ahead(page, home);
+    if (!out.empty() && m_.fault_tid_ != 0) m_.ask_for_group(page);
     return {};
   }
 
@@ -145,7 +146,10 @@ CoherentMemory::CoherentMemory(uint8_t* base, uint64_t bytes, const CoherentMemo
       config_(config),
       transport_(transport),
       on_fatal_(std::move(on_fatal)),
-      holds_(config.hold_ns, config.max_hold_ns) {}
+      holds_(config.hold_ns, config.max_hold_ns),
+      // Long enough to span a turn of two hosts taking a walk's tables from each other,
+      // holds included (16 x pageHold each way and then some).
+      groups_(std::max<uint64_t>(64 * config.hold_ns, 10'000'000)) {}
 
 Result<std::unique_ptr<CoherentMemory>> CoherentMemory::create(
     uint8_t* base, uint64_t bytes, const CoherentMemoryConfig& config,
@@ -376,39 +380,6 @@ void CoherentMemory::on_fault(uint64_t page, Access access) {
   if (local) holds_.installed(page, fault_tid_, monotonic_ns());
 }
 
-// Reads ahead of a sequential run of first touches of pages homed on another host: each
-// fault in the run asks for the next `window_` pages with kPrefetch (granted only where the
-// page is dormant), doubling up to kMaxReadAhead, so the vCPU finds most pages mapped and a
-// round trip is paid once per run instead of once per page. A fault outside the run, or a
-// decline (the run reached pages in use), starts over.
-void CoherentMemory::read_ahead(uint64_t page, NodeId home) {
-  const bool sequential = home == run_home_ && page >= run_start_ && page <= run_next_;
-  if (!sequential) {
-    window_ = 0;
-    run_home_ = home;
-    run_start_ = page;
-    run_next_ = page + 1;
-    return;
-  }
-  window_ = std::min<uint64_t>(window_ == 0 ? 4 : 2 * window_, kMaxReadAhead);
-  if (config_.budget_bytes != 0) {
-    // Never read ahead into the budget: pages that arrive count against it.
-    const uint64_t used = held_pages() + requester_->requests_in_flight();
-    const uint64_t limit = config_.budget_bytes / kPageBytes;
-    window_ = std::min(window_, limit > used + kMaxReadAhead ? limit - used - kMaxReadAhead : 0);
-  }
-  // At most window_ pages ahead of this fault: a vCPU that catches up with grants still on
-  // their way faults on each, and must not push the run further ahead every time.
-  uint64_t q = std::max(run_next_, page + 1);
-  for (const uint64_t end = page + 1 + window_; q < end && q < pages_ && home_of(q) == home; ++q)
-    for (auto& m : requester_->prefetch(q, home)) {
-      ++stats_.prefetches_sent;
-      work_.push_back(std::move(m));
-    }
-  run_start_ = page;
-  run_next_ = q;
-}
-
 // A dormant page the DormantServer may serve here: homed here, held by nobody, with no
 // transaction or request in flight (its own check adds: dormant in this host's directory).
 bool CoherentMemory::may_serve_dormant(uint64_t page) const {
@@ -440,7 +411,11 @@ void CoherentMemory::run_queue() {
     if (m.type == T::kInvalidate || m.type == T::kRecall) {
       // Taking away a page that just arrived would let two hosts' vCPUs snatch it back and
       // forth without either running: keep it for its hold first (memory/page_holds.hpp).
-      if (const uint64_t until = holds_.held_until(m.page, monotonic_ns()); until != 0) {
+      // A thread's wait keeps its pages only from hosts numbered above this one, so two
+      // hosts that each hold part of what the other waits for do not keep it all.
+      const bool waits_count = m.taker == CoherenceMessage::kNoSource || m.taker > config_.self;
+      if (const uint64_t until = holds_.held_until(m.page, monotonic_ns(), waits_count);
+          until != 0) {
         ++stats_.held_back;
         held_.emplace(until, std::move(m));
         continue;
@@ -452,12 +427,23 @@ void CoherentMemory::run_queue() {
     } else {
       auto w = m.type == T::kGrant ? waiting_.find(m.page) : waiting_.end();
       if (m.type == T::kGrant) {
-        // For the thread whose fault it answers (none: a read-ahead).
-        holds_.installed(m.page, w != waiting_.end() ? w->second.tid : 0, monotonic_ns());
+        // For the thread whose fault it answers, or whose fault asked for its group (none:
+        // a read-ahead).
+        uint32_t tid = w != waiting_.end() ? w->second.tid : 0;
+        if (auto g = group_tids_.find(m.page); g != group_tids_.end()) {
+          if (tid == 0) tid = g->second;
+          group_tids_.erase(g);
+        }
+        holds_.installed(m.page, tid, monotonic_ns());
         if (m.payload == CoherenceMessage::Payload::kZero && m.from != config_.self)
           ++stats_.remote_dormant_pages;
       }
+      // A page held writable and taken for another host's write: if this host faults on it
+      // again soon, the pages taken with it come back with it.
+      const bool taken = m.type == T::kRecall && m.access == Access::kWrite &&
+                         m.taker != config_.self && requester_->access(m.page) == Access::kWrite;
       out = requester_->on_message(m);
+      if (taken) groups_.taken(m.page, monotonic_ns());
       if (m.type == T::kDecline) {
         ++stats_.prefetches_declined;
         window_ = 0;  // the run has reached pages in use: stop reading ahead

@@ -29,6 +29,7 @@
 
 #include "memory/coherence.hpp"
 #include "memory/dormant_server.hpp"
+#include "memory/page_groups.hpp"
 #include "memory/page_holds.hpp"
 #include "memory/userfaultfd.hpp"
 #include "memory/zero_pool.hpp"
@@ -79,6 +80,8 @@ struct CoherentMemoryStats {
                                        // that stretched counts again)
   std::atomic<uint64_t> prefetches_sent{0};      // read-ahead of remotely homed first touches
   std::atomic<uint64_t> prefetches_declined{0};  // of those, pages that were not dormant
+  std::atomic<uint64_t> group_pages_asked{0};    // asked for with a page taken from here
+                                                 // together with them (memory/page_groups.hpp)
 };
 
 // What one member holds of the pod's guest memory, as a pod snapshot stores it beside the
@@ -161,6 +164,8 @@ class CoherentMemory {
   void loop();
   void on_fault(uint64_t page, Access access);
   void read_ahead(uint64_t page, NodeId home);
+  // Asks for the pages taken from this host together with `page` (memory/page_groups.hpp).
+  void ask_for_group(uint64_t page);
   bool may_serve_dormant(uint64_t page) const;
   // Host pages this member populates: guest pages it maps plus its pool (the budget's count).
   uint64_t held_pages() const;
@@ -195,6 +200,9 @@ class CoherentMemory {
   std::deque<CoherenceMessage> work_;
   std::multimap<uint64_t, CoherenceMessage> held_;  // by the time its hold ends
   PageHolds holds_;                                 // which pages that just arrived stay a while
+  PageGroups groups_;                               // which pages were taken from here together
+  // Pages asked for with a group, by the thread whose fault asked: their holds are its.
+  std::unordered_map<uint64_t, uint32_t> group_tids_;
   struct Waiting {
     uint64_t since_ns;
     Access access;

@@ -22,7 +22,8 @@ std::string CoherentMemory::stats_report() const {
     << "page bytes sent/received: " << stats_.page_bytes_sent << "/" << stats_.page_bytes_received
     << "\n"
     << "pages given up: " << stats_.pages_given_up << "\n"
-    << "recalls held back: " << stats_.held_back << "\n";
+    << "recalls held back: " << stats_.held_back << "\n"
+    << "pages asked for with their group: " << stats_.group_pages_asked << "\n";
   return s.str();
 }
 

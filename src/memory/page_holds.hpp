@@ -12,6 +12,12 @@
 // thread's last fault and the end of its last wait; never longer than `max_hold_ns` after
 // the page's arrival (a thread that faults without end does not keep a page from the other
 // hosts for longer than that).
+//
+// Two hosts that each hold part of the pages a walk needs and wait for the rest would keep
+// them until the limit and then swap halves, again and again. So a wait keeps pages only
+// against a host of lower priority: the caller says whether the host a page is taken for
+// yields to this one (memory/coherent_memory.cc: the lower host number wins), and a
+// thread's pages go to a host it yields to after the plain hold, wait or no wait.
 #pragma once
 
 #include <cstddef>
@@ -35,7 +41,9 @@ class PageHolds {
   void installed(uint64_t page, uint32_t tid, uint64_t now_ns);
   // When a recall or invalidation of `page` may proceed: 0 now, else the time to try again
   // (the thread may fault again meanwhile, which can push it further, up to the limit).
-  uint64_t held_until(uint64_t page, uint64_t now_ns);
+  // `waits_count`: whether the thread's wait for another page keeps this one (false when
+  // the page is taken for a host that has priority over this one).
+  uint64_t held_until(uint64_t page, uint64_t now_ns, bool waits_count = true);
 
   size_t pages_held() const { return installed_.size(); }
 

@@ -3,7 +3,8 @@
 //   offset 0  u8  type     CoherenceMessage::Type
 //          1  u8  access   Access
 //          2  u8  payload  CoherenceMessage::Payload
-//          3  u8  source   kGrant: the source host + 1 (0: none); 0 for every other type
+//          3  u8  source   kGrant: the source host + 1; kRecall, kInvalidate: the host the page
+//                          is taken for + 1 (0: none); 0 for every other type
 //          4  u16 from     node
 //          6  u16 to       node
 //          8  u64 page     guest page number

@@ -24,8 +24,9 @@ namespace shoal::net {
 inline constexpr uint32_t kFrameMagic = 0x014c4853;
 // 2: coherence DISCARD; 3: every frame after the handshake sealed (net/frame_cipher.hpp),
 // coherence PREFETCH and DECLINE
-inline constexpr uint16_t kWireVersion = 7;  // 7: INIT and SIPI in kInterrupt; 6: RDMA connect; 5:
-                                             // pod snapshot ids; 4: grants name their source
+inline constexpr uint16_t kWireVersion = 8;  // 8: recalls name their taker; 7: INIT and SIPI in
+                                             // kInterrupt; 6: RDMA connect; 5: pod snapshot
+                                             // ids; 4: grants name their source
 inline constexpr size_t kHeaderBytes = 16;
 // A batch of 64 guest pages plus its metadata fits; nothing legitimate is larger.
 inline constexpr uint32_t kMaxPayload = 512 * 1024;

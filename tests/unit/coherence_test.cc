@@ -472,6 +472,38 @@ TEST(Coherence, AWriteThatStartsWhileTheHomesOwnReadGrantTravelsGetsTheData) {
   EXPECT_EQ(decode(to2.front().data), 1u) << "host 2 must get host 1's write";
 }
 
+TEST(Coherence, RecallsAndInvalidationsNameTheHostThePageIsTakenFor) {
+  World w(3);
+  // Host 1 writes the page; host 2's write recalls it from host 1 for host 2.
+  auto grant1 = w.home->on_message(w.requesters[1]->on_fault(kPage, W, kHome).at(0));
+  w.requesters[1]->on_message(grant1.at(0));
+  auto recall = w.home->on_message(w.requesters[2]->on_fault(kPage, W, kHome).at(0));
+  ASSERT_EQ(recall.size(), 1u);
+  EXPECT_EQ(recall[0].type, CoherenceMessage::Type::kRecall);
+  EXPECT_EQ(recall[0].to, 1);
+  EXPECT_EQ(recall[0].taker, 2);
+  // Host 2 gets it; then hosts 0 and 1 read it and host 1 writes: host 0's copy is
+  // invalidated for host 1.
+  w.requesters[2]->on_message(w.home->on_message(w.requesters[1]->on_message(recall[0]).at(0)).at(0));
+  for (NodeId n : {NodeId{0}, NodeId{1}}) {
+    auto out = w.home->on_message(w.requesters[n]->on_fault(kPage, R, kHome).at(0));
+    while (!out.empty()) {
+      const CoherenceMessage m = out.front();
+      out.erase(out.begin());
+      auto more = World::to_home(m) ? w.home->on_message(m) : w.requesters[m.to]->on_message(m);
+      out.insert(out.end(), more.begin(), more.end());
+    }
+  }
+  auto inv = w.home->on_message(w.requesters[1]->on_fault(kPage, W, kHome).at(0));
+  bool seen = false;
+  for (const auto& m : inv)
+    if (m.type == CoherenceMessage::Type::kInvalidate) {
+      seen = true;
+      EXPECT_EQ(m.taker, 1);
+    }
+  EXPECT_TRUE(seen);
+}
+
 TEST(Coherence, FirstTouchOfADormantPageSendsNoData) {
   World w(2);
   auto req = w.requesters[1]->on_fault(kPage, W, kHome);

@@ -29,6 +29,13 @@ TEST(CoherenceWire, RoundTripsThroughFrames) {
   auto z = decode_coherence(encode_coherence(zero));
   ASSERT_TRUE(z.ok());
   EXPECT_EQ(z->source, Msg::kNoSource);
+  // A recall names the host the page is taken for.
+  Msg recall{Msg::Type::kRecall, 9, 1, 0, Access::kWrite};
+  recall.taker = 30;
+  auto r = decode_coherence(encode_coherence(recall));
+  ASSERT_TRUE(r.ok()) << r.error().message();
+  EXPECT_EQ(r->taker, 30);
+  EXPECT_EQ(r->source, Msg::kNoSource);
 }
 
 TEST(CoherenceWire, RejectsOutOfRangeFieldsAndWrongSizes) {
@@ -50,7 +57,7 @@ TEST(CoherenceWire, RejectsOutOfRangeFieldsAndWrongSizes) {
   bad.payload.resize(8);
   EXPECT_FALSE(decode_coherence(bad).ok());
   bad = f;
-  bad.payload[3] = 1;  // only a grant names a source
+  bad.payload[3] = 1;  // only a grant, a recall or an invalidation names a host
   EXPECT_NE(decode_coherence(bad).error().message().find("source 1"), std::string::npos);
   Frame grant =
       encode_coherence(Msg{Msg::Type::kGrant, 1, 0, 1, Access::kRead, Msg::Payload::kZero, {}, 3});

@@ -14,6 +14,7 @@
 #include <mutex>
 #include <thread>
 #include <utility>
+#include <vector>
 
 namespace shoal {
 namespace {
@@ -170,6 +171,34 @@ TEST_F(TwoHosts, ConcurrentAtomicIncrementsFromBothHostsAreExact) {
   EXPECT_EQ(total, 4 * kPerThread);
   auto lat = mem[0]->take_latencies();
   EXPECT_GT(lat.write_us.size() + lat.read_us.size(), 0u);
+}
+
+TEST_F(TwoHosts, PagesTakenTogetherComeBackTogether) {
+  // Eight pages, some homed on each host, written on host 0, then taken by host 1's writes.
+  std::vector<uint64_t> offsets;
+  for (uint64_t i = 0; i < 4; ++i) offsets.push_back((1ull << 20) + i * 3 * kPage);
+  for (uint64_t i = 0; i < 4; ++i) offsets.push_back((5ull << 20) + i * 5 * kPage);
+  on_thread([&] {
+    for (uint64_t off : offsets) ram[0][off] = 1;
+  });
+  on_thread([&] {
+    for (uint64_t off : offsets) ram[1][off] = 2;
+  });
+  // Host 0 writes the first one again: the other seven come with it, in one go.
+  on_thread([&] { ram[0][offsets[0]] = 3; });
+  EXPECT_EQ(mem[0]->stats().group_pages_asked.load(), offsets.size() - 1);
+  for (int i = 0; i < 1000 && !mem[0]->quiet().quiet; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  const uint64_t faults = mem[0]->stats().faults;
+  on_thread([&] {
+    for (uint64_t off : offsets) EXPECT_EQ(ram[0][off], off == offsets[0] ? 3 : 2);
+    for (uint64_t off : offsets) ram[0][off] = 4;
+  });
+  EXPECT_EQ(mem[0]->stats().faults.load(), faults);  // all of them were here, writable
+  // Host 1 reads them back as host 0 left them.
+  on_thread([&] {
+    for (uint64_t off : offsets) EXPECT_EQ(ram[1][off], 4);
+  });
 }
 
 TEST_F(TwoHosts, ADiscardTakesEveryCopyAwayAndThePagesReadZero) {

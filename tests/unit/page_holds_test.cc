@@ -71,5 +71,18 @@ TEST(PageHolds, APageThatArrivesAgainStartsAFreshHold) {
   EXPECT_EQ(h.pages_held(), 1u);  // 5 and 6 are past the longest hold
 }
 
+TEST(PageHolds, AWaitKeepsPagesOnlyFromHostsThatYield) {
+  PageHolds h(200 * kUs, 3200 * kUs);
+  // Thread 41 holds a walk's first table and waits for the next, which another host holds
+  // and waits with in turn. Taken for a host that yields to this one, the page stays while
+  // 41 waits; taken for one this host yields to, it goes after the plain hold.
+  h.faulted(41, 0);
+  h.installed(1, 41, 100 * kUs);
+  h.faulted(41, 150 * kUs);
+  h.wait_began(41);
+  EXPECT_EQ(h.held_until(1, 1000 * kUs, /*waits_count=*/true), 1200 * kUs);
+  EXPECT_EQ(h.held_until(1, 1000 * kUs, /*waits_count=*/false), 0u);
+}
+
 }  // namespace
 }  // namespace shoal
