@@ -40,7 +40,8 @@ uint64_t PageHolds::held_until(uint64_t page, uint64_t now_ns, bool waits_count)
   uint64_t until = in.at_ns + hold_ns_;
   if (auto f = last_fault_ns_.find(in.tid); in.tid != 0 && f != last_fault_ns_.end())
     until = std::max(until, f->second + hold_ns_);
-  if (waits_count && in.tid != 0 && waits_.count(in.tid) != 0) until = std::max(until, now_ns + hold_ns_);
+  if (waits_count && in.tid != 0 && waits_.count(in.tid) != 0)
+    until = std::max(until, now_ns + hold_ns_);
   until = std::min(until, in.at_ns + max_hold_ns_);
   if (now_ns < until) return until;
   installed_.erase(it);  // the hold is over: nothing to remember

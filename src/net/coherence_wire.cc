@@ -20,8 +20,8 @@ Frame encode_coherence(const Msg& m) {
   f.payload[1] = static_cast<uint8_t>(m.access);
   f.payload[2] = static_cast<uint8_t>(m.payload);
   const NodeId named = m.type == Msg::Type::kGrant ? m.source
-                      : names_taker(m.type)      ? m.taker
-                                                 : Msg::kNoSource;
+                       : names_taker(m.type)       ? m.taker
+                                                   : Msg::kNoSource;
   f.payload[3] = named != Msg::kNoSource ? static_cast<uint8_t>(named + 1) : 0;
   std::memcpy(&f.payload[4], &m.from, 2);
   std::memcpy(&f.payload[6], &m.to, 2);

@@ -484,7 +484,8 @@ TEST(Coherence, RecallsAndInvalidationsNameTheHostThePageIsTakenFor) {
   EXPECT_EQ(recall[0].taker, 2);
   // Host 2 gets it; then hosts 0 and 1 read it and host 1 writes: host 0's copy is
   // invalidated for host 1.
-  w.requesters[2]->on_message(w.home->on_message(w.requesters[1]->on_message(recall[0]).at(0)).at(0));
+  w.requesters[2]->on_message(
+      w.home->on_message(w.requesters[1]->on_message(recall[0]).at(0)).at(0));
   for (NodeId n : {NodeId{0}, NodeId{1}}) {
     auto out = w.home->on_message(w.requesters[n]->on_fault(kPage, R, kHome).at(0));
     while (!out.empty()) {

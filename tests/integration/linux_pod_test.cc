@@ -1,0 +1,100 @@
+// Debian's cloud kernel across two hosts: a 2-host pod with one vCPU per host (netns hosts in
+// one machine), the guest's memory split evenly between them. Linux's SMP bring-up starts the
+// second CPU on the other host (INIT and SIPI across the mesh, docs/interrupts.md), and
+// guest_action=cpu-check (scripts/guest-initramfs) runs a userspace loop pinned to each CPU
+// (taskset), checks each ran where it was pinned and powers off. The kernel's page tables,
+// which both CPUs walk, are write-shared between the hosts (docs/coherence.md, "Hold time"),
+// so the boot is slow: in the emulated test machine (scripts/test-vm --npt 1, TCG) minutes,
+// with a pageHold of 20ms for TCG's page moves of milliseconds. Needs hardware-style
+// virtualization like the other Linux guest tests (TestVm.LinuxAcrossHosts, opt-in).
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <cstdio>
+#include <initializer_list>
+#include <sstream>
+#include <string>
+
+#include "support/cluster.hpp"
+#include "support/kvm_available.hpp"
+#include "support/pod_cluster.hpp"
+#include "support/process.hpp"
+
+namespace shoal::test {
+namespace {
+
+const std::string kKernel = std::string(SHOAL_LINUX_DIR) + "/vmlinux";
+
+std::string tail(const ProcessResult& r) {
+  return r.out.substr(r.out.size() > 6000 ? r.out.size() - 6000 : 0) + r.err;
+}
+
+// A 2-host pod, vCPU 0 on h0 and vCPU 1 on h1, booting with guest_action=cpu-check.
+std::string across_spec(const std::string& name, const std::string& placement) {
+  return write_temp_file(name + ".yaml",
+                         "apiVersion: shoal/v1\nkind: Pod\nmetadata: {name: " + name +
+                             "}\nspec:\n"
+                             "  guest: {kernel: " +
+                             kKernel +
+                             ", initrd: " SHOAL_GUEST_INITRAMFS
+                             ", cmdline: \"console=ttyS0 guest_action=cpu-check\"}\n"
+                             "  memory: 512M\n  vcpus: 2\n  pageHold: 20ms\n  placement: " +
+                             placement + "\n  secretFile: " + pod_secret() +
+                             "\n  failureTimeout: 10s\n  hosts:\n" +
+                             "    - {name: h0, address: \"127.77.0.1:7100\", vcpus: [0], memory: "
+                             "even, zeroPool: 16M}\n"
+                             "    - {name: h1, address: \"127.77.0.2:7100\", vcpus: [1], memory: "
+                             "even, zeroPool: 16M}\n");
+}
+
+// The lines of r.out that contain any of `marks`, for the test's log.
+void print_lines(const ProcessResult& r, std::initializer_list<const char*> marks) {
+  std::istringstream in(r.out);
+  for (std::string line; std::getline(in, line);)
+    for (const char* m : marks)
+      if (line.find(m) != std::string::npos) {
+        std::printf("  %s\n", line.c_str());
+        break;
+      }
+}
+
+void expect_cpu_check(const ProcessResult& r) {
+  EXPECT_EQ(r.exit_code, 0) << tail(r);
+  for (const char* line :
+       {"smp: Brought up 1 node, 2 CPUs", "shoal-guest: userspace up, 2 cpus",
+        "shoal-guest: cpu-check: cpu 0 looped on cpu 0",
+        "shoal-guest: cpu-check: cpu 1 looped on cpu 1", "shoal-guest: cpu-check passed"})
+    EXPECT_NE(r.out.find(line), std::string::npos) << "no '" << line << "' in:\n" << tail(r);
+  print_lines(r, {"Brought up", "Run /init", "shoal-guest:", "placement", "move-exit"});
+}
+
+TEST(LinuxAcrossHosts, TwoCpusOnTwoHostsBootToTheShellRunALoopEachAndPowerOff) {
+  SHOAL_REQUIRE_LINUX_GUEST(kKernel, std::string(SHOAL_GUEST_INITRAMFS));
+  SHOAL_REQUIRE_POD_HOSTS();
+  const ProcessResult r = in_cluster(2, across_spec("linuxacross", "static"), "$SHOAL pod up $SPEC",
+                                     {}, std::chrono::seconds(1500));
+  expect_cpu_check(r);
+  std::printf("Linux across two hosts: %.1f s to power off\n", r.seconds);
+}
+
+// The same with placement auto, and the second CPU moved to host 0 by `pod move` once it is
+// online (its state, LAPIC included, goes to h0; h1 keeps a shadow of it for interrupts).
+TEST(LinuxAcrossHosts, ACpuMovedToTheOtherHostOnceOnlineGoesOnAndTheGuestFinishes) {
+  SHOAL_REQUIRE_LINUX_GUEST(kKernel, std::string(SHOAL_GUEST_INITRAMFS));
+  SHOAL_REQUIRE_POD_HOSTS();
+  const ProcessResult r = in_cluster(
+      2, across_spec("linuxmove", "auto"),
+      "out=$(mktemp); $SHOAL pod up $SPEC >$out 2>&1 & up=$!; "
+      "for i in $(seq 1200); do grep -q 'Brought up 1 node, 2 CPUs' $out && break; "
+      "kill -0 $up 2>/dev/null || break; sleep 1; done; "
+      "$SHOAL pod move $SPEC --vcpu 1 --to h0; echo move-exit=$?; "
+      "$SHOAL pod status $SPEC | grep -m1 placement; wait $up; rc=$?; cat $out; exit $rc",
+      {}, std::chrono::seconds(1500));
+  expect_cpu_check(r);
+  EXPECT_NE(r.out.find("move-exit=0"), std::string::npos) << tail(r);
+  EXPECT_NE(r.out.find("placement 0@h0 1@h0"), std::string::npos) << tail(r);
+  std::printf("Linux across two hosts, vCPU 1 moved to h0: %.1f s to power off\n", r.seconds);
+}
+
+}  // namespace
+}  // namespace shoal::test
