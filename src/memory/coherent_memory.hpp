@@ -164,6 +164,7 @@ class CoherentMemory {
   void loop();
   void on_fault(uint64_t page, Access access);
   void read_ahead(uint64_t page, NodeId home);
+  uint64_t room_to_ask_ahead() const;
   // Asks for the pages taken from this host together with `page` (memory/page_groups.hpp).
   void ask_for_group(uint64_t page);
   bool may_serve_dormant(uint64_t page) const;
