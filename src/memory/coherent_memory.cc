@@ -147,9 +147,8 @@ CoherentMemory::CoherentMemory(uint8_t* base, uint64_t bytes, const CoherentMemo
       transport_(transport),
       on_fatal_(std::move(on_fatal)),
       holds_(config.hold_ns, config.max_hold_ns),
-      // Long enough to span a turn of two hosts taking a walk's tables from each other,
-      // holds included (16 x pageHold each way and then some).
-      groups_(std::max<uint64_t>(64 * config.hold_ns, 10'000'000)) {}
+      groups_(config.group_window_ns != 0 ? config.group_window_ns
+                                          : std::max<uint64_t>(64 * config.hold_ns, 10'000'000)) {}
 
 Result<std::unique_ptr<CoherentMemory>> CoherentMemory::create(
     uint8_t* base, uint64_t bytes, const CoherentMemoryConfig& config,
@@ -438,10 +437,11 @@ void CoherentMemory::run_queue() {
         if (m.payload == CoherenceMessage::Payload::kZero && m.from != config_.self)
           ++stats_.remote_dormant_pages;
       }
-      // A page held writable and taken for another host's write: if this host faults on it
-      // again soon, the pages taken with it come back with it.
+      // A page held writable and taken for another host's write (a recall always takes it
+      // for a host other than its owner): if this host faults on it again soon, the pages
+      // taken with it come back with it.
       const bool taken = m.type == T::kRecall && m.access == Access::kWrite &&
-                         m.taker != config_.self && requester_->access(m.page) == Access::kWrite;
+                         requester_->access(m.page) == Access::kWrite;
       out = requester_->on_message(m);
       if (taken) groups_.taken(m.page, monotonic_ns());
       if (m.type == T::kDecline) {

@@ -60,6 +60,10 @@ struct CoherentMemoryConfig {
   // while that vCPU goes on faulting, up to max_hold_ns (memory/page_holds.hpp).
   uint64_t hold_ns = 200'000;
   uint64_t max_hold_ns = 16 * 200'000;
+  // How long a page taken from this host still brings the pages taken with it when it is
+  // faulted on again (memory/page_groups.hpp). 0: 64 x hold_ns, at least 10 ms, long enough
+  // to span a turn of two hosts taking a walk's tables from each other, holds included.
+  uint64_t group_window_ns = 0;
   // A fault of thread `tid` (a vCPU's) was served with a page another host was using:
   // `source` (CoherenceMessage::source). Called under the protocol lock: keep it short.
   std::function<void(uint32_t tid, NodeId source)> on_remote_fault;

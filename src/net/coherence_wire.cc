@@ -44,8 +44,7 @@ Result<Msg> decode_coherence(const Frame& f) {
   const auto type = static_cast<Msg::Type>(p[0]);
   if (p[3] > kMaxPodHosts || (p[3] != 0 && type != Msg::Type::kGrant && !names_taker(type)))
     return Error("coherence message: source " + std::to_string(p[3]) + " is out of range");
-  Msg m{static_cast<Msg::Type>(p[0]),    0, 0, 0, static_cast<Access>(p[1]),
-        static_cast<Msg::Payload>(p[2]), {}};
+  Msg m{type, 0, 0, 0, static_cast<Access>(p[1]), static_cast<Msg::Payload>(p[2]), {}};
   std::memcpy(&m.from, &p[4], 2);
   std::memcpy(&m.to, &p[6], 2);
   std::memcpy(&m.page, &p[8], 8);

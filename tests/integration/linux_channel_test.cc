@@ -31,12 +31,8 @@ const std::string kConsoleModule = std::string(SHOAL_LINUX_DIR) + "/modules/virt
 constexpr uint64_t kBytes = 16384;  // what chan-check sends (scripts/guest-initramfs)
 
 // The output's last 4000 characters, for failure messages.
-std::string tail(const ProcessResult& r) {
-  return r.out.substr(r.out.size() > 4000 ? r.out.size() - 4000 : 0) + r.err;
-}
-
 void expect_line(const ProcessResult& r, const std::string& text) {
-  EXPECT_NE(r.out.find(text), std::string::npos) << "no '" << text << "' in:\n" << tail(r);
+  EXPECT_NE(r.out.find(text), std::string::npos) << "no '" << text << "' in:\n" << output_tail(r);
 }
 
 class LinuxChannel : public ::testing::Test {
@@ -57,9 +53,9 @@ TEST_F(LinuxChannel, ANamedPortGetsBackExactlyTheBytesItSentThroughAHostPeer) {
        "--memory", "512M", "--cmdline", "console=ttyS0 guest_action=chan-check", "--channel", sock},
       std::chrono::seconds(240));
   peer.join();  // shoal's exit closes the socket: the peer's read ends
-  ASSERT_EQ(r.exit_code, 0) << "timed out " << r.timed_out << "\n" << tail(r);
+  ASSERT_EQ(r.exit_code, 0) << "timed out " << r.timed_out << "\n" << output_tail(r);
   // The guest's own verdict first: on failure its "FAILED: ..." line says where it stopped.
-  ASSERT_NE(r.out.find("shoal-guest: chan-check passed"), std::string::npos) << tail(r);
+  ASSERT_NE(r.out.find("shoal-guest: chan-check passed"), std::string::npos) << output_tail(r);
   // The transport from the DSDT bound by virtio-mmio, the device (ID 3) by virtio_console.
   expect_line(r, "chan-check: acpi LNRO0005:00 -> platform LNRO0005:00, driver virtio-mmio");
   expect_line(r, "chan-check: virtio0: device 0x0003, driver virtio_console");
@@ -71,12 +67,12 @@ TEST_F(LinuxChannel, ANamedPortGetsBackExactlyTheBytesItSentThroughAHostPeer) {
   ASSERT_TRUE(std::regex_search(r.out, sent,
                                 std::regex("chan-check: sending " + std::to_string(kBytes) +
                                            R"( bytes, sha256 ([0-9a-f]{64}))")))
-      << tail(r);
+      << output_tail(r);
   std::smatch received;
   ASSERT_TRUE(std::regex_search(r.out, received,
                                 std::regex("chan-check: received " + std::to_string(kBytes) +
                                            R"( bytes, sha256 ([0-9a-f]{64}))")))
-      << tail(r);
+      << output_tail(r);
   EXPECT_EQ(received[1], sent[1]);
   expect_line(r, "chan-check: checksums match");
   // Every byte the guest wrote reached the peer once, nothing more (a port is no tty: no echo

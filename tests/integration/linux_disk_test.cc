@@ -67,12 +67,8 @@ ProcessResult boot(const std::string& action, const std::vector<std::string>& di
 }
 
 // The output's last 4000 characters, for failure messages.
-std::string tail(const ProcessResult& r) {
-  return r.out.substr(r.out.size() > 4000 ? r.out.size() - 4000 : 0) + r.err;
-}
-
 void expect_line(const ProcessResult& r, const std::string& text) {
-  EXPECT_NE(r.out.find(text), std::string::npos) << "no '" << text << "' in:\n" << tail(r);
+  EXPECT_NE(r.out.find(text), std::string::npos) << "no '" << text << "' in:\n" << output_tail(r);
 }
 
 class LinuxDisk : public ::testing::Test {
@@ -96,9 +92,10 @@ TEST_F(LinuxDisk, Ext4OnVdaWrittenInOneBootReadsTheSameInTheNext) {
   // Boot 1: mkfs.ext4 /dev/vda, mount, write 4 MiB, unmount, drop caches, mount, read back.
   const ProcessResult check = boot("disk-check", {disk});
   ASSERT_EQ(check.exit_code, 0) << "disk-check boot: timed out " << check.timed_out << "\n"
-                                << tail(check);
+                                << output_tail(check);
   // The guest's own verdict first: on failure its "FAILED: ..." line says where it stopped.
-  ASSERT_NE(check.out.find("shoal-guest: disk-check passed"), std::string::npos) << tail(check);
+  ASSERT_NE(check.out.find("shoal-guest: disk-check passed"), std::string::npos)
+      << output_tail(check);
   // The transport from the DSDT bound by virtio-mmio, the disk named by virtio-blk.
   expect_line(check, "disk-check: acpi LNRO0005:00 -> platform LNRO0005:00, driver virtio-mmio");
   expect_line(check, "virtio_blk virtio0: [vda] 131072 512-byte logical blocks");
@@ -113,12 +110,12 @@ TEST_F(LinuxDisk, Ext4OnVdaWrittenInOneBootReadsTheSameInTheNext) {
   ASSERT_TRUE(std::regex_search(
       check.out, wrote,
       std::regex(R"(disk-check: wrote /mnt/data: 4194304 bytes, sha256 ([0-9a-f]{64}))")))
-      << tail(check);
+      << output_tail(check);
   std::smatch read_back;
   ASSERT_TRUE(
       std::regex_search(check.out, read_back,
                         std::regex(R"(disk-check: read back /mnt/data: sha256 ([0-9a-f]{64}))")))
-      << tail(check);
+      << output_tail(check);
   EXPECT_EQ(read_back[1], wrote[1]);
 
   // The file on the host: an ext4 superblock at 1024 (magic 0xEF53) with a journal
@@ -134,8 +131,9 @@ TEST_F(LinuxDisk, Ext4OnVdaWrittenInOneBootReadsTheSameInTheNext) {
   const std::string second = image("vdb", kSecondBytes);
   const ProcessResult verify = boot("disk-verify", {disk + ",ro", second});
   ASSERT_EQ(verify.exit_code, 0) << "disk-verify boot: timed out " << verify.timed_out << "\n"
-                                 << tail(verify);
-  ASSERT_NE(verify.out.find("shoal-guest: disk-verify passed"), std::string::npos) << tail(verify);
+                                 << output_tail(verify);
+  ASSERT_NE(verify.out.find("shoal-guest: disk-verify passed"), std::string::npos)
+      << output_tail(verify);
   expect_line(verify, "disk-verify: acpi LNRO0005:01 -> platform LNRO0005:01, driver virtio-mmio");
   expect_line(verify, "disk-verify: /dev/vda: virtio0, 131072 sectors of 512 bytes, read-only 1");
   expect_line(verify, "disk-verify: /dev/vdb: virtio1, 16384 sectors of 512 bytes, read-only 0");

@@ -44,12 +44,8 @@ constexpr uint16_t kPort = 5123;
 constexpr uint64_t kBytes = 4 << 20;
 constexpr const char* kTap = "shoaltap0";
 
-std::string tail(const ProcessResult& r) {
-  return r.out.substr(r.out.size() > 4000 ? r.out.size() - 4000 : 0) + r.err;
-}
-
 void expect_line(const ProcessResult& r, const std::string& text) {
-  EXPECT_NE(r.out.find(text), std::string::npos) << "no '" << text << "' in:\n" << tail(r);
+  EXPECT_NE(r.out.find(text), std::string::npos) << "no '" << text << "' in:\n" << output_tail(r);
 }
 
 bool sh(const std::vector<std::string>& argv) {
@@ -99,8 +95,8 @@ uint64_t tcp_echo_in(const std::string& ns, const std::atomic<bool>& give_up) {
 
 // What guest_action=net-check prints when it passed, and that `echoed` bytes came back.
 void expect_net_check(const ProcessResult& r, uint64_t echoed) {
-  ASSERT_EQ(r.exit_code, 0) << "timed out " << r.timed_out << "\n" << tail(r);
-  ASSERT_NE(r.out.find("shoal-guest: net-check passed"), std::string::npos) << tail(r);
+  ASSERT_EQ(r.exit_code, 0) << "timed out " << r.timed_out << "\n" << output_tail(r);
+  ASSERT_NE(r.out.find("shoal-guest: net-check passed"), std::string::npos) << output_tail(r);
   expect_line(r, "net-check: virtio0: device 0x0001, driver virtio_net");
   expect_line(r, "net-check: eth0: mac 52:54:00:12:34:56");
   expect_line(r, "net-check: eth0 up: eth0 inet 127.10.0.2/24");
@@ -109,11 +105,11 @@ void expect_net_check(const ProcessResult& r, uint64_t echoed) {
   ASSERT_TRUE(std::regex_search(r.out, sent,
                                 std::regex("net-check: sending " + std::to_string(kBytes) +
                                            R"( bytes to [0-9.:]+, sha256 ([0-9a-f]{64}))")))
-      << tail(r);
+      << output_tail(r);
   ASSERT_TRUE(std::regex_search(r.out, received,
                                 std::regex("net-check: received " + std::to_string(kBytes) +
                                            R"( bytes, sha256 ([0-9a-f]{64}))")))
-      << tail(r);
+      << output_tail(r);
   EXPECT_EQ(received[1], sent[1]);
   EXPECT_EQ(echoed, kBytes);
   expect_line(r, "IO-APIC 16-edge virtio0");  // interrupts through GSI 16

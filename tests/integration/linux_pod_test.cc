@@ -25,10 +25,6 @@ namespace {
 
 const std::string kKernel = std::string(SHOAL_LINUX_DIR) + "/vmlinux";
 
-std::string tail(const ProcessResult& r) {
-  return r.out.substr(r.out.size() > 6000 ? r.out.size() - 6000 : 0) + r.err;
-}
-
 // A 2-host pod, vCPU 0 on h0 and vCPU 1 on h1, booting with guest_action=cpu-check.
 std::string across_spec(const std::string& name, const std::string& placement) {
   return write_temp_file(name + ".yaml",
@@ -59,12 +55,13 @@ void print_lines(const ProcessResult& r, std::initializer_list<const char*> mark
 }
 
 void expect_cpu_check(const ProcessResult& r) {
-  EXPECT_EQ(r.exit_code, 0) << tail(r);
+  EXPECT_EQ(r.exit_code, 0) << output_tail(r, 6000);
   for (const char* line :
        {"smp: Brought up 1 node, 2 CPUs", "shoal-guest: userspace up, 2 cpus",
         "shoal-guest: cpu-check: cpu 0 looped on cpu 0",
         "shoal-guest: cpu-check: cpu 1 looped on cpu 1", "shoal-guest: cpu-check passed"})
-    EXPECT_NE(r.out.find(line), std::string::npos) << "no '" << line << "' in:\n" << tail(r);
+    EXPECT_NE(r.out.find(line), std::string::npos) << "no '" << line << "' in:\n"
+                                                   << output_tail(r, 6000);
   print_lines(r, {"Brought up", "Run /init", "shoal-guest:", "placement", "move-exit"});
 }
 
@@ -91,8 +88,8 @@ TEST(LinuxAcrossHosts, ACpuMovedToTheOtherHostOnceOnlineGoesOnAndTheGuestFinishe
       "$SHOAL pod status $SPEC | grep -m1 placement; wait $up; rc=$?; cat $out; exit $rc",
       {}, std::chrono::seconds(1500));
   expect_cpu_check(r);
-  EXPECT_NE(r.out.find("move-exit=0"), std::string::npos) << tail(r);
-  EXPECT_NE(r.out.find("placement 0@h0 1@h0"), std::string::npos) << tail(r);
+  EXPECT_NE(r.out.find("move-exit=0"), std::string::npos) << output_tail(r, 6000);
+  EXPECT_NE(r.out.find("placement 0@h0 1@h0"), std::string::npos) << output_tail(r, 6000);
   std::printf("Linux across two hosts, vCPU 1 moved to h0: %.1f s to power off\n", r.seconds);
 }
 

@@ -76,4 +76,8 @@ ProcessResult run_process(const std::vector<std::string>& argv, std::chrono::sec
   return r;
 }
 
+std::string output_tail(const ProcessResult& r, size_t bytes) {
+  return r.out.substr(r.out.size() > bytes ? r.out.size() - bytes : 0) + r.err;
+}
+
 }  // namespace shoal::test

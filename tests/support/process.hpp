@@ -2,6 +2,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstddef>
 #include <string>
 #include <vector>
 
@@ -23,5 +24,9 @@ struct ProcessResult {
 // (when not empty). Notes when stdout or stderr first contains `mark` (when not empty).
 ProcessResult run_process(const std::vector<std::string>& argv, std::chrono::seconds timeout,
                           const std::string& stop_at = "", const std::string& mark = "");
+
+// The end of what it printed, for a failed expectation's message: the last `bytes` of stdout,
+// then all of stderr.
+std::string output_tail(const ProcessResult& r, size_t bytes = 4000);
 
 }  // namespace shoal::test
