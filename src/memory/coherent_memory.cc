@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "memory/thread_halt.hpp"
 #include "shoal/clock.hpp"
 #include "shoal/log.hpp"
 #include "shoal/size.hpp"
@@ -146,7 +147,12 @@ CoherentMemory::CoherentMemory(uint8_t* base, uint64_t bytes, const CoherentMemo
       config_(config),
       transport_(transport),
       on_fatal_(std::move(on_fatal)),
-      holds_(config.hold_ns, config.max_hold_ns),
+      holds_(config.hold_ns, config.max_hold_ns,
+             [this](uint32_t tid) {
+               const bool halted = thread_halted_in_kvm(tid);
+               if (halted) ++stats_.holds_ended_halted;
+               return halted;
+             }),
       groups_(config.group_window_ns != 0 ? config.group_window_ns
                                           : std::max<uint64_t>(64 * config.hold_ns, 10'000'000)) {}
 
@@ -410,9 +416,11 @@ void CoherentMemory::run_queue() {
     if (m.type == T::kInvalidate || m.type == T::kRecall) {
       // Taking away a page that just arrived would let two hosts' vCPUs snatch it back and
       // forth without either running: keep it for its hold first (memory/page_holds.hpp).
-      // A thread's wait keeps its pages only from hosts numbered above this one, so two
-      // hosts that each hold part of what the other waits for do not keep it all.
-      const bool waits_count = m.taker == CoherenceMessage::kNoSource || m.taker > config_.self;
+      // A thread's wait keeps its pages only from hosts below this one in the current turn's
+      // order, so two hosts that each hold part of what the other waits for do not keep it all.
+      const bool waits_count = m.taker == CoherenceMessage::kNoSource ||
+                               wait_outranks(config_.self, m.taker, config_.hosts, wall_clock_ns(),
+                                             config_.priority_turn_ns);
       if (const uint64_t until = holds_.held_until(m.page, monotonic_ns(), waits_count);
           until != 0) {
         ++stats_.held_back;

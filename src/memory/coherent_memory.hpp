@@ -64,6 +64,11 @@ struct CoherentMemoryConfig {
   // faulted on again (memory/page_groups.hpp). 0: 64 x hold_ns, at least 10 ms, long enough
   // to span a turn of two hosts taking a walk's tables from each other, holds included.
   uint64_t group_window_ns = 0;
+  // The pod's size, and how long each host in turn has the first place when two hosts'
+  // waits keep pages from each other (memory/page_holds.hpp, wait_outranks; 0: host 0
+  // always first).
+  NodeId hosts = 1;
+  uint64_t priority_turn_ns = 0;
   // A fault of thread `tid` (a vCPU's) was served with a page another host was using:
   // `source` (CoherenceMessage::source). Called under the protocol lock: keep it short.
   std::function<void(uint32_t tid, NodeId source)> on_remote_fault;
@@ -82,6 +87,7 @@ struct CoherentMemoryStats {
   std::atomic<uint64_t> pages_given_up{0};
   std::atomic<uint64_t> held_back{0};  // times a recall/invalidation waited for a hold (a hold
                                        // that stretched counts again)
+  std::atomic<uint64_t> holds_ended_halted{0};   // held pages let go: their vCPU slept in HLT
   std::atomic<uint64_t> prefetches_sent{0};      // read-ahead of remotely homed first touches
   std::atomic<uint64_t> prefetches_declined{0};  // of those, pages that were not dormant
   std::atomic<uint64_t> group_pages_asked{0};    // asked for with a page taken from here

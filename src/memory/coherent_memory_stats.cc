@@ -23,6 +23,7 @@ std::string CoherentMemory::stats_report() const {
     << "\n"
     << "pages given up: " << stats_.pages_given_up << "\n"
     << "recalls held back: " << stats_.held_back << "\n"
+    << "holds ended by a halted vCPU: " << stats_.holds_ended_halted << "\n"
     << "pages asked for with their group: " << stats_.group_pages_asked << "\n";
   return s.str();
 }

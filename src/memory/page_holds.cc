@@ -1,11 +1,20 @@
 #include "memory/page_holds.hpp"
 
 #include <algorithm>
+#include <utility>
 
 namespace shoal {
 
-PageHolds::PageHolds(uint64_t hold_ns, uint64_t max_hold_ns)
-    : hold_ns_(hold_ns), max_hold_ns_(std::max(hold_ns, max_hold_ns)) {}
+bool wait_outranks(uint32_t self, uint32_t taker, uint32_t hosts, uint64_t now_ns,
+                   uint64_t turn_ns) {
+  if (hosts <= 1 || self >= hosts || taker >= hosts) return self < taker;
+  const uint64_t first = turn_ns == 0 ? 0 : (now_ns / turn_ns) % hosts;
+  const auto place = [&](uint32_t h) { return (h + hosts - first) % hosts; };
+  return place(self) < place(taker);
+}
+
+PageHolds::PageHolds(uint64_t hold_ns, uint64_t max_hold_ns, std::function<bool(uint32_t)> halted)
+    : hold_ns_(hold_ns), max_hold_ns_(std::max(hold_ns, max_hold_ns)), halted_(std::move(halted)) {}
 
 void PageHolds::faulted(uint32_t tid, uint64_t now_ns) {
   if (tid == 0) return;
@@ -40,10 +49,12 @@ uint64_t PageHolds::held_until(uint64_t page, uint64_t now_ns, bool waits_count)
   uint64_t until = in.at_ns + hold_ns_;
   if (auto f = last_fault_ns_.find(in.tid); in.tid != 0 && f != last_fault_ns_.end())
     until = std::max(until, f->second + hold_ns_);
-  if (waits_count && in.tid != 0 && waits_.count(in.tid) != 0)
-    until = std::max(until, now_ns + hold_ns_);
+  const bool waiting = in.tid != 0 && waits_.count(in.tid) != 0;
+  if (waits_count && waiting) until = std::max(until, now_ns + hold_ns_);
   until = std::min(until, in.at_ns + max_hold_ns_);
-  if (now_ns < until) return until;
+  // Asked last, and only while the page is held: it reads /proc (memory/thread_halt.hpp).
+  const bool idle = now_ns < until && !waiting && in.tid != 0 && halted_ && halted_(in.tid);
+  if (now_ns < until && !idle) return until;
   installed_.erase(it);  // the hold is over: nothing to remember
   return 0;
 }

@@ -13,24 +13,43 @@
 // the page's arrival (a thread that faults without end does not keep a page from the other
 // hosts for longer than that).
 //
+// A thread asleep in the guest's HLT (the caller's `halted` says so; a vCPU thread idling)
+// uses none of its pages: they go at once, whatever the hold. In a Linux boot across two
+// hosts each IPI to the idle CPU brought the kernel's page tables over to it, and vCPU 0 then
+// waited out the plain hold after the idle CPU had gone back to sleep.
+//
 // Two hosts that each hold part of the pages a walk needs and wait for the rest would keep
 // them until the limit and then swap halves, again and again. So a wait keeps pages only
 // against a host of lower priority: the caller says whether the host a page is taken for
-// yields to this one (memory/coherent_memory.cc: the lower host number wins), and a
-// thread's pages go to a host it yields to after the plain hold, wait or no wait.
+// yields to this one (wait_outranks below), and a thread's pages go to a host it yields to
+// after the plain hold, wait or no wait.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <unordered_map>
 #include <utility>
 
 namespace shoal {
 
+// Whether a wait on host `self` outranks one on host `taker` in a pod of `hosts` hosts, at
+// wall-clock time `now_ns`: the first place rotates every `turn_ns` (0: host 0 always first),
+// then the hosts in ring order after it. A fixed order (the lowest number first) starved the
+// last host: its vCPU lost every tie for the pages all vCPUs walk, and the others then waited
+// for that vCPU to answer an IPI (Linux's TLB shootdowns, text patching). Every host computes
+// the order from its own clock: hosts whose clocks disagree by d both keep (or both yield)
+// for d around a turn's edge, which the limit on a hold (max_hold_ns) bounds; the protocol's
+// correctness does not depend on it, only who waits.
+bool wait_outranks(uint32_t self, uint32_t taker, uint32_t hosts, uint64_t now_ns,
+                   uint64_t turn_ns);
+
 class PageHolds {
  public:
-  PageHolds(uint64_t hold_ns, uint64_t max_hold_ns);
+  // `halted(tid)`: whether thread tid sleeps in the guest's HLT now (none: never assumed);
+  // asked only for a thread whose page is held and wanted, so a true ends that hold.
+  PageHolds(uint64_t hold_ns, uint64_t max_hold_ns, std::function<bool(uint32_t tid)> halted = {});
 
   // Thread `tid` faulted (any page, served from anywhere) at `now_ns`.
   void faulted(uint32_t tid, uint64_t now_ns);
@@ -51,6 +70,7 @@ class PageHolds {
   void forget_old(uint64_t now_ns);
 
   uint64_t hold_ns_, max_hold_ns_;
+  std::function<bool(uint32_t)> halted_;
   struct Install {
     uint64_t at_ns;
     uint32_t tid;

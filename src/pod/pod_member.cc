@@ -108,6 +108,10 @@ Result<std::unique_ptr<PodMember>> PodMember::create(PodMemberConfig config) {
   mc.self = m->config_.self;
   mc.hold_ns = spec.page_hold_us * 1000;
   mc.max_hold_ns = 16 * mc.hold_ns;
+  // Each host has the first place for a longest hold in turn: long enough for a vCPU to get
+  // a walk's tables and run, short enough that no vCPU starves (docs/coherence.md).
+  mc.hosts = static_cast<NodeId>(spec.hosts.size());
+  mc.priority_turn_ns = mc.max_hold_ns;
   if (m->placement_)
     mc.on_remote_fault = [self](uint32_t tid, NodeId source) {
       self->placement_->remote_fault(tid, source);
