@@ -58,7 +58,7 @@ std::string pod_rows(std::vector<Row>& rows) {
       "apiVersion: shoal/v1\nkind: Pod\nmetadata: {name: podmem}\nspec:\n"
       "  guest: {kernel: " SHOAL_TEST_GUEST
       ", cmdline: \"touch 1024\"}\n"
-      "  memory: 64G\n  vcpus: 2\n  transport: tcp\n  secretFile: " +
+      "  memory: 64G\n  vcpus: 2\n  transport: tcp\n  placement: static\n  secretFile: " +
       secret + "\n  hosts:\n";
   for (int i = 0; i < 2; ++i)
     spec += "    - {name: h" + std::to_string(i) + ", address: \"127.77.0." +

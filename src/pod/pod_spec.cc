@@ -246,7 +246,9 @@ PodSpecResult parse_pod_spec(const std::string& yaml_text) {
     if (auto v = c.text(s, "spec", "placement", false)) {
       if (*v == "auto")
         spec.placement = PodPlacement::kAuto;
-      else if (*v != "static")
+      else if (*v == "static")
+        spec.placement = PodPlacement::kStatic;
+      else
         c.error("spec.placement", s["placement"], "expected static or auto, got '" + *v + "'");
     }
     if (auto v = c.text(s, "spec", "secretFile", true)) spec.secret_file = *v;

@@ -12,7 +12,7 @@
 //     secretFile: /etc/shoal/demo.secret
 //     failureTimeout: 1s          # a member silent this long is lost (500ms .. 60s)
 //     pageHold: 200us             # a page that arrived stays at least this long (20us .. 1s)
-//     placement: static           # or auto: vCPUs move to the host their pages come from
+//     placement: auto             # the default; static: vCPUs stay where the spec puts them
 //     disks: [/srv/root.img, "/srv/data.img,ro"]  # virtio-blk on the first host (docs/devices.md)
 //     nets: ["tap=tap0"]          # virtio-net on the first host's tap (docs/devices.md)
 //     channel: /run/demo.sock     # the channel: a Unix socket on the first host
@@ -59,8 +59,8 @@ struct PodHost {
 };
 
 enum class PodTransport { kTcp, kRdma };
-// static: vCPUs stay where the spec (or `pod move`) puts them; auto: the placement policy
-// moves them too (pod/placement.hpp).
+// static: vCPUs stay where the spec (or `pod move`) puts them; auto (the default): the
+// placement policy moves them too, to the host their pages come from (pod/placement.hpp).
 enum class PodPlacement { kStatic, kAuto };
 
 struct PodSpec {
@@ -75,7 +75,7 @@ struct PodSpec {
   // How long a page that arrived stays before another host may take it (memory/page_holds.hpp);
   // up to 16 times this while the vCPU that faulted on it goes on faulting.
   uint64_t page_hold_us = 200;
-  PodPlacement placement = PodPlacement::kStatic;
+  PodPlacement placement = PodPlacement::kAuto;
   // virtio-blk devices, opened by the first host (devices live there); the others reach them
   // through coherent memory and forwarded MMIO exits.
   std::vector<DiskOptions> disks;

@@ -176,7 +176,7 @@ TEST(LinuxPodNet, AGuestWithMemoryOnTwoHostsPingsAndEchoesThroughHostZerosTap) {
           kKernel +
           ", initrd: " SHOAL_GUEST_INITRAMFS
           ", cmdline: \"console=ttyS0 guest_action=net-check\"}\n"
-          "  memory: 512M\n  vcpus: 2\n  secretFile: " +
+          "  memory: 512M\n  vcpus: 2\n  placement: static\n  secretFile: " +
           pod_secret() + "\n  failureTimeout: " + pod_failure_timeout() +
           "\n  nets: [\"tap=" + kTap +
           "\"]\n  hosts:\n"

@@ -25,8 +25,8 @@ std::string device_pod_spec(const std::string& cmdline, const std::string& devic
       "pod-devices.yaml",
       "apiVersion: shoal/v1\nkind: Pod\nmetadata: {name: poddevices}\nspec:\n"
       "  guest: {kernel: " SHOAL_TEST_GUEST ", cmdline: \"" +
-          cmdline + "\"}\n  memory: 256M\n  vcpus: 2\n  secretFile: " + pod_secret() +
-          "\n  failureTimeout: " + pod_failure_timeout() + "\n" + devices +
+          cmdline + "\"}\n  memory: 256M\n  vcpus: 2\n  placement: static\n  secretFile: " +
+          pod_secret() + "\n  failureTimeout: " + pod_failure_timeout() + "\n" + devices +
           "  hosts:\n"
           "    - {name: h0, address: \"127.77.0.1:7100\", vcpus: \"1\", memory: even}\n"
           "    - {name: h1, address: \"127.77.0.2:7100\", vcpus: \"0\", memory: even}\n");

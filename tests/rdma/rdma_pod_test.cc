@@ -25,7 +25,7 @@ ProcessResult in_rdma_cluster(int hosts, const std::string& spec, const std::str
 
 TEST(RdmaPod, TwoHostsCountExactlyOneMillionOverRdma) {
   SHOAL_REQUIRE_RDMA_POD();
-  auto r = in_rdma_cluster(2, pod_spec(2, "counter-total 1000000", 2, 256, "8M", "", "rdma"),
+  auto r = in_rdma_cluster(2, pod_spec(2, "counter-total 1000000", 2, 256, "8M", "static", "rdma"),
                            "$SHOAL pod up $SPEC; echo up-exit=$?");
   EXPECT_NE(r.out.find("up-exit=0"), std::string::npos) << r.out << r.err;
   EXPECT_NE(r.out.find("counter vcpus=4 total=1000000 expected=1000000"), std::string::npos)
@@ -44,7 +44,7 @@ TEST(RdmaPod, IpisAcrossThreeHostsArriveExactlyOnceWhileVcpusMove) {
   // Everything else that crosses a link, over RDMA: interrupts (each IPI to a vCPU on another
   // host is a message), vCPU moves (the saved state, the location table) and forwarded exits.
   auto r =
-      in_rdma_cluster(3, pod_spec(3, "ipi 150", 2, 256, "8M", "", "rdma"),
+      in_rdma_cluster(3, pod_spec(3, "ipi 150", 2, 256, "8M", "static", "rdma"),
                       "out=$(mktemp); $SHOAL pod up $SPEC > $out 2>&1 & up=$!; " + wait_running(3) +
                           "ok=0; for i in $(seq 6); do "
                           "$SHOAL pod move $SPEC --vcpu $((i % 2 ? 1 : 4)) --to h$((i % 3)) "
@@ -60,7 +60,7 @@ TEST(RdmaPod, IpisAcrossThreeHostsArriveExactlyOnceWhileVcpusMove) {
 
 TEST(RdmaPod, AMemberKilledMidRunStopsThePodCleanly) {
   SHOAL_REQUIRE_RDMA_POD();
-  auto r = in_rdma_cluster(2, pod_spec(2, "handoff 10000000", 2, 256, "8M", "", "rdma"),
+  auto r = in_rdma_cluster(2, pod_spec(2, "handoff 10000000", 2, 256, "8M", "static", "rdma"),
                            "$SHOAL pod up $SPEC & up=$!; " + wait_running(2) +
                                "sleep 2; kill -9 ${SHOAL_NODE_PIDS#* }; wait $up; echo up-exit=$?; "
                                "$SHOAL pod status $SPEC");
@@ -74,7 +74,7 @@ TEST(RdmaPod, AMemberThatGoesSilentIsLostByItsMissingHeartbeats) {
   SHOAL_REQUIRE_RDMA_POD();
   // SIGSTOP: h1's TCP side channel stays open and its queue pair stays up, but nothing of it
   // runs, so only the heartbeats over RDMA can tell.
-  auto r = in_rdma_cluster(2, pod_spec(2, "handoff 100000000", 2, 256, "8M", "", "rdma"),
+  auto r = in_rdma_cluster(2, pod_spec(2, "handoff 100000000", 2, 256, "8M", "static", "rdma"),
                            "$SHOAL pod up $SPEC & up=$!; " + wait_running(2) +
                                "sleep 1; kill -STOP ${SHOAL_NODE_PIDS#* }; wait $up; "
                                "echo up-exit=$?; kill -9 ${SHOAL_NODE_PIDS#* }");

@@ -30,7 +30,7 @@ std::string pod_spec(int hosts, const std::string& cmdline, int vcpus_each, int 
       cmdline + "\"}\n  memory: " + std::to_string(memory_mib) +
       "M\n  vcpus: " + std::to_string(vcpus_each * hosts) + "\n  transport: " + transport +
       "\n  secretFile: " + pod_secret() + "\n  failureTimeout: " + pod_failure_timeout() +
-      (placement.empty() ? "" : "\n  placement: " + placement) + "\n  hosts:\n";
+      "\n  placement: " + placement + "\n  hosts:\n";
   for (int i = 0; i < hosts; ++i) {
     const int first = vcpus_each * i, last = first + vcpus_each - 1;
     const std::string vcpus =
@@ -39,8 +39,8 @@ std::string pod_spec(int hosts, const std::string& cmdline, int vcpus_each, int 
     s += "    - {name: h" + std::to_string(i) + ", address: \"" + net + std::to_string(i + 1) +
          ":7100\", vcpus: \"" + vcpus + "\", memory: even, zeroPool: " + pool + "}\n";
   }
-  return write_temp_file("pod-" + std::to_string(hosts) + "x" + std::to_string(vcpus_each) +
-                             (placement.empty() ? "" : "-" + placement) + "-" + transport + ".yaml",
+  return write_temp_file("pod-" + std::to_string(hosts) + "x" + std::to_string(vcpus_each) + "-" +
+                             placement + "-" + transport + ".yaml",
                          s);
 }
 

@@ -25,11 +25,12 @@ const char* pod_failure_timeout();
 
 // A pod spec file: `hosts` hosts named h0.. at 127.77.0.<i+1>:7100, `vcpus_each` vCPUs each,
 // `memory_mib` of guest memory split evenly, and a zero pool of `pool` per host; the test
-// guest runs `cmdline`; `placement`: the spec's (none: the default). `transport` rdma: the
-// hosts are at 127.1.0.<i+1> (netns-cluster's SHOAL_CLUSTER_RDMA=1).
+// guest runs `cmdline`; `placement`: the spec's (static unless a test asks for auto: most
+// tests check where vCPUs run or make hosts share pages). `transport` rdma: the hosts are at
+// 127.1.0.<i+1> (netns-cluster's SHOAL_CLUSTER_RDMA=1).
 std::string pod_spec(int hosts, const std::string& cmdline, int vcpus_each = 2,
                      int memory_mib = 256, const std::string& pool = "8M",
-                     const std::string& placement = "", const std::string& transport = "tcp");
+                     const std::string& placement = "static", const std::string& transport = "tcp");
 
 // Runs `script` (bash) in host 0's namespace of a fresh cluster of `hosts` nodes; $SPEC is
 // the pod spec, $SHOAL the binary. `env`: more NAME=VALUE for scripts/netns-cluster. Killed

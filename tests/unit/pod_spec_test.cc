@@ -147,7 +147,7 @@ TEST(PodSpec, PageHold) {
 }
 
 TEST(PodSpec, Placement) {
-  EXPECT_EQ(parse_pod_spec(kGood).spec->placement, PodPlacement::kStatic);  // the default
+  EXPECT_EQ(parse_pod_spec(kGood).spec->placement, PodPlacement::kAuto);  // the default
   const std::string tcp = "  transport: tcp\n";
   auto a = parse_pod_spec(edit(tcp, tcp + "  placement: auto\n"));
   ASSERT_TRUE(a.spec.has_value());
