@@ -52,9 +52,8 @@ std::vector<std::string> pod_argv(const std::string& workload) {
   std::ofstream(spec)
       << "apiVersion: shoal/v1\nkind: Pod\nmetadata: {name: faults}\nspec:\n"
          "  guest: {kernel: " SHOAL_TEST_GUEST ", cmdline: \""
-      << workload
-      << "\"}\n  memory: 512M\n  vcpus: 1\n  transport: tcp\n  placement: static\n  secretFile: "
-      << secret << "\n  hosts:\n    - {name: h0, address: \"127.77.0.1:7100\", vcpus: \"0\"}\n";
+      << workload << "\"}\n  memory: 512M\n  vcpus: 1\n  transport: tcp\n  secretFile: " << secret
+      << "\n  hosts:\n    - {name: h0, address: \"127.77.0.1:7100\", vcpus: \"0\"}\n";
   return {"/usr/bin/env",
           "SHOAL_BIN=" SHOAL_BINARY,
           SHOAL_SOURCE_DIR "/scripts/netns-cluster",
