@@ -97,6 +97,10 @@ Local local_round_trips(int n) {
 
 struct Pod {
   std::vector<double> first_ms, again_ms;  // onto a host that never ran it / back again
+  // Each move's two parts on the hosts' own clocks, from their logs: the source's from the
+  // order to the state sent, the destination's from the state read to the vCPU resumed.
+  // Their sum is the vCPU's time away but for the link's delivery between them.
+  std::vector<double> hosts_us;
   std::string error;
 };
 
@@ -125,17 +129,31 @@ std::string two_host_spec(const std::string& cmdline, const std::string& secret,
   return write_file("pod.yaml", spec);
 }
 
-ProcessResult in_two_hosts(const std::string& secret, const std::string& script) {
+ProcessResult in_two_hosts(const std::string& secret, const std::string& script,
+                           const std::string& logs = "") {
   return run_process(
-      {"/usr/bin/env", "SHOAL_BIN=" SHOAL_BINARY, SHOAL_SOURCE_DIR "/scripts/netns-cluster", "2",
-       secret, "--", "/bin/bash", "-c", script},
+      {"/usr/bin/env", "SHOAL_BIN=" SHOAL_BINARY, "SHOAL_CLUSTER_LOGS=" + logs,
+       SHOAL_SOURCE_DIR "/scripts/netns-cluster", "2", secret, "--", "/bin/bash", "-c", script},
       std::chrono::seconds(300));
+}
+
+// The microseconds in the node log's lines that end in `tail` ("... 123 us after the order)").
+std::vector<double> logged_us(const std::string& log, const std::string& tail) {
+  std::vector<double> out;
+  std::ifstream in(log);
+  for (std::string line; std::getline(in, line);) {
+    const auto at = line.find(tail);
+    if (at == std::string::npos) continue;
+    const auto from = line.rfind(' ', at - 1);
+    out.push_back(std::atof(line.c_str() + from + 1));
+  }
+  return out;
 }
 
 // vCPU 0 goes h0 -> h1 -> h0 ... `moves` times while both vCPUs count.
 Pod pod_moves(int moves) {
   Pod out;
-  if (geteuid() != 0) return {{}, {}, "skipped: needs root (ip netns)"};
+  if (geteuid() != 0) return {{}, {}, {}, "skipped: needs root (ip netns)"};
   const std::string secret = write_file("secret", "vcpu-migration-bench-secret-0123456789\n");
   const std::string spec_path = two_host_spec("counter-total 4000000000", secret);
   const std::string shoal = SHOAL_BINARY;
@@ -147,9 +165,21 @@ Pod pod_moves(int moves) {
       std::to_string(moves) + "); do " + shoal + " pod move " + spec_path +
       " --vcpu 0 --to h$((i % 2)); done; " + shoal + " pod down " + spec_path +
       " >/dev/null; wait $up";
-  ProcessResult r = in_two_hosts(secret, script);
+  char logs[] = "/tmp/shoal-vcpu-migration-logs-XXXXXX";
+  if (mkdtemp(logs) == nullptr) return {{}, {}, {}, "mkdtemp failed"};
+  ProcessResult r = in_two_hosts(secret, script, logs);
   unlink(secret.c_str());
   unlink(spec_path.c_str());
+  // Moves alternate h0 -> h1 -> h0: h0's k-th send pairs with h1's k-th arrival, and back.
+  const std::string dir = logs;
+  for (const auto& [src, dst] :
+       {std::pair{"/h0.log", "/h1.log"}, std::pair{"/h1.log", "/h0.log"}}) {
+    const auto sent = logged_us(dir + src, " us after the order)");
+    const auto resumed = logged_us(dir + dst, " us after its state came)");
+    for (size_t k = 0; k < std::min(sent.size(), resumed.size()); ++k)
+      out.hosts_us.push_back(sent[k] + resumed[k]);
+  }
+  std::system(("rm -rf " + dir).c_str());
   std::istringstream in(r.out);
   std::string line;
   int seen = 0;
@@ -160,6 +190,9 @@ Pod pod_moves(int moves) {
     // The very first move is the first restore into h1's shadow fd of the vCPU.
     (seen++ == 0 ? out.first_ms : out.again_ms).push_back(ms);
   }
+  if (seen == moves && static_cast<int>(out.hosts_us.size()) != moves)
+    out.error = "the node logs hold " + std::to_string(out.hosts_us.size()) + " of " +
+                std::to_string(moves) + " moves' durations";
   if (seen != moves)
     out.error = std::to_string(seen) + " of " + std::to_string(moves) +
                 " moves reported: " + r.err.substr(0, 400);
@@ -307,15 +340,16 @@ int main(int argc, char** argv) {
     std::printf(
         "{\"bench\":\"vcpu_migration\",\"state_bytes\":%zu,\"save_us\":{\"p50\":%.1f,\"p99\":%.1f},"
         "\"restore_us\":{\"p50\":%.1f,\"p99\":%.1f},\"moves\":%zu,\"first_move_ms\":%.2f,"
-        "\"move_ms\":{\"p50\":%.2f,\"p99\":%.2f},\"ipi_us\":{\"one_host\":%.1f,"
+        "\"move_ms\":{\"p50\":%.2f,\"p99\":%.2f},\"hosts_parts_us\":{\"p50\":%.1f,"
+        "\"p99\":%.1f},\"ipi_us\":{\"one_host\":%.1f,"
         "\"two_hosts\":%.1f,\"sink\":{\"p50\":%.1f,\"p99\":%.1f}},\"wander\":{\"rounds\":%d,"
         "\"static\":{\"seconds\":%.2f,\"remote_faults\":%llu},\"auto\":{\"seconds\":%.2f,"
         "\"remote_faults\":%llu}}}\n",
         local.state_bytes, pct(local.save_us, 0.5), pct(local.save_us, 0.99),
         pct(local.restore_us, 0.5), pct(local.restore_us, 0.99), pod.again_ms.size() + 1,
         pod.first_ms.empty() ? -1.0 : pod.first_ms[0], pct(pod.again_ms, 0.5),
-        pct(pod.again_ms, 0.99), ipis.one_host_us, ipis.pod_us, pct(ipis.sink_us, 0.5),
-        pct(ipis.sink_us, 0.99), wander_rounds, fixed.seconds,
+        pct(pod.again_ms, 0.99), pct(pod.hosts_us, 0.5), pct(pod.hosts_us, 0.99), ipis.one_host_us,
+        ipis.pod_us, pct(ipis.sink_us, 0.5), pct(ipis.sink_us, 0.99), wander_rounds, fixed.seconds,
         static_cast<unsigned long long>(fixed.remote_faults), moving.seconds,
         static_cast<unsigned long long>(moving.remote_faults));
   } else {
@@ -330,6 +364,10 @@ int main(int argc, char** argv) {
       std::printf("  first (into h1's shadow fd): %.2f ms\n", pod.first_ms[0]);
     std::printf("  the others:  p50 %.2f ms  p99 %.2f ms\n", pct(pod.again_ms, 0.5),
                 pct(pod.again_ms, 0.99));
+    std::printf(
+        "  the hosts' parts (source: order -> state sent; destination: state read -> "
+        "resumed): p50 %.0f us  p99 %.0f us\n",
+        pct(pod.hosts_us, 0.5), pct(pod.hosts_us, 0.99));
     std::printf("an IPI and its count seen by the sender (`ipi %d`, 2 vCPUs, medians of 3)\n",
                 ipi_n);
     std::printf("  one host (KVM delivers): %8.1f us\n", ipis.one_host_us);

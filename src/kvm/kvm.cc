@@ -184,7 +184,9 @@ Result<bool> Vm::signal_msi(uint32_t apic_id, uint8_t vector, ApicDelivery mode)
 Result<VcpuFd> Vm::create_vcpu(int id, size_t mmap_size) {
   UniqueFd fd(ioctl(this->fd(), KVM_CREATE_VCPU, id));
   if (!fd.valid()) return errno_error("KVM_CREATE_VCPU " + std::to_string(id));
-  return VcpuFd::adopt(id, std::move(fd), mmap_size);
+  // Per VM (KVM_CAP_CHECK_EXTENSION_VM): 0 on a KVM without it, as on the system fd.
+  const int sync = ioctl(this->fd(), KVM_CHECK_EXTENSION, KVM_CAP_SYNC_REGS);
+  return VcpuFd::adopt(id, std::move(fd), mmap_size, sync > 0 ? static_cast<uint32_t>(sync) : 0);
 }
 
 Result<std::vector<uint32_t>> Kvm::msr_index_list() const {

@@ -19,7 +19,7 @@ Status ioctl_status(int fd, unsigned long request, const void* arg, const char* 
 }
 }  // namespace
 
-Result<VcpuFd> VcpuFd::adopt(int id, UniqueFd fd, size_t mmap_size) {
+Result<VcpuFd> VcpuFd::adopt(int id, UniqueFd fd, size_t mmap_size, uint32_t sync_regs) {
   void* run = mmap(nullptr, mmap_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), 0);
   if (run == MAP_FAILED) return errno_error("mmap kvm_run of vcpu " + std::to_string(id));
   VcpuFd vcpu;
@@ -27,6 +27,7 @@ Result<VcpuFd> VcpuFd::adopt(int id, UniqueFd fd, size_t mmap_size) {
   vcpu.fd_ = std::move(fd);
   vcpu.run_ = static_cast<kvm_run*>(run);
   vcpu.mmap_size_ = mmap_size;
+  vcpu.sync_regs_ = sync_regs;
   return vcpu;
 }
 
@@ -34,7 +35,8 @@ VcpuFd::VcpuFd(VcpuFd&& o) noexcept
     : id_(o.id_),
       fd_(std::move(o.fd_)),
       run_(std::exchange(o.run_, nullptr)),
-      mmap_size_(o.mmap_size_) {}
+      mmap_size_(o.mmap_size_),
+      sync_regs_(o.sync_regs_) {}
 
 VcpuFd& VcpuFd::operator=(VcpuFd&& o) noexcept {
   if (this != &o) {
@@ -43,6 +45,7 @@ VcpuFd& VcpuFd::operator=(VcpuFd&& o) noexcept {
     fd_ = std::move(o.fd_);
     run_ = std::exchange(o.run_, nullptr);
     mmap_size_ = o.mmap_size_;
+    sync_regs_ = o.sync_regs_;
   }
   return *this;
 }
@@ -59,6 +62,24 @@ void VcpuFd::release() {
 
 int VcpuFd::run() const {
   return ioctl(fd_.get(), KVM_RUN, 0) < 0 ? -errno : 0;
+}
+
+Status VcpuFd::sync_run(uint32_t store) const {
+  // immediate_exit is the vCPU thread's kick flag as well: one set by a kick meanwhile is
+  // cleared here, but that kick's command is queued already and the thread reads its commands
+  // before it enters KVM_RUN again (vcpu_thread.cc, loop()).
+  run_->kvm_valid_regs = store;
+  __atomic_store_n(&run_->immediate_exit, 1, __ATOMIC_SEQ_CST);
+  const int rc = ioctl(fd_.get(), KVM_RUN, 0) < 0 ? errno : 0;
+  __atomic_store_n(&run_->immediate_exit, 0, __ATOMIC_SEQ_CST);
+  run_->kvm_valid_regs = 0;
+  // EINTR is the immediate exit's answer; anything else (EINVAL: a field KVM refused) failed.
+  if (rc != EINTR) {
+    run_->kvm_dirty_regs = 0;
+    return Error(std::string("KVM_RUN (sync regs): ") +
+                 (rc == 0 ? "entered the guest" : std::strerror(rc)));
+  }
+  return {};
 }
 
 Status VcpuFd::get_regs(kvm_regs& regs) const {
@@ -161,12 +182,24 @@ Status VcpuFd::set_msrs(const std::vector<kvm_msr_entry>& msrs) const {
 // The order follows what KVM needs on restore, and is the same for saving: mp_state first;
 // sregs before the LAPIC (the APIC base MSR lives in sregs); MSRs after sregs (EFER) and
 // before the events (a pending exception may depend on them).
+namespace {
+constexpr uint32_t kSyncForState = KVM_SYNC_X86_REGS | KVM_SYNC_X86_SREGS | KVM_SYNC_X86_EVENTS;
+}  // namespace
+
 Result<VcpuState> VcpuFd::save_state(const std::vector<uint32_t>& msr_indices) const {
   VcpuState s;
   s.id = static_cast<uint32_t>(id_);
   SHOAL_TRY(get_mp_state(s.mp_state), "");
-  SHOAL_TRY(get_regs(s.regs), "");
-  SHOAL_TRY(get_sregs(s.sregs), "");
+  if (syncs(kSyncForState)) {
+    SHOAL_TRY(sync_run(kSyncForState), "");
+    s.regs = run_->s.regs.regs;
+    s.sregs = run_->s.regs.sregs;
+    s.events = run_->s.regs.events;
+  } else {
+    SHOAL_TRY(get_regs(s.regs), "");
+    SHOAL_TRY(get_sregs(s.sregs), "");
+    SHOAL_TRY(get_vcpu_events(s.events), "");
+  }
   SHOAL_TRY(get_xsave(s.xsave), "");
   SHOAL_TRY(get_xcrs(s.xcrs), "");
   SHOAL_TRY(get_debugregs(s.debugregs), "");
@@ -175,13 +208,17 @@ Result<VcpuState> VcpuFd::save_state(const std::vector<uint32_t>& msr_indices) c
   if (!msrs) return msrs.error();
   if (msrs->size() > kMaxStateMsrs) msrs->resize(kMaxStateMsrs);
   s.msrs = std::move(*msrs);
-  SHOAL_TRY(get_vcpu_events(s.events), "");
   return s;
 }
 
 Status VcpuFd::restore_state(const VcpuState& s) const {
+  // The registers and the events go last through kvm_run where KVM can (one KVM_RUN for two
+  // ioctls); the special registers stay in front: their APIC base decides how KVM_SET_LAPIC
+  // reads the LAPIC (xAPIC or x2APIC IDs).
+  constexpr uint32_t kLast = KVM_SYNC_X86_REGS | KVM_SYNC_X86_EVENTS;
+  const bool sync = syncs(kLast);
   SHOAL_TRY(set_mp_state(s.mp_state.mp_state), "");
-  SHOAL_TRY(set_regs(s.regs), "");
+  if (!sync) SHOAL_TRY(set_regs(s.regs), "");
   SHOAL_TRY(set_sregs(s.sregs), "");
   SHOAL_TRY(set_xsave(s.xsave), "");
   // A host CPU without XSAVE (QEMU's qemu64 model, older hardware): KVM_GET_XCRS reports zero
@@ -190,6 +227,16 @@ Status VcpuFd::restore_state(const VcpuState& s) const {
   SHOAL_TRY(set_debugregs(s.debugregs), "");
   SHOAL_TRY(set_lapic(s.lapic), "");
   SHOAL_TRY(set_msrs(s.msrs), "");
+  if (sync) {
+    run_->s.regs.regs = s.regs;
+    run_->s.regs.events = s.events;
+    run_->kvm_dirty_regs = kLast;
+    SHOAL_TRY(sync_run(0), "");
+    // An AP not started yet (UNINITIALIZED) leaves KVM_RUN before it loads anything.
+    if (run_->kvm_dirty_regs == 0) return {};
+    run_->kvm_dirty_regs = 0;
+    SHOAL_TRY(set_regs(s.regs), "");
+  }
   SHOAL_TRY(set_vcpu_events(s.events), "");
   return {};
 }

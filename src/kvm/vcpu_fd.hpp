@@ -14,7 +14,9 @@ namespace shoal {
 
 class VcpuFd {
  public:
-  static Result<VcpuFd> adopt(int id, UniqueFd fd, size_t mmap_size);
+  // sync_regs: the KVM_SYNC_X86_* fields this KVM exchanges through kvm_run
+  // (KVM_CAP_SYNC_REGS), 0 for none.
+  static Result<VcpuFd> adopt(int id, UniqueFd fd, size_t mmap_size, uint32_t sync_regs = 0);
   VcpuFd(VcpuFd&& o) noexcept;
   VcpuFd& operator=(VcpuFd&& o) noexcept;
   VcpuFd(const VcpuFd&) = delete;
@@ -22,11 +24,20 @@ class VcpuFd {
   ~VcpuFd();
 
   int id() const { return id_; }
+  int fd() const { return fd_.get(); }
   kvm_run* run_state() const { return run_; }
 
   // One KVM_RUN. Returns 0 or -errno (EINTR when kicked). No allocation: the vCPU hot path.
   int run() const;
 
+  // True if this KVM exchanges all of `fields` (KVM_SYNC_X86_*) through kvm_run.
+  bool syncs(uint32_t fields) const { return (sync_regs_ & fields) == fields; }
+  // One KVM_RUN that enters no guest (immediate_exit): KVM first loads the fields marked in
+  // kvm_run's kvm_dirty_regs and clears their marks (not for an AP never started: it leaves
+  // them marked), and on its way out stores `store` into kvm_run. Each state ioctl costs
+  // ~10 us on this machine's nested KVM, and this one stands for up to three of them. Also
+  // completes a pending I/O exit, as any KVM_RUN does.
+  Status sync_run(uint32_t store) const;
   Status get_regs(kvm_regs& regs) const;
   Status set_regs(const kvm_regs& regs) const;
   Status get_sregs(kvm_sregs& sregs) const;
@@ -65,6 +76,7 @@ class VcpuFd {
   UniqueFd fd_;
   kvm_run* run_ = nullptr;
   size_t mmap_size_ = 0;
+  uint32_t sync_regs_ = 0;
 };
 
 }  // namespace shoal

@@ -126,6 +126,7 @@ void VcpuMover::loop() {
 
 // On the vCPU's host: pause, save, park, send the state on.
 void VcpuMover::migrate(const VcpuMove& m) {
+  const uint64_t ordered = monotonic_ns();
   const std::string what = "move vcpu " + std::to_string(m.vcpu);
   {
     std::lock_guard lock(mu_);
@@ -137,10 +138,22 @@ void VcpuMover::migrate(const VcpuMove& m) {
   // The pause completes a pending I/O exit first (VcpuThread); an exit forwarded to host 0 or
   // a page on its way from another host arrives before the vCPU thread takes the command.
   // The save is posted right behind it: the thread applies commands before it runs jobs, so
-  // it saves the paused vCPU in the same wake-up (one hand-off each way instead of two).
+  // it saves the paused vCPU in the same wake-up, and sends the state on from there too (on
+  // a host whose cores all run vCPUs, each wake-up of another thread costs tens of us).
   v->send(VcpuCommand::kPause);
-  auto state = v->save().get();
-  if (v->state() == VcpuRunState::kStopped) return;  // the pod is going down
+  v->save_then([this, m, v, ordered](Result<VcpuState> state) {
+    send_state(m, *v, ordered, std::move(state));
+  });
+}
+
+void VcpuMover::send_state(const VcpuMove& m, VcpuThread& v, uint64_t ordered,
+                           Result<VcpuState> state) {
+  if (v.state() == VcpuRunState::kStopped) return;  // the pod is going down
+  {
+    std::lock_guard lock(mu_);
+    if (stop_) return;
+  }
+  const std::string what = "move vcpu " + std::to_string(m.vcpu);
   if (!state) return fail_(state.error().context(what));
   // What is pending stays in this fd's LAPIC: its sink takes it and sends it on, behind the
   // state on the same link; carried in the state as well, it would arrive twice.
@@ -149,17 +162,20 @@ void VcpuMover::migrate(const VcpuMove& m) {
   VcpuMove arrive{m.vcpu, config_.self, m.version, encode_vcpu_state(*state)};
   if (Status s = mesh_.send_to(m.host, encode_vcpu_move(MessageType::kVcpuArrive, arrive)); !s.ok())
     return fail_(s.error().context(what + " to " + config_.host_names[m.host]));
+  const uint64_t sent = monotonic_ns();
   // Only now: an interrupt sent on before the state would reach the destination before it
   // holds the vCPU's interrupts, and come back. Until then one lands in this fd's LAPIC.
   interrupts_.retarget(m.vcpu, m.host, m.version);
   // Parked from here on, for a return: its fd a shadow in the interrupt sink.
-  v->send(VcpuCommand::kSink);
-  log::info("vcpu {}: paused and sent to {} ({} bytes of state)", m.vcpu,
-            config_.host_names[m.host], arrive.state.size());
+  v.send(VcpuCommand::kSink);
+  // bench/vcpu_migration reads the time: this host's part of the vCPU's time away.
+  log::info("vcpu {}: paused and sent to {} ({} bytes of state, {} us after the order)", m.vcpu,
+            config_.host_names[m.host], arrive.state.size(), (sent - ordered) / 1000);
 }
 
 // On the destination: restore into the parked vCPU or a new one, resume, announce.
 void VcpuMover::arrive(NodeId from, const VcpuMove& m) {
+  const uint64_t came = monotonic_ns();
   const std::string what = "vcpu " + std::to_string(m.vcpu) + " from " + config_.host_names[from];
   auto state = decode_vcpu_state(m.state);
   if (!state) return fail_(state.error().context(what));
@@ -204,6 +220,9 @@ void VcpuMover::arrive(NodeId from, const VcpuMove& m) {
       std::lock_guard lock(mu_);
       if (stop_) return;
     }
+    // Out of the sink while the others stop, not after them: the restore below then finds its
+    // thread waiting, not in KVM_RUN.
+    v->send(VcpuCommand::kPause);
     if (Status s = core_.pause_vcpus(others,
                                      [this] {
                                        std::lock_guard lock(mu_);
@@ -218,11 +237,14 @@ void VcpuMover::arrive(NodeId from, const VcpuMove& m) {
       return fail_(s.error().context(what));
   }
   v->send(VcpuCommand::kResume);
+  const uint64_t resumed = monotonic_ns();
   place(m.vcpu, config_.self, m.version);
   mesh_.broadcast(
       encode_vcpu_move(MessageType::kVcpuPlaced, {m.vcpu, config_.self, m.version, {}}));
-  log::info("vcpu {}: arrived from {} and runs here ({})", m.vcpu, config_.host_names[from],
-            created ? "new vCPU fd" : "its shadow's fd");
+  // bench/vcpu_migration reads the time: this host's part of the vCPU's time away.
+  log::info("vcpu {}: arrived from {} and runs here ({}, {} us after its state came)", m.vcpu,
+            config_.host_names[from], created ? "new vCPU fd" : "its shadow's fd",
+            (resumed - came) / 1000);
 }
 
 void VcpuMover::place(uint32_t vcpu, NodeId host, uint64_t version) {

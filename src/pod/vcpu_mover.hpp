@@ -85,6 +85,9 @@ class VcpuMover {
   };
   void loop();
   void migrate(const VcpuMove& m);
+  // migrate()'s second half, on the vCPU's own thread once it has saved itself.
+  // `ordered`: when migrate() began (monotonic ns), for the log.
+  void send_state(const VcpuMove& m, VcpuThread& v, uint64_t ordered, Result<VcpuState> state);
   void arrive(NodeId from, const VcpuMove& m);
   void place(uint32_t vcpu, NodeId host, uint64_t version);
 

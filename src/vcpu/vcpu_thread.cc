@@ -111,13 +111,19 @@ Result<std::vector<uint8_t>> KvmVcpuBackend::pending_interrupts() {
   SHOAL_TRY(vcpu_.get_lapic(lapic), what);
   std::vector<uint8_t> vectors = pending_vectors(lapic);
   kvm_vcpu_events events{};
-  SHOAL_TRY(vcpu_.get_vcpu_events(events), what);
+  kvm_regs regs{};
+  if (constexpr uint32_t kBoth = KVM_SYNC_X86_REGS | KVM_SYNC_X86_EVENTS; vcpu_.syncs(kBoth)) {
+    SHOAL_TRY(vcpu_.sync_run(kBoth), what);  // one KVM_RUN for two ioctls
+    events = vcpu_.run_state()->s.regs.events;
+    regs = vcpu_.run_state()->s.regs.regs;
+  } else {
+    SHOAL_TRY(vcpu_.get_vcpu_events(events), what);
+    SHOAL_TRY(vcpu_.get_regs(regs), what);
+  }
   if (events.nmi.pending || events.nmi.injected) vectors.push_back(kNmiVector);
   // Taken from the IRR but not reported yet: on its way into the sink (being injected), or
   // delivered with the sink stopped before its stub's first instruction (the report).
   if (events.interrupt.injected) vectors.push_back(events.interrupt.nr);
-  kvm_regs regs{};
-  SHOAL_TRY(vcpu_.get_regs(regs), what);
   if (regs.rip >= kSinkStubsGpa && regs.rip < kSinkStubsGpa + 256 * kSinkStubBytes &&
       (regs.rip - kSinkStubsGpa) % kSinkStubBytes == 0) {
     const auto v = static_cast<uint8_t>((regs.rip - kSinkStubsGpa) / kSinkStubBytes);
@@ -219,8 +225,9 @@ void VcpuThread::send(VcpuCommand command) {
 
 void VcpuThread::post(Job job) {
   {
-    std::lock_guard lock(mu_);
+    std::unique_lock lock(mu_);
     if (state_ == VcpuRunState::kStopped) {
+      lock.unlock();  // the job may ask this thread's state (a move's save_then does)
       job(nullptr);
       return;
     }
@@ -235,15 +242,19 @@ void VcpuThread::post(Job job) {
 std::future<Result<VcpuState>> VcpuThread::save() {
   auto reply = std::make_shared<std::promise<Result<VcpuState>>>();
   auto f = reply->get_future();
-  post([this, reply](VcpuBackend* b) {
-    if (b == nullptr) return reply->set_value(Error("the vcpu has stopped"));
+  save_then([reply](Result<VcpuState> s) { reply->set_value(std::move(s)); });
+  return f;
+}
+
+void VcpuThread::save_then(std::function<void(Result<VcpuState>)> then) {
+  post([this, then = std::move(then)](VcpuBackend* b) {
+    if (b == nullptr) return then(Error("the vcpu has stopped"));
     auto s = b->save_state();
     // A vCPU saved to move away parks its fd as a shadow next: if its AP was not started yet
     // (it only waited in KVM_RUN here), the shadow must report the INIT and SIPI to come.
     if (s) note_start_state(s->mp_state.mp_state);
-    reply->set_value(std::move(s));
+    then(std::move(s));
   });
-  return f;
 }
 
 std::future<Status> VcpuThread::restore(VcpuState state) {

@@ -124,6 +124,9 @@ class VcpuThread {
   // vCPU keeps the state it was in (pause it first for a consistent machine). Answered with an
   // error if the vCPU stops first.
   std::future<Result<VcpuState>> save();
+  // The same, handing the state to `then` on the vCPU's thread (an error if it stops first):
+  // a move sends it on from there, without a wake-up of the asking thread in between.
+  void save_then(std::function<void(Result<VcpuState>)> then);
   std::future<Status> restore(VcpuState state);
   VcpuRunState state() const;
   // Blocks until the thread has reached `state` (a paused vCPU is outside KVM_RUN).
