@@ -34,6 +34,7 @@ struct Host {
   std::unique_ptr<net::TcpLink> link;
   std::optional<PodOutcome> outcome;
   std::string link_error;
+  uint32_t last_request = 0;  // ask()'s numbering; the node echoes it in its reply
 };
 
 void print_console(const Frame& f) {
@@ -41,7 +42,11 @@ void print_console(const Frame& f) {
 }
 
 // The reply to the last request; console output and outcomes that arrive first are handled.
-Result<Frame> await_reply(Host& h) {
+// With `request` (not 0), replies to earlier requests are skipped: pod_up's abort_all asks
+// hosts to stop while an answer to their load may still be on its way, and taking that one
+// for the stop's answer let this process end before the node had stopped the pod; its stop
+// then stopped the next `pod up`'s pod instead (PodSnapshot test, 2026-12-03).
+Result<Frame> await_reply(Host& h, uint32_t request = 0) {
   for (;;) {
     auto f = h.link->receive();
     if (!f) return f.error();
@@ -50,22 +55,23 @@ Result<Frame> await_reply(Host& h) {
     } else if (f->type == MessageType::kPodExit) {
       auto o = decode_pod_outcome(*f);
       h.outcome = o ? *o : PodOutcome{1, true, o.error().message()};
-    } else {
+    } else if (request == 0 || f->request == request) {
       return f;
     }
   }
 }
 
-Result<PodReply> await_pod_reply(Host& h) {
-  auto reply = await_reply(h);
+Result<PodReply> await_pod_reply(Host& h, uint32_t request = 0) {
+  auto reply = await_reply(h, request);
   if (!reply) return reply.error();
   return decode_pod_reply(*reply);
 }
 
 // Sends a request and returns the node's answer, whether it says ok or not.
-Result<PodReply> ask(Host& h, const Frame& f) {
+Result<PodReply> ask(Host& h, Frame f) {
+  f.request = ++h.last_request;
   if (Status s = h.link->send(f); !s.ok()) return s.error();
-  return await_pod_reply(h);
+  return await_pod_reply(h, f.request);
 }
 
 // A request that must succeed: a "not ok" answer is an error carrying the node's message.
