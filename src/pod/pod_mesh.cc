@@ -190,6 +190,7 @@ void PodMesh::read_frames(NodeId from, net::Link* link) {
         break;
       }
       case MessageType::kVcpuMigrate:
+      case MessageType::kVcpuPrepare:
       case MessageType::kVcpuArrive:
       case MessageType::kVcpuPlaced:
       case MessageType::kPlacementProposal: {
