@@ -71,8 +71,7 @@ enum class MessageType : uint16_t {
   kSnapshotStepDone = 102,  // a member -> host 0: the step's outcome
   kInterrupt = 103,  // an interrupt for a vCPU that runs on the receiver (docs/interrupts.md)
   kPlacementProposal = 104,  // a member -> host 0: move a vCPU (docs/placement.md)
-  kPodDone = 105,      // after kPodLeave: this member asks for no more pages (it still answers)
-  kVcpuPrepare = 106,  // host 0 -> a move's destination: pause the others, the shadow too
+  kPodDone = 105,  // after kPodLeave: this member asks for no more pages (it still answers)
 };
 
 struct Frame {

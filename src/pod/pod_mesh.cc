@@ -190,7 +190,6 @@ void PodMesh::read_frames(NodeId from, net::Link* link) {
         break;
       }
       case MessageType::kVcpuMigrate:
-      case MessageType::kVcpuPrepare:
       case MessageType::kVcpuArrive:
       case MessageType::kVcpuPlaced:
       case MessageType::kPlacementProposal: {

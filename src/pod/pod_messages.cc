@@ -167,8 +167,7 @@ Frame encode_vcpu_move(MessageType type, const VcpuMove& m) {
 Result<VcpuMove> decode_vcpu_move(const Frame& f) {
   const bool arrive = f.type == MessageType::kVcpuArrive;
   if (!arrive && f.type != MessageType::kPodMove && f.type != MessageType::kVcpuMigrate &&
-      f.type != MessageType::kVcpuPlaced && f.type != MessageType::kPlacementProposal &&
-      f.type != MessageType::kVcpuPrepare)
+      f.type != MessageType::kVcpuPlaced && f.type != MessageType::kPlacementProposal)
     return bad("vcpu move", "got message type " + std::to_string(static_cast<int>(f.type)));
   WireReader r(f.payload);
   VcpuMove m;

@@ -11,7 +11,7 @@
 //   kForwardedExit  u8 space (0 port, 1 MMIO), u8 write, u8 size (1/2/4/8), u8 0, u32 vCPU,
 //                   u64 address, 8 data bytes
 //   kForwardedExitDone  8 data bytes
-//   kPodMove, kVcpuMigrate, kVcpuPrepare, kVcpuArrive, kVcpuPlaced, kPlacementProposal
+//   kPodMove, kVcpuMigrate, kVcpuArrive, kVcpuPlaced, kPlacementProposal
 //                   u32 vCPU, u16 host (the destination; for kVcpuArrive the source), u16 0,
 //                   u64 location version, then (kVcpuArrive only) the vCPU's saved state
 //                   (kvm/vcpu_state.hpp's encoding, at most kMaxVcpuStateBytes)
@@ -103,7 +103,7 @@ inline constexpr uint32_t kMaxPodVcpus = 254;  // spec.vcpus' limit (the MP tabl
 net::Frame encode_vcpu_move(net::MessageType type, const VcpuMove& m);
 // kPlacementProposal (a member's placement model, pod/pod_placement.hpp) has the same shape:
 // the vCPU, the host to move it to, and the location version its evidence was gathered under.
-// Checks the type is one of the six, the vCPU and host ranges, and that only kVcpuArrive
+// Checks the type is one of the five, the vCPU and host ranges, and that only kVcpuArrive
 // carries a state (its size within kMaxVcpuStateBytes; its contents are decode_vcpu_state's).
 Result<VcpuMove> decode_vcpu_move(const net::Frame& f);
 

@@ -68,21 +68,18 @@ Result<std::string> VcpuMover::move(uint32_t vcpu, NodeId to, std::chrono::milli
   move_error_.clear();
   const uint64_t started = monotonic_ns();
   const VcpuMove order{vcpu, to, version, {}};
-  // The destination gets ready (prepare()) while the source pauses and saves: ordered first,
-  // so that it is under way before the state.
-  lock.unlock();
-  Status s{};
-  if (to != config_.self) s = mesh_.send_to(to, encode_vcpu_move(MessageType::kVcpuPrepare, order));
-  if (s.ok() && from != config_.self)
-    s = mesh_.send_to(from, encode_vcpu_move(MessageType::kVcpuMigrate, order));
-  lock.lock();
-  if (!s.ok()) {
-    moving_.reset();
-    return s.error().context("move vcpu " + std::to_string(vcpu));
+  if (from == config_.self) {
+    work_.push_back({config_.self, MessageType::kVcpuMigrate, order});
+    cv_.notify_all();
+  } else {
+    lock.unlock();
+    Status s = mesh_.send_to(from, encode_vcpu_move(MessageType::kVcpuMigrate, order));
+    lock.lock();
+    if (!s.ok()) {
+      moving_.reset();
+      return s.error().context("move vcpu " + std::to_string(vcpu));
+    }
   }
-  if (to == config_.self) work_.push_back({config_.self, MessageType::kVcpuPrepare, order});
-  if (from == config_.self) work_.push_back({config_.self, MessageType::kVcpuMigrate, order});
-  cv_.notify_all();
   const bool done = cv_.wait_for(
       lock, timeout, [&] { return stop_ || !move_error_.empty() || version_ >= version; });
   moving_.reset();
@@ -112,23 +109,13 @@ void VcpuMover::loop() {
   pthread_setname_np(pthread_self(), "vcpu-mover");
   std::unique_lock lock(mu_);
   for (;;) {
-    const auto ready = [&] { return stop_ || !work_.empty(); };
-    if (!prepared_) {
-      cv_.wait(lock, ready);
-    } else if (!cv_.wait_until(lock, prepared_->until, ready)) {
-      lock.unlock();
-      unprepare();
-      lock.lock();
-      continue;
-    }
-    if (stop_) return;  // vCPUs prepare() paused stay so: the pod's teardown stops them
+    cv_.wait(lock, [&] { return stop_ || !work_.empty(); });
+    if (stop_) return;
     Work w = std::move(work_.front());
     work_.pop_front();
     lock.unlock();
     if (w.type == MessageType::kVcpuMigrate)
       migrate(w.move);
-    else if (w.type == MessageType::kVcpuPrepare)
-      prepare(w.move);
     else if (w.type == MessageType::kVcpuArrive)
       arrive(w.from, w.move);
     else
@@ -186,60 +173,9 @@ void VcpuMover::send_state(const VcpuMove& m, VcpuThread& v, uint64_t ordered,
             config_.host_names[m.host], arrive.state.size(), (sent - ordered) / 1000);
 }
 
-namespace {
-// How long a destination keeps its vCPUs paused for a move whose state has not come: far
-// beyond a move's p99 (~10 ms here), short enough that a move that failed on its source costs
-// the destination's guest little.
-constexpr std::chrono::milliseconds kPrepareFor{100};
-}  // namespace
-
-// The vCPUs that run here, by their threads (the table may not be current yet): never a shadow.
-std::vector<int> VcpuMover::running_except(uint32_t vcpu) const {
-  std::vector<int> others;
-  for (auto& t : core_.vcpus())
-    if (t->backend().id() != static_cast<int>(vcpu) && t->state() == VcpuRunState::kRunning)
-      others.push_back(t->backend().id());
-  return others;
-}
-
-void VcpuMover::prepare(const VcpuMove& m) {
-  if (prepared_) unprepare();
-  {
-    std::lock_guard lock(mu_);
-    // Its state came first (this order travelled on another link): arrive() paused them.
-    if (stop_ || m.vcpu >= version_of_vcpu_.size() || version_of_vcpu_[m.vcpu] >= m.version) return;
-  }
-  VcpuThread* v = core_.vcpu(static_cast<int>(m.vcpu));
-  if (v == nullptr) return;  // no fd here yet: arrive() creates it
-  std::vector<int> others = running_except(m.vcpu);
-  // The shadow too, not only the others: the restore then finds its thread outside KVM_RUN.
-  v->send(VcpuCommand::kPause);
-  if (Status s = core_.pause_vcpus(others,
-                                   [this] {
-                                     std::lock_guard lock(mu_);
-                                     return stop_;
-                                   });
-      !s.ok())
-    return fail_(s.error().context("vcpu " + std::to_string(m.vcpu) + " to here"));
-  prepared_ = Prepared{m.vcpu, m.version, std::move(others),
-                       std::chrono::steady_clock::now() + kPrepareFor};
-}
-
-void VcpuMover::unprepare() {
-  if (!prepared_) return;
-  log::warn("vcpu {}: the move this host was ready for (paused) did not come; its vCPUs run on",
-            prepared_->vcpu);
-  core_.command_vcpus(prepared_->others, VcpuCommand::kResume);
-  // Back into the sink (not kResume: a shadow of an AP not started yet would run as a vCPU).
-  if (VcpuThread* v = core_.vcpu(static_cast<int>(prepared_->vcpu))) v->send(VcpuCommand::kSink);
-  prepared_.reset();
-}
-
 // On the destination: restore into the parked vCPU or a new one, resume, announce.
 void VcpuMover::arrive(NodeId from, const VcpuMove& m) {
   const uint64_t came = monotonic_ns();
-  const bool ready = prepared_ && prepared_->vcpu == m.vcpu && prepared_->version == m.version;
-  if (prepared_ && !ready) unprepare();
   const std::string what = "vcpu " + std::to_string(m.vcpu) + " from " + config_.host_names[from];
   auto state = decode_vcpu_state(m.state);
   if (!state) return fail_(state.error().context(what));
@@ -273,27 +209,27 @@ void VcpuMover::arrive(NodeId from, const VcpuMove& m) {
     if (Status s = interrupts_.release(m.vcpu, {}); !s.ok()) return fail_(s.error().context(what));
   } else {
     // The restore overwrites the shadow's LAPIC: an IPI from another vCPU of this host landing
-    // between reading what is pending there and the restore would be lost, so they wait,
-    // paused by prepare() already unless its order came late.
+    // between reading what is pending there and the restore would be lost, so they wait.
+    // The vCPUs that run here, by their threads (the table may not be current yet): never a
+    // shadow.
     std::vector<int> others;
-    if (ready) {
-      others = std::move(prepared_->others);
-      prepared_.reset();
-    } else {
-      others = running_except(m.vcpu);
-      {
-        std::lock_guard lock(mu_);
-        if (stop_) return;
-      }
-      v->send(VcpuCommand::kPause);  // with the others, not after them (as in prepare())
-      if (Status s = core_.pause_vcpus(others,
-                                       [this] {
-                                         std::lock_guard lock(mu_);
-                                         return stop_;
-                                       });
-          !s.ok())
-        return fail_(s.error().context(what));
+    for (auto& t : core_.vcpus())
+      if (t->backend().id() != static_cast<int>(m.vcpu) && t->state() == VcpuRunState::kRunning)
+        others.push_back(t->backend().id());
+    {
+      std::lock_guard lock(mu_);
+      if (stop_) return;
     }
+    // Out of the sink while the others stop, not after them: the restore below then finds its
+    // thread waiting, not in KVM_RUN.
+    v->send(VcpuCommand::kPause);
+    if (Status s = core_.pause_vcpus(others,
+                                     [this] {
+                                       std::lock_guard lock(mu_);
+                                       return stop_;
+                                     });
+        !s.ok())
+      return fail_(s.error().context(what));
     auto pending = v->leave_sink(std::move(*state)).get();
     core_.command_vcpus(others, VcpuCommand::kResume);
     if (!pending) return fail_(pending.error().context(what));

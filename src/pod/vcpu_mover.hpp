@@ -16,7 +16,6 @@
 // vCPU whose state left its host cannot be half-resumed anywhere.
 #pragma once
 
-#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -89,23 +88,8 @@ class VcpuMover {
   // migrate()'s second half, on the vCPU's own thread once it has saved itself.
   // `ordered`: when migrate() began (monotonic ns), for the log.
   void send_state(const VcpuMove& m, VcpuThread& v, uint64_t ordered, Result<VcpuState> state);
-  // On a move's destination, while the source saves: the vCPUs that run here pause and the
-  // shadow leaves the sink, so that the state, when it comes, is restored at once.
-  void prepare(const VcpuMove& m);
-  // Undoes prepare() (its move did not come within kPrepareFor, or another came instead).
-  void unprepare();
-  std::vector<int> running_except(uint32_t vcpu) const;
   void arrive(NodeId from, const VcpuMove& m);
   void place(uint32_t vcpu, NodeId host, uint64_t version);
-
-  // What prepare() paused; the mover's thread only.
-  struct Prepared {
-    uint32_t vcpu;
-    uint64_t version;
-    std::vector<int> others;
-    std::chrono::steady_clock::time_point until;
-  };
-  std::optional<Prepared> prepared_;
 
   Config config_;
   MachineCore& core_;

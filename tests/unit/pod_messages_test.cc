@@ -11,8 +11,8 @@ namespace {
 using net::MessageType;
 
 TEST(VcpuMoveMessage, EveryKindRoundTrips) {
-  for (MessageType t : {MessageType::kPodMove, MessageType::kVcpuMigrate, MessageType::kVcpuPrepare,
-                        MessageType::kVcpuPlaced}) {
+  for (MessageType t :
+       {MessageType::kPodMove, MessageType::kVcpuMigrate, MessageType::kVcpuPlaced}) {
     auto m = decode_vcpu_move(encode_vcpu_move(t, {7, 2, 41, {}}));
     ASSERT_TRUE(m.ok()) << m.error().message();
     EXPECT_EQ(m->vcpu, 7u);
