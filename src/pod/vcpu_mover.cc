@@ -128,11 +128,14 @@ void VcpuMover::loop() {
 void VcpuMover::migrate(const VcpuMove& m) {
   const uint64_t ordered = monotonic_ns();
   const std::string what = "move vcpu " + std::to_string(m.vcpu);
+  bool here = false;
   {
     std::lock_guard lock(mu_);
-    if (host_of_vcpu_[m.vcpu] != config_.self)
-      return fail_(Error(what + ": it does not run on " + config_.host_names[config_.self]));
+    here = host_of_vcpu_[m.vcpu] == config_.self;
   }
+  // fail_ takes the member's lock, whose holder may be waiting for mu_ (set_plan): never
+  // under mu_.
+  if (!here) return fail_(Error(what + ": it does not run on " + config_.host_names[config_.self]));
   VcpuThread* v = core_.vcpu(static_cast<int>(m.vcpu));
   if (v == nullptr) return fail_(Error(what + ": no such vCPU here"));
   // The pause completes a pending I/O exit first (VcpuThread); an exit forwarded to host 0 or
@@ -248,11 +251,11 @@ void VcpuMover::arrive(NodeId from, const VcpuMove& m) {
 }
 
 void VcpuMover::place(uint32_t vcpu, NodeId host, uint64_t version) {
+  if (vcpu >= config_.host_of_vcpu.size() || host >= config_.host_names.size())
+    return fail_(Error("vcpu " + std::to_string(vcpu) + " placed on host " + std::to_string(host) +
+                       ": out of range"));
   {
     std::lock_guard lock(mu_);
-    if (vcpu >= host_of_vcpu_.size() || host >= config_.host_names.size())
-      return fail_(Error("vcpu " + std::to_string(vcpu) + " placed on host " +
-                         std::to_string(host) + ": out of range"));
     // Announcements of different moves come over different links and may cross: each vCPU's
     // entry keeps the version that set it, and only a newer one changes it.
     if (version <= version_of_vcpu_[vcpu]) return;
