@@ -21,6 +21,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -179,7 +180,7 @@ Pod pod_moves(int moves) {
     for (size_t k = 0; k < std::min(sent.size(), resumed.size()); ++k)
       out.hosts_us.push_back(sent[k] + resumed[k]);
   }
-  std::system(("rm -rf " + dir).c_str());
+  std::filesystem::remove_all(dir);
   std::istringstream in(r.out);
   std::string line;
   int seen = 0;

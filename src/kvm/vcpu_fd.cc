@@ -82,6 +82,22 @@ Status VcpuFd::sync_run(uint32_t store) const {
   return {};
 }
 
+Status VcpuFd::get_core(kvm_regs& regs, kvm_vcpu_events& events, kvm_sregs* sregs) const {
+  const uint32_t fields =
+      KVM_SYNC_X86_REGS | KVM_SYNC_X86_EVENTS | (sregs != nullptr ? KVM_SYNC_X86_SREGS : 0u);
+  if (syncs(fields)) {
+    SHOAL_TRY(sync_run(fields), "");
+    regs = run_->s.regs.regs;
+    events = run_->s.regs.events;
+    if (sregs != nullptr) *sregs = run_->s.regs.sregs;
+    return {};
+  }
+  SHOAL_TRY(get_regs(regs), "");
+  SHOAL_TRY(get_vcpu_events(events), "");
+  if (sregs != nullptr) SHOAL_TRY(get_sregs(*sregs), "");
+  return {};
+}
+
 Status VcpuFd::get_regs(kvm_regs& regs) const {
   return ioctl_status(fd_.get(), KVM_GET_REGS, &regs, "KVM_GET_REGS");
 }
@@ -179,27 +195,14 @@ Status VcpuFd::set_msrs(const std::vector<kvm_msr_entry>& msrs) const {
   return {};
 }
 
-// The order follows what KVM needs on restore, and is the same for saving: mp_state first;
-// sregs before the LAPIC (the APIC base MSR lives in sregs); MSRs after sregs (EFER) and
-// before the events (a pending exception may depend on them).
-namespace {
-constexpr uint32_t kSyncForState = KVM_SYNC_X86_REGS | KVM_SYNC_X86_SREGS | KVM_SYNC_X86_EVENTS;
-}  // namespace
-
+// Saving reads in any order (the vCPU is not running). The restore's order is what KVM needs:
+// mp_state first; sregs before the LAPIC (the APIC base MSR lives in sregs); MSRs after sregs
+// (EFER) and before the events (a pending exception may depend on them).
 Result<VcpuState> VcpuFd::save_state(const std::vector<uint32_t>& msr_indices) const {
   VcpuState s;
   s.id = static_cast<uint32_t>(id_);
   SHOAL_TRY(get_mp_state(s.mp_state), "");
-  if (syncs(kSyncForState)) {
-    SHOAL_TRY(sync_run(kSyncForState), "");
-    s.regs = run_->s.regs.regs;
-    s.sregs = run_->s.regs.sregs;
-    s.events = run_->s.regs.events;
-  } else {
-    SHOAL_TRY(get_regs(s.regs), "");
-    SHOAL_TRY(get_sregs(s.sregs), "");
-    SHOAL_TRY(get_vcpu_events(s.events), "");
-  }
+  SHOAL_TRY(get_core(s.regs, s.events, &s.sregs), "");
   SHOAL_TRY(get_xsave(s.xsave), "");
   SHOAL_TRY(get_xcrs(s.xcrs), "");
   SHOAL_TRY(get_debugregs(s.debugregs), "");

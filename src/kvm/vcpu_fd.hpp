@@ -38,6 +38,9 @@ class VcpuFd {
   // ~10 us on this machine's nested KVM, and this one stands for up to three of them. Also
   // completes a pending I/O exit, as any KVM_RUN does.
   Status sync_run(uint32_t store) const;
+  // The registers and events, and the special registers if `sregs` is given: through one
+  // sync_run where KVM offers all of them, else by their ioctls.
+  Status get_core(kvm_regs& regs, kvm_vcpu_events& events, kvm_sregs* sregs = nullptr) const;
   Status get_regs(kvm_regs& regs) const;
   Status set_regs(const kvm_regs& regs) const;
   Status get_sregs(kvm_sregs& sregs) const;

@@ -112,14 +112,7 @@ Result<std::vector<uint8_t>> KvmVcpuBackend::pending_interrupts() {
   std::vector<uint8_t> vectors = pending_vectors(lapic);
   kvm_vcpu_events events{};
   kvm_regs regs{};
-  if (constexpr uint32_t kBoth = KVM_SYNC_X86_REGS | KVM_SYNC_X86_EVENTS; vcpu_.syncs(kBoth)) {
-    SHOAL_TRY(vcpu_.sync_run(kBoth), what);  // one KVM_RUN for two ioctls
-    events = vcpu_.run_state()->s.regs.events;
-    regs = vcpu_.run_state()->s.regs.regs;
-  } else {
-    SHOAL_TRY(vcpu_.get_vcpu_events(events), what);
-    SHOAL_TRY(vcpu_.get_regs(regs), what);
-  }
+  SHOAL_TRY(vcpu_.get_core(regs, events), what);
   if (events.nmi.pending || events.nmi.injected) vectors.push_back(kNmiVector);
   // Taken from the IRR but not reported yet: on its way into the sink (being injected), or
   // delivered with the sink stopped before its stub's first instruction (the report).
