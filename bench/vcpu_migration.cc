@@ -6,7 +6,11 @@
 //   its order to the vCPU's host, the pause, the save, the state on the wire, the restore and
 //   resume on the other host, and the announcement back (`shoal pod move` prints it). The
 //   first arrival on a host restores into its shadow's fd for the first time; it is reported
-//   apart. Needs root (ip netns);
+//   apart. And the vCPU's pause -> resume (the issue's measure): from the source's save
+//   beginning to the destination running it, from the nodes' logs (netns hosts share one
+//   monotonic clock). Twice: with both vCPUs counting on shared pages, and with vCPU 0 alone
+//   computing (a pod of one vCPU, so this 2-core machine has a core for shoal's threads).
+//   Needs root (ip netns);
 // - a cross-host IPI (docs/interrupts.md): the test guest's `ipi N` with its two vCPUs on two
 //   netns hosts, each IPI sent once the previous one was counted, against the same on one
 //   host (KVM's own delivery): (time of `ipi N` - time of `ipi 0`) / N, medians of 3; and the
@@ -19,10 +23,12 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cinttypes>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -98,10 +104,9 @@ Local local_round_trips(int n) {
 
 struct Pod {
   std::vector<double> first_ms, again_ms;  // onto a host that never ran it / back again
-  // Each move's two parts on the hosts' own clocks, from their logs: the source's from the
-  // order to the state sent, the destination's from the state read to the vCPU resumed.
-  // Their sum is the vCPU's time away but for the link's delivery between them.
-  std::vector<double> hosts_us;
+  // Each move's pause -> resume: from the source's save beginning (the vCPU stopped) to the
+  // destination running it, from the hosts' logs; netns hosts share one monotonic clock.
+  std::vector<double> away_us;
   std::string error;
 };
 
@@ -111,20 +116,22 @@ std::string write_file(const std::string& name, const std::string& text) {
   return path;
 }
 
-// A 2-host pod with `each` vCPUs on each host, running `cmdline`; `secret` is the secret
-// file's path.
+// A 2-host pod with `each` vCPUs on each host (0: one vCPU in all, on h0), running
+// `cmdline`; `secret` is the secret file's path.
 std::string two_host_spec(const std::string& cmdline, const std::string& secret, int each = 1,
                           const std::string& placement = "static") {
   std::string spec =
       "apiVersion: shoal/v1\nkind: Pod\nmetadata: {name: vmove}\nspec:\n"
       "  guest: {kernel: " SHOAL_TEST_GUEST ", cmdline: \"" +
-      cmdline + "\"}\n  memory: 256M\n  vcpus: " + std::to_string(2 * each) +
+      cmdline + "\"}\n  memory: 256M\n  vcpus: " + std::to_string(each == 0 ? 1 : 2 * each) +
       "\n  transport: tcp\n  placement: " + placement + "\n  secretFile: " + secret +
       "\n  hosts:\n";
   for (int i = 0; i < 2; ++i) {
     const std::string first = std::to_string(i * each), last = std::to_string(i * each + each - 1);
+    const std::string vcpus =
+        each == 0 ? (i == 0 ? "0" : "") : first + (each > 1 ? "-" + last : "");
     spec += "    - {name: h" + std::to_string(i) + ", address: \"127.77.0." +
-            std::to_string(i + 1) + ":7100\", vcpus: \"" + first + (each > 1 ? "-" + last : "") +
+            std::to_string(i + 1) + ":7100\", vcpus: \"" + vcpus +
             "\", memory: even, zeroPool: 8M}\n";
   }
   return write_file("pod.yaml", spec);
@@ -138,30 +145,36 @@ ProcessResult in_two_hosts(const std::string& secret, const std::string& script,
       std::chrono::seconds(300));
 }
 
-// The microseconds in the node log's lines that end in `tail` ("... 123 us after the order)").
-std::vector<double> logged_us(const std::string& log, const std::string& tail) {
-  std::vector<double> out;
+// The node log's move times by move: "move v12 paused at 123 ns" -> {12: 123} for `what`.
+std::map<uint64_t, uint64_t> logged_ns(const std::string& log, const std::string& what) {
+  std::map<uint64_t, uint64_t> out;
   std::ifstream in(log);
+  const std::string mark = "; move v";
   for (std::string line; std::getline(in, line);) {
-    const auto at = line.find(tail);
-    if (at == std::string::npos) continue;
-    const auto from = line.rfind(' ', at - 1);
-    out.push_back(std::atof(line.c_str() + from + 1));
+    const auto at = line.find(mark);
+    if (at == std::string::npos || line.find(" " + what + " at ", at) == std::string::npos)
+      continue;
+    uint64_t version = 0, ns = 0;
+    const std::string format = "; move v%" SCNu64 " " + what + " at %" SCNu64 " ns";
+    if (std::sscanf(line.c_str() + at, format.c_str(), &version, &ns) == 2) out[version] = ns;
   }
   return out;
 }
 
-// vCPU 0 goes h0 -> h1 -> h0 ... `moves` times while both vCPUs count.
-Pod pod_moves(int moves) {
+// vCPU 0 goes h0 -> h1 -> h0 ... `moves` times. `busy`: both vCPUs count on shared pages
+// (the source's vCPU often waits for one when the move comes, and the two vCPU threads take
+// both of this machine's cores); otherwise vCPU 0 alone computes on its own pages.
+Pod pod_moves(int moves, bool busy) {
   Pod out;
   if (geteuid() != 0) return {{}, {}, {}, "skipped: needs root (ip netns)"};
   const std::string secret = write_file("secret", "vcpu-migration-bench-secret-0123456789\n");
-  const std::string spec_path = two_host_spec("counter-total 4000000000", secret);
+  const std::string spec_path = busy ? two_host_spec("counter-total 4000000000", secret)
+                                     : two_host_spec("compute 400000000000", secret, 0);
   const std::string shoal = SHOAL_BINARY;
   const std::string script =
       shoal + " pod up " + spec_path + " >/dev/null 2>&1 & up=$!; for i in $(seq 100); do " +
-      shoal + " pod status " + spec_path +
-      " 2>/dev/null | grep -q 'h0 (1/2): running' && break; sleep 0.1; done; "
+      shoal + " pod status " + spec_path + " 2>/dev/null | grep -q 'h0 (1/" + (busy ? "2" : "1") +
+      "): running' && break; sleep 0.1; done; "
       "for i in $(seq " +
       std::to_string(moves) + "); do " + shoal + " pod move " + spec_path +
       " --vcpu 0 --to h$((i % 2)); done; " + shoal + " pod down " + spec_path +
@@ -171,15 +184,15 @@ Pod pod_moves(int moves) {
   ProcessResult r = in_two_hosts(secret, script, logs);
   unlink(secret.c_str());
   unlink(spec_path.c_str());
-  // Moves alternate h0 -> h1 -> h0: h0's k-th send pairs with h1's k-th arrival, and back.
   const std::string dir = logs;
-  for (const auto& [src, dst] :
-       {std::pair{"/h0.log", "/h1.log"}, std::pair{"/h1.log", "/h0.log"}}) {
-    const auto sent = logged_us(dir + src, " us after the order)");
-    const auto resumed = logged_us(dir + dst, " us after its state came)");
-    for (size_t k = 0; k < std::min(sent.size(), resumed.size()); ++k)
-      out.hosts_us.push_back(sent[k] + resumed[k]);
+  std::map<uint64_t, uint64_t> paused, resumed;
+  for (const char* host : {"/h0.log", "/h1.log"}) {
+    paused.merge(logged_ns(dir + host, "paused"));
+    resumed.merge(logged_ns(dir + host, "resumed"));
   }
+  for (const auto& [version, at] : paused)
+    if (auto it = resumed.find(version); it != resumed.end() && it->second > at)
+      out.away_us.push_back(static_cast<double>(it->second - at) / 1e3);
   std::filesystem::remove_all(dir);
   std::istringstream in(r.out);
   std::string line;
@@ -191,9 +204,9 @@ Pod pod_moves(int moves) {
     // The very first move is the first restore into h1's shadow fd of the vCPU.
     (seen++ == 0 ? out.first_ms : out.again_ms).push_back(ms);
   }
-  if (seen == moves && static_cast<int>(out.hosts_us.size()) != moves)
-    out.error = "the node logs hold " + std::to_string(out.hosts_us.size()) + " of " +
-                std::to_string(moves) + " moves' durations";
+  if (seen == moves && static_cast<int>(out.away_us.size()) != moves)
+    out.error = "the node logs hold " + std::to_string(out.away_us.size()) + " of " +
+                std::to_string(moves) + " moves' pause and resume times";
   if (seen != moves)
     out.error = std::to_string(seen) + " of " + std::to_string(moves) +
                 " moves reported: " + r.err.substr(0, 400);
@@ -330,7 +343,8 @@ int main(int argc, char** argv) {
       moves = std::max(2, std::atoi(argv[i]));
   }
   const Local local = local_round_trips(200);
-  const Pod pod = pod_moves(moves);
+  const Pod pod = pod_moves(moves, true);
+  const Pod lone = pod_moves(moves, false);
   const int ipi_n = 2000;
   const Ipis ipis = ipi_costs(ipi_n);
   const int wander_rounds = 500;
@@ -341,16 +355,19 @@ int main(int argc, char** argv) {
     std::printf(
         "{\"bench\":\"vcpu_migration\",\"state_bytes\":%zu,\"save_us\":{\"p50\":%.1f,\"p99\":%.1f},"
         "\"restore_us\":{\"p50\":%.1f,\"p99\":%.1f},\"moves\":%zu,\"first_move_ms\":%.2f,"
-        "\"move_ms\":{\"p50\":%.2f,\"p99\":%.2f},\"hosts_parts_us\":{\"p50\":%.1f,"
-        "\"p99\":%.1f},\"ipi_us\":{\"one_host\":%.1f,"
+        "\"move_ms\":{\"p50\":%.2f,\"p99\":%.2f},\"pause_resume_us\":{\"p50\":%.1f,"
+        "\"p99\":%.1f},\"lone_vcpu\":{\"move_ms\":{\"p50\":%.2f,\"p99\":%.2f},"
+        "\"pause_resume_us\":{\"p50\":%.1f,\"p99\":%.1f}},\"ipi_us\":{\"one_host\":%.1f,"
         "\"two_hosts\":%.1f,\"sink\":{\"p50\":%.1f,\"p99\":%.1f}},\"wander\":{\"rounds\":%d,"
         "\"static\":{\"seconds\":%.2f,\"remote_faults\":%llu},\"auto\":{\"seconds\":%.2f,"
         "\"remote_faults\":%llu}}}\n",
         local.state_bytes, pct(local.save_us, 0.5), pct(local.save_us, 0.99),
         pct(local.restore_us, 0.5), pct(local.restore_us, 0.99), pod.again_ms.size() + 1,
         pod.first_ms.empty() ? -1.0 : pod.first_ms[0], pct(pod.again_ms, 0.5),
-        pct(pod.again_ms, 0.99), pct(pod.hosts_us, 0.5), pct(pod.hosts_us, 0.99), ipis.one_host_us,
-        ipis.pod_us, pct(ipis.sink_us, 0.5), pct(ipis.sink_us, 0.99), wander_rounds, fixed.seconds,
+        pct(pod.again_ms, 0.99), pct(pod.away_us, 0.5), pct(pod.away_us, 0.99),
+        pct(lone.again_ms, 0.5), pct(lone.again_ms, 0.99), pct(lone.away_us, 0.5),
+        pct(lone.away_us, 0.99), ipis.one_host_us, ipis.pod_us, pct(ipis.sink_us, 0.5),
+        pct(ipis.sink_us, 0.99), wander_rounds, fixed.seconds,
         static_cast<unsigned long long>(fixed.remote_faults), moving.seconds,
         static_cast<unsigned long long>(moving.remote_faults));
   } else {
@@ -360,15 +377,20 @@ int main(int argc, char** argv) {
                 pct(local.save_us, 0.99));
     std::printf("  restore: p50 %7.1f us  p99 %7.1f us\n", pct(local.restore_us, 0.5),
                 pct(local.restore_us, 0.99));
-    std::printf("a whole move, 2 netns hosts over TCP, as host 0 times it (%d moves)\n", moves);
-    if (!pod.first_ms.empty())
-      std::printf("  first (into h1's shadow fd): %.2f ms\n", pod.first_ms[0]);
-    std::printf("  the others:  p50 %.2f ms  p99 %.2f ms\n", pct(pod.again_ms, 0.5),
-                pct(pod.again_ms, 0.99));
     std::printf(
-        "  the hosts' parts (source: order -> state sent; destination: state read -> "
-        "resumed): p50 %.0f us  p99 %.0f us\n",
-        pct(pod.hosts_us, 0.5), pct(pod.hosts_us, 0.99));
+        "a move, 2 netns hosts over TCP (%d moves): whole as host 0 times it (order to "
+        "announcement); pause -> resume from the hosts' logs (one clock)\n",
+        moves);
+    for (const auto& [what, p] : {std::pair{"both vCPUs counting on shared pages", &pod},
+                                  std::pair{"vCPU 0 alone, computing (a core to spare)", &lone}}) {
+      std::printf("  %s:\n", what);
+      if (!p->first_ms.empty())
+        std::printf("    first (into h1's shadow fd): %.2f ms\n", p->first_ms[0]);
+      std::printf("    whole:          p50 %.2f ms  p99 %.2f ms\n", pct(p->again_ms, 0.5),
+                  pct(p->again_ms, 0.99));
+      std::printf("    pause -> resume: p50 %.0f us  p99 %.0f us\n", pct(p->away_us, 0.5),
+                  pct(p->away_us, 0.99));
+    }
     std::printf("an IPI and its count seen by the sender (`ipi %d`, 2 vCPUs, medians of 3)\n",
                 ipi_n);
     std::printf("  one host (KVM delivers): %8.1f us\n", ipis.one_host_us);
@@ -395,9 +417,13 @@ int main(int argc, char** argv) {
   if (!local.error.empty())
     std::fprintf(stderr, "vcpu_migration: local: %s\n", local.error.c_str());
   if (!pod.error.empty()) std::fprintf(stderr, "vcpu_migration: pod: %s\n", pod.error.c_str());
+  if (!lone.error.empty())
+    std::fprintf(stderr, "vcpu_migration: lone vCPU: %s\n", lone.error.c_str());
   if (!ipis.error.empty()) std::fprintf(stderr, "vcpu_migration: ipi: %s\n", ipis.error.c_str());
   if (!wander_error.empty())
     std::fprintf(stderr, "vcpu_migration: wander: %s\n", wander_error.c_str());
-  return local.error.empty() && pod.error.empty() && ipis.error.empty() && wander_error.empty() ? 0
-                                                                                                : 1;
+  return local.error.empty() && pod.error.empty() && lone.error.empty() && ipis.error.empty() &&
+                 wander_error.empty()
+             ? 0
+             : 1;
 }

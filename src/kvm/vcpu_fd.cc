@@ -214,7 +214,7 @@ Result<VcpuState> VcpuFd::save_state(const std::vector<uint32_t>& msr_indices) c
   return s;
 }
 
-Status VcpuFd::restore_state(const VcpuState& s) const {
+Status VcpuFd::restore_state(const VcpuState& s, const Held* held) const {
   // The registers and the events go last through kvm_run where KVM can (one KVM_RUN for two
   // ioctls); the special registers stay in front: their APIC base decides how KVM_SET_LAPIC
   // reads the LAPIC (xAPIC or x2APIC IDs).
@@ -226,8 +226,10 @@ Status VcpuFd::restore_state(const VcpuState& s) const {
   SHOAL_TRY(set_xsave(s.xsave), "");
   // A host CPU without XSAVE (QEMU's qemu64 model, older hardware): KVM_GET_XCRS reports zero
   // registers, and KVM_SET_XCRS fails with EINVAL whatever it is given.
-  if (s.xcrs.nr_xcrs > 0) SHOAL_TRY(set_xcrs(s.xcrs), "");
-  SHOAL_TRY(set_debugregs(s.debugregs), "");
+  const bool same_xcrs = held && std::memcmp(&held->xcrs, &s.xcrs, sizeof s.xcrs) == 0;
+  if (s.xcrs.nr_xcrs > 0 && !same_xcrs) SHOAL_TRY(set_xcrs(s.xcrs), "");
+  if (!held || std::memcmp(&held->debugregs, &s.debugregs, sizeof s.debugregs) != 0)
+    SHOAL_TRY(set_debugregs(s.debugregs), "");
   SHOAL_TRY(set_lapic(s.lapic), "");
   SHOAL_TRY(set_msrs(s.msrs), "");
   if (sync) {

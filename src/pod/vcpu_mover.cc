@@ -69,8 +69,9 @@ Result<std::string> VcpuMover::move(uint32_t vcpu, NodeId to, std::chrono::milli
   const uint64_t started = monotonic_ns();
   const VcpuMove order{vcpu, to, version, {}};
   if (from == config_.self) {
-    work_.push_back({config_.self, MessageType::kVcpuMigrate, order});
-    cv_.notify_all();
+    lock.unlock();
+    migrate(order);
+    lock.lock();
   } else {
     lock.unlock();
     Status s = mesh_.send_to(from, encode_vcpu_move(MessageType::kVcpuMigrate, order));
@@ -100,7 +101,17 @@ void VcpuMover::deliver(NodeId from, MessageType type, VcpuMove m) {
   {
     std::lock_guard lock(mu_);
     if (stop_) return;
-    work_.push_back({from, type, std::move(m)});
+  }
+  if (type == MessageType::kVcpuMigrate) return migrate(m);
+  if (type == MessageType::kVcpuArrive && arrive_in_shadow(from, m)) return;
+  queue({from, type, std::move(m), {}});
+}
+
+void VcpuMover::queue(Work w) {
+  {
+    std::lock_guard lock(mu_);
+    if (stop_) return;
+    work_.push_back(std::move(w));
   }
   cv_.notify_all();
 }
@@ -114,8 +125,8 @@ void VcpuMover::loop() {
     Work w = std::move(work_.front());
     work_.pop_front();
     lock.unlock();
-    if (w.type == MessageType::kVcpuMigrate)
-      migrate(w.move);
+    if (w.task)
+      w.task();
     else if (w.type == MessageType::kVcpuArrive)
       arrive(w.from, w.move);
     else
@@ -134,7 +145,7 @@ void VcpuMover::migrate(const VcpuMove& m) {
     here = host_of_vcpu_[m.vcpu] == config_.self;
   }
   // fail_ takes the member's lock, whose holder may be waiting for mu_ (set_plan): never
-  // under mu_.
+  // under mu_. It only records why the pod stops, so any thread may call it.
   if (!here) return fail_(Error(what + ": it does not run on " + config_.host_names[config_.self]));
   VcpuThread* v = core_.vcpu(static_cast<int>(m.vcpu));
   if (v == nullptr) return fail_(Error(what + ": no such vCPU here"));
@@ -171,12 +182,16 @@ void VcpuMover::send_state(const VcpuMove& m, VcpuThread& v, uint64_t ordered,
   interrupts_.retarget(m.vcpu, m.host, m.version);
   // Parked from here on, for a return: its fd a shadow in the interrupt sink.
   v.send(VcpuCommand::kSink);
-  // bench/vcpu_migration reads the time: this host's part of the vCPU's time away.
-  log::info("vcpu {}: paused and sent to {} ({} bytes of state, {} us after the order)", m.vcpu,
-            config_.host_names[m.host], arrive.state.size(), (sent - ordered) / 1000);
+  // bench/vcpu_migration reads the times: this host's part of the move, and (on the
+  // monotonic clock, which netns hosts share) when the vCPU stopped for it.
+  log::info(
+      "vcpu {}: paused and sent to {} ({} bytes of state, {} us after the order; move v{} "
+      "paused at {} ns)",
+      m.vcpu, config_.host_names[m.host], arrive.state.size(), (sent - ordered) / 1000, m.version,
+      v.save_began_ns());
 }
 
-// On the destination: restore into the parked vCPU or a new one, resume, announce.
+// On the destination, the first time the vCPU comes here: a new fd, restored before it runs.
 void VcpuMover::arrive(NodeId from, const VcpuMove& m) {
   const uint64_t came = monotonic_ns();
   const std::string what = "vcpu " + std::to_string(m.vcpu) + " from " + config_.host_names[from];
@@ -185,69 +200,90 @@ void VcpuMover::arrive(NodeId from, const VcpuMove& m) {
   if (state->id != m.vcpu)
     return fail_(Error(what + ": the state is vcpu " + std::to_string(state->id) + "'s"));
   VcpuThread* v = core_.vcpu(static_cast<int>(m.vcpu));
-  const bool created = v == nullptr;
-  if (created) {
-    std::optional<BootPlan> plan;
-    {
-      std::lock_guard lock(mu_);
-      plan = plan_;
-    }
-    if (!plan) return fail_(Error(what + ": this host has not started its vCPUs"));
-    Status made{};
-    const bool allowed = may_create_([&] {
-      made = core_.create_vcpus({static_cast<int>(m.vcpu)}, static_cast<int>(host_of_vcpu_.size()),
-                                *plan, finished_);
-      return made;
-    });
-    if (!allowed) return;  // the pod is stopping
-    if (!made.ok()) return fail_(made.error().context(what));
-    v = core_.vcpu(static_cast<int>(m.vcpu));
-    if (v == nullptr) return fail_(Error(what + ": created, then not found"));
-    v->send(VcpuCommand::kPause);  // before its thread starts: restored before it ever runs
+  if (v != nullptr) return fail_(Error(what + ": its fd appeared meanwhile"));
+  std::optional<BootPlan> plan;
+  {
+    std::lock_guard lock(mu_);
+    plan = plan_;
   }
-  if (created) {
-    auto restored = v->restore(std::move(*state));
-    v->start();
-    if (Status s = restored.get(); !s.ok()) return fail_(s.error().context(what));
-    if (Status s = interrupts_.release(m.vcpu, {}); !s.ok()) return fail_(s.error().context(what));
-  } else {
-    // The restore overwrites the shadow's LAPIC: an IPI from another vCPU of this host landing
-    // between reading what is pending there and the restore would be lost, so they wait.
-    // The vCPUs that run here, by their threads (the table may not be current yet): never a
-    // shadow.
-    std::vector<int> others;
-    for (auto& t : core_.vcpus())
-      if (t->backend().id() != static_cast<int>(m.vcpu) && t->state() == VcpuRunState::kRunning)
-        others.push_back(t->backend().id());
-    {
-      std::lock_guard lock(mu_);
-      if (stop_) return;
-    }
-    // Out of the sink while the others stop, not after them: the restore below then finds its
-    // thread waiting, not in KVM_RUN.
-    v->send(VcpuCommand::kPause);
-    if (Status s = core_.pause_vcpus(others,
-                                     [this] {
-                                       std::lock_guard lock(mu_);
-                                       return stop_;
-                                     });
-        !s.ok())
-      return fail_(s.error().context(what));
-    auto pending = v->leave_sink(std::move(*state)).get();
-    core_.command_vcpus(others, VcpuCommand::kResume);
-    if (!pending) return fail_(pending.error().context(what));
-    if (Status s = interrupts_.release(m.vcpu, *pending); !s.ok())
-      return fail_(s.error().context(what));
-  }
+  if (!plan) return fail_(Error(what + ": this host has not started its vCPUs"));
+  Status made{};
+  const bool allowed = may_create_([&] {
+    made = core_.create_vcpus({static_cast<int>(m.vcpu)}, static_cast<int>(host_of_vcpu_.size()),
+                              *plan, finished_);
+    return made;
+  });
+  if (!allowed) return;  // the pod is stopping
+  if (!made.ok()) return fail_(made.error().context(what));
+  v = core_.vcpu(static_cast<int>(m.vcpu));
+  if (v == nullptr) return fail_(Error(what + ": created, then not found"));
+  v->send(VcpuCommand::kPause);  // before its thread starts: restored before it ever runs
+  auto restored = v->restore(std::move(*state));
+  v->start();
+  if (Status s = restored.get(); !s.ok()) return fail_(s.error().context(what));
+  if (Status s = interrupts_.release(m.vcpu, {}); !s.ok()) return fail_(s.error().context(what));
   v->send(VcpuCommand::kResume);
   const uint64_t resumed = monotonic_ns();
   place(m.vcpu, config_.self, m.version);
+  announce(from, m, "new vCPU fd", came, resumed);
+}
+
+bool VcpuMover::arrive_in_shadow(NodeId from, VcpuMove& m) {
+  const uint64_t came = monotonic_ns();
+  VcpuThread* v = core_.vcpu(static_cast<int>(m.vcpu));
+  if (v == nullptr) return false;
+  const std::string what = "vcpu " + std::to_string(m.vcpu) + " from " + config_.host_names[from];
+  auto state = decode_vcpu_state(m.state);
+  if (state && state->id != m.vcpu)
+    state = Error("the state is vcpu " + std::to_string(state->id) + "'s");
+  if (!state) {
+    fail_(state.error().context(what));
+    return true;
+  }
+  // The restore overwrites the shadow's LAPIC: an IPI from another vCPU of this host landing
+  // between reading what is pending there and the restore would be lost, so they pause first.
+  // The vCPUs that run here, by their threads (the table may not be current yet): never a
+  // shadow. Their pause and the shadow's exit from the sink overlap; the shadow's thread
+  // waits for theirs before it reads the LAPIC.
+  std::vector<int> others;
+  for (auto& t : core_.vcpus())
+    if (t->backend().id() != static_cast<int>(m.vcpu) && t->state() == VcpuRunState::kRunning)
+      others.push_back(t->backend().id());
+  core_.command_vcpus(others, VcpuCommand::kPause);
+  v->send(VcpuCommand::kPause);
+  auto ready = [this, others] {
+    return core_.pause_vcpus(others, [this] {
+      std::lock_guard lock(mu_);
+      return stop_;
+    });
+  };
+  VcpuMove placed{m.vcpu, config_.self, m.version, {}};
+  v->leave_sink_then(
+      std::move(*state), true, ready,
+      [this, from, what, others, placed, came](Result<std::vector<uint8_t>> pending) {
+        core_.command_vcpus(others, VcpuCommand::kResume);
+        if (!pending) return fail_(pending.error().context(what));
+        if (Status s = interrupts_.release(placed.vcpu, *pending); !s.ok())
+          return fail_(s.error().context(what));
+        // It runs as soon as this returns; the table first, so nothing here sees it elsewhere.
+        const uint64_t resumed = monotonic_ns();
+        place(placed.vcpu, config_.self, placed.version);
+        queue({from, MessageType::kVcpuPlaced, placed, [this, from, placed, came, resumed] {
+                 announce(from, placed, "its shadow's fd", came, resumed);
+               }});
+      });
+  return true;
+}
+
+void VcpuMover::announce(NodeId from, const VcpuMove& m, const char* fd, uint64_t came,
+                         uint64_t resumed) {
   mesh_.broadcast(
       encode_vcpu_move(MessageType::kVcpuPlaced, {m.vcpu, config_.self, m.version, {}}));
-  // bench/vcpu_migration reads the time: this host's part of the vCPU's time away.
-  log::info("vcpu {}: arrived from {} and runs here ({}, {} us after its state came)", m.vcpu,
-            config_.host_names[from], created ? "new vCPU fd" : "its shadow's fd",
-            (resumed - came) / 1000);
+  // bench/vcpu_migration reads the times: this host's part, and when the vCPU ran again.
+  log::info(
+      "vcpu {}: arrived from {} and runs here ({}, {} us after its state came; move v{} resumed "
+      "at {} ns)",
+      m.vcpu, config_.host_names[from], fd, (resumed - came) / 1000, m.version, resumed);
 }
 
 void VcpuMover::place(uint32_t vcpu, NodeId host, uint64_t version) {

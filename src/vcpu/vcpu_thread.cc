@@ -6,11 +6,12 @@
 #include <cerrno>
 #include <cstdio>
 #include <string>
+#include <utility>
 
 #include "arch/interrupt_sink.hpp"
+#include "shoal/clock.hpp"
 
 namespace shoal {
-
 namespace {
 
 int kick_signal() {
@@ -18,7 +19,6 @@ int kick_signal() {
 }
 
 void on_kick(int) {}
-
 }  // namespace
 
 void install_kick_signal_handler() {
@@ -35,6 +35,7 @@ void install_kick_signal_handler() {
 }
 
 VcpuExit KvmVcpuBackend::run() {
+  if (!in_sink_) held_.reset();  // the guest may change XCR0 or a debug register
   const int rc = vcpu_.run();
   // EAGAIN: an application processor woken from wait-for-SIPI returns it once from KVM_RUN
   // (on every KVM host, bare metal too); like EINTR it means "enter again".
@@ -70,11 +71,15 @@ std::string KvmVcpuBackend::describe_state() const {
 Result<VcpuState> KvmVcpuBackend::save_state() {
   auto s = vcpu_.save_state(msr_indices_);
   if (!s) return s.error().context("save vcpu " + std::to_string(vcpu_.id()));
+  held_ = VcpuFd::Held{s->xcrs, s->debugregs};
   return s;
 }
 
 Status KvmVcpuBackend::restore_state(const VcpuState& state) {
-  SHOAL_TRY(vcpu_.restore_state(state), "restore vcpu " + std::to_string(vcpu_.id()));
+  const std::optional<VcpuFd::Held> held = std::exchange(held_, std::nullopt);
+  in_sink_ = false;
+  SHOAL_TRY(vcpu_.restore_state(state, held ? &*held : nullptr),
+            "restore vcpu " + std::to_string(vcpu_.id()));
   return {};
 }
 
@@ -86,6 +91,7 @@ void KvmVcpuBackend::complete_pending_exit() {
 
 Status KvmVcpuBackend::enter_sink() {
   const std::string what = "vcpu " + std::to_string(vcpu_.id()) + ": interrupt sink";
+  in_sink_ = true;
   kvm_sregs sregs{};
   SHOAL_TRY(vcpu_.get_sregs(sregs), what);
   SHOAL_TRY(vcpu_.set_sregs(sink_sregs(sregs)), what);
@@ -242,6 +248,7 @@ std::future<Result<VcpuState>> VcpuThread::save() {
 void VcpuThread::save_then(std::function<void(Result<VcpuState>)> then) {
   post([this, then = std::move(then)](VcpuBackend* b) {
     if (b == nullptr) return then(Error("the vcpu has stopped"));
+    save_began_ns_ = monotonic_ns();
     auto s = b->save_state();
     // A vCPU saved to move away parks its fd as a shadow next: if its AP was not started yet
     // (it only waited in KVM_RUN here), the shadow must report the INIT and SIPI to come.
@@ -265,22 +272,36 @@ std::future<Status> VcpuThread::restore(VcpuState state) {
 std::future<Result<std::vector<uint8_t>>> VcpuThread::leave_sink(VcpuState state) {
   auto reply = std::make_shared<std::promise<Result<std::vector<uint8_t>>>>();
   auto f = reply->get_future();
-  post([this, reply, s = std::move(state)](VcpuBackend* b) {
-    if (b == nullptr) return reply->set_value(Error("the vcpu has stopped"));
+  leave_sink_then(std::move(state), false, nullptr, [reply](Result<std::vector<uint8_t>> pending) {
+    reply->set_value(std::move(pending));
+  });
+  return f;
+}
+
+void VcpuThread::leave_sink_then(VcpuState state, bool resume, std::function<Status()> ready,
+                                 SinkLeft then) {
+  post([this, resume, s = std::move(state), ready = std::move(ready),
+        then = std::move(then)](VcpuBackend* b) {
+    if (b == nullptr) return then(Error("the vcpu has stopped"));
+    if (ready)
+      if (Status r = ready(); !r.ok()) return then(r.error());
     // Read before the restore overwrites the LAPIC. An interrupt sent to this vCPU by
     // another vCPU of this host between the two would be lost: the caller pauses them.
     auto pending = b->pending_interrupts();
-    if (!pending) return reply->set_value(pending.error());
-    if (Status r = b->restore_state(s); !r.ok()) return reply->set_value(r.error());
+    if (!pending) return then(pending.error());
+    if (Status r = b->restore_state(s); !r.ok()) return then(r.error());
     note_start_state(s.mp_state.mp_state);
     sink_entered_ = false;
     {
       std::lock_guard lock(mu_);
       state_ = VcpuRunState::kPaused;
     }
-    reply->set_value(std::move(*pending));
+    then(std::move(*pending));
+    if (!resume) return;
+    // The loop applies the commands that came meanwhile (a stop, a pause) on top of this.
+    std::lock_guard lock(mu_);
+    state_ = next_state(state_, VcpuCommand::kResume);
   });
-  return f;
 }
 
 void VcpuThread::note_start_state(uint32_t mp_state) {

@@ -13,6 +13,7 @@
 #include <future>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 
@@ -86,6 +87,9 @@ class KvmVcpuBackend : public VcpuBackend {
   VcpuFd vcpu_;
   size_t run_size_;
   std::vector<uint32_t> msr_indices_;
+  // Since the last save, if no guest code ran in the fd (the sink's own code keeps them).
+  std::optional<VcpuFd::Held> held_;
+  bool in_sink_ = false;
 };
 
 // kSink: the vCPU runs elsewhere and this fd runs the interrupt sink, reporting each
@@ -120,6 +124,12 @@ class VcpuThread {
   // answer holds the vectors that were still pending in the sink's LAPIC (lost otherwise: the
   // restore overwrites it), for the caller to send again once the vCPU runs here.
   std::future<Result<std::vector<uint8_t>>> leave_sink(VcpuState state);
+  // The same on the vCPU's thread from start to end, for a move: `ready` first (it may wait,
+  // for the other vCPUs of this host to pause), then the pending read and the restore, then
+  // `then` with the vectors (or the first error), and then the vCPU runs if `resume` (and no
+  // error came): no other thread wakes between the state's arrival and the guest.
+  using SinkLeft = std::function<void(Result<std::vector<uint8_t>>)>;
+  void leave_sink_then(VcpuState state, bool resume, std::function<Status()> ready, SinkLeft then);
   // Runs on the vCPU's own thread between two runs, after any pending exit is completed; the
   // vCPU keeps the state it was in (pause it first for a consistent machine). Answered with an
   // error if the vCPU stops first.
@@ -127,6 +137,9 @@ class VcpuThread {
   // The same, handing the state to `then` on the vCPU's thread (an error if it stops first):
   // a move sends it on from there, without a wake-up of the asking thread in between.
   void save_then(std::function<void(Result<VcpuState>)> then);
+  // In a save_then continuation (the vCPU's thread): when its save began, on the monotonic
+  // clock: the moment the vCPU stopped running guest code for it.
+  uint64_t save_began_ns() const { return save_began_ns_; }
   std::future<Status> restore(VcpuState state);
   VcpuRunState state() const;
   // Blocks until the thread has reached `state` (a paused vCPU is outside KVM_RUN).
@@ -178,6 +191,7 @@ class VcpuThread {
   pthread_t handle_{};
   bool started_ = false;
   uint64_t exits_ = 0;
+  uint64_t save_began_ns_ = 0;  // vCPU thread only
   std::atomic<uint32_t> tid_{0};
 };
 

@@ -1,7 +1,8 @@
 // VcpuFd's save and restore through kvm_run (KVM_CAP_SYNC_REGS) against the ioctls, on one
 // vCPU reached through two VcpuFds: one that syncs, and one on a dup of its fd that does not.
 // What either writes, the other must read back; and a vCPU whose AP was never started, which
-// KVM_RUN leaves before it loads anything, must still get its registers.
+// KVM_RUN leaves before it loads anything, must still get its registers. And a restore told
+// what the fd still holds (VcpuFd::Held) leaves out exactly those ioctls.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -103,6 +104,39 @@ TEST(VcpuSyncRegs, AnApNeverStartedStillGetsItsRegisters) {
   ASSERT_TRUE(read.ok()) << read.error().message();
   expect_same_core(*read, a);
   EXPECT_EQ(v->syncing.run_state()->kvm_dirty_regs, 0u) << "left marked for a later KVM_RUN";
+}
+
+// The debug registers stand for both held parts (XCR0 too, where the CPU has XSAVE): what the
+// fd is said to hold already is not set again, anything else is.
+TEST(VcpuSyncRegs, ARestoreLeavesOutOnlyWhatTheFdHolds) {
+  SHOAL_REQUIRE_KVM();
+  std::optional<TwoViews> v;
+  open_views(0, v);
+  if (!v) return;
+  auto msrs = v->kvm.msr_index_list();
+  ASSERT_TRUE(msrs.ok());
+  auto base = v->plain.save_state(*msrs);
+  ASSERT_TRUE(base.ok()) << base.error().message();
+  VcpuState s = changed(*base, 1);
+  // In the fd now: DR0 = 0x5000. The state says 0x7000, and so does what the fd is said to
+  // hold: the restore believes it and leaves the fd's 0x5000.
+  kvm_debugregs in_fd = base->debugregs;
+  in_fd.db[0] = 0x5000;
+  ASSERT_TRUE(v->plain.set_debugregs(in_fd).ok());
+  s.debugregs.db[0] = 0x7000;
+  VcpuFd::Held held{s.xcrs, s.debugregs};
+  ASSERT_TRUE(v->syncing.restore_state(s, &held).ok());
+  kvm_debugregs read{};
+  ASSERT_TRUE(v->plain.get_debugregs(read).ok());
+  EXPECT_EQ(read.db[0], 0x5000u) << "set although the fd held it";
+  // What the fd holds differs from the state: set.
+  held.debugregs.db[0] = 0x6000;
+  ASSERT_TRUE(v->syncing.restore_state(s, &held).ok());
+  ASSERT_TRUE(v->plain.get_debugregs(read).ok());
+  EXPECT_EQ(read.db[0], 0x7000u) << "left out although the fd held something else";
+  auto after = v->plain.save_state(*msrs);
+  ASSERT_TRUE(after.ok());
+  expect_same_core(*after, s);
 }
 
 }  // namespace
