@@ -191,14 +191,19 @@ void VcpuMover::send_state(const VcpuMove& m, VcpuThread& v, uint64_t ordered,
       v.save_began_ns());
 }
 
+Result<VcpuState> VcpuMover::decode_arrival(const VcpuMove& m) {
+  auto state = decode_vcpu_state(m.state);
+  if (state && state->id != m.vcpu)
+    return Error("the state is vcpu " + std::to_string(state->id) + "'s");
+  return state;
+}
+
 // On the destination, the first time the vCPU comes here: a new fd, restored before it runs.
 void VcpuMover::arrive(NodeId from, const VcpuMove& m) {
   const uint64_t came = monotonic_ns();
   const std::string what = "vcpu " + std::to_string(m.vcpu) + " from " + config_.host_names[from];
-  auto state = decode_vcpu_state(m.state);
+  auto state = decode_arrival(m);
   if (!state) return fail_(state.error().context(what));
-  if (state->id != m.vcpu)
-    return fail_(Error(what + ": the state is vcpu " + std::to_string(state->id) + "'s"));
   VcpuThread* v = core_.vcpu(static_cast<int>(m.vcpu));
   if (v != nullptr) return fail_(Error(what + ": its fd appeared meanwhile"));
   std::optional<BootPlan> plan;
@@ -233,9 +238,7 @@ bool VcpuMover::arrive_in_shadow(NodeId from, VcpuMove& m) {
   VcpuThread* v = core_.vcpu(static_cast<int>(m.vcpu));
   if (v == nullptr) return false;
   const std::string what = "vcpu " + std::to_string(m.vcpu) + " from " + config_.host_names[from];
-  auto state = decode_vcpu_state(m.state);
-  if (state && state->id != m.vcpu)
-    state = Error("the state is vcpu " + std::to_string(state->id) + "'s");
+  auto state = decode_arrival(m);
   if (!state) {
     fail_(state.error().context(what));
     return true;
@@ -268,9 +271,9 @@ bool VcpuMover::arrive_in_shadow(NodeId from, VcpuMove& m) {
         // It runs as soon as this returns; the table first, so nothing here sees it elsewhere.
         const uint64_t resumed = monotonic_ns();
         place(placed.vcpu, config_.self, placed.version);
-        queue({from, MessageType::kVcpuPlaced, placed, [this, from, placed, came, resumed] {
-                 announce(from, placed, "its shadow's fd", came, resumed);
-               }});
+        queue({.task = [this, from, placed, came, resumed] {
+          announce(from, placed, "its shadow's fd", came, resumed);
+        }});
       });
   return true;
 }

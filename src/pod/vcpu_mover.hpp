@@ -84,8 +84,8 @@ class VcpuMover {
 
  private:
   struct Work {
-    NodeId from;
-    net::MessageType type;
+    NodeId from = 0;
+    net::MessageType type{};
     VcpuMove move;
     std::function<void()> task;  // instead of a message: what another thread hands over
   };
@@ -96,6 +96,8 @@ class VcpuMover {
   // migrate()'s second half, on the vCPU's own thread once it has saved itself.
   // `ordered`: when migrate() began (monotonic ns), for the log.
   void send_state(const VcpuMove& m, VcpuThread& v, uint64_t ordered, Result<VcpuState> state);
+  // kVcpuArrive's state, checked to be the moving vCPU's.
+  static Result<VcpuState> decode_arrival(const VcpuMove& m);
   // A first arrival on this host: creates the vCPU's fd (this type's thread).
   void arrive(NodeId from, const VcpuMove& m);
   // An arrival into the shadow fd this host keeps: started on the link's reader, done on the

@@ -9,6 +9,7 @@
 #include <cstddef>
 #include <cstring>
 #include <optional>
+#include <vector>
 
 #include "kvm/kvm.hpp"
 #include "support/kvm_available.hpp"
@@ -23,9 +24,11 @@ struct TwoViews {
   Vm vm;
   VcpuFd syncing;
   VcpuFd plain;
+  std::vector<uint32_t> msrs;  // what save_state reads
+  VcpuState base;              // the fresh vCPU's state, read through the plain view
 };
 
-// vCPU `id` of a fresh VM, seen through a syncing VcpuFd and a plain one.
+// vCPU `id` of a fresh VM, seen through a syncing VcpuFd and a plain one, and its state.
 void open_views(int id, std::optional<TwoViews>& out) {
   auto kvm = Kvm::open();
   ASSERT_TRUE(kvm.ok()) << kvm.error().message();
@@ -37,7 +40,12 @@ void open_views(int id, std::optional<TwoViews>& out) {
   if (!syncing->syncs(kSyncAll)) GTEST_SKIP() << "skipped: this KVM has no KVM_CAP_SYNC_REGS";
   auto plain = VcpuFd::adopt(id, UniqueFd(dup(syncing->fd())), kvm->vcpu_mmap_size(), 0);
   ASSERT_TRUE(plain.ok()) << plain.error().message();
-  out.emplace(TwoViews{std::move(*kvm), std::move(*vm), std::move(*syncing), std::move(*plain)});
+  auto msrs = kvm->msr_index_list();
+  ASSERT_TRUE(msrs.ok());
+  auto base = plain->save_state(*msrs);
+  ASSERT_TRUE(base.ok()) << base.error().message();
+  out.emplace(TwoViews{std::move(*kvm), std::move(*vm), std::move(*syncing), std::move(*plain),
+                       std::move(*msrs), std::move(*base)});
 }
 
 VcpuState changed(VcpuState s, uint64_t salt) {
@@ -67,22 +75,18 @@ TEST(VcpuSyncRegs, WhatOneViewWritesTheOtherReads) {
   std::optional<TwoViews> v;
   open_views(0, v);
   if (!v) return;
-  auto msrs = v->kvm.msr_index_list();
-  ASSERT_TRUE(msrs.ok());
-  auto base = v->plain.save_state(*msrs);
-  ASSERT_TRUE(base.ok()) << base.error().message();
   for (uint64_t salt = 1; salt <= 4; ++salt) {
     SCOPED_TRACE("salt " + std::to_string(salt));
     // Restored through kvm_run, read by ioctls.
-    const VcpuState a = changed(*base, salt);
+    const VcpuState a = changed(v->base, salt);
     ASSERT_TRUE(v->syncing.restore_state(a).ok());
-    auto read_plain = v->plain.save_state(*msrs);
+    auto read_plain = v->plain.save_state(v->msrs);
     ASSERT_TRUE(read_plain.ok()) << read_plain.error().message();
     expect_same_core(*read_plain, a);
     // Restored by ioctls, read through kvm_run.
-    const VcpuState b = changed(*base, salt + 100);
+    const VcpuState b = changed(v->base, salt + 100);
     ASSERT_TRUE(v->plain.restore_state(b).ok());
-    auto read_sync = v->syncing.save_state(*msrs);
+    auto read_sync = v->syncing.save_state(v->msrs);
     ASSERT_TRUE(read_sync.ok()) << read_sync.error().message();
     expect_same_core(*read_sync, b);
   }
@@ -93,14 +97,10 @@ TEST(VcpuSyncRegs, AnApNeverStartedStillGetsItsRegisters) {
   std::optional<TwoViews> v;
   open_views(1, v);  // not the BSP: KVM makes it UNINITIALIZED (wait for INIT and SIPI)
   if (!v) return;
-  auto msrs = v->kvm.msr_index_list();
-  ASSERT_TRUE(msrs.ok());
-  auto base = v->plain.save_state(*msrs);
-  ASSERT_TRUE(base.ok()) << base.error().message();
-  ASSERT_EQ(base->mp_state.mp_state, static_cast<uint32_t>(KVM_MP_STATE_UNINITIALIZED));
-  const VcpuState a = changed(*base, 7);
+  ASSERT_EQ(v->base.mp_state.mp_state, static_cast<uint32_t>(KVM_MP_STATE_UNINITIALIZED));
+  const VcpuState a = changed(v->base, 7);
   ASSERT_TRUE(v->syncing.restore_state(a).ok());
-  auto read = v->plain.save_state(*msrs);
+  auto read = v->plain.save_state(v->msrs);
   ASSERT_TRUE(read.ok()) << read.error().message();
   expect_same_core(*read, a);
   EXPECT_EQ(v->syncing.run_state()->kvm_dirty_regs, 0u) << "left marked for a later KVM_RUN";
@@ -113,14 +113,10 @@ TEST(VcpuSyncRegs, ARestoreLeavesOutOnlyWhatTheFdHolds) {
   std::optional<TwoViews> v;
   open_views(0, v);
   if (!v) return;
-  auto msrs = v->kvm.msr_index_list();
-  ASSERT_TRUE(msrs.ok());
-  auto base = v->plain.save_state(*msrs);
-  ASSERT_TRUE(base.ok()) << base.error().message();
-  VcpuState s = changed(*base, 1);
+  VcpuState s = changed(v->base, 1);
   // In the fd now: DR0 = 0x5000. The state says 0x7000, and so does what the fd is said to
   // hold: the restore believes it and leaves the fd's 0x5000.
-  kvm_debugregs in_fd = base->debugregs;
+  kvm_debugregs in_fd = v->base.debugregs;
   in_fd.db[0] = 0x5000;
   ASSERT_TRUE(v->plain.set_debugregs(in_fd).ok());
   s.debugregs.db[0] = 0x7000;
@@ -134,7 +130,7 @@ TEST(VcpuSyncRegs, ARestoreLeavesOutOnlyWhatTheFdHolds) {
   ASSERT_TRUE(v->syncing.restore_state(s, &held).ok());
   ASSERT_TRUE(v->plain.get_debugregs(read).ok());
   EXPECT_EQ(read.db[0], 0x7000u) << "left out although the fd held something else";
-  auto after = v->plain.save_state(*msrs);
+  auto after = v->plain.save_state(v->msrs);
   ASSERT_TRUE(after.ok());
   expect_same_core(*after, s);
 }
