@@ -223,7 +223,7 @@ struct Ipis {
 std::string sink_latency(int n, std::vector<double>& out) {
   auto kvm = shoal::Kvm::open();
   if (!kvm) return kvm.error().message();
-  auto core = shoal::MachineCore::create(std::move(*kvm), 64ull << 20, {}, true);
+  auto core = shoal::MachineCore::create(std::move(*kvm), 64ull << 20, {.interrupt_sink = true});
   if (!core) return core.error().message();
   std::atomic<int> reports{0};
   (*core)->set_interrupt_sink([&](int, shoal::ApicDelivery, uint8_t) { reports.fetch_add(1); });

@@ -287,6 +287,7 @@ idt_ready:
 pml4:
   .quad pdpt + 0x27
   .fill 511, 8, 0
+  .globl pdpt  /* guest/remote_walk.c hooks a directory of its own into entry 4 */
 pdpt:
   .quad pd + 0x27
   .quad pd + 0x1000 + 0x27

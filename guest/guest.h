@@ -49,6 +49,8 @@ static inline uint64_t random_order(uint64_t i, uint64_t pages) {
 int run_ipi(uint32_t cpu, uint32_t ncpus, uint64_t n, void (*barrier)(int));
 /* guest/wander.c */
 int run_wander(uint32_t cpu, uint32_t ncpus, uint64_t rounds, void (*barrier)(int));
+/* guest/remote_walk.c */
+int run_remote_walk(uint32_t cpu, uint32_t ncpus, uint64_t ram_end, void (*barrier)(int));
 /* guest/virtio_blk.c: blk-read (write 0) and blk-write (write 1); vCPU 0 only. */
 int run_blk(uint32_t cpu, uint64_t ram_end, uint64_t mib, int write);
 /* guest/virtio_chan.c: `chan N BYTES`, round trips over virtio-console; vCPU 0 only. */

@@ -389,6 +389,8 @@ void guest_main(uint64_t start_info, uint32_t cpu) {
     result = run_wander(cpu, plat.ncpus, parse_u64(arg, 1000), barrier);
   } else if (starts_with(plat.cmdline, "ipi", &arg)) {
     result = run_ipi(cpu, plat.ncpus, parse_u64(arg, 1000), barrier);
+  } else if (starts_with(plat.cmdline, "remote-walk", &arg)) {
+    result = run_remote_walk(cpu, plat.ncpus, plat.ram_end, barrier);
   } else if (starts_with(plat.cmdline, "compute", &arg)) {
     result = run_compute(cpu, parse_u64(arg, 10000000));
   } else if (starts_with(plat.cmdline, "blk-read", &arg)) {
@@ -430,7 +432,7 @@ void guest_main(uint64_t start_info, uint32_t cpu) {
     put_str(plat.cmdline);
     put_str(
         "' (touch MIB | touch-random MIB | touch-shared MIB | touch-restore MIB | discard MIB | "
-        "counter N | counter-total T | handoff R | ipi N | wander R | compute N | "
+        "counter N | counter-total T | handoff R | ipi N | wander R | remote-walk | compute N | "
         "blk-read MIB | blk-write MIB | chan N [BYTES] | hello | cpuid)\n");
     guest_exit(64);
   }

@@ -59,7 +59,7 @@ Result<std::unique_ptr<Machine>> Machine::create(Kvm kvm, const RunConfig& confi
       early.insert(early.end(), image.begin(), image.end());
     }
   }
-  auto core = MachineCore::create(std::move(kvm), config.memory, early);
+  auto core = MachineCore::create(std::move(kvm), config.memory, {.early_gpas = early});
   if (!core) return core.error();
   std::unique_ptr<Machine> m(new Machine(std::move(*core)));
   SHOAL_TRY(m->open_virtio_devices(config), "");

@@ -33,8 +33,7 @@ void MachineCore::FreeBytes::operator()(uint8_t* p) const {
 }
 
 Result<std::unique_ptr<MachineCore>> MachineCore::create(Kvm kvm, uint64_t memory_bytes,
-                                                         const std::vector<uint64_t>& early_gpas,
-                                                         bool interrupt_sink) {
+                                                         const MachineCoreOptions& options) {
   auto vm = Vm::create(kvm);
   if (!vm) return vm.error();
   auto ram = GuestRam::reserve(memory_bytes, kvm.guest_phys_bits());
@@ -48,9 +47,11 @@ Result<std::unique_ptr<MachineCore>> MachineCore::create(Kvm kvm, uint64_t memor
   // here, against 0.05-0.5 ms for the same slot created first). Slots created later, on first
   // access, pay that wait only if they come within a few ms of it.
   SHOAL_TRY(c->ram_slots_.front()->ensure(0, 1), "map guest RAM");
-  for (uint64_t gpa : early_gpas)
+  for (uint64_t gpa : options.early_gpas)
     for (auto& s : c->ram_slots_) SHOAL_TRY(s->ensure(gpa, 1), "map guest RAM");
-  if (interrupt_sink) {
+  if (options.every_slot)
+    for (auto& s : c->ram_slots_) SHOAL_TRY(s->ensure_all(), "map guest RAM");
+  if (options.interrupt_sink) {
     c->pod_cpuid_ = without_host_local_features(c->kvm_.supported_cpuid());
     const std::vector<uint8_t> image = build_interrupt_sink();
     c->sink_memory_.reset(static_cast<uint8_t*>(std::aligned_alloc(kPageSize, image.size())));

@@ -37,17 +37,25 @@ struct VcpuEnd {
 };
 VcpuEnd describe_vcpu_end(int id, const ExitAction& action, const std::string& state);
 
+// What MachineCore::create sets up besides the VM and its dormant RAM.
+struct MachineCoreOptions {
+  // Guest addresses whose slots are created at once, not on first access (a restore's pages).
+  std::vector<uint64_t> early_gpas;
+  // Every slot at once: a member of a pod of more than one host (memory/ram_slots.hpp says why).
+  bool every_slot = false;
+  // A pod member's: its vCPU fds run the interrupt sink while their vCPU runs on another host
+  // (arch/interrupt_sink.hpp).
+  bool interrupt_sink = false;
+};
+
 class MachineCore {
  public:
   // A VM with its platform (irqchip, PIT) and `memory_bytes` of dormant guest RAM whose KVM
   // slots are created on first access (memory/ram_slots.hpp), except the boot slot and those
-  // holding `early_gpas` (a restore's pages), created before the irqchip: after it, each
-  // memslot change first waits out the SRCU grace period the irqchip leaves (5-11 ms here).
-  // `interrupt_sink`: a pod member's, whose vCPU fds run the interrupt sink while their vCPU
-  // runs on another host (arch/interrupt_sink.hpp); its slot too comes before the irqchip.
+  // the options ask for, created before the irqchip, as is the interrupt sink's: after it,
+  // each memslot change first waits out the SRCU grace period the irqchip leaves (5-11 ms here).
   static Result<std::unique_ptr<MachineCore>> create(Kvm kvm, uint64_t memory_bytes,
-                                                     const std::vector<uint64_t>& early_gpas = {},
-                                                     bool interrupt_sink = false);
+                                                     const MachineCoreOptions& options = {});
   MachineCore(const MachineCore&) = delete;
   MachineCore& operator=(const MachineCore&) = delete;
   ~MachineCore();  // stops the vCPUs if the owner has not

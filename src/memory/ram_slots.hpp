@@ -9,6 +9,15 @@
 // The region at GPA 0 starts with a 64 MiB boot slot instead (then 1 GiB slots from 1 GiB on):
 // it holds what the loader writes, it is created before every vCPU starts, and KVM's per-page
 // metadata for a whole 1 GiB slot costs ~0.45 ms of that start here, a 64 MiB one ~0.05 ms.
+//
+// On first access is only right on one host. A page walk (the CPU's, or KVM's under shadow
+// paging) cannot go through the MMIO path either: a walk through a gpa with no slot finds a
+// hole, and the guest takes a page fault. On one host the guest writes its page tables
+// before it walks them, so the write has created their slot. In a pod the writer may be
+// another host's vCPU, and the walker's host never touched that RAM: a Linux CPU moved onto a
+// host that had not run it took a page fault on its kernel text there and triple-faulted
+// (Pod.APageTableWrittenOnOneHostIsWalkedOnAnother shows the test guest's version). So a
+// member of a pod of more than one host creates every slot up front (MachineCoreOptions).
 #pragma once
 
 #include <atomic>
@@ -35,6 +44,7 @@ class RamSlots : public BusDevice {
   // tables): instruction fetches and page walks cannot go through the MMIO path.
   Status register_written();
   Status ensure(uint64_t gpa, uint64_t len);
+  Status ensure_all() { return ensure(base_gpa_, bytes_); }
 
   void read(uint64_t offset, std::span<uint8_t> data) override;
   void write(uint64_t offset, std::span<const uint8_t> data) override;

@@ -41,7 +41,10 @@ Result<std::unique_ptr<PodMember>> PodMember::create(PodMemberConfig config) {
   }
   auto kvm = Kvm::open();
   if (!kvm) return kvm.error();
-  auto core = MachineCore::create(std::move(*kvm), spec.memory, {}, /*interrupt_sink=*/true);
+  // Every slot of a pod of several hosts up front: a page walk here may go through page
+  // tables that only another host's vCPUs wrote (memory/ram_slots.hpp).
+  auto core = MachineCore::create(std::move(*kvm), spec.memory,
+                                  {.every_slot = spec.hosts.size() > 1, .interrupt_sink = true});
   if (!core) return core.error();
   m->core_ = std::move(*core);
 

@@ -51,7 +51,7 @@ class InterruptSink : public ::testing::Test {
     SHOAL_REQUIRE_KVM();
     auto kvm = Kvm::open();
     ASSERT_TRUE(kvm.ok()) << kvm.error().message();
-    auto core = MachineCore::create(std::move(*kvm), 64ull << 20, {}, true);
+    auto core = MachineCore::create(std::move(*kvm), 64ull << 20, {.interrupt_sink = true});
     ASSERT_TRUE(core.ok()) << core.error().message();
     core_ = std::move(*core);
     core_->set_interrupt_sink([this](int vcpu, ApicDelivery d, uint8_t v) {

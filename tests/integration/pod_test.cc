@@ -32,6 +32,19 @@ TEST(Pod, TwoAndThreeHostsCountExactlyOneMillion) {
   }
 }
 
+// A page walk on one host through page tables another host wrote: vCPU 0 (h0) hooks a page
+// directory of its own near the top of RAM into the page tables, vCPU 1 (h1) reads through
+// it. No vCPU on h1 touched that RAM before, so the walk is h1's first access there: without
+// that RAM registered with h1's KVM the walk found a hole and the guest a page fault (a
+// Linux CPU moved onto a host that never ran it triple-faulted so, docs/vcpu-migration.md).
+TEST(Pod, APageTableWrittenOnOneHostIsWalkedOnAnother) {
+  SHOAL_REQUIRE_POD_HOSTS();
+  auto r = in_cluster(2, pod_spec(2, "remote-walk", 1, 256), "$SHOAL pod up $SPEC");
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("remote-walk vcpus=2 directory=0x000000000fc00000 bad=0"), std::string::npos)
+      << r.out << r.err;
+}
+
 TEST(Pod, ThirtyTwoHostsCountExactlyAndStopInOrder) {
   SHOAL_REQUIRE_POD_HOSTS();
   // The largest pod (kMaxPodHosts), one vCPU per host. Every member must report an orderly
