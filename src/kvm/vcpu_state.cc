@@ -1,5 +1,6 @@
 #include "kvm/vcpu_state.hpp"
 
+#include <bit>
 #include <cstring>
 #include <string>
 
@@ -32,17 +33,66 @@ Status get_part(WireReader& r, T& part, const char* what, const char* kind) {
   return {};
 }
 
-Status check_header(WireReader& r, size_t bytes, uint32_t magic, uint32_t version, size_t max_bytes,
-                    const char* kind) {
+// A part that is mostly zeros (the XSAVE area holds AVX-512 state most guests never touch, the
+// LAPIC page gaps between its registers) travels as (size, a mask of its 64-byte blocks that
+// are not all zero, those blocks): 6692 bytes of state became ~2 KB, which a move seals, sends
+// and decodes on its critical path.
+constexpr size_t kSparseBlock = 64;
+
+template <class T>
+void put_sparse_part(WireWriter& w, const T& part) {
+  static_assert(sizeof(T) % kSparseBlock == 0 && sizeof(T) / kSparseBlock <= 64);
+  const auto* bytes = reinterpret_cast<const uint8_t*>(&part);
+  uint64_t mask = 0;
+  for (size_t b = 0; b < sizeof(T) / kSparseBlock; ++b)
+    for (size_t i = 0; i < kSparseBlock; ++i)
+      if (bytes[b * kSparseBlock + i] != 0) {
+        mask |= uint64_t{1} << b;
+        break;
+      }
+  w.put<uint32_t>(sizeof(T)).put(mask);
+  for (size_t b = 0; b < sizeof(T) / kSparseBlock; ++b)
+    if (mask & (uint64_t{1} << b)) w.put_bytes(bytes + b * kSparseBlock, kSparseBlock);
+}
+
+template <class T>
+Status get_sparse_part(WireReader& r, T& part, const char* what, const char* kind) {
+  const std::string field = std::string(kind) + ": " + what + ": ";
+  uint32_t size = 0;
+  uint64_t mask = 0;
+  if (!r.get(size)) return Error(field + "truncated");
+  if (size != sizeof(T))
+    return Error(field + std::to_string(size) + " bytes, this build expects " +
+                 std::to_string(sizeof(T)));
+  if (!r.get(mask)) return Error(field + "truncated");
+  constexpr size_t kBlocks = sizeof(T) / kSparseBlock;
+  if constexpr (kBlocks < 64) {
+    if ((mask >> kBlocks) != 0)
+      return Error(field + "block mask names block " +
+                   std::to_string(std::countr_zero(mask >> kBlocks) + kBlocks) + " of " +
+                   std::to_string(kBlocks));
+  }
+  auto* bytes = reinterpret_cast<uint8_t*>(&part);
+  std::memset(bytes, 0, sizeof(T));
+  for (size_t b = 0; b < kBlocks; ++b)
+    if ((mask & (uint64_t{1} << b)) && !r.get_bytes(bytes + b * kSparseBlock, kSparseBlock))
+      return Error(field + "truncated");
+  return {};
+}
+
+// Returns the version read: one of [oldest, newest].
+Result<uint32_t> check_header(WireReader& r, size_t bytes, uint32_t magic, uint32_t oldest,
+                              uint32_t newest, size_t max_bytes, const char* kind) {
   if (bytes > max_bytes)
     return Error(std::string(kind) + ": " + std::to_string(bytes) + " bytes, at most " +
                  std::to_string(max_bytes));
   uint32_t m = 0, v = 0;
   if (!r.get(m) || m != magic) return Error(std::string(kind) + ": not a shoal " + kind);
-  if (!r.get(v) || v != version)
+  if (!r.get(v) || v < oldest || v > newest)
     return Error(std::string(kind) + ": version " + std::to_string(v) + ", this build reads " +
-                 std::to_string(version));
-  return {};
+                 (oldest == newest ? std::to_string(newest)
+                                   : std::to_string(oldest) + " to " + std::to_string(newest)));
+  return v;
 }
 
 }  // namespace
@@ -53,10 +103,10 @@ std::vector<uint8_t> encode_vcpu_state(const VcpuState& s) {
   put_part(w, s.mp_state);
   put_part(w, s.regs);
   put_part(w, s.sregs);
-  put_part(w, s.xsave);
+  put_sparse_part(w, s.xsave);
   put_part(w, s.xcrs);
   put_part(w, s.debugregs);
-  put_part(w, s.lapic);
+  put_sparse_part(w, s.lapic);
   put_part(w, s.events);
   w.put<uint32_t>(static_cast<uint32_t>(s.msrs.size()));
   for (const kvm_msr_entry& m : s.msrs) w.put(m.index).put<uint64_t>(m.data);
@@ -66,8 +116,11 @@ std::vector<uint8_t> encode_vcpu_state(const VcpuState& s) {
 Result<VcpuState> decode_vcpu_state(const std::vector<uint8_t>& bytes) {
   constexpr const char* kKind = "vcpu state";
   WireReader r(bytes);
-  SHOAL_TRY(check_header(r, bytes.size(), kVcpuMagic, kVcpuStateVersion, kMaxVcpuStateBytes, kKind),
-            "");
+  // Version 1 (snapshots taken before the sparse parts) had every part whole.
+  auto version =
+      check_header(r, bytes.size(), kVcpuMagic, 1, kVcpuStateVersion, kMaxVcpuStateBytes, kKind);
+  if (!version) return version.error();
+  const bool sparse = *version >= 2;
   VcpuState s;
   if (!r.get(s.id)) return Error("vcpu state: id: truncated");
   if (s.id >= kMaxVcpuId) return Error("vcpu state: id " + std::to_string(s.id) + " out of range");
@@ -76,13 +129,17 @@ Result<VcpuState> decode_vcpu_state(const std::vector<uint8_t>& bytes) {
     return Error("vcpu state: mp_state: " + std::to_string(s.mp_state.mp_state) + " unknown");
   SHOAL_TRY(get_part(r, s.regs, "regs", kKind), "");
   SHOAL_TRY(get_part(r, s.sregs, "sregs", kKind), "");
-  SHOAL_TRY(get_part(r, s.xsave, "xsave", kKind), "");
+  SHOAL_TRY(
+      sparse ? get_sparse_part(r, s.xsave, "xsave", kKind) : get_part(r, s.xsave, "xsave", kKind),
+      "");
   SHOAL_TRY(get_part(r, s.xcrs, "xcrs", kKind), "");
   if (s.xcrs.nr_xcrs > KVM_MAX_XCRS)
     return Error("vcpu state: xcrs: " + std::to_string(s.xcrs.nr_xcrs) + " registers, at most " +
                  std::to_string(KVM_MAX_XCRS));
   SHOAL_TRY(get_part(r, s.debugregs, "debugregs", kKind), "");
-  SHOAL_TRY(get_part(r, s.lapic, "lapic", kKind), "");
+  SHOAL_TRY(
+      sparse ? get_sparse_part(r, s.lapic, "lapic", kKind) : get_part(r, s.lapic, "lapic", kKind),
+      "");
   SHOAL_TRY(get_part(r, s.events, "events", kKind), "");
   uint32_t n = 0;
   if (!r.get(n)) return Error("vcpu state: msrs: truncated");
@@ -113,7 +170,10 @@ std::vector<uint8_t> encode_vm_state(const VmState& s) {
 Result<VmState> decode_vm_state(const std::vector<uint8_t>& bytes) {
   constexpr const char* kKind = "vm state";
   WireReader r(bytes);
-  SHOAL_TRY(check_header(r, bytes.size(), kVmMagic, kVmStateVersion, kMaxVmStateBytes, kKind), "");
+  if (auto v = check_header(r, bytes.size(), kVmMagic, kVmStateVersion, kVmStateVersion,
+                            kMaxVmStateBytes, kKind);
+      !v)
+    return v.error();
   VmState s;
   SHOAL_TRY(get_part(r, s.pic_master, "pic_master", kKind), "");
   SHOAL_TRY(get_part(r, s.pic_slave, "pic_slave", kKind), "");

@@ -37,7 +37,9 @@ struct VmState {
   kvm_clock_data clock{};
 };
 
-inline constexpr uint32_t kVcpuStateVersion = 1;
+// 2: the XSAVE area and the LAPIC page as their non-zero 64-byte blocks (1, every part whole,
+// is still read: older snapshots).
+inline constexpr uint32_t kVcpuStateVersion = 2;
 inline constexpr uint32_t kVmStateVersion = 1;
 inline constexpr size_t kMaxStateMsrs = 1024;
 inline constexpr size_t kMaxVcpuStateBytes = 64 * 1024;

@@ -3,6 +3,10 @@
 
 #include <gtest/gtest.h>
 
+#include <cstring>
+
+#include "shoal/wire_bytes.hpp"
+
 namespace shoal {
 namespace {
 
@@ -46,9 +50,9 @@ TEST(VcpuStateEncoding, RoundTrips) {
 TEST(VcpuStateEncoding, BadInputNamesTheField) {
   auto bytes = encode_vcpu_state(sample());
   EXPECT_EQ(error_of({}), "vcpu state: not a shoal vcpu state");
-  auto v2 = bytes;
-  v2[4] = 2;  // version
-  EXPECT_EQ(error_of(v2), "vcpu state: version 2, this build reads 1");
+  auto v3 = bytes;
+  v3[4] = 3;  // version
+  EXPECT_EQ(error_of(v3), "vcpu state: version 3, this build reads 1 to 2");
   auto cut = bytes;
   cut.resize(cut.size() - 3);
   EXPECT_EQ(error_of(cut), "vcpu state: msrs: truncated");
@@ -63,6 +67,50 @@ TEST(VcpuStateEncoding, BadInputNamesTheField) {
   EXPECT_EQ(error_of(encode_vcpu_state(many)), "vcpu state: msrs: 1025 entries, at most 1024");
   std::vector<uint8_t> huge(kMaxVcpuStateBytes + 1);
   EXPECT_EQ(error_of(huge), "vcpu state: 65537 bytes, at most 65536");
+}
+
+// Where the LAPIC part's block mask sits in sample()'s encoding (one XSAVE block non-zero).
+size_t sample_lapic_mask_offset() {
+  return 12 + (4 + sizeof(kvm_mp_state)) + (4 + sizeof(kvm_regs)) + (4 + sizeof(kvm_sregs)) +
+         (4 + 8 + 64) + (4 + sizeof(kvm_xcrs)) + (4 + sizeof(kvm_debugregs)) + 4;
+}
+
+TEST(VcpuStateEncoding, ZeroBlocksOfXsaveAndLapicStayOffTheWire) {
+  VcpuState v = sample();
+  const size_t one_block = encode_vcpu_state(v).size();
+  v.xsave[1023] = 0xabcd;     // the last 64-byte block of the 4 KiB
+  v.lapic.regs[1023] = 0x5a;  // and of the LAPIC page
+  const auto bytes = encode_vcpu_state(v);
+  EXPECT_EQ(bytes.size(), one_block + 2 * 64);
+  EXPECT_LT(bytes.size(), sizeof(v.xsave) + sizeof(v.lapic));
+  auto back = decode_vcpu_state(bytes);
+  ASSERT_TRUE(back.ok()) << back.error().message();
+  EXPECT_EQ(back->xsave, v.xsave);
+  EXPECT_EQ(std::memcmp(back->lapic.regs, v.lapic.regs, sizeof v.lapic.regs), 0);
+}
+
+TEST(VcpuStateEncoding, AVersionOneStateWithWholePartsIsStillRead) {
+  const VcpuState v = sample();
+  WireWriter w;
+  w.put<uint32_t>(0x43564853).put<uint32_t>(1).put(v.id);
+  auto whole = [&](const auto& part) {
+    w.put<uint32_t>(sizeof part).put_bytes(&part, sizeof part);
+  };
+  whole(v.mp_state), whole(v.regs), whole(v.sregs), whole(v.xsave), whole(v.xcrs);
+  whole(v.debugregs), whole(v.lapic), whole(v.events);
+  w.put<uint32_t>(static_cast<uint32_t>(v.msrs.size()));
+  for (const kvm_msr_entry& m : v.msrs) w.put(m.index).put<uint64_t>(m.data);
+  auto back = decode_vcpu_state(w.take());
+  ASSERT_TRUE(back.ok()) << back.error().message();
+  EXPECT_EQ(encode_vcpu_state(*back), encode_vcpu_state(v));
+}
+
+TEST(VcpuStateEncoding, ABlockMaskBeyondThePartIsRefused) {
+  auto bytes = encode_vcpu_state(sample());
+  const size_t at = sample_lapic_mask_offset();
+  ASSERT_EQ(bytes[at], 0x01);  // sample()'s LAPIC byte 0x20: block 0 (the mask is little-endian)
+  bytes[at + 2] |= 0x01;       // bit 16: the LAPIC page has blocks 0 to 15
+  EXPECT_EQ(error_of(bytes), "vcpu state: lapic: block mask names block 16 of 16");
 }
 
 TEST(VmStateEncoding, RoundTripsAndChecksTheChips) {
