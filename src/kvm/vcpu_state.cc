@@ -1,5 +1,6 @@
 #include "kvm/vcpu_state.hpp"
 
+#include <algorithm>
 #include <bit>
 #include <cstring>
 #include <string>
@@ -22,14 +23,21 @@ void put_part(WireWriter& w, const T& part) {
   w.put<uint32_t>(sizeof(T)).put_bytes(&part, sizeof(T));
 }
 
+// A part's size field, which must be this build's size of it.
+Status get_part_size(WireReader& r, size_t expected, const std::string& field) {
+  uint32_t size = 0;
+  if (!r.get(size)) return Error(field + "truncated");
+  if (size != expected)
+    return Error(field + std::to_string(size) + " bytes, this build expects " +
+                 std::to_string(expected));
+  return {};
+}
+
 template <class T>
 Status get_part(WireReader& r, T& part, const char* what, const char* kind) {
-  uint32_t size = 0;
-  if (!r.get(size)) return Error(std::string(kind) + ": " + what + ": truncated");
-  if (size != sizeof(T))
-    return Error(std::string(kind) + ": " + what + ": " + std::to_string(size) +
-                 " bytes, this build expects " + std::to_string(sizeof(T)));
-  if (!r.get_bytes(&part, sizeof(T))) return Error(std::string(kind) + ": " + what + ": truncated");
+  const std::string field = std::string(kind) + ": " + what + ": ";
+  SHOAL_TRY(get_part_size(r, sizeof(T), field), "");
+  if (!r.get_bytes(&part, sizeof(T))) return Error(field + "truncated");
   return {};
 }
 
@@ -58,12 +66,8 @@ void put_sparse_part(WireWriter& w, const T& part) {
 template <class T>
 Status get_sparse_part(WireReader& r, T& part, const char* what, const char* kind) {
   const std::string field = std::string(kind) + ": " + what + ": ";
-  uint32_t size = 0;
+  SHOAL_TRY(get_part_size(r, sizeof(T), field), "");
   uint64_t mask = 0;
-  if (!r.get(size)) return Error(field + "truncated");
-  if (size != sizeof(T))
-    return Error(field + std::to_string(size) + " bytes, this build expects " +
-                 std::to_string(sizeof(T)));
   if (!r.get(mask)) return Error(field + "truncated");
   constexpr size_t kBlocks = sizeof(T) / kSparseBlock;
   if constexpr (kBlocks < 64) {
@@ -74,9 +78,14 @@ Status get_sparse_part(WireReader& r, T& part, const char* what, const char* kin
   }
   auto* bytes = reinterpret_cast<uint8_t*>(&part);
   std::memset(bytes, 0, sizeof(T));
-  for (size_t b = 0; b < kBlocks; ++b)
-    if ((mask & (uint64_t{1} << b)) && !r.get_bytes(bytes + b * kSparseBlock, kSparseBlock))
-      return Error(field + "truncated");
+  for (size_t b = 0; b < kBlocks; ++b) {
+    if (!(mask & (uint64_t{1} << b))) continue;
+    uint8_t* block = bytes + b * kSparseBlock;
+    if (!r.get_bytes(block, kSparseBlock)) return Error(field + "truncated");
+    // One encoding per state: a zero block is never sent.
+    if (std::all_of(block, block + kSparseBlock, [](uint8_t x) { return x == 0; }))
+      return Error(field + "block " + std::to_string(b) + " is sent but all zeros");
+  }
   return {};
 }
 

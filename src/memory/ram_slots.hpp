@@ -4,7 +4,8 @@
 // its first instruction. Instead, each 1 GiB slot is created when the guest first accesses it:
 // until then the access is an MMIO exit, which lands here (this device covers guest RAM on the
 // MMIO bus), creates the slot, and completes the access against the host mapping. From then on
-// KVM maps the slot directly. A slot is never created for memory the guest never touches.
+// KVM maps the slot directly. On one host a slot is never created for memory the guest never
+// touches (a member of a multi-host pod creates them all: see below).
 //
 // The region at GPA 0 starts with a 64 MiB boot slot instead (then 1 GiB slots from 1 GiB on):
 // it holds what the loader writes, it is created before every vCPU starts, and KVM's per-page

@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "shoal/wire_bytes.hpp"
@@ -111,6 +112,13 @@ TEST(VcpuStateEncoding, ABlockMaskBeyondThePartIsRefused) {
   ASSERT_EQ(bytes[at], 0x01);  // sample()'s LAPIC byte 0x20: block 0 (the mask is little-endian)
   bytes[at + 2] |= 0x01;       // bit 16: the LAPIC page has blocks 0 to 15
   EXPECT_EQ(error_of(bytes), "vcpu state: lapic: block mask names block 16 of 16");
+}
+
+TEST(VcpuStateEncoding, AZeroBlockSentAnywayIsRefused) {
+  auto bytes = encode_vcpu_state(sample());
+  const size_t at = sample_lapic_mask_offset();
+  std::fill_n(bytes.begin() + static_cast<std::ptrdiff_t>(at + 8), 64, 0);  // block 0's bytes
+  EXPECT_EQ(error_of(bytes), "vcpu state: lapic: block 0 is sent but all zeros");
 }
 
 TEST(VmStateEncoding, RoundTripsAndChecksTheChips) {
