@@ -47,17 +47,17 @@ Status get_part(WireReader& r, T& part, const char* what, const char* kind) {
 // and decodes on its critical path.
 constexpr size_t kSparseBlock = 64;
 
+bool all_zero(const uint8_t* block) {
+  return std::all_of(block, block + kSparseBlock, [](uint8_t x) { return x == 0; });
+}
+
 template <class T>
 void put_sparse_part(WireWriter& w, const T& part) {
   static_assert(sizeof(T) % kSparseBlock == 0 && sizeof(T) / kSparseBlock <= 64);
   const auto* bytes = reinterpret_cast<const uint8_t*>(&part);
   uint64_t mask = 0;
   for (size_t b = 0; b < sizeof(T) / kSparseBlock; ++b)
-    for (size_t i = 0; i < kSparseBlock; ++i)
-      if (bytes[b * kSparseBlock + i] != 0) {
-        mask |= uint64_t{1} << b;
-        break;
-      }
+    if (!all_zero(bytes + b * kSparseBlock)) mask |= uint64_t{1} << b;
   w.put<uint32_t>(sizeof(T)).put(mask);
   for (size_t b = 0; b < sizeof(T) / kSparseBlock; ++b)
     if (mask & (uint64_t{1} << b)) w.put_bytes(bytes + b * kSparseBlock, kSparseBlock);
@@ -83,7 +83,7 @@ Status get_sparse_part(WireReader& r, T& part, const char* what, const char* kin
     uint8_t* block = bytes + b * kSparseBlock;
     if (!r.get_bytes(block, kSparseBlock)) return Error(field + "truncated");
     // One encoding per state: a zero block is never sent.
-    if (std::all_of(block, block + kSparseBlock, [](uint8_t x) { return x == 0; }))
+    if (all_zero(block))
       return Error(field + "block " + std::to_string(b) + " is sent but all zeros");
   }
   return {};
